@@ -1,0 +1,27 @@
+"""Entry point: mitmdump -s addons/gateway.py --mode reverse:http://127.0.0.1:1@8143 --set connection_strategy=lazy
+
+Builds the gateway's addon list; each addon lives in the llmgate package beside this file.
+"""
+
+import os
+import sys
+
+# the repo root, for the `converters` package when the project is not pip-installed
+_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _root not in sys.path:
+    sys.path.append(_root)
+
+from llmgate.client_auth import ClientAuth  # noqa: E402
+from llmgate.config_watch import ConfigWatch  # noqa: E402
+from llmgate.flow_record import FlowRecorder  # noqa: E402
+from llmgate.front_door import FrontDoor  # noqa: E402
+from llmgate.runtime import Runtime  # noqa: E402
+
+runtime = Runtime()
+
+addons = [
+    ConfigWatch(runtime),
+    ClientAuth(runtime),
+    FrontDoor(runtime),
+    FlowRecorder(runtime),
+]

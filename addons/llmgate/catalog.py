@@ -1,0 +1,90 @@
+"""Which models each provider serves: its `models:` list, or discovered from its models endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+from llmgate.errors import GatewayError
+from llmgate.providers import PROVIDER_TYPES
+from llmgate.settings import ProviderSettings, Timeouts
+from llmgate.upstream import Upstream, UpstreamRequest
+
+log = logging.getLogger(__name__)
+
+FRESH_FOR = 600.0  # seconds a discovered list is trusted
+RETRY_AFTER = 30.0  # seconds before a failed discovery is tried again on demand
+DISCOVERY_TIMEOUTS = Timeouts(connect=5, read=15)
+
+
+@dataclass
+class _Entry:
+    models: list[str] | None = None
+    fetched_at: float = 0.0
+    error: str | None = None
+    failed_at: float = 0.0
+    task: asyncio.Task | None = field(default=None, repr=False)
+
+
+class ModelCatalog:
+    def __init__(self, upstream: Upstream):
+        self._upstream = upstream
+        self._entries: dict[str, _Entry] = {}
+
+    def models(self, p: ProviderSettings) -> list[str] | None:
+        """The provider's models as known now (None: not known yet)."""
+        if p.models is not None:
+            return p.models
+        entry = self._entries.get(p.id)
+        return entry.models if entry else None
+
+    def status(self, p: ProviderSettings) -> dict:
+        if p.models is not None:
+            return {"models": len(p.models), "source": "config"}
+        entry = self._entries.get(p.id) or _Entry()
+        out: dict = {"models": len(entry.models) if entry.models is not None else None, "source": "discovered"}
+        if entry.error:
+            out["error"] = entry.error
+        return out
+
+    def forget(self, keep: set[str]) -> None:
+        for pid in list(self._entries):
+            if pid not in keep:
+                del self._entries[pid]
+
+    def stale(self, p: ProviderSettings) -> bool:
+        if p.models is not None or PROVIDER_TYPES[p.type].models_path is None:
+            return False
+        e = self._entries.get(p.id)
+        now = time.monotonic()
+        if e is None:
+            return True
+        if e.error and now - e.failed_at < RETRY_AFTER:
+            return False
+        return e.models is None or now - e.fetched_at > FRESH_FOR or bool(e.error)
+
+    async def refresh(self, p: ProviderSettings) -> None:
+        """Discover the provider's models; concurrent callers share one fetch."""
+        e = self._entries.setdefault(p.id, _Entry())
+        if e.task is None or e.task.done():
+            e.task = asyncio.ensure_future(self._fetch(p, e))
+        await asyncio.shield(e.task)
+
+    async def _fetch(self, p: ProviderSettings, e: _Entry) -> None:
+        kind = PROVIDER_TYPES[p.type]
+        headers = {"Accept": "application/json", **(kind.auth_headers(p.api_key) if p.api_key else {}), **p.headers}
+        req = UpstreamRequest("GET", p.base_url + kind.models_path, headers, b"")
+        try:
+            resp = await self._upstream.send(req, DISCOVERY_TIMEOUTS, f"'{p.id}'")
+            body = await self._upstream.read_body(resp, f"'{p.id}'", limit=8 << 20)
+            if resp.status != 200:
+                raise GatewayError(resp.status, f"models endpoint answered {resp.status}: {body[:200]!r}")
+            e.models = kind.parse_models(json.loads(body))
+            e.fetched_at, e.error = time.monotonic(), None
+            log.info("provider %s: discovered %d models", p.id, len(e.models))
+        except (GatewayError, ValueError) as err:
+            e.error, e.failed_at = f"model discovery failed: {err}", time.monotonic()
+            log.warning("provider %s: %s", p.id, e.error)

@@ -1,0 +1,54 @@
+"""Addon: when server.api_keys is set, every request must carry one of them.
+
+Accepted as Authorization: Bearer, x-api-key, x-goog-api-key or ?key=, as the
+OpenAI, Anthropic and Gemini SDKs send them. The key is then masked in the flow,
+so it never shows in mitmweb or in saved flows.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from mitmproxy import http
+
+from llmgate.errors import GatewayError
+from llmgate.responses import error_response
+from llmgate.runtime import Runtime
+
+OPEN_PATHS = ("/health",)
+REDACTED = "[redacted]"
+
+
+def presented_key(req: http.Request) -> str | None:
+    auth = req.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return req.headers.get("x-api-key") or req.headers.get("x-goog-api-key") or req.query.get("key")
+
+
+def mask_client_credentials(req: http.Request) -> None:
+    for name in ("authorization", "x-api-key", "x-goog-api-key"):
+        if name in req.headers:
+            req.headers[name] = REDACTED
+    if "key" in req.query:
+        req.query["key"] = REDACTED
+
+
+class ClientAuth:
+    def __init__(self, rt: Runtime):
+        self.rt = rt
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        keys = self.rt.settings.server.api_keys
+        if keys and flow.request.path.split("?", 1)[0] not in OPEN_PATHS:
+            key = presented_key(flow.request)
+            if key is None:
+                flow.response = error_response(GatewayError(
+                    401, "Missing API key. Send it as 'Authorization: Bearer <key>' (or x-api-key, "
+                    "x-goog-api-key, ?key=).", code="missing_api_key"))
+            elif not any(hmac.compare_digest(key.encode(), k.encode()) for k in keys):
+                flow.response = error_response(GatewayError(
+                    401, "Incorrect API key provided.", code="invalid_api_key"))
+        mask_client_credentials(flow.request)

@@ -1,0 +1,208 @@
+"""Addon: answers every request itself: OpenAI-compatible routes, routing, upstream I/O.
+
+Nothing is ever forwarded to mitmproxy's reverse target. Non-streamed answers
+are set as the flow's response; streams are handed to the loopback relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from mitmproxy import http
+
+from converters import openai_chat
+from llmgate.errors import GatewayError
+from llmgate.providers import PROVIDER_TYPES
+from llmgate.relay import Pipe
+from llmgate.responses import error_response, json_response
+from llmgate.routing import Route, provider_by_id, resolve
+from llmgate.runtime import UPSTREAM_MARK, Exchange, Runtime
+from llmgate.settings import GatewaySettings, ProviderSettings
+from llmgate.upstream import MAX_ERROR_BODY, UpstreamRequest
+
+log = logging.getLogger("llmgate")
+
+DISCOVERY_WAIT = 5.0  # seconds a request waits for model discovery
+HOP_BY_HOP = {
+    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
+    "content-length", "content-encoding", "set-cookie",
+}
+PASS_ON_ERROR = ("retry-after", "x-request-id")
+
+
+def split_forced_provider(path: str) -> tuple[str | None, str]:
+    """'/lmstudio/v1/models' -> ('lmstudio', '/v1/models')."""
+    parts = path.split("/", 3)
+    if len(parts) >= 3 and parts[1] and parts[1] != "v1" and parts[2] == "v1":
+        return parts[1], "/" + "/".join(parts[2:])
+    return None, path
+
+
+def client_headers(items) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in items if k.lower() not in HOP_BY_HOP]
+
+
+def upstream_error(pid: str, status: int, reason: str, headers, body: bytes) -> GatewayError:
+    """The upstream's own error, same status, its message kept."""
+    message, code, param = None, None, None
+    try:
+        err = json.loads(body).get("error")
+        if isinstance(err, dict):
+            message, code, param = err.get("message"), err.get("code"), err.get("param")
+        elif isinstance(err, str):
+            message = err
+    except (ValueError, AttributeError):
+        pass
+    if not message:
+        text = body[:300].decode("utf-8", "replace").strip() or "(empty body)"
+        message = f"Upstream '{pid}' answered {status} {reason}: {text}"
+    passed = {k: v for k, v in headers.items() if k.lower() in PASS_ON_ERROR}
+    return GatewayError(status, message, code=code if isinstance(code, str) else None,
+                        param=param if isinstance(param, str) else None, headers=passed)
+
+
+class FrontDoor:
+    def __init__(self, rt: Runtime):
+        self.rt = rt
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live or UPSTREAM_MARK in flow.metadata:
+            return
+        try:
+            await self._dispatch(flow)
+        except GatewayError as e:
+            flow.response = error_response(e)
+        except Exception:
+            log.exception("gateway failed on %s %s", flow.request.method, flow.request.path)
+            flow.response = error_response(GatewayError(
+                500, "Internal gateway error; the gateway log has the details.", code="internal_error"))
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        ex = self.rt.exchanges.get(flow.id)
+        if ex is not None and ex.pipe is not None and flow.response is not None:
+            flow.response.stream = True  # the relay sends converted events: pass them straight on
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        ex = self.rt.exchanges.get(flow.id)
+        if ex is not None and ex.token:
+            self.rt.relay.discard(ex.token)  # the client left before the stream was fetched
+
+    async def _dispatch(self, flow: http.HTTPFlow) -> None:
+        method = flow.request.method
+        path = flow.request.path.split("?", 1)[0]
+        forced, path = split_forced_provider(path)
+        settings = self.rt.settings
+        if path == "/health" and not forced:
+            self._allow(method, "GET")
+            flow.response = await self._health(settings)
+        elif path == "/v1/models":
+            self._allow(method, "GET")
+            flow.response = await self._models(settings, forced)
+        elif path == "/v1/chat/completions":
+            self._allow(method, "POST")
+            await self._chat(flow, settings, forced)
+        else:
+            raise GatewayError(404, f"Unknown route: {method} {flow.request.path.split('?', 1)[0]}. "
+                               "Routes: POST /v1/chat/completions, GET /v1/models, GET /health "
+                               "(also under /{provider}/v1/...).", code="unknown_route")
+
+    @staticmethod
+    def _allow(method: str, allowed: str) -> None:
+        if method != allowed:
+            raise GatewayError(405, f"Method {method} is not allowed here; use {allowed}.",
+                               code="method_not_allowed", headers={"Allow": allowed})
+
+    async def _refresh(self, providers: list[ProviderSettings]) -> None:
+        stale = [p for p in providers if p.enabled and self.rt.catalog.stale(p)]
+        if stale:
+            await asyncio.wait([asyncio.ensure_future(self.rt.catalog.refresh(p)) for p in stale],
+                               timeout=DISCOVERY_WAIT)
+
+    async def _health(self, settings: GatewaySettings) -> http.Response:
+        await self._refresh(settings.providers)
+        report, routable = [], 0
+        for p in settings.providers:
+            st = self.rt.catalog.status(p)
+            models = self.rt.catalog.models(p)
+            ok = p.enabled and (bool(models) or (p.id == settings.routing.default and "error" not in st))
+            routable += ok
+            state = "disabled" if not p.enabled else "ok" if ok else "unavailable" if "error" in st else "unknown"
+            report.append({"id": p.id, "type": p.type, "state": state, **st})
+        body = {"status": "ok" if routable else "unavailable", "routable_providers": routable,
+                "providers": report}
+        return json_response(200 if routable else 503, body)
+
+    async def _models(self, settings: GatewaySettings, forced: str | None) -> http.Response:
+        providers = [provider_by_id(settings, forced, "in the request path")] if forced else settings.providers
+        await self._refresh(providers)
+        seen: dict[str, str] = {}
+        for p in providers:
+            if p.enabled:
+                for m in self.rt.catalog.models(p) or ():
+                    seen.setdefault(m, p.id)
+        if not forced:
+            for alias, target in settings.routing.aliases.items():
+                seen.setdefault(alias, target.partition("/")[0] if "/" in target else "alias")
+        return json_response(200, openai_chat.model_list(list(seen.items())))
+
+    async def _route(self, settings: GatewaySettings, model: str, forced: str | None, header: str | None) -> Route:
+        models_of = self.rt.catalog.models
+        try:
+            return resolve(settings, models_of, model, forced, header)
+        except GatewayError as e:
+            if e.code != "model_not_found":
+                raise
+        # maybe a provider that discovers its models serves it: look (again) and retry
+        await self._refresh(settings.providers)
+        return resolve(settings, models_of, model, forced, header)
+
+    async def _chat(self, flow: http.HTTPFlow, settings: GatewaySettings, forced: str | None) -> None:
+        try:
+            data, req = openai_chat.parse_request(flow.request.content or b"")
+        except openai_chat.RequestError as e:
+            raise GatewayError(400, str(e), code="invalid_request", param=e.param) from None
+        route = await self._route(settings, req.model, forced, flow.request.headers.get("model-provider"))
+        p = route.provider
+        kind = PROVIDER_TYPES[p.type]
+        timeouts = p.timeouts or settings.server.timeouts
+        who = f"'{p.id}'"
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if req.stream else "application/json",
+            "Accept-Encoding": "identity",  # streams are rewritten chunk by chunk: no gzip
+            **kind.default_headers,
+            **(kind.auth_headers(p.api_key) if p.api_key else {}),
+            **p.headers,
+        }
+        up = UpstreamRequest("POST", p.base_url + kind.chat_path, headers,
+                             openai_chat.with_model(data, flow.request.content, route.model))
+        ex = Exchange(p.id, route.model, req.model, route.how, up, started=time.time())
+        self.rt.exchanges[flow.id] = ex
+        flow.metadata["llmgate"] = {"provider": p.id, "upstream_model": route.model, "route": route.how}
+        flow.comment = f"-> {p.id} / {route.model} ({route.how})"
+
+        resp = await self.rt.upstream.send(up, timeouts, who)
+        ex.first_byte = time.time()
+        ex.status = resp.status
+        ex.response_headers = list(resp.headers.items())
+        if resp.status >= 400:
+            ex.response_body = await self.rt.upstream.read_body(resp, who, limit=MAX_ERROR_BODY)
+            raise upstream_error(p.id, resp.status, resp.reason or "", resp.headers, ex.response_body)
+
+        out_headers = client_headers(resp.headers.items())
+        if req.stream and resp.content_type == "text/event-stream":
+            pipe = Pipe(resp, openai_chat.StreamRelabel(req.model), out_headers, who, timeouts.read)
+            port = await self.rt.relay.ensure_started()
+            ex.pipe, ex.token = pipe, self.rt.relay.register(pipe)
+            ex.client_request = flow.request
+            flow.request = http.Request.make("GET", f"http://127.0.0.1:{port}/{ex.token}")
+            return
+
+        ex.response_body = await self.rt.upstream.read_body(resp, who)
+        flow.response = http.Response.make(
+            resp.status, openai_chat.rename_model(ex.response_body, req.model),
+            [(k.encode(), v.encode()) for k, v in out_headers],
+        )

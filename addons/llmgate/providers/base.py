@@ -1,0 +1,17 @@
+"""What the gateway needs to know about a kind of provider."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class ProviderKind:
+    type: str
+    wire: str  # the wire format it speaks, a module name in converters/
+    chat_path: str  # appended to base_url
+    models_path: str | None  # appended to base_url; None: no list endpoint
+    auth_headers: Callable[[str], dict[str, str]]  # api key -> headers
+    parse_models: Callable[[Any], list[str]]  # models endpoint JSON -> model ids
+    default_headers: dict[str, str] = field(default_factory=dict)

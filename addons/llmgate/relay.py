@@ -1,0 +1,175 @@
+"""Loopback stream relay: how an upstream stream the addon holds reaches the client.
+
+mitmproxy can only stream a response it receives from a server, and an addon
+cannot hand it one. So the addon opens the upstream stream itself (to own
+timeouts, errors and, later, failover), then points the flow at this small
+HTTP/1.1 server inside the same process. The relay answers with the stream,
+converted frame by frame, and mitmproxy passes it on to the client unbuffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Protocol
+
+import aiohttp
+
+from llmgate.upstream import describe
+
+log = logging.getLogger(__name__)
+
+CLAIM_TIMEOUT = 30.0  # seconds a registered stream waits for mitmproxy to fetch it
+CAPTURE_LIMIT = 8 << 20  # bytes of each side of a stream kept for inspection
+
+
+class StreamTransform(Protocol):
+    def feed(self, chunk: bytes) -> bytes: ...
+    def finish(self) -> bytes: ...
+    def fail(self, message: str, code: str = ...) -> bytes: ...
+
+
+class Capture:
+    """The first CAPTURE_LIMIT bytes of a stream, for mitmweb and saved flows."""
+
+    __slots__ = ("parts", "size", "truncated")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.truncated = False
+
+    def add(self, chunk: bytes) -> None:
+        if self.size < CAPTURE_LIMIT:
+            self.parts.append(chunk)
+        else:
+            self.truncated = True
+        self.size += len(chunk)
+
+    def bytes(self) -> bytes:
+        return b"".join(self.parts)
+
+
+class Pipe:
+    """One upstream stream waiting for, then being sent to, mitmproxy."""
+
+    def __init__(self, resp: aiohttp.ClientResponse, transform: StreamTransform,
+                 headers: list[tuple[str, str]], who: str, read_timeout: float):
+        self.resp = resp
+        self.transform = transform
+        self.headers = headers
+        self.who = who
+        self.read_timeout = read_timeout
+        self.upstream = Capture()  # raw bytes from the provider
+        self.client = Capture()  # bytes sent on to the client
+        self.outcome = "pending"  # complete | upstream-error | client-gone | unclaimed
+        self.done = asyncio.Event()
+
+    async def run(self, writer: asyncio.StreamWriter) -> bool:
+        """Send the stream as a chunked HTTP/1.1 response. False if the connection is unusable."""
+        head = ["HTTP/1.1 200 OK"] + [f"{k}: {v}" for k, v in self.headers]
+        head += ["Transfer-Encoding: chunked", "", ""]
+        writer.write("\r\n".join(head).encode("latin-1"))
+        try:
+            try:
+                async for chunk in self.resp.content.iter_any():
+                    self.upstream.add(chunk)
+                    out = self.transform.feed(chunk)
+                    if out:
+                        await self._send(writer, out)
+                tail, self.outcome = self.transform.finish(), "complete"
+            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+                tail = self.transform.fail(
+                    f"Upstream {self.who} sent nothing for {self.read_timeout:g} s; the stream was cut off.",
+                    "upstream_timeout",
+                )
+                self.outcome = "upstream-error"
+            except aiohttp.ClientError as e:
+                tail = self.transform.fail(
+                    f"Upstream {self.who} broke off the stream: {describe(e)}.", "upstream_disconnected"
+                )
+                self.outcome = "upstream-error"
+            if tail:
+                await self._send(writer, tail)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return True
+        except (ConnectionError, RuntimeError):
+            self.outcome = "client-gone"  # mitmproxy closed the relay connection: the client left
+            return False
+        finally:
+            self.resp.close()
+            self.done.set()
+
+    async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        self.client.add(data)
+        writer.write(b"%x\r\n%b\r\n" % (len(data), data))
+        await writer.drain()
+
+    def abandon(self) -> None:
+        if not self.done.is_set():
+            self.outcome = "unclaimed"
+            self.resp.close()
+            self.done.set()
+
+
+class StreamRelay:
+    def __init__(self) -> None:
+        self._pipes: dict[str, Pipe] = {}
+        self._server: asyncio.base_events.Server | None = None
+        self._starting: asyncio.Lock | None = None
+        self.port: int = 0
+
+    async def ensure_started(self) -> int:
+        if self._server is None:
+            self._starting = self._starting or asyncio.Lock()
+            async with self._starting:
+                if self._server is None:
+                    self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+                    self.port = self._server.sockets[0].getsockname()[1]
+                    log.debug("stream relay listening on 127.0.0.1:%d", self.port)
+        return self.port
+
+    def register(self, pipe: Pipe) -> str:
+        token = secrets.token_urlsafe(16)
+        self._pipes[token] = pipe
+        asyncio.get_running_loop().call_later(CLAIM_TIMEOUT, self._expire, token)
+        return token
+
+    def _expire(self, token: str) -> None:
+        pipe = self._pipes.pop(token, None)
+        if pipe is not None:
+            pipe.abandon()
+
+    def discard(self, token: str) -> None:
+        self._expire(token)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                    return
+                request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+                parts = request_line.split(" ")
+                token = parts[1].lstrip("/") if len(parts) == 3 else ""
+                pipe = self._pipes.pop(token, None)
+                if pipe is None:
+                    writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    await writer.drain()
+                    return
+                if not await pipe.run(writer):
+                    return
+        except Exception:  # never let a relay connection take the process down
+            log.exception("stream relay connection failed")
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        for token in list(self._pipes):
+            self._expire(token)
+        if self._server is not None:
+            self._server.close()
+            self._server = None

@@ -1,0 +1,42 @@
+"""State the addons share: the loaded config, upstream I/O, and the exchanges in flight."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mitmproxy import http
+
+from llmgate.catalog import ModelCatalog
+from llmgate.relay import Pipe, StreamRelay
+from llmgate.settings import GatewaySettings
+from llmgate.upstream import Upstream, UpstreamRequest
+
+UPSTREAM_MARK = "llmgate.upstream_of"  # metadata key on the flows that show the provider side
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What the gateway did with one client flow."""
+
+    provider: str
+    model: str  # model name sent upstream
+    requested: str  # model name the client asked for
+    how: str
+    upstream: UpstreamRequest
+    client_request: http.Request | None = None  # set while the flow is pointed at the relay
+    status: int | None = None
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
+    response_body: bytes | None = None
+    pipe: Pipe | None = None
+    token: str | None = None
+    started: float = 0.0
+    first_byte: float | None = None
+
+
+class Runtime:
+    def __init__(self) -> None:
+        self.settings = GatewaySettings()
+        self.upstream = Upstream()
+        self.catalog = ModelCatalog(self.upstream)
+        self.relay = StreamRelay()
+        self.exchanges: dict[str, Exchange] = {}

@@ -1,0 +1,182 @@
+"""proxy.yaml: schema, ${VAR} interpolation and error messages that name the field and line."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from llmgate.providers import PROVIDER_TYPES
+
+
+class ConfigError(Exception):
+    pass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Timeouts(_Strict):
+    connect: float = Field(10.0, gt=0, description="seconds to open the upstream connection")
+    read: float = Field(
+        600.0, gt=0, description="seconds to wait for response headers, and between stream chunks"
+    )
+
+
+class ServerSettings(_Strict):
+    api_keys: list[str] = Field(default_factory=list)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _no_empty_keys(cls, keys: list[str]) -> list[str]:
+        if any(not k for k in keys):
+            raise ValueError("an API key is empty (is its environment variable set?)")
+        return keys
+
+
+class ProviderSettings(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    type: str
+    base_url: str
+    api_key: str | None = None
+    models: list[str] | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeouts: Timeouts | None = None
+    enabled: bool = True
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, v: str) -> str:
+        if v not in PROVIDER_TYPES:
+            raise ValueError(f"unknown provider type {v!r}; known: {', '.join(sorted(PROVIDER_TYPES))}")
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v.rstrip("/")
+
+
+class RoutingSettings(_Strict):
+    default: str | None = None
+    aliases: dict[str, str] = Field(default_factory=dict)
+
+
+class GatewaySettings(_Strict):
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    providers: list[ProviderSettings] = Field(default_factory=list)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+
+    @model_validator(mode="after")
+    def _references(self) -> GatewaySettings:
+        ids = [p.id for p in self.providers]
+        dupes = {i for i in ids if ids.count(i) > 1}
+        if dupes:
+            raise ValueError(f"duplicate provider id(s): {', '.join(sorted(dupes))}")
+        if self.routing.default and self.routing.default not in ids:
+            raise ValueError(f"routing.default names unknown provider {self.routing.default!r}")
+        for alias, target in self.routing.aliases.items():
+            prov, sep, model = target.partition("/")
+            if not target or (sep and prov in ids and not model):
+                raise ValueError(f"routing.aliases.{alias}: target {target!r} has no model name")
+        return self
+
+    def provider(self, id: str) -> ProviderSettings | None:
+        return next((p for p in self.providers if p.id == id), None)
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(value: Any, path: str, unset: list[str]) -> Any:
+    if isinstance(value, str):
+        def sub(m: re.Match) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is None:
+                unset.append(f"{path}: environment variable {name} is not set")
+                return ""
+            return default
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, f"{path}.{k}" if path else str(k), unset) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{path}[{i}]", unset) for i, v in enumerate(value)]
+    return value
+
+
+def _line_of(root: yaml.Node | None, loc: tuple) -> int | None:
+    """Line (1-based) of the YAML node at a pydantic error location."""
+    node, line = root, None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if k.value == str(key)), None)
+            if nxt is None:
+                break
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+        line = node.start_mark.line + 1
+    if line is None and root is not None:
+        line = root.start_mark.line + 1
+    return line
+
+
+def _fmt_loc(loc: tuple) -> str:
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def parse_settings(text: str, source: str = "proxy.yaml") -> tuple[GatewaySettings, list[str]]:
+    """Parse and validate config text. Returns the settings and warnings; raises ConfigError."""
+    try:
+        root = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping (server, providers, routing)")
+    warnings: list[str] = []
+    data = _interpolate(raw, "", warnings)
+    try:
+        settings = GatewaySettings.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = tuple(p for p in err["loc"] if p not in ("function-after",))
+            line = _line_of(root, loc)
+            where = _fmt_loc(loc) or "(top level)"
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field"
+            lines.append(f"{source}:{line}: {where}: {msg}" if line else f"{source}: {where}: {msg}")
+        raise ConfigError("invalid config\n  " + "\n  ".join(lines)) from None
+    return settings, warnings
+
+
+def load_settings(path: str | Path) -> tuple[GatewaySettings, list[str]]:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {str(p)!r} not found (set --set gateway_config=PATH; proxy.yaml in the repo is an example)"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {str(p)!r}: {e.strerror}") from None
+    return parse_settings(text, p.name)
