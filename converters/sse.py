@@ -45,11 +45,13 @@ class SSEParser:
         return self._drain(final=False)
 
     def close(self) -> list[Event]:
-        """End of stream: a trailing event without its blank line is dispatched
-        only if it is complete up to a line end (per spec it is dropped; we keep
-        it so a missing final blank line does not lose data)."""
+        """End of stream. A last line without its line end is dropped, as the
+        spec says; complete lines of an event that lacks only its blank line are
+        kept (and the blank line added to its raw bytes)."""
         events = self._drain(final=True)
+        self._buf.clear()
         if self._has_fields or self._cur.comments:
+            self._raw += b"\n"
             events.append(self._dispatch())
         return events
 
@@ -89,10 +91,6 @@ class SSEParser:
                     self._raw.clear()  # stray blank line
                 continue
             self._field(line)
-        if final and start < n:
-            self._raw += buf[start:]
-            self._field(bytes(buf[start:]))
-            start = n
         del buf[:start]
         return events
 

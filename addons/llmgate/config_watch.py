@@ -21,6 +21,7 @@ class ConfigWatch:
         self.rt = rt
         self._stamp: tuple | None = None
         self._task: asyncio.Task | None = None
+        self._running = False
 
     def load(self, loader):
         loader.add_option("gateway_config", str, "proxy.yaml", "Path of the gateway's config file (YAML).")
@@ -30,9 +31,13 @@ class ConfigWatch:
             try:
                 self._apply()
             except ConfigError as e:
-                raise exceptions.OptionsError(str(e)) from None
+                if self._running:  # a `set gateway_config=...` at run time: refuse it
+                    raise exceptions.OptionsError(str(e)) from None
+                # at start-up an error log line makes mitmproxy exit, without a traceback
+                log.error("%s", e)
 
     def running(self):
+        self._running = True
         self._kick_discovery()
         self._task = asyncio.get_running_loop().create_task(self._watch())
 

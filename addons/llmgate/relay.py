@@ -52,7 +52,10 @@ class Capture:
 
 
 class Pipe:
-    """One upstream stream waiting for, then being sent to, mitmproxy."""
+    """One upstream stream: read and converted from the moment it is opened,
+    queued (bounded, so a slow client slows the upstream), then sent on."""
+
+    QUEUE_SIZE = 64
 
     def __init__(self, resp: aiohttp.ClientResponse, transform: StreamTransform,
                  headers: list[tuple[str, str]], who: str, read_timeout: float):
@@ -64,20 +67,18 @@ class Pipe:
         self.upstream = Capture()  # raw bytes from the provider
         self.client = Capture()  # bytes sent on to the client
         self.outcome = "pending"  # complete | upstream-error | client-gone | unclaimed
-        self.done = asyncio.Event()
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(self.QUEUE_SIZE)
+        # read at once: aiohttp drops buffered data when the connection dies before it is read
+        self._puller = asyncio.get_running_loop().create_task(self._pull())
 
-    async def run(self, writer: asyncio.StreamWriter) -> bool:
-        """Send the stream as a chunked HTTP/1.1 response. False if the connection is unusable."""
-        head = ["HTTP/1.1 200 OK"] + [f"{k}: {v}" for k, v in self.headers]
-        head += ["Transfer-Encoding: chunked", "", ""]
-        writer.write("\r\n".join(head).encode("latin-1"))
+    async def _pull(self) -> None:
         try:
             try:
                 async for chunk in self.resp.content.iter_any():
                     self.upstream.add(chunk)
                     out = self.transform.feed(chunk)
                     if out:
-                        await self._send(writer, out)
+                        await self._queue.put(out)
                 tail, self.outcome = self.transform.finish(), "complete"
             except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
                 tail = self.transform.fail(
@@ -90,28 +91,34 @@ class Pipe:
                     f"Upstream {self.who} broke off the stream: {describe(e)}.", "upstream_disconnected"
                 )
                 self.outcome = "upstream-error"
-            if tail:
-                await self._send(writer, tail)
+        finally:
+            self.resp.close()
+        if tail:
+            await self._queue.put(tail)
+        await self._queue.put(None)
+
+    async def run(self, writer: asyncio.StreamWriter) -> bool:
+        """Send the stream as a chunked HTTP/1.1 response. False if the connection is unusable."""
+        head = ["HTTP/1.1 200 OK"] + [f"{k}: {v}" for k, v in self.headers]
+        head += ["Transfer-Encoding: chunked", "", ""]
+        writer.write("\r\n".join(head).encode("latin-1"))
+        try:
+            while (data := await self._queue.get()) is not None:
+                self.client.add(data)
+                writer.write(b"%x\r\n%b\r\n" % (len(data), data))
+                await writer.drain()
             writer.write(b"0\r\n\r\n")
             await writer.drain()
             return True
         except (ConnectionError, RuntimeError):
             self.outcome = "client-gone"  # mitmproxy closed the relay connection: the client left
+            self._puller.cancel()
             return False
-        finally:
-            self.resp.close()
-            self.done.set()
-
-    async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
-        self.client.add(data)
-        writer.write(b"%x\r\n%b\r\n" % (len(data), data))
-        await writer.drain()
 
     def abandon(self) -> None:
-        if not self.done.is_set():
+        if not self._puller.done():
             self.outcome = "unclaimed"
-            self.resp.close()
-            self.done.set()
+            self._puller.cancel()
 
 
 class StreamRelay:

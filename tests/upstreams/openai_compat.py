@@ -198,6 +198,8 @@ def require(obj: dict, key: str, path: str, kind: str) -> Any:
     """Return obj[key]; raise OpenAI's error if it is missing or not `kind`."""
     if key not in obj:
         raise missing(f"{path}.{key}" if path else key)
+    if obj[key] is None:
+        raise wrong_type(f"{path}.{key}" if path else key, kind, None)
     return optional(obj, key, path, kind)
 
 
@@ -265,7 +267,7 @@ def check_known_params(body: dict[str, Any]) -> None:
 
 
 def check_model(body: dict[str, Any], models: list[str]) -> None:
-    if "model" not in body:
+    if body.get("model") is None:
         raise invalid("you must provide a model parameter")
     model = require(body, "model", "", "a string")
     if model not in models:
@@ -495,7 +497,8 @@ def check_tool(path: str, tool: Any) -> None:
     if require(tool, "type", path, "a string") != "function":
         raise bad_value(f"{path}.type", tool["type"], ("function",))
     function = require(tool, "function", path, "an object")
-    check_tool_name(f"{path}.function.name", require(function, "name", f"{path}.function", "a string"))
+    name = require(function, "name", f"{path}.function", "a string")
+    check_tool_name(f"{path}.function.name", name)
     optional(function, "description", f"{path}.function", "a string")
     optional(function, "parameters", f"{path}.function", "an object")
     optional(function, "strict", f"{path}.function", "a boolean")
@@ -741,13 +744,17 @@ def sse_event(payload: dict[str, Any] | str) -> bytes:
 
 
 def torture_encoding(payloads: list[dict[str, Any]]) -> bytes:
-    """Valid SSE written the hard way: CRLF endings, comment lines, `id:`
-    fields, and event #1 split over two `data:` lines (re-joined with "\\n",
-    which is JSON whitespace) - the second one without the optional space."""
+    """Valid SSE written the hard way: CRLF endings, `: keep-alive` comments
+    (a comment-only block first, then a comment line opening every later
+    event), `id:` fields, and event #1 split over two `data:` lines that
+    re-join with "\\n" (JSON whitespace), the second without the optional space.
+
+    No comment-only block follows an `id:` field: the openai SDK (3.x) keeps
+    the last event id and then dispatches such blocks as empty events."""
     lines = [": keep-alive", ""]
     for n, payload in enumerate(payloads):
         if n:
-            lines += [": keep-alive", ""]
+            lines.append(": keep-alive")
         if n % 2 == 0:
             lines.append(f"id: {n}")
         data = compact(payload)
@@ -757,7 +764,7 @@ def torture_encoding(payloads: list[dict[str, Any]]) -> bytes:
         else:
             lines.append(f"data: {data}")
         lines.append("")
-    lines += [": keep-alive", "", "data: [DONE]", ""]
+    lines += [": keep-alive", "data: [DONE]", ""]
     return ("\r\n".join(lines) + "\r\n").encode()
 
 
@@ -789,7 +796,9 @@ def client_gone(request: web.Request) -> bool:
     return request.transport is None or request.transport.is_closing()
 
 
-def drop_connection(request: web.Request, response: web.StreamResponse | None = None) -> web.StreamResponse:
+def drop_connection(
+    request: web.Request, response: web.StreamResponse | None = None
+) -> web.StreamResponse:
     """Abort the TCP connection. aiohttp then fails to write whatever we return
     (no headers, or no terminating chunk) and swallows that ConnectionError."""
     if request.transport is not None:
@@ -926,7 +935,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await parse_json_body(request)
     validate_chat_request(body, all_models(state))
     scenario = SCENARIOS.get(body["model"], respond_normally)
-    return await scenario(request, body)
+    try:
+        return await scenario(request, body)
+    except ConnectionError:  # the client left mid-stream (e.g. the SDK stops at [DONE])
+        return drop_connection(request)
 
 
 async def get_requests(request: web.Request) -> web.Response:

@@ -1,0 +1,379 @@
+"""Tests for the OpenAI Chat Completions test double (tests/upstreams/openai_compat.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from aiohttp import web
+
+from tests.upstreams.openai_compat import SCENARIO_MODELS, make_app
+
+KEY = "sk-test-0123456789"
+MODELS = ["gpt-4o", "gpt-4o-mini"]
+USER = {"role": "user", "content": "hello world"}
+REPO = Path(__file__).resolve().parents[2]
+
+
+class ServerThread:
+    """Serves an aiohttp app on a free loopback port from a background thread."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        self.runner = web.AppRunner(app, shutdown_timeout=0.5)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.port = 0
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(5)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+    async def _start(self) -> int:
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        return self.runner.addresses[0][1]
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    with ServerThread(make_app(KEY, MODELS)) as url:
+        yield url
+
+
+@pytest.fixture
+def http(base_url):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=5) as client:
+        yield client
+
+
+@pytest.fixture
+def sdk(base_url):
+    with openai.OpenAI(api_key=KEY, base_url=f"{base_url}/v1", max_retries=0, timeout=5) as client:
+        yield client
+
+
+def chat(http: httpx.Client, **body) -> httpx.Response:
+    body.setdefault("model", "gpt-4o")
+    body.setdefault("messages", [USER])
+    return http.post("/v1/chat/completions", json=body)
+
+
+def sse_payloads(text: str) -> list[str]:
+    return [line[len("data: "):] for line in text.split("\n") if line.startswith("data: ")]
+
+
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}},
+    {"type": "function", "function": {"name": "get-time"}},
+]
+
+
+# ----------------------------------------------------------------- SDK, happy paths
+
+
+def test_sdk_non_stream_echoes_last_user_text(sdk):
+    completion = sdk.chat.completions.create(
+        model="gpt-4o",
+        messages=[
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "world"}]},
+        ],
+    )
+    assert completion.id.startswith("chatcmpl-test")
+    assert completion.object == "chat.completion"
+    assert completion.model == "gpt-4o-2024-08-06"
+    assert completion.system_fingerprint == "fp_test"
+    choice = completion.choices[0]
+    assert (choice.message.role, choice.message.content) == ("assistant", "Echo: hello world")
+    assert choice.message.tool_calls is None
+    assert choice.finish_reason == "stop"
+    # 8 + 5 + 2 + 11 characters -> 26 // 4 + 1; "Echo: hello world" has 3 words
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (7, 3)
+    assert completion.usage.total_tokens == 10
+
+
+def test_sdk_stream_with_include_usage(sdk):
+    stream = sdk.chat.completions.create(
+        model="gpt-4o-mini", messages=[USER], stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    assert {c.id for c in chunks} == {chunks[0].id}
+    assert {c.model for c in chunks} == {"gpt-4o-mini-2024-08-06"}
+    assert chunks[0].choices[0].delta.role == "assistant"
+    texts = [c.choices[0].delta.content for c in chunks[1:-2]]
+    assert texts == ["Echo", ": he", "llo ", "worl", "d"]
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    assert all(c.usage is None for c in chunks[:-1])
+    assert chunks[-1].choices == []
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (3, 3)
+
+
+def test_sdk_parallel_tool_calls_streamed_then_tool_results(sdk):
+    stream = sdk.chat.completions.create(model="gpt-4o", messages=[USER], tools=TOOLS, stream=True)
+    calls: dict[int, dict] = {}
+    finish = None
+    for chunk in stream:
+        choice = chunk.choices[0]
+        finish = choice.finish_reason or finish
+        for delta in choice.delta.tool_calls or []:
+            call = calls.setdefault(delta.index, {"id": None, "name": "", "arguments": ""})
+            call["id"] = delta.id or call["id"]
+            call["name"] += delta.function.name or ""
+            call["arguments"] += delta.function.arguments or ""
+            assert len(delta.function.arguments or "") <= 5
+    assert finish == "tool_calls"
+    assert calls == {
+        0: {"id": "call_0_get_weather", "name": "get_weather", "arguments": '{"tool":"get_weather","n":0}'},
+        1: {"id": "call_1_get-time", "name": "get-time", "arguments": '{"tool":"get-time","n":1}'},
+    }
+
+    history = [
+        USER,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+                for c in calls.values()
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_0_get_weather", "content": "sunny"},
+        {"role": "tool", "tool_call_id": "call_1_get-time", "content": [{"type": "text", "text": "noon"}]},
+    ]
+    completion = sdk.chat.completions.create(model="gpt-4o", messages=history, tools=TOOLS)
+    assert completion.choices[0].message.content == "Tool results: sunny; noon"
+    assert completion.choices[0].finish_reason == "stop"
+
+
+def test_non_stream_tool_calls_and_tool_choice_none(http):
+    body = chat(http, tools=TOOLS).json()
+    message = body["choices"][0]["message"]
+    assert message["content"] is None
+    assert [c["id"] for c in message["tool_calls"]] == ["call_0_get_weather", "call_1_get-time"]
+    assert body["choices"][0]["finish_reason"] == "tool_calls"
+    assert body["usage"]["completion_tokens"] == 10
+    plain = chat(http, tools=TOOLS, tool_choice="none").json()
+    assert plain["choices"][0]["message"]["content"] == "Echo: hello world"
+
+
+def test_models_list_and_auth(http, base_url):
+    listing = http.get("/v1/models").json()
+    ids = [m["id"] for m in listing["data"]]
+    assert ids == MODELS + SCENARIO_MODELS
+    assert listing["data"][0] == {"id": "gpt-4o", "object": "model", "created": 1700000000, "owned_by": "test-upstream"}
+    anonymous = httpx.get(f"{base_url}/v1/models")
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["message"].startswith("You didn't provide an API key")
+
+
+def test_no_api_key_configured_means_no_auth():
+    with ServerThread(make_app(None, ["m1"])) as url:
+        response = httpx.post(f"{url}/v1/chat/completions", json={"model": "m1", "messages": [USER]})
+    assert response.status_code == 200
+    assert response.json()["model"] == "m1-2024-08-06"
+
+
+# ----------------------------------------------------------------- validation
+
+
+def error_of(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    return error
+
+
+def test_bad_api_key(http):
+    response = http.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": [USER]},
+                         headers={"Authorization": "Bearer sk-wrong"})
+    error = error_of(response, 401)
+    assert error["message"].startswith("Incorrect API key provided")
+    assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_api_key")
+
+
+def test_unknown_model(http):
+    error = error_of(chat(http, model="gpt-9"), 404)
+    assert error["message"] == "The model `gpt-9` does not exist or you do not have access to it."
+    assert error["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    ("body", "message_start"),
+    [
+        ({"foo": 1}, "Unrecognized request argument supplied: foo"),
+        ({"stream_options": {"include_usage": True}}, "The 'stream_options' parameter is only allowed"),
+        ({"stream": False, "stream_options": {}}, "The 'stream_options' parameter is only allowed"),
+        ({"stream": "yes"}, "Invalid type for 'stream'"),
+        ({"temperature": 2.5}, "Invalid 'temperature': decimal above maximum value"),
+        ({"n": 2}, "Invalid 'n'"),
+        ({"messages": []}, "Invalid 'messages': empty array"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, "Invalid value: 'robot'"),
+        ({"messages": [{"role": "user", "content": [{"type": "video"}]}]}, "Invalid value: 'video'"),
+        ({"messages": [{"role": "assistant", "content": None}]}, "Invalid type for 'messages[0].content'"),
+        ({"messages": [USER, {"role": "tool", "tool_call_id": "call_1", "content": "x"}]},
+         "Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'."),
+        ({"messages": [USER, {"role": "assistant", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}, USER]},
+         "An assistant message with 'tool_calls' must be followed by tool messages"),
+        ({"tools": [{"type": "function", "function": {"name": "bad name"}}]}, "Invalid 'tools[0].function.name'"),
+        ({"tool_choice": "auto"}, "Invalid value for 'tool_choice'"),
+    ],
+)
+def test_validation_rejects(http, body, message_start):
+    error = error_of(chat(http, **body), 400)
+    assert error["message"].startswith(message_start)
+    assert error["type"] == "invalid_request_error"
+
+
+def test_tool_message_error_param(http):
+    messages = [USER, {"role": "tool", "tool_call_id": "call_1", "content": "x"}]
+    assert error_of(chat(http, messages=messages), 400)["param"] == "messages.[1].role"
+
+
+def test_body_must_be_json_object(http):
+    not_json = http.post("/v1/chat/completions", content=b"{nope", headers={"Content-Type": "application/json"})
+    assert "could not parse the JSON body" in error_of(not_json, 400)["message"]
+    wrong_type = http.post("/v1/chat/completions", content=b"{}", headers={"Content-Type": "text/plain"})
+    assert "Unsupported content type" in error_of(wrong_type, 400)["message"]
+    array = http.post("/v1/chat/completions", json=[1])
+    error_of(array, 400)
+
+
+def test_unknown_route_is_openai_404(http):
+    error = error_of(http.post("/v1/completions", json={}), 404)
+    assert error["message"] == "Invalid URL (POST /v1/completions)"
+
+
+def test_request_log(http, base_url):
+    assert http.delete("/__requests").status_code == 200
+    http.post("/v1/chat/completions?trace=1", json={"model": "gpt-4o", "messages": [USER]}, headers={"X-Custom": "A"})
+    log = httpx.get(f"{base_url}/__requests").json()  # no auth needed
+    assert len(log) == 1
+    entry = log[0]
+    assert (entry["method"], entry["path"], entry["query"]) == ("POST", "/v1/chat/completions", "trace=1")
+    assert entry["headers"]["x-custom"] == "A"
+    assert entry["headers"]["authorization"] == f"Bearer {KEY}"
+    assert entry["body"] == {"model": "gpt-4o", "messages": [USER]}
+    assert httpx.delete(f"{base_url}/__requests").status_code == 200
+    assert http.get("/__requests").json() == []
+
+
+# ----------------------------------------------------------------- scenarios
+
+
+def test_fault_500_429_502(http):
+    error = error_of(chat(http, model="fault-500"), 500)
+    assert (error["type"], error["message"]) == ("server_error", "The server had an error while processing your request.")
+    limited = chat(http, model="fault-429")
+    assert limited.headers["Retry-After"] == "7"
+    assert error_of(limited, 429)["code"] == "rate_limit_exceeded"
+    html = chat(http, model="fault-502-html")
+    assert html.status_code == 502
+    assert html.headers["Content-Type"].startswith("text/html")
+    assert html.text == "<html><body><h1>502 Bad Gateway</h1></body></html>"
+
+
+def test_scenarios_still_validate(http):
+    assert chat(http, model="fault-500", bogus=1).status_code == 400
+    response = http.post("/v1/chat/completions", json={"model": "fault-hang", "messages": [USER]},
+                         headers={"Authorization": "Bearer nope"})
+    assert response.status_code == 401
+
+
+def test_fault_hang_sends_no_headers(http):
+    started = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout):
+        http.post("/v1/chat/completions", json={"model": "fault-hang", "messages": [USER]}, timeout=0.3)
+    assert time.monotonic() - started < 2
+
+
+def test_fault_cut_stream_aborts_after_two_content_chunks(http):
+    received = b""
+    with pytest.raises(httpx.RemoteProtocolError):
+        with http.stream("POST", "/v1/chat/completions",
+                         json={"model": "fault-cut", "messages": [USER], "stream": True}) as response:
+            assert response.status_code == 200
+            for piece in response.iter_bytes():
+                received += piece
+    payloads = sse_payloads(received.decode())
+    assert [json.loads(p)["choices"][0]["delta"].get("content") for p in payloads] == ["", "Echo", ": he"]
+    with pytest.raises(httpx.RemoteProtocolError):
+        chat(http, model="fault-cut")
+
+
+def test_fault_no_finish_ends_cleanly_without_finish(http):
+    response = chat(http, model="fault-no-finish", stream=True)  # no exception: body ends properly
+    payloads = sse_payloads(response.text)
+    assert "[DONE]" not in payloads
+    chunks = [json.loads(p) for p in payloads]
+    assert "".join(c["choices"][0]["delta"]["content"] for c in chunks) == "Echo: hello world"
+    assert all(c["choices"][0]["finish_reason"] is None for c in chunks)
+
+
+def test_fault_slow_stream_arrives_incrementally(http):
+    arrivals = []
+    body = {"model": "fault-slow-stream", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        for line in response.iter_lines():
+            if '"content":"' in line and '"content":""' not in line:
+                arrivals.append(time.monotonic())
+    assert len(arrivals) == 2  # "Echo", ": hi"
+    assert arrivals[1] - arrivals[0] > 0.2
+
+
+def test_sse_torture_is_hostile_but_valid(http, sdk):
+    body = {"model": "sse-torture", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.headers["Content-Type"] == "text/event-stream"
+        pieces = list(response.iter_raw())
+    raw = b"".join(pieces)
+    assert len(pieces) > 10  # written (and mostly read) in tiny pieces
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+    assert raw.startswith(b": keep-alive\r\n\r\nid: 0\r\ndata: {")
+    assert b'\r\n\r\n: keep-alive\r\ndata: {"id":"chatcmpl-test' in raw  # event 1, split:
+    assert b'",\r\ndata:"object":' in raw
+    assert b"\r\n\r\n: keep-alive\r\nid: 2\r\ndata: {" in raw
+    assert raw.endswith(b"data: [DONE]\r\n\r\n")
+
+    chunks = list(sdk.chat.completions.create(**body))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Echo: hi"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+# ----------------------------------------------------------------- command line
+
+
+def test_cli_prints_ready_and_serves():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.upstreams.openai_compat", "--port", "0", "--models", "a,b"],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        word, port = process.stdout.readline().split()
+        assert word == "READY"
+        ids = [m["id"] for m in httpx.get(f"http://127.0.0.1:{port}/v1/models").json()["data"]]
+        assert ids[:2] == ["a", "b"]
+    finally:
+        process.terminate()
+        rest, _ = process.communicate(timeout=5)
+    assert rest == ""
+    assert process.returncode == 0

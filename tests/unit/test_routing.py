@@ -1,0 +1,58 @@
+import pytest
+
+from llmgate.errors import GatewayError
+from llmgate.routing import resolve
+from llmgate.settings import parse_settings
+
+CONFIG = """
+providers:
+  - {id: lms, type: openai, base_url: "http://a/v1", models: [qwen3, shared]}
+  - {id: openrouter, type: openai, base_url: "http://b/v1", models: ["anthropic/claude", shared]}
+  - {id: offline, type: openai, base_url: "http://c/v1", models: [offmodel], enabled: false}
+  - {id: disc, type: openai, base_url: "http://d/v1"}
+routing:
+  aliases: {coder: lms/qwen3, fast: shared, chain: coder}
+"""
+
+
+@pytest.fixture
+def settings():
+    return parse_settings(CONFIG)[0]
+
+
+def route(settings, model, forced=None, header=None, discovered=None):
+    models_of = lambda p: p.models if p.models is not None else (discovered or {}).get(p.id)
+    r = resolve(settings, models_of, model, forced, header)
+    return r.provider.id, r.model, r.how
+
+
+def test_order(settings):
+    assert route(settings, "coder") == ("lms", "qwen3", "alias")
+    assert route(settings, "chain") == ("lms", "qwen3", "alias")
+    assert route(settings, "fast") == ("lms", "shared", "alias")
+    assert route(settings, "openrouter/anthropic/claude") == ("openrouter", "anthropic/claude", "prefix")
+    assert route(settings, "anthropic/claude") == ("openrouter", "anthropic/claude", "listed")
+    assert route(settings, "shared") == ("lms", "shared", "listed")
+    assert route(settings, "shared", header="openrouter") == ("openrouter", "shared", "header")
+    assert route(settings, "qwen3", forced="openrouter") == ("openrouter", "qwen3", "path")
+    assert route(settings, "lms/qwen3", forced="lms") == ("lms", "qwen3", "path")
+    assert route(settings, "found", discovered={"disc": ["found"]}) == ("disc", "found", "listed")
+
+
+def test_unknown_model_and_default(settings):
+    with pytest.raises(GatewayError) as e:
+        route(settings, "nobody-has-this")
+    assert e.value.status == 404 and "GET /v1/models" in e.value.message
+    settings.routing.default = "lms"
+    assert route(settings, "nobody-has-this") == ("lms", "nobody-has-this", "default")
+
+
+def test_disabled_and_unknown_providers(settings):
+    with pytest.raises(GatewayError, match="disabled"):
+        route(settings, "offline/offmodel")
+    with pytest.raises(GatewayError, match="model_not_found|not served"):
+        route(settings, "offmodel")
+    with pytest.raises(GatewayError, match="Unknown provider 'ghost'"):
+        route(settings, "x", forced="ghost")
+    with pytest.raises(GatewayError, match="Model-Provider"):
+        route(settings, "x", header="ghost")

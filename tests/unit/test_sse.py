@@ -1,0 +1,90 @@
+import json
+
+import pytest
+
+from converters.sse import SSEParser, encode, encode_like
+
+STREAM = (
+    b": keep-alive\r\n\r\n"
+    b"id: 1\r\ndata: {\"a\": 1,\r\ndata:  \"b\": 2}\r\n\r\n"
+    b"event: ping\ndata: x\n\n"
+    b"data: caf\xc3\xa9\rdata: second\r\r"
+    b"data: [DONE]\n\n"
+)
+
+
+def parse_in_pieces(data: bytes, cuts: list[int]):
+    p, events, last = SSEParser(), [], 0
+    for c in cuts + [len(data)]:
+        events += p.feed(data[last:c])
+        last = c
+    return events + p.close()
+
+
+def summary(events):
+    return [(e.event, e.id, e.data, e.comments) for e in events]
+
+
+def test_fields_crlf_comments_and_multiline_data():
+    events = parse_in_pieces(STREAM, [])
+    assert summary(events) == [
+        (None, None, None, ["keep-alive"]),
+        (None, "1", '{"a": 1,\n "b": 2}', []),
+        ("ping", None, "x", []),
+        (None, None, "café\nsecond", []),
+        (None, None, "[DONE]", []),
+    ]
+    assert json.loads(events[1].data) == {"a": 1, "b": 2}
+    # raw bytes of all events together are the input, byte for byte
+    assert b"".join(e.raw for e in events) == STREAM
+
+
+@pytest.mark.parametrize("cut", range(1, len(STREAM)))
+def test_split_at_every_byte(cut):
+    assert summary(parse_in_pieces(STREAM, [cut])) == summary(parse_in_pieces(STREAM, []))
+
+
+def test_one_byte_at_a_time():
+    events = parse_in_pieces(STREAM, list(range(1, len(STREAM))))
+    assert summary(events) == summary(parse_in_pieces(STREAM, []))
+    assert b"".join(e.raw for e in events) == STREAM
+
+
+def test_cr_at_end_of_read_is_not_two_line_breaks():
+    p = SSEParser()
+    assert p.feed(b"data: a\r") == []
+    assert p.feed(b"\n") == []  # still one line end: the event is not complete
+    [ev] = p.feed(b"\r\n")
+    assert ev.data == "a"
+
+
+def test_incomplete_event_is_held_back():
+    p = SSEParser()
+    assert p.feed(b'data: {"x":') == []
+    assert p.pending == b'data: {"x":'
+    [ev] = p.feed(b"1}\n\n")
+    assert ev.data == '{"x":1}'
+
+
+def test_close_keeps_complete_lines_and_drops_a_partial_one():
+    p = SSEParser()
+    assert p.feed(b"data: last\n") == []
+    [ev] = p.close()
+    assert (ev.data, ev.raw) == ("last", b"data: last\n\n")
+    p = SSEParser()
+    p.feed(b'data: {"half')
+    assert p.close() == []
+
+
+def test_bom_and_field_without_colon():
+    events = parse_in_pieces(b"\xef\xbb\xbfdata\n\nretry: 500\ndata: y\n\n", [1])
+    assert [(e.data, e.retry) for e in events] == [("", None), ("y", 500)]
+
+
+def test_encode_round_trip():
+    raw = encode("line1\nline2", event="message_start", id="7")
+    assert raw == b"event: message_start\nid: 7\ndata: line1\ndata: line2\n\n"
+    [ev] = SSEParser().feed(raw)
+    assert (ev.event, ev.id, ev.data) == ("message_start", "7", "line1\nline2")
+    ev.comments.append("note")
+    assert encode_like(ev, "new") == b": note\nevent: message_start\nid: 7\ndata: new\n\n"
