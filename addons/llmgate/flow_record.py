@@ -16,6 +16,7 @@ from mitmproxy import connection, ctx, http
 from mitmproxy.flow import Error
 from mitmproxy.proxy.layers.http import HttpErrorHook, HttpRequestHeadersHook, HttpResponseHook
 
+from llmgate.relay import restore
 from llmgate.runtime import UPSTREAM_MARK, Exchange, Runtime
 
 log = logging.getLogger("llmgate")
@@ -66,6 +67,21 @@ class FlowRecorder:
         self.rt = rt
         self._tasks: set[asyncio.Task] = set()
 
+    def load(self, loader):
+        loader.add_option(
+            "gateway_upstream_flows", str, "auto",
+            "Add a flow for each provider-side exchange: on, off, or auto (on when flows are shown "
+            "or saved: mitmweb, -w, or mitmdump printing flows). Costs about a quarter of peak throughput.",
+            choices=["auto", "on", "off"],
+        )
+
+    def _watched(self) -> bool:
+        mode = ctx.options.gateway_upstream_flows
+        if mode != "auto":
+            return mode == "on"
+        o = ctx.options
+        return bool(o.save_stream_file) or getattr(o, "flow_detail", 0) > 0 or "view" in ctx.master.addons
+
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow, None)
 
@@ -78,12 +94,14 @@ class FlowRecorder:
         ex = self.rt.exchanges.pop(flow.id, None)
         if ex is None:
             return
-        if ex.client_request is not None:
-            flow.request = ex.client_request  # it was pointed at the relay: show what the client sent
+        if ex.relay_saved is not None:
+            restore(flow.request, ex.relay_saved)  # it pointed at the relay: show what the client sent
         if ex.pipe is not None:
             if flow.response is not None:
                 flow.response.raw_content = ex.pipe.client.bytes()
             flow.metadata["llmgate"]["stream"] = ex.pipe.outcome
+        if not self._watched():
+            return
         up = upstream_flow(flow, ex, error)
         task = asyncio.get_running_loop().create_task(self._emit(up))
         self._tasks.add(task)

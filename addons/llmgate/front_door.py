@@ -16,7 +16,7 @@ from mitmproxy import http
 from converters import openai_chat
 from llmgate.errors import GatewayError
 from llmgate.providers import PROVIDER_TYPES
-from llmgate.relay import Pipe
+from llmgate.relay import Pipe, point_at_relay
 from llmgate.responses import error_response, json_response
 from llmgate.routing import Route, provider_by_id, resolve
 from llmgate.runtime import UPSTREAM_MARK, Exchange, Runtime
@@ -197,8 +197,7 @@ class FrontDoor:
             pipe = Pipe(resp, openai_chat.StreamRelabel(req.model), out_headers, who, timeouts.read)
             port = await self.rt.relay.ensure_started()
             ex.pipe, ex.token = pipe, self.rt.relay.register(pipe)
-            ex.client_request = flow.request
-            flow.request = http.Request.make("GET", f"http://127.0.0.1:{port}/{ex.token}")
+            ex.relay_saved = point_at_relay(flow.request, port, ex.token)
             return
 
         ex.response_body = await self.rt.upstream.read_body(resp, who)

@@ -15,6 +15,7 @@ import secrets
 from typing import Protocol
 
 import aiohttp
+from mitmproxy import http
 
 from llmgate.upstream import describe
 
@@ -119,6 +120,25 @@ class Pipe:
         if not self._puller.done():
             self.outcome = "unclaimed"
             self._puller.cancel()
+
+
+def point_at_relay(req: http.Request, port: int, token: str) -> tuple:
+    """Aim a client request at the relay, bodiless; returns what restore() needs.
+
+    The request's fields are swapped in place: building a new mitmproxy Request
+    costs more than the rest of the hop (its fields are type-checked).
+    """
+    d = req.data
+    saved = (d.host, d.port, d.scheme, d.authority, d.path, d.headers, d.content)
+    d.host, d.port, d.scheme, d.authority, d.path = "127.0.0.1", port, b"http", b"", f"/{token}".encode()
+    d.headers = http.Headers(host=f"127.0.0.1:{port}", content_length="0")
+    d.content = b""
+    return saved
+
+
+def restore(req: http.Request, saved: tuple) -> None:
+    d = req.data
+    d.host, d.port, d.scheme, d.authority, d.path, d.headers, d.content = saved
 
 
 class StreamRelay:

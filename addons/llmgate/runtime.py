@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mitmproxy import http
-
 from llmgate.catalog import ModelCatalog
 from llmgate.relay import Pipe, StreamRelay
 from llmgate.settings import GatewaySettings
@@ -23,7 +21,7 @@ class Exchange:
     requested: str  # model name the client asked for
     how: str
     upstream: UpstreamRequest
-    client_request: http.Request | None = None  # set while the flow is pointed at the relay
+    relay_saved: tuple | None = None  # the client request's own fields while it points at the relay
     status: int | None = None
     response_headers: list[tuple[str, str]] = field(default_factory=list)
     response_body: bytes | None = None

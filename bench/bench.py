@@ -1,0 +1,174 @@
+"""Gateway benchmark: direct upstream vs bare mitmdump passthrough vs the gateway, in one run.
+
+Prints requests/s at 16 connections, p50 latency at 1 connection (non-streamed
+chat completions), and time to first token of a streamed completion, with the
+ratios the targets are stated in (gateway >= 0.85x bare mitmdump throughput,
+time-to-first-token overhead <= 3 ms). Loopback only; every run is bounded.
+
+    .venv/bin/python bench/bench.py [--seconds 5] [--ttft-requests 200]
+
+Uses wrk (apt install wrk) for load when present, else a Python load loop
+(which then competes with the servers for the CPU; figures are lower).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aiohttp  # noqa: E402
+
+from tests.harness import BIN, ROOT, Proc, Upstream  # noqa: E402
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello to the benchmark."}]}
+KEY = "sk-bench"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+def start_mitmdump(port: int, target: str, *extra: str) -> Proc:
+    p = Proc([str(BIN / "mitmdump"), "-q", "--mode", f"reverse:{target}@{port}",
+              "--listen-host", "127.0.0.1", *extra])
+    wait_port(port)
+    return p
+
+
+def wrk(url: str, connections: int, seconds: float) -> tuple[float, float]:
+    """(requests/s, p50 ms) from wrk."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(f'wrk.method="POST"\nwrk.body={json.dumps(json.dumps(BODY))}\n'
+                f'wrk.headers["Content-Type"]="application/json"\nwrk.headers["Authorization"]="Bearer {KEY}"\n')
+    out = subprocess.run(
+        ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--latency",
+         "-s", f.name, url], capture_output=True, text=True, timeout=seconds + 30,
+    ).stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"errors under load:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    m = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    p50 = float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)]
+    return rps, p50
+
+
+async def py_load(url: str, connections: int, seconds: float) -> tuple[float, float]:
+    lat: list[float] = []
+    deadline = time.monotonic() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as s:
+        async def worker():
+            while time.monotonic() < deadline:
+                t = time.perf_counter()
+                async with s.post(url, json=BODY, headers={"Authorization": f"Bearer {KEY}"}) as r:
+                    await r.read()
+                    assert r.status == 200, r.status
+                lat.append(time.perf_counter() - t)
+        await asyncio.gather(*(worker() for _ in range(connections)))
+    return len(lat) / seconds, statistics.median(lat) * 1000
+
+
+def load(url: str, connections: int, seconds: float) -> tuple[float, float]:
+    if shutil.which("wrk"):
+        return wrk(url, connections, seconds)
+    return asyncio.run(py_load(url, connections, seconds))
+
+
+async def ttft(url: str, n: int) -> float:
+    """Median ms from sending a streamed request to receiving its first content chunk."""
+    body = {**BODY, "stream": True}
+    samples = []
+    async with aiohttp.ClientSession() as s:
+        for i in range(n + 5):
+            t = time.perf_counter()
+            async with s.post(url, json=body, headers={"Authorization": f"Bearer {KEY}"}) as r:
+                assert r.status == 200, await r.text()
+                async for line in r.content:
+                    if b'"content":"' in line and b'"content":""' not in line:
+                        if i >= 5:  # warm-up
+                            samples.append(time.perf_counter() - t)
+                        break
+                await r.read()
+    return statistics.median(samples) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=5.0, help="length of each load run")
+    ap.add_argument("--ttft-requests", type=int, default=200)
+    args = ap.parse_args()
+
+    procs: list[Proc] = []
+    try:
+        up = Upstream("openai_compat", "--models", "gpt-4o-mini")
+        procs.append(up)
+        bare_port, gw_port = free_port(), free_port()
+        procs.append(start_mitmdump(bare_port, up.base))
+        cfg = Path(tempfile.mkdtemp()) / "proxy.yaml"
+        cfg.write_text(
+            f"server: {{api_keys: [{KEY}]}}\n"
+            f"providers:\n  - {{id: up, type: openai, base_url: '{up.base}/v1', models: [gpt-4o-mini]}}\n"
+        )
+        gw_args = ["-s", str(ROOT / "addons/gateway.py"), "--set", "connection_strategy=lazy",
+                   "--set", f"gateway_config={cfg}"]
+        procs.append(start_mitmdump(gw_port, "http://127.0.0.1:1", *gw_args))
+        watched_port = free_port()
+        procs.append(start_mitmdump(watched_port, "http://127.0.0.1:1", *gw_args,
+                                    "--set", "gateway_upstream_flows=on"))
+        targets = {
+            "direct upstream": f"{up.base}/v1/chat/completions",
+            "bare mitmdump": f"http://127.0.0.1:{bare_port}/v1/chat/completions",
+            "gateway": f"http://127.0.0.1:{gw_port}/v1/chat/completions",
+            "gateway+upflows": f"http://127.0.0.1:{watched_port}/v1/chat/completions",
+        }
+        print(f"load generator: {'wrk' if shutil.which('wrk') else 'python (install wrk for better figures)'}; "
+              f"{args.seconds:g} s per run\n")
+        rows = {}
+        for name, url in targets.items():
+            load(url, 4, 1.0)  # warm up connections and code paths
+            rps16, _ = load(url, 16, args.seconds)
+            _, p50 = load(url, 1, args.seconds)
+            rows[name] = (rps16, p50)
+        print(f"{'':18}{'req/s @16 conn':>16}{'p50 ms @1 conn':>16}")
+        for name, (rps, p50) in rows.items():
+            print(f"{name:18}{rps:16.0f}{p50:16.2f}")
+        ratio = rows["gateway"][0] / rows["bare mitmdump"][0]
+        print(f"\nthroughput gateway / bare mitmdump: {ratio:.2f}x (target >= 0.85x)")
+        print(f"  with provider-side flows recorded (mitmweb, -w): "
+              f"{rows['gateway+upflows'][0] / rows['bare mitmdump'][0]:.2f}x")
+
+        t_direct = asyncio.run(ttft(targets["direct upstream"], args.ttft_requests))
+        t_gw = asyncio.run(ttft(targets["gateway"], args.ttft_requests))
+        print(f"time to first token, median of {args.ttft_requests}: direct {t_direct:.2f} ms, "
+              f"gateway {t_gw:.2f} ms, overhead {t_gw - t_direct:.2f} ms (target <= 3 ms)")
+    finally:
+        for p in procs:
+            p.stop()
+
+
+if __name__ == "__main__":
+    main()
