@@ -118,8 +118,9 @@ async def ttft(url: str, n: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=5.0, help="length of each load run")
-    ap.add_argument("--ttft-requests", type=int, default=200)
+    ap.add_argument("--seconds", type=float, default=4.0, help="length of each load run")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating load runs per target")
+    ap.add_argument("--ttft-requests", type=int, default=300)
     args = ap.parse_args()
 
     procs: list[Proc] = []
@@ -147,19 +148,24 @@ def main() -> None:
         }
         print(f"load generator: {'wrk' if shutil.which('wrk') else 'python (install wrk for better figures)'}; "
               f"{args.seconds:g} s per run\n")
-        rows = {}
-        for name, url in targets.items():
+        # The machine is shared and noisy: runs alternate between targets, and the
+        # ratio is the median of the ratios of runs made side by side.
+        rps: dict[str, list[float]] = {name: [] for name in targets}
+        for url in targets.values():
             load(url, 4, 1.0)  # warm up connections and code paths
-            rps16, _ = load(url, 16, args.seconds)
-            _, p50 = load(url, 1, args.seconds)
-            rows[name] = (rps16, p50)
-        print(f"{'':18}{'req/s @16 conn':>16}{'p50 ms @1 conn':>16}")
-        for name, (rps, p50) in rows.items():
-            print(f"{name:18}{rps:16.0f}{p50:16.2f}")
-        ratio = rows["gateway"][0] / rows["bare mitmdump"][0]
-        print(f"\nthroughput gateway / bare mitmdump: {ratio:.2f}x (target >= 0.85x)")
-        print(f"  with provider-side flows recorded (mitmweb, -w): "
-              f"{rows['gateway+upflows'][0] / rows['bare mitmdump'][0]:.2f}x")
+        for _ in range(args.rounds):
+            for name, url in targets.items():
+                rps[name].append(load(url, 16, args.seconds)[0])
+        p50 = {name: load(url, 1, args.seconds)[1] for name, url in targets.items()}
+        print(f"{'':18}{'req/s @16 conn':>16}{'p50 ms @1 conn':>16}   (req/s: median of {args.rounds} runs)")
+        for name in targets:
+            print(f"{name:18}{statistics.median(rps[name]):16.0f}{p50[name]:16.2f}")
+
+        def ratio(name: str) -> float:
+            return statistics.median(g / b for g, b in zip(rps[name], rps["bare mitmdump"]))
+
+        print(f"\nthroughput gateway / bare mitmdump: {ratio('gateway'):.2f}x (target >= 0.85x)")
+        print(f"  with provider-side flows recorded (mitmweb, -w): {ratio('gateway+upflows'):.2f}x")
 
         t_direct = asyncio.run(ttft(targets["direct upstream"], args.ttft_requests))
         t_gw = asyncio.run(ttft(targets["gateway"], args.ttft_requests))

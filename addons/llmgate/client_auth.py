@@ -23,14 +23,17 @@ def presented_key(req: http.Request) -> str | None:
     auth = req.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip()
-    return req.headers.get("x-api-key") or req.headers.get("x-goog-api-key") or req.query.get("key")
+    key = req.headers.get("x-api-key") or req.headers.get("x-goog-api-key")
+    if key is None and "?" in req.path:
+        key = req.query.get("key")
+    return key
 
 
 def mask_client_credentials(req: http.Request) -> None:
     for name in ("authorization", "x-api-key", "x-goog-api-key"):
         if name in req.headers:
             req.headers[name] = REDACTED
-    if "key" in req.query:
+    if "?" in req.path and "key" in req.query:
         req.query["key"] = REDACTED
 
 

@@ -44,7 +44,7 @@ def upstream_flow(client: http.HTTPFlow, ex: Exchange, error: str | None) -> htt
     if ex.status is not None:
         body = ex.pipe.upstream.bytes() if ex.pipe else (ex.response_body or b"")
         f.response = http.Response.make(
-            ex.status, b"", [(k.encode(), v.encode("utf-8", "surrogateescape")) for k, v in ex.response_headers]
+            ex.status, b"", list(ex.response_headers)
         )
         f.response.raw_content = body  # exactly as received; headers untouched
         f.response.timestamp_start = ex.first_byte or ex.started
@@ -80,7 +80,7 @@ class FlowRecorder:
         if mode != "auto":
             return mode == "on"
         o = ctx.options
-        return bool(o.save_stream_file) or getattr(o, "flow_detail", 0) > 0 or "view" in ctx.master.addons
+        return bool(o.save_stream_file) or getattr(o, "flow_detail", 0) > 0 or ctx.master.addons.get("view") is not None
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow, None)

@@ -41,8 +41,9 @@ def split_forced_provider(path: str) -> tuple[str | None, str]:
     return None, path
 
 
-def client_headers(items) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in items if k.lower() not in HOP_BY_HOP]
+def client_headers(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[bytes, bytes]]:
+    """The upstream's response headers that make sense to pass on to the client."""
+    return [(k, v) for k, v in raw if k.lower().decode("latin-1") not in HOP_BY_HOP]
 
 
 def upstream_error(pid: str, status: int, reason: str, headers, body: bytes) -> GatewayError:
@@ -187,12 +188,12 @@ class FrontDoor:
         resp = await self.rt.upstream.send(up, timeouts, who)
         ex.first_byte = time.time()
         ex.status = resp.status
-        ex.response_headers = list(resp.headers.items())
+        ex.response_headers = resp.raw_headers
         if resp.status >= 400:
             ex.response_body = await self.rt.upstream.read_body(resp, who, limit=MAX_ERROR_BODY)
             raise upstream_error(p.id, resp.status, resp.reason or "", resp.headers, ex.response_body)
 
-        out_headers = client_headers(resp.headers.items())
+        out_headers = client_headers(resp.raw_headers)
         if req.stream and resp.content_type == "text/event-stream":
             pipe = Pipe(resp, openai_chat.StreamRelabel(req.model), out_headers, who, timeouts.read)
             port = await self.rt.relay.ensure_started()
@@ -202,6 +203,5 @@ class FrontDoor:
 
         ex.response_body = await self.rt.upstream.read_body(resp, who)
         flow.response = http.Response.make(
-            resp.status, openai_chat.rename_model(ex.response_body, req.model),
-            [(k.encode(), v.encode()) for k, v in out_headers],
+            resp.status, openai_chat.rename_model(ex.response_body, req.model), out_headers
         )

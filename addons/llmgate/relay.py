@@ -59,7 +59,7 @@ class Pipe:
     QUEUE_SIZE = 64
 
     def __init__(self, resp: aiohttp.ClientResponse, transform: StreamTransform,
-                 headers: list[tuple[str, str]], who: str, read_timeout: float):
+                 headers: list[tuple[bytes, bytes]], who: str, read_timeout: float):
         self.resp = resp
         self.transform = transform
         self.headers = headers
@@ -100,9 +100,8 @@ class Pipe:
 
     async def run(self, writer: asyncio.StreamWriter) -> bool:
         """Send the stream as a chunked HTTP/1.1 response. False if the connection is unusable."""
-        head = ["HTTP/1.1 200 OK"] + [f"{k}: {v}" for k, v in self.headers]
-        head += ["Transfer-Encoding: chunked", "", ""]
-        writer.write("\r\n".join(head).encode("latin-1"))
+        head = [b"HTTP/1.1 200 OK", *(k + b": " + v for k, v in self.headers), b"Transfer-Encoding: chunked"]
+        writer.write(b"\r\n".join(head) + b"\r\n\r\n")
         try:
             while (data := await self._queue.get()) is not None:
                 self.client.add(data)

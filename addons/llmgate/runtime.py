@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from llmgate.catalog import ModelCatalog
 from llmgate.relay import Pipe, StreamRelay
@@ -23,7 +23,7 @@ class Exchange:
     upstream: UpstreamRequest
     relay_saved: tuple | None = None  # the client request's own fields while it points at the relay
     status: int | None = None
-    response_headers: list[tuple[str, str]] = field(default_factory=list)
+    response_headers: tuple[tuple[bytes, bytes], ...] = ()
     response_body: bytes | None = None
     pipe: Pipe | None = None
     token: str | None = None

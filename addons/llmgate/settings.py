@@ -22,6 +22,8 @@ class _Strict(BaseModel):
 
 
 class Timeouts(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True)  # hashable: the upstream caches per value
+
     connect: float = Field(10.0, gt=0, description="seconds to open the upstream connection")
     read: float = Field(
         600.0, gt=0, description="seconds to wait for response headers, and between stream chunks"

@@ -10,6 +10,7 @@ import asyncio
 from dataclasses import dataclass
 
 import aiohttp
+from yarl import URL
 
 from llmgate.errors import GatewayError
 from llmgate.settings import Timeouts
@@ -28,6 +29,9 @@ class UpstreamRequest:
 class Upstream:
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
+        # per-request construction of these shows in profiles; there are few distinct ones
+        self._urls: dict[str, URL] = {}
+        self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -43,10 +47,18 @@ class Upstream:
 
     async def send(self, req: UpstreamRequest, timeouts: Timeouts, who: str) -> aiohttp.ClientResponse:
         """Send and wait for the response headers. Raises GatewayError 502/504."""
-        timeout = aiohttp.ClientTimeout(total=None, connect=timeouts.connect, sock_read=timeouts.read)
+        timeout = self._timeouts.get(timeouts)
+        if timeout is None:
+            timeout = self._timeouts[timeouts] = aiohttp.ClientTimeout(
+                total=None, connect=timeouts.connect, sock_read=timeouts.read)
+        url = self._urls.get(req.url)
+        if url is None:
+            if len(self._urls) > 1000:
+                self._urls.clear()
+            url = self._urls[req.url] = URL(req.url)
         try:
             return await self.session.request(
-                req.method, req.url, headers=req.headers, data=req.body or None, timeout=timeout,
+                req.method, url, headers=req.headers, data=req.body or None, timeout=timeout,
                 allow_redirects=False,
             )
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as e:

@@ -99,3 +99,28 @@ def test_bad_config_stops_startup_with_a_clear_message(tmp_path):
     time.sleep(0.2)
     assert "proxy.yaml:5: providers[0].api_kee: unknown field" in p.output
     assert "Traceback" not in p.output
+
+
+def test_mitmweb_shows_client_and_provider_side(upstream, tmp_path):
+    import httpx
+
+    from tests.e2e.conftest import closed_port
+
+    g = Gateway(gateway_config(upstream), tmp_path / "proxy.yaml", "--set", "web_open_browser=false",
+                "--set", f"web_port={closed_port()}", tool="mitmweb")
+    try:
+        token = g.wait_for(r"Web server listening at (http://[\d.:]+)/\?token=(\w+)")
+        c = openai.OpenAI(base_url=g.base + "/v1", api_key=CLIENT_KEY, max_retries=0)
+        list(c.chat.completions.create(model="coder", messages=HELLO, stream=True))
+        web, tok = token.group(1), token.group(2)
+        for _ in range(50):
+            flows = httpx.get(f"{web}/flows", headers={"Authorization": f"Bearer {tok}"}).json()
+            if len(flows) >= 2:
+                break
+            time.sleep(0.1)
+        comments = sorted(f["comment"] for f in flows)
+        assert comments[0] == "-> up / qwen3-coder-30b (alias)"
+        assert comments[1].startswith("upstream of ") and comments[1].endswith("up / qwen3-coder-30b")
+        assert all(f["response"]["status_code"] == 200 and f["response"]["contentLength"] > 500 for f in flows)
+    finally:
+        g.stop()
