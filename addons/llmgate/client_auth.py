@@ -19,21 +19,28 @@ OPEN_PATHS = ("/health",)
 REDACTED = "[redacted]"
 
 
+CREDENTIAL_HEADERS = (b"authorization", b"x-api-key", b"x-goog-api-key")
+
+
 def presented_key(req: http.Request) -> str | None:
-    auth = req.headers.get("authorization", "")
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
-    key = req.headers.get("x-api-key") or req.headers.get("x-goog-api-key")
-    if key is None and "?" in req.path:
-        key = req.query.get("key")
-    return key
+    # one pass over the raw header fields: this runs on every request
+    for name, value in req.headers.fields:
+        name = name.lower()
+        if name == b"authorization":
+            if value[:7].lower() == b"bearer ":
+                return value[7:].strip().decode("utf-8", "replace")
+        elif name in CREDENTIAL_HEADERS:
+            return value.decode("utf-8", "replace")
+    if b"?" in req.data.path:
+        return req.query.get("key")
+    return None
 
 
 def mask_client_credentials(req: http.Request) -> None:
-    for name in ("authorization", "x-api-key", "x-goog-api-key"):
-        if name in req.headers:
-            req.headers[name] = REDACTED
-    if "?" in req.path and "key" in req.query:
+    fields = req.headers.fields
+    if any(k.lower() in CREDENTIAL_HEADERS for k, _ in fields):
+        req.headers.fields = tuple((k, b"[redacted]" if k.lower() in CREDENTIAL_HEADERS else v) for k, v in fields)
+    if b"?" in req.data.path and "key" in req.query:
         req.query["key"] = REDACTED
 
 

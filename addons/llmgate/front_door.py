@@ -88,8 +88,9 @@ class FrontDoor:
 
     def error(self, flow: http.HTTPFlow) -> None:
         ex = self.rt.exchanges.get(flow.id)
-        if ex is not None and ex.token:
-            self.rt.relay.discard(ex.token)  # the client left before the stream was fetched
+        if ex is not None and ex.pipe is not None:  # the client left: stop the upstream generating
+            self.rt.relay.discard(ex.token)
+            ex.pipe.abandon("client-gone")
 
     async def _dispatch(self, flow: http.HTTPFlow) -> None:
         method = flow.request.method
@@ -161,8 +162,9 @@ class FrontDoor:
         return resolve(settings, models_of, model, forced, header)
 
     async def _chat(self, flow: http.HTTPFlow, settings: GatewaySettings, forced: str | None) -> None:
+        body = flow.request.content or b""
         try:
-            data, req = openai_chat.parse_request(flow.request.content or b"")
+            data, req = openai_chat.parse_request(body)
         except openai_chat.RequestError as e:
             raise GatewayError(400, str(e), code="invalid_request", param=e.param) from None
         route = await self._route(settings, req.model, forced, flow.request.headers.get("model-provider"))
@@ -179,7 +181,7 @@ class FrontDoor:
             **p.headers,
         }
         up = UpstreamRequest("POST", p.base_url + kind.chat_path, headers,
-                             openai_chat.with_model(data, flow.request.content, route.model))
+                             openai_chat.with_model(data, body, route.model))
         ex = Exchange(p.id, route.model, req.model, route.how, up, started=time.time())
         self.rt.exchanges[flow.id] = ex
         flow.metadata["llmgate"] = {"provider": p.id, "upstream_model": route.model, "route": route.how}

@@ -115,10 +115,15 @@ class Pipe:
             self._puller.cancel()
             return False
 
-    def abandon(self) -> None:
+    def abandon(self, outcome: str) -> None:
+        """Stop reading the upstream (which closes it), e.g. because the client left."""
         if not self._puller.done():
-            self.outcome = "unclaimed"
+            self.outcome = outcome
             self._puller.cancel()
+            try:
+                self._queue.put_nowait(None)  # wake run() if it waits for data
+            except asyncio.QueueFull:
+                pass  # run() is busy writing and will find the connection closed
 
 
 def point_at_relay(req: http.Request, port: int, token: str) -> tuple:
@@ -166,7 +171,7 @@ class StreamRelay:
     def _expire(self, token: str) -> None:
         pipe = self._pipes.pop(token, None)
         if pipe is not None:
-            pipe.abandon()
+            pipe.abandon("unclaimed")
 
     def discard(self, token: str) -> None:
         self._expire(token)

@@ -148,3 +148,25 @@ def test_health(gateway):
     states = {p["id"]: p["state"] for p in body["providers"]}
     assert states["up"] == "ok" and states["fixed"] == "ok"
     assert body["status"] == "ok"
+
+
+def test_many_concurrent_streams(gateway):
+    """50 streams at once through one gateway: each gets its own, complete answer."""
+    import asyncio
+
+    async def one(c, i):
+        text, model = "", set()
+        async for chunk in await c.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": f"number {i}"}], stream=True):
+            model.add(chunk.model)
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+        return text, model
+
+    async def main():
+        async with openai.AsyncOpenAI(base_url=gateway.base + "/v1", api_key=CLIENT_KEY, max_retries=0) as c:
+            return await asyncio.gather(*(one(c, i) for i in range(50)))
+
+    results = asyncio.run(main())
+    assert [r[0] for r in results] == [f"Echo: number {i}" for i in range(50)]
+    assert all(r[1] == {"gpt-4o-mini"} for r in results)

@@ -124,3 +124,26 @@ def test_mitmweb_shows_client_and_provider_side(upstream, tmp_path):
         assert all(f["response"]["status_code"] == 200 and f["response"]["contentLength"] > 500 for f in flows)
     finally:
         g.stop()
+
+
+def test_client_leaving_mid_stream_closes_the_upstream_stream(upstream, tmp_path):
+    import httpx
+
+    flows = tmp_path / "out.flows"
+    g = Gateway(gateway_config(upstream), tmp_path / "proxy.yaml", "-w", str(flows))
+    try:
+        body = {"model": "fault-slow-stream", "messages": HELLO, "stream": True}
+        with httpx.stream("POST", g.base + "/v1/chat/completions", json=body,
+                          headers={"Authorization": f"Bearer {CLIENT_KEY}"}) as r:
+            first = next(r.iter_raw())
+            assert first.startswith(b"data: ")
+        time.sleep(1.0)  # the gateway notices at its next write (chunks are 0.3 s apart)
+        # still serving
+        c = openai.OpenAI(base_url=g.base + "/v1", api_key=CLIENT_KEY, max_retries=0)
+        assert c.chat.completions.create(model="gpt-4o-mini", messages=HELLO).choices[0].message.content
+    finally:
+        g.stop()
+    up = [f for f in io.FlowReader(flows.open("rb")).stream() if "llmgate.upstream_of" in f.metadata]
+    slow = next(f for f in up if f.metadata["llmgate"]["upstream_model"] == "fault-slow-stream")
+    assert slow.metadata["llmgate"]["stream"] == "client-gone"
+    assert b"[DONE]" not in slow.response.content  # the upstream was not read to its end
