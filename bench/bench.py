@@ -153,9 +153,10 @@ def main() -> None:
         rps: dict[str, list[float]] = {name: [] for name in targets}
         for url in targets.values():
             load(url, 4, 1.0)  # warm up connections and code paths
-        for _ in range(args.rounds):
-            for name, url in targets.items():
-                rps[name].append(load(url, 16, args.seconds)[0])
+        names = list(targets)
+        for r in range(args.rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:  # rotate: no target always goes first
+                rps[name].append(load(targets[name], 16, args.seconds)[0])
         p50 = {name: load(url, 1, args.seconds)[1] for name, url in targets.items()}
         print(f"{'':18}{'req/s @16 conn':>16}{'p50 ms @1 conn':>16}   (req/s: median of {args.rounds} runs)")
         for name in targets:
