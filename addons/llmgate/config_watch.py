@@ -56,8 +56,10 @@ class ConfigWatch:
         stamp = self._stat()
         settings, warnings = load_settings(ctx.options.gateway_config)
         self._stamp = stamp
+        old = {p.id: p for p in self.rt.settings.providers}
         self.rt.settings = settings
-        self.rt.catalog.forget({p.id for p in settings.providers})
+        # discovered model lists stay valid only for providers whose settings did not change
+        self.rt.catalog.forget({p.id for p in settings.providers if old.get(p.id) == p})
         for w in warnings:
             log.warning("config: %s", w)
         log.info(

@@ -46,8 +46,9 @@ def client_headers(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[bytes, by
     return [(k, v) for k, v in raw if k.lower().decode("latin-1") not in HOP_BY_HOP]
 
 
-def upstream_error(pid: str, status: int, reason: str, headers, body: bytes) -> GatewayError:
-    """The upstream's own error, same status, its message kept."""
+def upstream_error(p: ProviderSettings, status: int, reason: str, headers, body: bytes) -> GatewayError:
+    """The upstream's own error, same status, its message kept (minus our key, should it echo it)."""
+    pid = p.id
     message, code, param = None, None, None
     try:
         err = json.loads(body).get("error")
@@ -60,6 +61,8 @@ def upstream_error(pid: str, status: int, reason: str, headers, body: bytes) -> 
     if not message:
         text = body[:300].decode("utf-8", "replace").strip() or "(empty body)"
         message = f"Upstream '{pid}' answered {status} {reason}: {text}"
+    if p.api_key and len(p.api_key) >= 8:
+        message = message.replace(p.api_key, "[redacted]")
     passed = {k: v for k, v in headers.items() if k.lower() in PASS_ON_ERROR}
     return GatewayError(status, message, code=code if isinstance(code, str) else None,
                         param=param if isinstance(param, str) else None, headers=passed)
@@ -193,7 +196,7 @@ class FrontDoor:
         ex.response_headers = resp.raw_headers
         if resp.status >= 400:
             ex.response_body = await self.rt.upstream.read_body(resp, who, limit=MAX_ERROR_BODY)
-            raise upstream_error(p.id, resp.status, resp.reason or "", resp.headers, ex.response_body)
+            raise upstream_error(p, resp.status, resp.reason or "", resp.headers, ex.response_body)
 
         out_headers = client_headers(resp.raw_headers)
         if req.stream and resp.content_type == "text/event-stream":

@@ -76,3 +76,21 @@ class TestConfigWatch:
             cw._running = True  # once running, a bad `set gateway_config` is refused
             with pytest.raises(exceptions.OptionsError):
                 tctx.configure(cw, gateway_config=str(bad))
+
+    def test_reload_forgets_discovered_models_of_changed_providers(self, tmp_path):
+        from llmgate.catalog import _Entry
+
+        cfg = tmp_path / "proxy.yaml"
+        rt = Runtime()
+        cw = ConfigWatch(rt)
+        with taddons.context(cw) as tctx:
+            cfg.write_text("providers: [{id: a, type: openai, base_url: 'http://h/v1'}, "
+                           "{id: b, type: openai, base_url: 'http://i/v1'}]\n")
+            tctx.configure(cw, gateway_config=str(cfg))
+            for pid in "ab":
+                rt.catalog._entries[pid] = _Entry(models=[f"{pid}-model"])
+            cfg.write_text("providers: [{id: a, type: openai, base_url: 'http://h/v1'}, "
+                           "{id: b, type: openai, base_url: 'http://moved/v1'}]\n")
+            cw._apply()
+            a, b = rt.settings.providers
+            assert rt.catalog.models(a) == ["a-model"] and rt.catalog.models(b) is None
