@@ -191,6 +191,9 @@ class FrontDoor:
         flow.comment = f"-> {p.id} / {route.model} ({route.how})"
 
         resp = await self.rt.upstream.send(up, timeouts, who)
+        if flow.error:  # the client left while we waited
+            resp.close()
+            return
         ex.first_byte = time.time()
         ex.status = resp.status
         ex.response_headers = resp.raw_headers
