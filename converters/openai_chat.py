@@ -9,10 +9,14 @@ stream a request; the upstream validates the rest.
 from __future__ import annotations
 
 import json
+import re
+import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
+from converters import call_ids
+from converters import canonical as cn
 from converters.sse import Event, SSEParser, encode, encode_like
 
 
@@ -189,3 +193,227 @@ class StreamRelabel:
             data["model"] = self.model
             return encode_like(ev, dumps(data).decode())
         return ev.raw
+
+
+# --- canonical conversion ----------------------------------------------------
+# (requests from OpenAI clients, responses and streams back to them)
+
+_DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[^,]*)?;base64,(.*)$", re.S)
+_FINISH_TO_OPENAI = {"stop": "stop", "stop_sequence": "stop", "length": "length",
+                     "tool_calls": "tool_calls", "content_filter": "content_filter", "error": "stop"}
+_IGNORED = {"user", "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier",
+            "logit_bias", "logprobs", "top_logprobs", "modalities", "prediction", "audio", "verbosity",
+            "web_search_options", "stream_options"}
+
+
+def decode_request(data: dict[str, Any]) -> cn.Request:
+    """An OpenAI chat request (already parsed by parse_request) -> canonical."""
+    system: list[cn.Text] = []
+    messages: list[cn.Message] = []
+    calls: dict[str, str] = {}  # tool call id -> name, for naming tool results
+    for i, m in enumerate(data["messages"]):
+        role, where = m.get("role"), f"messages.{i}"
+        if role in ("system", "developer"):
+            system += [b for b in _content(m.get("content"), where) if isinstance(b, cn.Text)]
+        elif role == "user":
+            _append(messages, "user", _content(m.get("content"), where))
+        elif role == "assistant":
+            blocks: list[cn.Block] = []
+            if m.get("reasoning_content"):
+                blocks.append(cn.Thinking(m["reasoning_content"]))
+            blocks += _content(m.get("content"), where)
+            for j, tc in enumerate(m.get("tool_calls") or ()):
+                fn = tc.get("function") or {} if isinstance(tc, dict) else {}
+                if not isinstance(tc, dict) or not isinstance(fn.get("name"), str):
+                    raise cn.ConversionError("Each tool call needs function.name.", f"{where}.tool_calls.{j}")
+                call_id = str(tc.get("id") or f"call_{i}_{j}")
+                calls[call_id] = fn["name"]
+                blocks.append(cn.ToolCall(call_id, fn["name"], fn.get("arguments") or "{}",
+                                          call_ids.signature_of(call_id)))
+            _append(messages, "assistant", blocks)
+        elif role == "tool":
+            call_id = m.get("tool_call_id")
+            if not isinstance(call_id, str):
+                raise cn.ConversionError("A tool message needs tool_call_id.", f"{where}.tool_call_id")
+            content = [b for b in _content(m.get("content"), where) if isinstance(b, (cn.Text, cn.Image))]
+            _append(messages, "user", [cn.ToolResult(call_id, content, name=calls.get(call_id))])
+        else:
+            raise cn.ConversionError(f"Unsupported message role {role!r}.", f"{where}.role")
+
+    req = cn.Request(model=data["model"], messages=messages, system=system)
+    req.stream = data.get("stream") is True
+    req.include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
+    req.max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")
+    for name in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty"):
+        setattr(req, name, data.get(name))
+    req.top_k = data.get("top_k")
+    stop = data.get("stop")
+    req.stop = [stop] if isinstance(stop, str) else list(stop or [])
+    if data.get("n", 1) not in (1, None):
+        raise cn.ConversionError("Only n=1 is supported by this provider.", "n")
+    req.tools = [_tool(t, i) for i, t in enumerate(data.get("tools") or ())]
+    req.tool_choice = _tool_choice(data.get("tool_choice"))
+    req.parallel_tool_calls = data.get("parallel_tool_calls")
+    req.response_format = _response_format(data.get("response_format"))
+    if data.get("reasoning_effort"):
+        req.reasoning = cn.Reasoning(effort=data["reasoning_effort"])
+    req.user = data.get("user")
+    req.dropped = sorted(k for k in data if k in _IGNORED and k != "stream_options")
+    return req
+
+
+def _append(messages: list[cn.Message], role: str, blocks: list[cn.Block]) -> None:
+    if messages and messages[-1].role == role:  # tool results after tool results, etc.
+        messages[-1].content.extend(blocks)
+    else:
+        messages.append(cn.Message(role, list(blocks)))
+
+
+def _content(content: Any, where: str) -> list[cn.Block]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [cn.Text(content)] if content else []
+    if not isinstance(content, list):
+        raise cn.ConversionError("content must be a string or an array of parts.", f"{where}.content")
+    out: list[cn.Block] = []
+    for k, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            out.append(cn.Text(part.get("text") or "", part.get("cache_control")))
+        elif kind == "image_url":
+            url = (part.get("image_url") or {}).get("url") or ""
+            m = _DATA_URL.match(url)
+            out.append(cn.Image(m.group(1) or "image/png", m.group(3)) if m else cn.Image(url=url))
+        else:
+            raise cn.ConversionError(f"Content part type {kind!r} is not supported for this provider.",
+                                     f"{where}.content.{k}.type")
+    return out
+
+
+def _tool(t: Any, i: int) -> cn.Tool:
+    fn = t.get("function") if isinstance(t, dict) and t.get("type") == "function" else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        raise cn.ConversionError("Only function tools with a name are supported.", f"tools.{i}")
+    return cn.Tool(fn["name"], fn.get("description"), fn.get("parameters"))
+
+
+def _tool_choice(choice: Any) -> cn.ToolChoice | None:
+    if choice is None:
+        return None
+    if choice in ("auto", "none", "required"):
+        return cn.ToolChoice(choice)
+    if isinstance(choice, dict) and isinstance((choice.get("function") or {}).get("name"), str):
+        return cn.ToolChoice("tool", choice["function"]["name"])
+    raise cn.ConversionError("tool_choice must be auto, none, required or a named function.", "tool_choice")
+
+
+def _response_format(rf: Any) -> cn.ResponseFormat | None:
+    if rf is None:
+        return None
+    kind = rf.get("type") if isinstance(rf, dict) else None
+    if kind in ("text", "json_object"):
+        return cn.ResponseFormat(kind)
+    if kind == "json_schema":
+        js = rf.get("json_schema") or {}
+        return cn.ResponseFormat("json_schema", js.get("schema"), js.get("name"), js.get("strict"))
+    raise cn.ConversionError("response_format.type must be text, json_object or json_schema.",
+                             "response_format")
+
+
+def usage_dict(u: cn.Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+    }
+
+
+def encode_response(r: cn.Response, model: str) -> dict[str, Any]:
+    """Canonical -> OpenAI chat.completion, carrying the client's model name."""
+    message: dict[str, Any] = {"role": "assistant", "content": cn.text_of(r.content) or None}
+    thinking = "".join(b.text for b in r.content if isinstance(b, cn.Thinking))
+    if thinking:
+        message["reasoning_content"] = thinking
+    calls = [b for b in r.content if isinstance(b, cn.ToolCall)]
+    if calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in calls
+        ]
+    message["refusal"] = None
+    return {
+        "id": _chat_id(r.id), "object": "chat.completion", "created": r.created or int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None,
+                     "finish_reason": _FINISH_TO_OPENAI[r.finish]}],
+        "usage": usage_dict(r.usage),
+    }
+
+
+def _chat_id(upstream_id: str) -> str:
+    return upstream_id if upstream_id.startswith("chatcmpl-") else f"chatcmpl-{upstream_id}"
+
+
+class StreamEncoder:
+    """Canonical stream events -> OpenAI chat.completion.chunk SSE bytes."""
+
+    def __init__(self, model: str, include_usage: bool):
+        self.model = model
+        self.include_usage = include_usage
+        self.id = "chatcmpl-gateway"
+        self.created = int(time.time())
+        self._tool_index: dict[int, int] = {}  # canonical block index -> OpenAI tool_calls index
+        self._usage: cn.Usage | None = None
+        self._started = False
+        self.closed = False
+
+    def encode(self, events: list[cn.Event]) -> bytes:
+        return b"".join(self._one(e) for e in events)
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        body: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                                "model": self.model,
+                                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        if self.include_usage:
+            body["usage"] = None
+        return b"data: " + dumps(body) + b"\n\n"
+
+    def _one(self, e: cn.Event) -> bytes:
+        if self.closed:
+            return b""
+        if isinstance(e, cn.MessageStart):
+            self.id, self.created = _chat_id(e.id), e.created or self.created
+            self._started = True
+            return self._chunk({"role": "assistant", "content": ""})
+        out = b"" if self._started or isinstance(e, cn.StreamError) else self._one(cn.MessageStart(self.id, ""))
+        if isinstance(e, cn.TextDelta):
+            return out + self._chunk({"content": e.text}) if e.text else out
+        if isinstance(e, cn.ThinkingDelta):
+            return out + self._chunk({"reasoning_content": e.text}) if e.text else out
+        if isinstance(e, cn.BlockStart) and isinstance(e.block, cn.ToolCall):
+            k = self._tool_index[e.index] = len(self._tool_index)
+            return out + self._chunk({"tool_calls": [{"index": k, "id": e.block.id, "type": "function",
+                                                      "function": {"name": e.block.name, "arguments": ""}}]})
+        if isinstance(e, cn.ArgumentsDelta) and e.index in self._tool_index:
+            return out + self._chunk({"tool_calls": [{"index": self._tool_index[e.index],
+                                                      "function": {"arguments": e.json}}]})
+        if isinstance(e, cn.UsageUpdate):
+            self._usage = e.usage
+            return out
+        if isinstance(e, cn.Finish) and e.reason == "error":
+            return out + self._one(cn.StreamError(f"The upstream stopped the response: {e.detail}.", "upstream_error"))
+        if isinstance(e, cn.Finish):
+            self.closed = True
+            out += self._chunk({}, _FINISH_TO_OPENAI[e.reason])
+            if self.include_usage:
+                body = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                        "model": self.model, "choices": [], "usage": usage_dict(self._usage or cn.Usage())}
+                out += b"data: " + dumps(body) + b"\n\n"
+            return out + b"data: [DONE]\n\n"
+        if isinstance(e, cn.StreamError):
+            self.closed = True
+            return out + encode(dumps(error_body(e.message, "upstream_error", e.code)).decode())
+        return out  # block start/stop of text and thinking, signatures: nothing to say in this format

@@ -7,7 +7,6 @@ are set as the flow's response; streams are handed to the loopback relay.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 
@@ -21,6 +20,7 @@ from llmgate.responses import error_response, json_response
 from llmgate.routing import Route, provider_by_id, resolve
 from llmgate.runtime import UPSTREAM_MARK, Exchange, Runtime
 from llmgate.settings import GatewaySettings, ProviderSettings
+from llmgate.translate import plan_openai_client
 from llmgate.upstream import MAX_ERROR_BODY, UpstreamRequest
 
 log = logging.getLogger("llmgate")
@@ -30,7 +30,6 @@ HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
     "content-length", "content-encoding", "set-cookie",
 }
-PASS_ON_ERROR = ("retry-after", "x-request-id")
 
 
 def split_forced_provider(path: str) -> tuple[str | None, str]:
@@ -44,28 +43,6 @@ def split_forced_provider(path: str) -> tuple[str | None, str]:
 def client_headers(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[bytes, bytes]]:
     """The upstream's response headers that make sense to pass on to the client."""
     return [(k, v) for k, v in raw if k.lower().decode("latin-1") not in HOP_BY_HOP]
-
-
-def upstream_error(p: ProviderSettings, status: int, reason: str, headers, body: bytes) -> GatewayError:
-    """The upstream's own error, same status, its message kept (minus our key, should it echo it)."""
-    pid = p.id
-    message, code, param = None, None, None
-    try:
-        err = json.loads(body).get("error")
-        if isinstance(err, dict):
-            message, code, param = err.get("message"), err.get("code"), err.get("param")
-        elif isinstance(err, str):
-            message = err
-    except (ValueError, AttributeError):
-        pass
-    if not message:
-        text = body[:300].decode("utf-8", "replace").strip() or "(empty body)"
-        message = f"Upstream '{pid}' answered {status} {reason}: {text}"
-    if p.api_key and len(p.api_key) >= 8:
-        message = message.replace(p.api_key, "[redacted]")
-    passed = {k: v for k, v in headers.items() if k.lower() in PASS_ON_ERROR}
-    return GatewayError(status, message, code=code if isinstance(code, str) else None,
-                        param=param if isinstance(param, str) else None, headers=passed)
 
 
 class FrontDoor:
@@ -175,16 +152,16 @@ class FrontDoor:
         kind = PROVIDER_TYPES[p.type]
         timeouts = p.timeouts or settings.server.timeouts
         who = f"'{p.id}'"
+        plan = plan_openai_client(kind, p, route.model, req.model, data, body, bool(req.stream))
         headers = {
             "Content-Type": "application/json",
-            "Accept": "text/event-stream" if req.stream else "application/json",
+            "Accept": plan.accept,
             "Accept-Encoding": "identity",  # streams are rewritten chunk by chunk: no gzip
             **kind.default_headers,
             **(kind.auth_headers(p.api_key) if p.api_key else {}),
             **p.headers,
         }
-        up = UpstreamRequest("POST", p.base_url + kind.chat_path, headers,
-                             openai_chat.with_model(data, body, route.model))
+        up = UpstreamRequest("POST", plan.url, headers, plan.body)
         ex = Exchange(p.id, route.model, req.model, route.how, up, started=time.time())
         self.rt.exchanges[flow.id] = ex
         flow.metadata["llmgate"] = {"provider": p.id, "upstream_model": route.model, "route": route.how}
@@ -199,17 +176,20 @@ class FrontDoor:
         ex.response_headers = resp.raw_headers
         if resp.status >= 400:
             ex.response_body = await self.rt.upstream.read_body(resp, who, limit=MAX_ERROR_BODY)
-            raise upstream_error(p, resp.status, resp.reason or "", resp.headers, ex.response_body)
+            raise plan.error(resp.status, resp.reason or "", resp.headers, ex.response_body)
 
         out_headers = client_headers(resp.raw_headers)
         if req.stream and resp.content_type == "text/event-stream":
-            pipe = Pipe(resp, openai_chat.StreamRelabel(req.model), out_headers, who, timeouts.read)
+            pipe = Pipe(resp, plan.transform(), out_headers, who, timeouts.read)
             port = await self.rt.relay.ensure_started()
             ex.pipe, ex.token = pipe, self.rt.relay.register(pipe)
             ex.relay_saved = point_at_relay(flow.request, port, ex.token)
             return
 
         ex.response_body = await self.rt.upstream.read_body(resp, who)
-        flow.response = http.Response.make(
-            resp.status, openai_chat.rename_model(ex.response_body, req.model), out_headers
-        )
+        try:
+            client_body = plan.response(ex.response_body)
+        except ValueError:
+            raise GatewayError(502, f"Upstream {who} sent a response that is not valid JSON.",
+                               code="upstream_error") from None
+        flow.response = http.Response.make(resp.status, client_body, out_headers)

@@ -1,6 +1,7 @@
 from multidict import CIMultiDict
 
-from llmgate.front_door import split_forced_provider, upstream_error
+from llmgate.front_door import split_forced_provider
+from llmgate.translate import openai_error as upstream_error
 from llmgate.settings import ProviderSettings
 
 P = ProviderSettings(id="lms", type="openai", base_url="http://h/v1", api_key="sk-provider-secret-123")

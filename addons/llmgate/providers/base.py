@@ -10,7 +10,7 @@ from typing import Any, Callable
 class ProviderKind:
     type: str
     wire: str  # the wire format it speaks, a module name in converters/
-    chat_path: str  # appended to base_url
+    chat_url: Callable[[str, str, bool], str]  # (base_url, upstream model, stream) -> URL
     models_path: str | None  # appended to base_url; None: no list endpoint
     auth_headers: Callable[[str], dict[str, str]]  # api key -> headers
     parse_models: Callable[[Any], list[str]]  # models endpoint JSON -> model ids

@@ -23,7 +23,7 @@ def _model_ids(body: Any) -> list[str]:
 KIND = ProviderKind(
     type="openai",
     wire="openai_chat",
-    chat_path="/chat/completions",
+    chat_url=lambda base, model, stream: base + "/chat/completions",
     models_path="/models",
     auth_headers=_bearer,
     parse_models=_model_ids,

@@ -1,0 +1,37 @@
+"""The public Gemini API with an API key (generativelanguage.googleapis.com, v1beta).
+
+base_url is the bare origin, as in the google-genai SDK; the gateway appends
+/v1beta/models/{model}:generateContent (or :streamGenerateContent?alt=sse).
+"""
+
+from typing import Any
+
+from converters.gemini import model_path
+from llmgate.providers.base import ProviderKind
+
+
+def _chat_url(base: str, model: str, stream: bool) -> str:
+    method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+    return f"{base}/v1beta/{model_path(model)}:{method}"
+
+
+def _model_ids(body: Any) -> list[str]:
+    models = body.get("models") if isinstance(body, dict) else None
+    if not isinstance(models, list):
+        raise ValueError('expected {"models": [...]} from the models endpoint')
+    return [
+        m["name"].removeprefix("models/")
+        for m in models
+        if isinstance(m, dict) and isinstance(m.get("name"), str)
+        and "generateContent" in (m.get("supportedGenerationMethods") or ["generateContent"])
+    ]
+
+
+KIND = ProviderKind(
+    type="gemini",
+    wire="gemini",
+    chat_url=_chat_url,
+    models_path="/v1beta/models?pageSize=1000",
+    auth_headers=lambda key: {"x-goog-api-key": key},
+    parse_models=_model_ids,
+)

@@ -1,0 +1,223 @@
+"""The canonical model: the hub every wire format is decoded to and encoded from.
+
+2N converters through here instead of N*N pairwise translators. Plain
+dataclasses: they are built and read on every request and stream event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+
+class ConversionError(ValueError):
+    """A request or response that cannot be expressed in the target format.
+
+    The addon answers it with a 400 in the caller's format; `param` names the field."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+# --- content blocks ---------------------------------------------------------
+
+@dataclass(slots=True)
+class Text:
+    text: str
+    cache_control: dict | None = None
+
+
+@dataclass(slots=True)
+class Image:
+    media_type: str = ""
+    data: str | None = None  # base64
+    url: str | None = None  # remote URL (only some targets take these)
+
+
+@dataclass(slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, exactly as produced
+    signature: str | None = None  # Gemini thoughtSignature on the call
+
+
+@dataclass(slots=True)
+class ToolResult:
+    call_id: str
+    content: list[Text | Image]
+    is_error: bool = False
+    name: str | None = None  # the called tool's name, where known
+
+
+@dataclass(slots=True)
+class Thinking:
+    text: str
+    signature: str | None = None
+
+
+@dataclass(slots=True)
+class RedactedThinking:
+    data: str
+
+
+Block = Union[Text, Image, ToolCall, ToolResult, Thinking, RedactedThinking]
+
+
+@dataclass(slots=True)
+class Message:
+    role: Literal["user", "assistant"]
+    content: list[Block]
+
+
+# --- request -----------------------------------------------------------------
+
+@dataclass(slots=True)
+class Tool:
+    name: str
+    description: str | None = None
+    parameters: dict | None = None  # JSON Schema
+
+
+@dataclass(slots=True)
+class ToolChoice:
+    mode: Literal["auto", "none", "required", "tool"]
+    name: str | None = None  # with mode "tool"
+
+
+@dataclass(slots=True)
+class ResponseFormat:
+    type: Literal["text", "json_object", "json_schema"]
+    schema: dict | None = None
+    name: str | None = None
+    strict: bool | None = None
+
+
+@dataclass(slots=True)
+class Reasoning:
+    effort: str | None = None  # minimal | low | medium | high (OpenAI style)
+    budget_tokens: int | None = None  # Anthropic / Gemini 2.5 style
+    include_thoughts: bool = True
+
+
+@dataclass(slots=True)
+class Request:
+    model: str
+    messages: list[Message]
+    system: list[Text] = field(default_factory=list)
+    tools: list[Tool] = field(default_factory=list)
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    response_format: ResponseFormat | None = None
+    reasoning: Reasoning | None = None
+    stream: bool = False
+    include_usage: bool = False
+    user: str | None = None
+    dropped: list[str] = field(default_factory=list)  # parameters the target could not honour
+
+
+# --- response ----------------------------------------------------------------
+
+FinishReason = Literal["stop", "stop_sequence", "length", "tool_calls", "content_filter", "error"]
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0  # includes reasoning tokens
+    cached_tokens: int = 0  # part of input_tokens
+    reasoning_tokens: int = 0  # part of output_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(slots=True)
+class Response:
+    id: str
+    model: str
+    content: list[Block]
+    finish: FinishReason
+    usage: Usage = field(default_factory=Usage)
+    created: int = 0
+    finish_detail: str | None = None  # the provider's own reason, e.g. MALFORMED_FUNCTION_CALL
+
+
+# --- stream events -----------------------------------------------------------
+
+@dataclass(slots=True)
+class MessageStart:
+    id: str
+    model: str
+    created: int = 0
+
+
+@dataclass(slots=True)
+class BlockStart:
+    index: int
+    block: Text | ToolCall | Thinking | RedactedThinking  # with empty text / arguments
+
+
+@dataclass(slots=True)
+class TextDelta:
+    index: int
+    text: str
+
+
+@dataclass(slots=True)
+class ThinkingDelta:
+    index: int
+    text: str
+
+
+@dataclass(slots=True)
+class SignatureDelta:
+    index: int
+    signature: str
+
+
+@dataclass(slots=True)
+class ArgumentsDelta:
+    index: int
+    json: str
+
+
+@dataclass(slots=True)
+class BlockStop:
+    index: int
+
+
+@dataclass(slots=True)
+class UsageUpdate:
+    usage: Usage
+
+
+@dataclass(slots=True)
+class Finish:
+    reason: FinishReason
+    detail: str | None = None
+
+
+@dataclass(slots=True)
+class StreamError:
+    message: str
+    code: str = "upstream_error"
+    status: int = 502
+
+
+Event = Union[MessageStart, BlockStart, TextDelta, ThinkingDelta, SignatureDelta, ArgumentsDelta,
+              BlockStop, UsageUpdate, Finish, StreamError]
+
+
+def text_of(blocks: list[Block]) -> str:
+    return "".join(b.text for b in blocks if isinstance(b, Text))
