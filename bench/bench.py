@@ -33,6 +33,7 @@ import aiohttp  # noqa: E402
 from tests.harness import BIN, ROOT, Proc, Upstream  # noqa: E402
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello to the benchmark."}]}
+GEMINI_MODEL = "gemini-2.5-flash"
 KEY = "sk-bench"
 
 
@@ -60,10 +61,10 @@ def start_mitmdump(port: int, target: str, *extra: str) -> Proc:
     return p
 
 
-def wrk(url: str, connections: int, seconds: float) -> tuple[float, float]:
+def wrk(url: str, connections: int, seconds: float, body: dict) -> tuple[float, float]:
     """(requests/s, p50 ms) from wrk."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(f'wrk.method="POST"\nwrk.body={json.dumps(json.dumps(BODY))}\n'
+        f.write(f'wrk.method="POST"\nwrk.body={json.dumps(json.dumps(body))}\n'
                 f'wrk.headers["Content-Type"]="application/json"\nwrk.headers["Authorization"]="Bearer {KEY}"\n')
     out = subprocess.run(
         ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--latency",
@@ -77,14 +78,14 @@ def wrk(url: str, connections: int, seconds: float) -> tuple[float, float]:
     return rps, p50
 
 
-async def py_load(url: str, connections: int, seconds: float) -> tuple[float, float]:
+async def py_load(url: str, connections: int, seconds: float, body: dict) -> tuple[float, float]:
     lat: list[float] = []
     deadline = time.monotonic() + seconds
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as s:
         async def worker():
             while time.monotonic() < deadline:
                 t = time.perf_counter()
-                async with s.post(url, json=BODY, headers={"Authorization": f"Bearer {KEY}"}) as r:
+                async with s.post(url, json=body, headers={"Authorization": f"Bearer {KEY}"}) as r:
                     await r.read()
                     assert r.status == 200, r.status
                 lat.append(time.perf_counter() - t)
@@ -92,10 +93,12 @@ async def py_load(url: str, connections: int, seconds: float) -> tuple[float, fl
     return len(lat) / seconds, statistics.median(lat) * 1000
 
 
-def load(url: str, connections: int, seconds: float) -> tuple[float, float]:
+def load(target: tuple[str, str], connections: int, seconds: float) -> tuple[float, float]:
+    url, model = target
+    body = {**BODY, "model": model}
     if shutil.which("wrk"):
-        return wrk(url, connections, seconds)
-    return asyncio.run(py_load(url, connections, seconds))
+        return wrk(url, connections, seconds, body)
+    return asyncio.run(py_load(url, connections, seconds, body))
 
 
 async def ttft(url: str, n: int) -> float:
@@ -127,12 +130,15 @@ def main() -> None:
     try:
         up = Upstream("openai_compat", "--models", "gpt-4o-mini")
         procs.append(up)
+        gem = Upstream("gemini_api", "--models", GEMINI_MODEL)
+        procs.append(gem)
         bare_port, gw_port = free_port(), free_port()
         procs.append(start_mitmdump(bare_port, up.base))
         cfg = Path(tempfile.mkdtemp()) / "proxy.yaml"
         cfg.write_text(
             f"server: {{api_keys: [{KEY}]}}\n"
             f"providers:\n  - {{id: up, type: openai, base_url: '{up.base}/v1', models: [gpt-4o-mini]}}\n"
+            f"  - {{id: gem, type: gemini, base_url: '{gem.base}', models: [{GEMINI_MODEL}]}}\n"
         )
         gw_args = ["-s", str(ROOT / "addons/gateway.py"), "--set", "connection_strategy=lazy",
                    "--set", f"gateway_config={cfg}"]
@@ -140,24 +146,26 @@ def main() -> None:
         watched_port = free_port()
         procs.append(start_mitmdump(watched_port, "http://127.0.0.1:1", *gw_args,
                                     "--set", "gateway_upstream_flows=on"))
+        chat = "/v1/chat/completions"
         targets = {
-            "direct upstream": f"{up.base}/v1/chat/completions",
-            "bare mitmdump": f"http://127.0.0.1:{bare_port}/v1/chat/completions",
-            "gateway": f"http://127.0.0.1:{gw_port}/v1/chat/completions",
-            "gateway+upflows": f"http://127.0.0.1:{watched_port}/v1/chat/completions",
+            "direct upstream": (up.base + chat, "gpt-4o-mini"),
+            "bare mitmdump": (f"http://127.0.0.1:{bare_port}{chat}", "gpt-4o-mini"),
+            "gateway": (f"http://127.0.0.1:{gw_port}{chat}", "gpt-4o-mini"),
+            "gateway+upflows": (f"http://127.0.0.1:{watched_port}{chat}", "gpt-4o-mini"),
+            "gateway->gemini": (f"http://127.0.0.1:{gw_port}{chat}", GEMINI_MODEL),  # converted both ways
         }
         print(f"load generator: {'wrk' if shutil.which('wrk') else 'python (install wrk for better figures)'}; "
               f"{args.seconds:g} s per run\n")
         # The machine is shared and noisy: runs alternate between targets, and the
         # ratio is the median of the ratios of runs made side by side.
         rps: dict[str, list[float]] = {name: [] for name in targets}
-        for url in targets.values():
-            load(url, 4, 1.0)  # warm up connections and code paths
+        for target in targets.values():
+            load(target, 4, 1.0)  # warm up connections and code paths
         names = list(targets)
         for r in range(args.rounds):
             for name in names[r % len(names):] + names[:r % len(names)]:  # rotate: no target always goes first
                 rps[name].append(load(targets[name], 16, args.seconds)[0])
-        p50 = {name: load(url, 1, args.seconds)[1] for name, url in targets.items()}
+        p50 = {name: load(target, 1, args.seconds)[1] for name, target in targets.items()}
         print(f"{'':18}{'req/s @16 conn':>16}{'p50 ms @1 conn':>16}   (req/s: median of {args.rounds} runs)")
         for name in targets:
             print(f"{name:18}{statistics.median(rps[name]):16.0f}{p50[name]:16.2f}")
@@ -167,14 +175,49 @@ def main() -> None:
 
         print(f"\nthroughput gateway / bare mitmdump: {ratio('gateway'):.2f}x (target >= 0.85x)")
         print(f"  with provider-side flows recorded (mitmweb, -w): {ratio('gateway+upflows'):.2f}x")
+        print(f"converted route (OpenAI client -> Gemini upstream) / bare mitmdump: "
+              f"{ratio('gateway->gemini'):.2f}x (target >= 0.7x)")
 
-        t_direct = asyncio.run(ttft(targets["direct upstream"], args.ttft_requests))
-        t_gw = asyncio.run(ttft(targets["gateway"], args.ttft_requests))
+        t_direct = asyncio.run(ttft(targets["direct upstream"][0], args.ttft_requests))
+        t_gw = asyncio.run(ttft(targets["gateway"][0], args.ttft_requests))
         print(f"time to first token, median of {args.ttft_requests}: direct {t_direct:.2f} ms, "
               f"gateway {t_gw:.2f} ms, overhead {t_gw - t_direct:.2f} ms (target <= 3 ms)")
+        converter_costs()
     finally:
         for p in procs:
             p.stop()
+
+
+def converter_costs(events: int = 2000) -> None:
+    """CPU per SSE event of the stream transforms, in-process (no network)."""
+    from converters import gemini, openai_chat
+    from converters.pipeline import Converting
+
+    def gemini_event(i: int) -> bytes:
+        body = {"candidates": [{"content": {"role": "model", "parts": [{"text": f"tok{i} "}]}}],
+                "modelVersion": GEMINI_MODEL, "responseId": "r"}
+        return b"data: " + json.dumps(body).encode() + b"\r\n\r\n"
+
+    def openai_event(i: int) -> bytes:
+        body = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini-2024-08-06",
+                "choices": [{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}]}
+        return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+    cases = {
+        "OpenAI -> OpenAI (model rename)": (lambda: openai_chat.StreamRelabel("gpt-4o-mini"), openai_event),
+        "Gemini -> OpenAI (converted)": (lambda: Converting(gemini.StreamDecoder(),
+                                                            openai_chat.StreamEncoder("m", True)), gemini_event),
+    }
+    print(f"\nstream transform CPU per SSE event (median of 5 x {events} events):")
+    for name, (make, event) in cases.items():
+        data = [event(i) for i in range(events)]
+        times = []
+        for _ in range(5):
+            t, start = make(), time.perf_counter()
+            for chunk in data:
+                t.feed(chunk)
+            times.append((time.perf_counter() - start) / events * 1e6)
+        print(f"  {name:34} {statistics.median(times):6.1f} us")
 
 
 if __name__ == "__main__":

@@ -748,7 +748,7 @@ def test_output_shares_nothing_with_input():
     assert src["properties"]["a"]["default"] == [[1]]
 
 
-def test_pathological_inputs_are_bounded():
+def test_pathological_inputs_are_bounded(monkeypatch):
     deep = {}
     node = deep
     for _ in range(2000):
@@ -763,6 +763,7 @@ def test_pathological_inputs_are_bounded():
     assert_gemini(out)
     assert to_gemini_schema(out) == out
     # a schema whose own type is a huge union of types and unions
+    monkeypatch.setattr(gs, "WORK_LIMIT", 5_000)  # same path as the real limit, faster
     nested = {"type": "string"}
     for _ in range(8):
         nested = {"type": ["string", "number", "integer", "boolean", "array", "object"], "anyOf": [nested, {"type": "null"}, {"minimum": 1}]}
@@ -786,7 +787,7 @@ json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text
 json_values = st.recursive(
     json_scalars,
     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3),
-    max_leaves=12,
+    max_leaves=6,
 )
 prop_names = st.sampled_from(["a", "b", "x", "type", "items", "$ref"]) | st.text(max_size=4)
 numbers = st.integers(-5, 20) | st.floats() | st.booleans()
@@ -821,12 +822,14 @@ def _schema_children(children):
     for key in ("title", "description", "pattern"):
         good[key] = st.text(max_size=5)
     junk = json_values | children
+    values = {key: st.one_of(good[key], good[key], good[key], junk) if key in good else junk for key in KEYWORDS}
 
-    def entry(key):
-        value = st.one_of(good[key], good[key], good[key], junk) if key in good else junk
-        return st.tuples(st.just(key), value)
+    @st.composite
+    def node(draw):
+        keys = draw(st.lists(st.sampled_from(WEIGHTED_KEYWORDS), max_size=6))
+        return {key: draw(values[key]) for key in keys}
 
-    return st.lists(st.sampled_from(WEIGHTED_KEYWORDS).flatmap(entry), max_size=6).map(dict)
+    return node()
 
 
 # structural keywords drawn more often, so that deep, union- and ref-rich schemas are common
@@ -836,16 +839,16 @@ leaf_schemas = (
     | json_scalars
     | st.just({})
 )
-schemas = st.recursive(leaf_schemas, _schema_children, max_leaves=40)
+schemas = st.recursive(leaf_schemas, _schema_children, max_leaves=25)
 documents = st.builds(
     lambda s, props, defs, old: {**s, "properties": props, "$defs": defs, "definitions": old},
     _schema_children(schemas),
-    st.dictionaries(prop_names, schemas, min_size=1, max_size=4),
-    st.fixed_dictionaries({"A": _schema_children(schemas), "B": schemas}),
+    st.dictionaries(prop_names, schemas, min_size=1, max_size=3),
+    st.fixed_dictionaries({"A": schemas, "B": schemas}),
     st.fixed_dictionaries({"C": schemas}),
 )
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _check_property(doc):
@@ -868,9 +871,5 @@ def test_any_json_value(value):
 @given(documents)
 def test_schema_shaped_documents(doc):
     _check_property(doc)
-
-
-@FAST
-@given(documents)
-def test_nested_in_properties(doc):
+    # the same schema below the root: inside properties, a nullable union, and a wrong required
     _check_property({"type": "object", "properties": {"p": doc, "q": {"anyOf": [doc, {"type": "null"}]}}, "required": ["p", "z"]})
