@@ -206,8 +206,18 @@ _IGNORED = {"user", "metadata", "store", "service_tier", "prompt_cache_key", "sa
             "web_search_options", "stream_options"}
 
 
+def _typed(value: Any, types: type | tuple[type, ...], param: str, what: str) -> Any:
+    """`value` if it is None or of `types`, else a ConversionError naming the field."""
+    types = types if isinstance(types, tuple) else (types,)
+    if value is None or (isinstance(value, types) and (bool in types or not isinstance(value, bool))):
+        return value
+    raise cn.ConversionError(f"'{param}' must be {what}.", param)
+
+
 def decode_request(data: dict[str, Any]) -> cn.Request:
-    """An OpenAI chat request (already parsed by parse_request) -> canonical."""
+    """An OpenAI chat request (already parsed by parse_request) -> canonical.
+
+    Any shape of input gives a canonical request or a ConversionError naming the field."""
     system: list[cn.Text] = []
     messages: list[cn.Message] = []
     calls: dict[str, str] = {}  # tool call id -> name, for naming tool results
@@ -219,17 +229,13 @@ def decode_request(data: dict[str, Any]) -> cn.Request:
             _append(messages, "user", _content(m.get("content"), where))
         elif role == "assistant":
             blocks: list[cn.Block] = []
-            if m.get("reasoning_content"):
-                blocks.append(cn.Thinking(m["reasoning_content"]))
+            reasoning = _typed(m.get("reasoning_content"), str, f"{where}.reasoning_content", "a string")
+            if reasoning:
+                blocks.append(cn.Thinking(reasoning))
             blocks += _content(m.get("content"), where)
-            for j, tc in enumerate(m.get("tool_calls") or ()):
-                fn = tc.get("function") or {} if isinstance(tc, dict) else {}
-                if not isinstance(tc, dict) or not isinstance(fn.get("name"), str):
-                    raise cn.ConversionError("Each tool call needs function.name.", f"{where}.tool_calls.{j}")
-                call_id = str(tc.get("id") or f"call_{i}_{j}")
-                calls[call_id] = fn["name"]
-                blocks.append(cn.ToolCall(call_id, fn["name"], fn.get("arguments") or "{}",
-                                          call_ids.signature_of(call_id)))
+            tool_calls = _typed(m.get("tool_calls"), list, f"{where}.tool_calls", "an array")
+            for j, tc in enumerate(tool_calls or ()):
+                blocks.append(_tool_call(tc, f"{where}.tool_calls.{j}", f"call_{i}_{j}", calls))
             _append(messages, "assistant", blocks)
         elif role == "tool":
             call_id = m.get("tool_call_id")
@@ -242,24 +248,43 @@ def decode_request(data: dict[str, Any]) -> cn.Request:
 
     req = cn.Request(model=data["model"], messages=messages, system=system)
     req.stream = data.get("stream") is True
-    req.include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
-    req.max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")
-    for name in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty"):
-        setattr(req, name, data.get(name))
-    req.top_k = data.get("top_k")
+    options = _typed(data.get("stream_options"), dict, "stream_options", "an object") or {}
+    req.include_usage = options.get("include_usage") is True
+    req.max_tokens = _typed(data.get("max_completion_tokens") or data.get("max_tokens"), int, "max_tokens",
+                            "an integer")
+    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+        setattr(req, name, _typed(data.get(name), (int, float), name, "a number"))
+    req.seed = _typed(data.get("seed"), int, "seed", "an integer")
+    req.top_k = _typed(data.get("top_k"), int, "top_k", "an integer")
     stop = data.get("stop")
-    req.stop = [stop] if isinstance(stop, str) else list(stop or [])
+    req.stop = [stop] if isinstance(stop, str) else _typed(stop, list, "stop", "a string or an array") or []
+    if not all(isinstance(x, str) for x in req.stop):
+        raise cn.ConversionError("'stop' must hold strings.", "stop")
     if data.get("n", 1) not in (1, None):
         raise cn.ConversionError("Only n=1 is supported by this provider.", "n")
-    req.tools = [_tool(t, i) for i, t in enumerate(data.get("tools") or ())]
+    tools = _typed(data.get("tools"), list, "tools", "an array") or []
+    req.tools = [_tool(t, i) for i, t in enumerate(tools)]
     req.tool_choice = _tool_choice(data.get("tool_choice"))
-    req.parallel_tool_calls = data.get("parallel_tool_calls")
+    req.parallel_tool_calls = _typed(data.get("parallel_tool_calls"), bool, "parallel_tool_calls", "a boolean")
     req.response_format = _response_format(data.get("response_format"))
-    if data.get("reasoning_effort"):
-        req.reasoning = cn.Reasoning(effort=data["reasoning_effort"])
-    req.user = data.get("user")
+    effort = _typed(data.get("reasoning_effort"), str, "reasoning_effort", "a string")
+    if effort:
+        req.reasoning = cn.Reasoning(effort=effort)
+    req.user = data.get("user") if isinstance(data.get("user"), str) else None
     req.dropped = sorted(k for k in data if k in _IGNORED and k != "stream_options")
     return req
+
+
+def _tool_call(tc: Any, where: str, fallback_id: str, calls: dict[str, str]) -> cn.ToolCall:
+    fn = tc.get("function") if isinstance(tc, dict) else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        raise cn.ConversionError("Each tool call needs function.name.", where)
+    args = fn.get("arguments")
+    if not isinstance(args, str):  # some clients send the object itself
+        args = "{}" if args is None else json.dumps(args, ensure_ascii=False, separators=(",", ":"))
+    call_id = tc.get("id") if isinstance(tc.get("id"), str) and tc.get("id") else fallback_id
+    calls[call_id] = fn["name"]
+    return cn.ToolCall(call_id, fn["name"], args, call_ids.signature_of(call_id))
 
 
 def _append(messages: list[cn.Message], role: str, blocks: list[cn.Block]) -> None:
@@ -280,9 +305,14 @@ def _content(content: Any, where: str) -> list[cn.Block]:
     for k, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
-            out.append(cn.Text(part.get("text") or "", part.get("cache_control")))
+            text = _typed(part.get("text"), str, f"{where}.content.{k}.text", "a string")
+            cc = part.get("cache_control")
+            out.append(cn.Text(text or "", cc if isinstance(cc, dict) else None))
         elif kind == "image_url":
-            url = (part.get("image_url") or {}).get("url") or ""
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if not isinstance(url, str) or not url:
+                raise cn.ConversionError("An image_url part needs image_url.url.", f"{where}.content.{k}.image_url")
             m = _DATA_URL.match(url)
             out.append(cn.Image(m.group(1) or "image/png", m.group(3)) if m else cn.Image(url=url))
         else:
@@ -295,7 +325,9 @@ def _tool(t: Any, i: int) -> cn.Tool:
     fn = t.get("function") if isinstance(t, dict) and t.get("type") == "function" else None
     if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
         raise cn.ConversionError("Only function tools with a name are supported.", f"tools.{i}")
-    return cn.Tool(fn["name"], fn.get("description"), fn.get("parameters"))
+    description = fn.get("description") if isinstance(fn.get("description"), str) else None
+    params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else None
+    return cn.Tool(fn["name"], description, params)
 
 
 def _tool_choice(choice: Any) -> cn.ToolChoice | None:
@@ -315,7 +347,9 @@ def _response_format(rf: Any) -> cn.ResponseFormat | None:
     if kind in ("text", "json_object"):
         return cn.ResponseFormat(kind)
     if kind == "json_schema":
-        js = rf.get("json_schema") or {}
+        js = rf.get("json_schema")
+        if not isinstance(js, dict) or not isinstance(js.get("schema", {}), dict):
+            raise cn.ConversionError("response_format.json_schema needs a schema object.", "response_format")
         return cn.ResponseFormat("json_schema", js.get("schema"), js.get("name"), js.get("strict"))
     raise cn.ConversionError("response_format.type must be text, json_object or json_schema.",
                              "response_format")
