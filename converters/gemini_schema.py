@@ -85,8 +85,13 @@ Everything else
   (``not``, ``if``/``then``/``else``, ``contains``, ``unevaluated*``,
   ``readOnly``, ``writeOnly``, ``contentEncoding``, ``discriminator``, vendor
   keys...) is dropped. Gemini's snake_case aliases (``any_of``, ``max_items``,
-  ``property_ordering``...) are read as their camelCase keys. Nesting deeper
-  than ``MAX_DEPTH`` is cut to a STRING whose description says so.
+  ``property_ordering``...) are read as their camelCase keys.
+Limits
+  Nesting deeper than ``MAX_DEPTH`` (32) is cut to a STRING whose description
+  says so (idempotence is only promised below that depth). Past ``WORK_LIMIT``
+  steps (only contrived input gets there, e.g. type lists times unions nested
+  many levels deep, whose exact rewrite grows exponentially) the result is
+  ``{"type": "OBJECT", "description": "(schema too large to convert)"}``.
 
 Notes on Gemini behaviour that this cannot fix: an OBJECT without properties
 (e.g. ``dict[str, Any]``) is rejected by some model versions ("should be

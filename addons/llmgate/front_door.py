@@ -165,7 +165,8 @@ class FrontDoor:
         ex = Exchange(p.id, route.model, req.model, route.how, up, started=time.time())
         self.rt.exchanges[flow.id] = ex
         flow.metadata["llmgate"] = {"provider": p.id, "upstream_model": route.model, "route": route.how}
-        flow.comment = f"-> {p.id} / {route.model} ({route.how})"
+        converted = "" if kind.wire == "openai_chat" else f", openai_chat->{kind.wire}"
+        flow.comment = f"-> {p.id} / {route.model} ({route.how}{converted})"
 
         resp = await self.rt.upstream.send(up, timeouts, who)
         if flow.error:  # the client left while we waited

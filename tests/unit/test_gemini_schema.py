@@ -848,13 +848,13 @@ documents = st.builds(
     st.fixed_dictionaries({"C": schemas}),
 )
 
-FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _check_property(doc):
     before = copy.deepcopy(doc)
     out = gs._sanitize(doc)  # the unguarded core: a bug must show up here, not be masked
-    assert doc == before
+    assert [doc] == [before]  # list compare: identity first, so a NaN input compares equal
     assert_gemini(out)
     json.dumps(out, allow_nan=False)
     assert to_gemini_schema(doc) == out
