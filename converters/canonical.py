@@ -33,6 +33,7 @@ class Image:
     media_type: str = ""
     data: str | None = None  # base64
     url: str | None = None  # remote URL (only some targets take these)
+    cache_control: dict | None = None  # Anthropic prompt-caching breakpoint
 
 
 @dataclass(slots=True)
@@ -41,6 +42,7 @@ class ToolCall:
     name: str
     arguments: str  # JSON text, exactly as produced
     signature: str | None = None  # Gemini thoughtSignature on the call
+    cache_control: dict | None = None  # Anthropic prompt-caching breakpoint
 
 
 @dataclass(slots=True)
@@ -49,12 +51,14 @@ class ToolResult:
     content: list[Text | Image]
     is_error: bool = False
     name: str | None = None  # the called tool's name, where known
+    cache_control: dict | None = None  # Anthropic prompt-caching breakpoint
 
 
 @dataclass(slots=True)
 class Thinking:
     text: str
     signature: str | None = None
+    encrypted_content: str | None = None  # OpenAI Responses reasoning item's opaque blob (Responses upstreams only)
 
 
 @dataclass(slots=True)
@@ -78,6 +82,8 @@ class Tool:
     name: str
     description: str | None = None
     parameters: dict | None = None  # JSON Schema
+    cache_control: dict | None = None  # Anthropic prompt-caching breakpoint
+    strict: bool | None = None  # OpenAI strict schema adherence (Responses defaults it to true if absent)
 
 
 @dataclass(slots=True)
@@ -136,6 +142,7 @@ class Usage:
     output_tokens: int = 0  # includes reasoning tokens
     cached_tokens: int = 0  # part of input_tokens
     reasoning_tokens: int = 0  # part of output_tokens
+    cache_write_tokens: int = 0  # part of input_tokens (Anthropic cache_creation_input_tokens)
 
     @property
     def total_tokens(self) -> int:
@@ -195,6 +202,7 @@ class ArgumentsDelta:
 @dataclass(slots=True)
 class BlockStop:
     index: int
+    encrypted_content: str | None = None  # a Responses reasoning item's blob, known only when the item is done
 
 
 @dataclass(slots=True)
