@@ -451,3 +451,243 @@ class StreamEncoder:
             self.closed = True
             return out + encode(dumps(error_body(e.message, "upstream_error", e.code)).decode())
         return out  # block start/stop of text and thinking, signatures: nothing to say in this format
+
+
+# --- canonical -> OpenAI chat (for OpenAI-compatible upstreams) ---------------
+# Thinking is not replayed (OpenAI-compatible servers have no field for it in
+# requests); max_tokens rather than max_completion_tokens, which more servers know;
+# top_k, which OpenAI lacks, is dropped.
+
+_EFFORT_OF_BUDGET = ((1024, "low"), (8192, "medium"))
+_FINISH_FROM_OPENAI = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
+                       "function_call": "tool_calls", "content_filter": "content_filter"}
+
+
+def encode_request(req: cn.Request) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = []
+    if req.system:
+        messages.append({"role": "system", "content": "\n\n".join(t.text for t in req.system)})
+    for m in req.messages:
+        messages += _assistant_message(m) if m.role == "assistant" else _user_messages(m)
+    body: dict[str, Any] = {"model": req.model, "messages": messages}
+    if req.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    for name in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "user",
+                 "parallel_tool_calls"):
+        if getattr(req, name) is not None:
+            body[name] = getattr(req, name)
+    if req.max_tokens is not None:
+        body["max_tokens"] = req.max_tokens
+    if req.stop:
+        body["stop"] = req.stop
+    if req.tools:
+        body["tools"] = [{"type": "function", "function": {
+            "name": t.name, **({"description": t.description} if t.description else {}),
+            "parameters": t.parameters or {"type": "object", "properties": {}}}} for t in req.tools]
+    if req.tool_choice:
+        tc = req.tool_choice
+        body["tool_choice"] = ({"type": "function", "function": {"name": tc.name}} if tc.mode == "tool"
+                               else tc.mode)
+    rf = req.response_format
+    if rf and rf.type == "json_object":
+        body["response_format"] = {"type": "json_object"}
+    elif rf and rf.type == "json_schema":
+        js: dict[str, Any] = {"name": rf.name or "response", "schema": rf.schema or {"type": "object"}}
+        if rf.strict is not None:
+            js["strict"] = rf.strict
+        body["response_format"] = {"type": "json_schema", "json_schema": js}
+    if req.reasoning:
+        effort = req.reasoning.effort
+        if effort is None and req.reasoning.budget_tokens is not None:
+            effort = next((e for limit, e in _EFFORT_OF_BUDGET if req.reasoning.budget_tokens <= limit), "high")
+        if effort:
+            body["reasoning_effort"] = effort
+    if req.top_k is not None:
+        req.dropped.append("top_k")
+    return body
+
+
+def _image_part(img: cn.Image) -> dict[str, Any]:
+    url = img.url if img.data is None else f"data:{img.media_type or 'image/png'};base64,{img.data}"
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _parts(blocks: list[cn.Block]) -> str | list[dict[str, Any]]:
+    parts = [{"type": "text", "text": b.text} if isinstance(b, cn.Text) else _image_part(b)
+             for b in blocks if isinstance(b, (cn.Text, cn.Image))]
+    if all(p["type"] == "text" for p in parts):
+        return "".join(p["text"] for p in parts)
+    return parts
+
+
+def _user_messages(m: cn.Message) -> list[dict[str, Any]]:
+    """Tool results first (OpenAI wants them right after the calls), then the rest of the turn."""
+    out: list[dict[str, Any]] = []
+    extra_images: list[cn.Block] = []
+    for b in m.content:
+        if isinstance(b, cn.ToolResult):
+            text = cn.text_of(b.content) or ("(error)" if b.is_error else "")
+            out.append({"role": "tool", "tool_call_id": b.call_id,
+                        "content": f"Error: {text}" if b.is_error and not text.startswith("Error") else text})
+            extra_images += [c for c in b.content if isinstance(c, cn.Image)]
+    rest = extra_images + [b for b in m.content if isinstance(b, (cn.Text, cn.Image))]
+    if rest:
+        out.append({"role": "user", "content": _parts(rest)})
+    return out
+
+
+def _assistant_message(m: cn.Message) -> list[dict[str, Any]]:
+    msg: dict[str, Any] = {"role": "assistant", "content": cn.text_of(m.content) or None}
+    calls = [b for b in m.content if isinstance(b, cn.ToolCall)]
+    if calls:
+        msg["tool_calls"] = [{"id": c.id, "type": "function",
+                              "function": {"name": c.name, "arguments": c.arguments or "{}"}} for c in calls]
+    elif msg["content"] is None:
+        msg["content"] = ""
+    return [msg]
+
+
+def _usage_of(u: Any) -> cn.Usage:
+    if not isinstance(u, dict):
+        return cn.Usage()
+    details_in = u.get("prompt_tokens_details") or {}
+    details_out = u.get("completion_tokens_details") or {}
+    return cn.Usage(
+        input_tokens=u.get("prompt_tokens") or 0, output_tokens=u.get("completion_tokens") or 0,
+        cached_tokens=(details_in.get("cached_tokens") or 0) if isinstance(details_in, dict) else 0,
+        reasoning_tokens=(details_out.get("reasoning_tokens") or 0) if isinstance(details_out, dict) else 0,
+    )
+
+
+def _finish_from(reason: Any, has_calls: bool) -> cn.FinishReason:
+    if has_calls and reason in ("stop", None, "tool_calls", "function_call"):
+        return "tool_calls"
+    return _FINISH_FROM_OPENAI.get(reason, "stop") if reason else "stop"
+
+
+def decode_response(body: dict[str, Any]) -> cn.Response:
+    """An OpenAI chat.completion -> canonical (lenient: never raises on odd shapes)."""
+    choices = body.get("choices") if isinstance(body.get("choices"), list) else []
+    choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+    msg = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    blocks: list[cn.Block] = []
+    if isinstance(msg.get("reasoning_content"), str) and msg["reasoning_content"]:
+        blocks.append(cn.Thinking(msg["reasoning_content"]))
+    if isinstance(msg.get("content"), str) and msg["content"]:
+        blocks.append(cn.Text(msg["content"]))
+    for tc in msg.get("tool_calls") or () if isinstance(msg.get("tool_calls"), list) else ():
+        fn = tc.get("function") if isinstance(tc, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            args = fn.get("arguments")
+            blocks.append(cn.ToolCall(str(tc.get("id") or call_ids.new_call_id()), fn["name"],
+                                      args if isinstance(args, str) else json.dumps(args or {})))
+    has_calls = any(isinstance(b, cn.ToolCall) for b in blocks)
+    return cn.Response(id=str(body.get("id") or "chatcmpl-gateway"), model=str(body.get("model") or ""),
+                       content=blocks, finish=_finish_from(choice.get("finish_reason"), has_calls),
+                       usage=_usage_of(body.get("usage")),
+                       created=body.get("created") if isinstance(body.get("created"), int) else 0)
+
+
+class StreamDecoder:
+    """OpenAI chat.completion.chunk SSE -> canonical events.
+
+    The finish comes at [DONE] (or a clean end after a finish_reason), so the
+    usage chunk that include_usage adds after the finish chunk is not missed."""
+
+    def __init__(self) -> None:
+        self._sse = SSEParser()
+        self._started = False
+        self._open: tuple[int, str] | None = None  # (canonical index, "text" | "thinking" | "tool:<n>")
+        self._tools: dict[int, int] = {}  # OpenAI tool_calls index -> canonical block index
+        self._next = 0
+        self._reason: Any = None
+        self._calls = False
+        self.finished = False
+
+    def feed(self, chunk: bytes) -> list[cn.Event]:
+        return [e for ev in self._sse.feed(chunk) for e in self._event(ev.data)]
+
+    def finish(self) -> list[cn.Event]:
+        out = [e for ev in self._sse.close() for e in self._event(ev.data)]
+        if self.finished:
+            return out
+        if self._reason:
+            return out + self._end()
+        self.finished = True
+        return out + self._close() + [cn.StreamError(
+            "The upstream stream ended before the response was complete (no finish_reason).", "stream_truncated")]
+
+    def _end(self) -> list[cn.Event]:
+        self.finished = True
+        return self._close() + [cn.Finish(_finish_from(self._reason, self._calls))]
+
+    def _event(self, data: str | None) -> list[cn.Event]:
+        if data is None or self.finished:
+            return []
+        if data.strip() == "[DONE]":
+            return self._end() if self._started else []
+        try:
+            body = json.loads(data)
+        except ValueError:
+            return []
+        if not isinstance(body, dict):
+            return []
+        if body.get("error"):
+            err = body["error"]
+            self.finished = True
+            message = err.get("message") if isinstance(err, dict) else str(err)
+            return self._close() + [cn.StreamError(str(message), "upstream_error")]
+        out: list[cn.Event] = []
+        if not self._started:
+            self._started = True
+            out.append(cn.MessageStart(str(body.get("id") or "chatcmpl-gateway"), str(body.get("model") or ""),
+                                       body.get("created") if isinstance(body.get("created"), int) else 0))
+        choices = body.get("choices") if isinstance(body.get("choices"), list) else []
+        choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+        if isinstance(delta.get("reasoning_content"), str) and delta["reasoning_content"]:
+            out += self._text("thinking", delta["reasoning_content"])
+        if isinstance(delta.get("content"), str) and delta["content"]:
+            out += self._text("text", delta["content"])
+        for tc in delta.get("tool_calls") or () if isinstance(delta.get("tool_calls"), list) else ():
+            if isinstance(tc, dict):
+                out += self._tool(tc)
+        if choice.get("finish_reason"):
+            self._reason = choice["finish_reason"]
+        if isinstance(body.get("usage"), dict):
+            out.append(cn.UsageUpdate(_usage_of(body["usage"])))
+        return out
+
+    def _text(self, kind: str, text: str) -> list[cn.Event]:
+        out: list[cn.Event] = []
+        if self._open is None or self._open[1] != kind:
+            out += self._close()
+            self._open = (self._next, kind)
+            self._next += 1
+            out.append(cn.BlockStart(self._open[0], cn.Thinking("") if kind == "thinking" else cn.Text("")))
+        index = self._open[0]
+        return out + [cn.ThinkingDelta(index, text) if kind == "thinking" else cn.TextDelta(index, text)]
+
+    def _tool(self, tc: dict[str, Any]) -> list[cn.Event]:
+        n = tc.get("index") if isinstance(tc.get("index"), int) else 0
+        fn = tc.get("function") if isinstance(tc.get("function"), dict) else {}
+        out: list[cn.Event] = []
+        if n not in self._tools:
+            out += self._close()
+            index = self._tools[n] = self._next
+            self._next += 1
+            self._open = (index, f"tool:{n}")
+            self._calls = True
+            call_id = tc.get("id") if isinstance(tc.get("id"), str) and tc.get("id") else call_ids.new_call_id()
+            out.append(cn.BlockStart(index, cn.ToolCall(call_id, str(fn.get("name") or ""), "")))
+        args = fn.get("arguments")
+        if isinstance(args, str) and args:
+            out.append(cn.ArgumentsDelta(self._tools[n], args))
+        return out
+
+    def _close(self) -> list[cn.Event]:
+        if self._open is None:
+            return []
+        index, self._open = self._open[0], None
+        return [cn.BlockStop(index)]

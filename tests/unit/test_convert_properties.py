@@ -66,3 +66,22 @@ def test_any_gemini_stream_bytes_convert(chunks):
     t = Converting(gemini.StreamDecoder(), openai_chat.StreamEncoder("m", True))
     out = b"".join(t.feed(c) for c in chunks) + t.finish()
     assert out.endswith(b"\n\n")  # always a well-terminated stream: finished, or an error event
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=40) | json_values.map(lambda v: b"data: " + json.dumps(v).encode() + b"\n\n"),
+                max_size=8))
+def test_any_openai_stream_bytes_convert(chunks):
+    from converters import anthropic
+    from converters.pipeline import Converting
+
+    t = Converting(openai_chat.StreamDecoder(), anthropic.StreamEncoder("m"))
+    out = b"".join(t.feed(c) for c in chunks) + t.finish()
+    assert out.endswith(b"\n\n")  # every stream ends well formed: message_stop or an error event
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_any_openai_completion_decodes(body):
+    if isinstance(body, dict):
+        openai_chat.decode_response(body)
