@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from converters import canonical as cn
-from converters import gemini, openai_chat
+from converters import anthropic, gemini, openai_chat, responses
 from converters.pipeline import Converting
 from llmgate.errors import GatewayError
 from llmgate.providers.base import ProviderKind
@@ -47,19 +47,20 @@ def plan_openai_client(kind: ProviderKind, p: ProviderSettings, upstream_model: 
             response=lambda body: openai_chat.rename_model(body, client_model),
             error=lambda status, reason, headers, body: openai_error(p, status, reason, headers, body),
         )
-    if kind.wire != "gemini":
+    fmt = UPSTREAM_FORMATS.get(kind.wire)
+    if fmt is None:
         raise GatewayError(500, f"No converter from OpenAI chat to {kind.wire}.", code="internal_error")
     try:
         req = openai_chat.decode_request(data)
         req.model = upstream_model
-        body = openai_chat.dumps(gemini.encode_request(req))
+        body = openai_chat.dumps(fmt.encode_request(req))
     except cn.ConversionError as e:
         raise GatewayError(400, str(e), code="unsupported_for_provider", param=e.param) from None
     if req.dropped:
         log.debug("provider %s cannot honour %s; dropped", p.id, ", ".join(req.dropped))
 
     def response(upstream_body: bytes) -> bytes:
-        r = gemini.decode_response(json.loads(upstream_body))
+        r = fmt.decode_response(json.loads(upstream_body))
         if r.finish == "error":
             raise GatewayError(502, f"Upstream '{p.id}' stopped the response: {r.finish_detail}.",
                                code="upstream_error")
@@ -69,9 +70,9 @@ def plan_openai_client(kind: ProviderKind, p: ProviderSettings, upstream_model: 
         url=kind.chat_url(p.base_url, upstream_model, stream),
         body=body,
         accept="text/event-stream" if stream else "application/json",
-        transform=lambda: Converting(gemini.StreamDecoder(), openai_chat.StreamEncoder(client_model, req.include_usage)),
+        transform=lambda: Converting(fmt.StreamDecoder(), openai_chat.StreamEncoder(client_model, req.include_usage)),
         response=response,
-        error=lambda status, reason, headers, b: google_error(p, status, reason, headers, b),
+        error=lambda status, reason, headers, b: fmt.error(p, status, reason, headers, b),
     )
 
 
@@ -116,3 +117,29 @@ def google_error(p: ProviderSettings, status: int, reason: str, headers: Any, bo
     if delay is not None and "retry-after" not in {k.lower() for k in passed}:
         passed["Retry-After"] = str(delay)
     return GatewayError(status, _scrub(p, message), code=code, headers=passed)
+
+
+def anthropic_error(p: ProviderSettings, status: int, reason: str, headers: Any, body: bytes) -> GatewayError:
+    message, kind = anthropic.decode_error(status, body)
+    if not kind:
+        message = f"Upstream '{p.id}' answered {status} {reason}: {message or '(empty body)'}"
+    return GatewayError(status, _scrub(p, message), code=kind, headers=_passed(headers))
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamFormat:
+    """What converting to and from one provider wire format takes."""
+
+    encode_request: Callable[[cn.Request], dict]
+    decode_response: Callable[[Any], cn.Response]
+    StreamDecoder: Callable[[], Any]
+    error: Callable[[ProviderSettings, int, str, Any, bytes], GatewayError]
+
+
+UPSTREAM_FORMATS = {
+    "gemini": UpstreamFormat(gemini.encode_request, gemini.decode_response, gemini.StreamDecoder, google_error),
+    "anthropic": UpstreamFormat(anthropic.encode_request, anthropic.decode_response, anthropic.StreamDecoder,
+                                anthropic_error),
+    "responses": UpstreamFormat(responses.encode_request, responses.decode_response, responses.StreamDecoder,
+                                openai_error),
+}

@@ -1,9 +1,11 @@
 """Provider kinds: one small module each, registered here by their `type:` name."""
 
-from llmgate.providers import gemini_api, openai_compat
+from llmgate.providers import anthropic_api, gemini_api, openai_compat, openai_responses
 from llmgate.providers.base import ProviderKind
 
 PROVIDER_TYPES: dict[str, ProviderKind] = {
     "openai": openai_compat.KIND,
     "gemini": gemini_api.KIND,
+    "anthropic": anthropic_api.KIND,
+    "openai-responses": openai_responses.KIND,
 }
