@@ -1,5 +1,9 @@
 """Gemini generateContent wire format (public API; Code Assist wraps the same body). Pure.
 
+encode_request / decode_response / StreamDecoder face a Gemini upstream (choices below);
+decode_request / encode_response / StreamEncoder face a Gemini client (google-genai SDK,
+Gemini CLI; choices with them, further down), wrap_code_assist & co. the Code Assist envelope.
+
 Choices the format forces:
 - Gemini has no tool-call ids: ids are synthesised and carry the call's
   thoughtSignature (converters/call_ids.py); results are matched to calls by name.
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import secrets
 import time
 from typing import Any
 
@@ -337,3 +343,749 @@ class StreamDecoder:
             return []
         index, self._open = self._open[0], None
         return [cn.BlockStop(index)]
+
+
+# =============================================================================
+# The client-side half: Gemini clients (google-genai SDK, Gemini CLI) in front of
+# any backend. decode_request reads their GenerateContentRequest; encode_response
+# and StreamEncoder answer them.
+#
+# Choices:
+# - Keys are read in camelCase and snake_case alike at every level the format
+#   defines (the google-genai SDK sends thinking_config, parameters_json_schema,
+#   property_ordering, max_items ... in snake_case); user data (args, function
+#   responses, JSON schemas' property names) is never renamed.
+# - thoughtSignature and inlineData values the Python SDK re-encodes as URL-safe
+#   base64 are turned back into standard base64 (same bytes): Anthropic compares
+#   signatures as strings, and data: URLs want standard base64.
+# - Call ids: a functionCall's `id` if the client sent one, else a synthesised one
+#   (call_ids.new_call_id(thoughtSignature)). A functionResponse is matched by its
+#   `id` when that names a call, else by name: the most recent model turn with an
+#   unanswered call of that name, earliest such call first (parallel calls of one
+#   function are answered in order). An unmatched response gets a fresh id.
+# - functionResponse.response: {"content"|"output"|"result": "<text>"} alone gives
+#   that text, {"error": ...} an error result, anything else its JSON text.
+#   functionResponse.parts (inline images) join the result.
+# - Consecutive thought parts form one Thinking block until a part carries a
+#   signature (streams deliver the signature on a last, empty thought part);
+#   consecutive text parts of a model turn are one Text block.
+# - `parameters` (Gemini's OpenAPI-subset Schema) becomes JSON Schema (types
+#   lower-cased, nullable -> a "null" type, snake keywords camelCased) so that
+#   OpenAI/Anthropic backends accept it; `parametersJsonSchema` /
+#   `responseJsonSchema` are used as given. to_gemini_schema turns both back.
+# - thinkingConfig: budget 0 -> no reasoning (req.reasoning None: a backend is
+#   never asked for reasoning the client turned off, but a Gemini backend then
+#   uses its default); budget -1 (dynamic) -> no budget; thinkingLevel -> effort;
+#   includeThoughts is kept. Only includeThoughts: false and nothing else -> None.
+# - toolConfig: ANY with one allowed name -> that tool; ANY with several ->
+#   required (the restriction is dropped and named); VALIDATED -> auto.
+# - Refused (ConversionError naming the parameter): non-function tools
+#   (googleSearch, codeExecution, urlContext, ...), candidateCount > 1, response
+#   MIME types other than text/plain and application/json, executableCode /
+#   codeExecutionResult / toolCall parts. Dropped and named in req.dropped:
+#   safetySettings, cachedContent, responseModalities other than ["TEXT"],
+#   mediaResolution and any other unknown field.
+# - fileData becomes Image(url=fileUri): backends that take only inline data (a
+#   Gemini API key backend included: it does not know another project's files)
+#   refuse it with a 400.
+# - Responses: parts are thinking {text, thought: true, thoughtSignature?}, text,
+#   and {functionCall: {id, name, args}, thoughtSignature?}; redacted thinking
+#   has no Gemini form and is left out. An empty answer has one empty text part
+#   (the SDKs' chat sessions drop turns without parts). finishReason: STOP,
+#   MAX_TOKENS, SAFETY (or the upstream's own Gemini content-filter reason), and
+#   for errors the upstream's Gemini reason if it is one, else OTHER with a
+#   finishMessage. usageMetadata omits zero thoughts/cached counts, as Gemini does.
+# - Streams (alt=sse): "data: <GenerateContentResponse>\r\n\r\n", no [DONE]. Each
+#   text/thinking delta is one event with one part; a thinking signature rides on
+#   the last thought part of the same encode() batch or comes as an empty thought
+#   part; a tool call is sent whole when its block stops. finishReason and
+#   usageMetadata go on the last content event of the batch that finishes, else
+#   on an event with one empty text part. A StreamError becomes
+#   {"error": {code, message, status}} and ends the stream. StreamEncoder(model,
+#   sse=False) writes the JSON-array form instead (streamGenerateContent without
+#   alt=sse), code_assist=True wraps each event in {"response": ...}.
+# =============================================================================
+
+_URL_TO_STD = str.maketrans("-_", "+/")
+_URLSAFE_B64 = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+_MAX_SCHEMA_DEPTH = 64
+_RESULT_KEYS = ("content", "output", "result")
+_PART_EXTRAS = {"thought", "thoughtSignature", "partMetadata", "videoMetadata", "mediaResolution"}
+_GEMINI_REASONS = {"STOP", "MAX_TOKENS", "SAFETY", "RECITATION", "LANGUAGE", "OTHER", "BLOCKLIST",
+                   "PROHIBITED_CONTENT", "SPII", "MALFORMED_FUNCTION_CALL", "IMAGE_SAFETY",
+                   "UNEXPECTED_TOOL_CALL", "IMAGE_PROHIBITED_CONTENT", "NO_IMAGE", "IMAGE_RECITATION",
+                   "IMAGE_OTHER"}
+_CAMEL: dict[str, str] = {}
+
+
+def _camel(key: str) -> str:
+    """thinking_config -> thinkingConfig; camelCase keys are returned unchanged."""
+    out = _CAMEL.get(key)
+    if out is None:
+        head, *rest = key.split("_")
+        out = head + "".join(p[:1].upper() + p[1:] for p in rest) if rest and head else key
+        if len(_CAMEL) < 4096:
+            _CAMEL[key] = out
+    return out
+
+
+def _keys(d: dict[str, Any]) -> dict[str, Any]:
+    """A format object with its keys in camelCase (a non-null value wins over a null one)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        name = _camel(k) if isinstance(k, str) else k
+        if v is not None or name not in out:
+            out[name] = v
+    return out
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _obj(v: Any, param: str) -> dict[str, Any]:
+    """An object's camelCase view ({} for null), or a ConversionError naming `param`."""
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise cn.ConversionError(f"'{param}' must be an object.", param)
+    return _keys(v)
+
+
+def _arr(v: Any, param: str) -> list:
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise cn.ConversionError(f"'{param}' must be an array.", param)
+    return v
+
+
+def _opt_str(v: Any, param: str) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    raise cn.ConversionError(f"'{param}' must be a string.", param)
+
+
+def _opt_int(v: Any, param: str) -> int | None:
+    if v is None or _is_int(v):
+        return v
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():  # the Python SDK sends topK as 40.0
+        return int(v)
+    raise cn.ConversionError(f"'{param}' must be an integer.", param)
+
+
+def _opt_num(v: Any, param: str) -> int | float | None:
+    if v is None or _is_num(v):
+        return v
+    raise cn.ConversionError(f"'{param}' must be a number.", param)
+
+
+def _std_base64(value: str) -> str:
+    """URL-safe base64 (as the Python SDK re-encodes bytes) -> standard base64; anything else unchanged."""
+    if value == SKIP_SIGNATURE or ("-" not in value and "_" not in value) or not _URLSAFE_B64.fullmatch(value):
+        return value
+    return value.translate(_URL_TO_STD)
+
+
+def _dumps(v: Any) -> str:
+    return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+
+
+# --- Gemini request -> canonical ---------------------------------------------
+
+def decode_request(data: Any, model: str) -> cn.Request:
+    """A GenerateContentRequest (`model` from the URL path) -> canonical. Raises only cn.ConversionError."""
+    if not isinstance(data, dict):
+        raise cn.ConversionError("The request body must be a JSON object.")
+    body = _keys(data)
+    name = model.removeprefix("models/") if isinstance(model, str) else ""
+    contents = body.pop("contents", None)
+    if contents is None:
+        raise cn.ConversionError("Missing required parameter: 'contents'.", "contents")
+    if not isinstance(contents, list) or not contents:
+        raise cn.ConversionError("'contents' must be a non-empty array of Content objects.", "contents")
+    req = cn.Request(model=name, messages=_messages(contents),
+                     system=_system_instruction(body.pop("systemInstruction", None)))
+    req.include_usage = True  # Gemini streams always carry usageMetadata
+    dropped: list[str] = []
+    req.tools = _client_tools(body.pop("tools", None), dropped)
+    req.tool_choice = _client_tool_choice(body.pop("toolConfig", None), dropped)
+    _client_generation_config(req, body.pop("generationConfig", None), dropped)
+    for key in ("model", "sessionId", "userPromptId"):  # envelope leftovers (Code Assist), nothing to honour
+        body.pop(key, None)
+    dropped += [k for k, v in body.items() if v is not None]  # safetySettings, cachedContent, labels...
+    req.dropped = sorted(set(dropped))
+    return req
+
+
+def _system_instruction(si: Any) -> list[cn.Text]:
+    if si is None:
+        return []
+    if isinstance(si, str):
+        return [cn.Text(si)] if si else []
+    if isinstance(si, dict):
+        d = _keys(si)
+        parts = d.get("parts") if "parts" in d else [si]
+    else:
+        parts = si
+    out: list[cn.Text] = []
+    for k, part in enumerate(_arr(parts, "systemInstruction.parts")):
+        where = f"systemInstruction.parts.{k}"
+        if isinstance(part, str):
+            text: Any = part
+        elif isinstance(part, dict):
+            p = _keys(part)
+            text = p.get("text")
+            if not isinstance(text, str) and any(v is not None for key, v in p.items() if key not in _PART_EXTRAS):
+                raise cn.ConversionError("systemInstruction takes text parts only.", where)
+        else:
+            raise cn.ConversionError("systemInstruction parts must be objects.", where)
+        if isinstance(text, str) and text:
+            out.append(cn.Text(text))
+    return out
+
+
+class _Calls:
+    """The function calls of a conversation, to give each functionResponse its call's id."""
+
+    def __init__(self) -> None:
+        self.turns: list[list[list]] = []  # per model turn: [id, name, answered]
+        self.ids: dict[str, list] = {}
+
+    def new_turn(self) -> None:
+        self.turns.append([])
+
+    def add(self, call_id: str, name: str) -> None:
+        entry = [call_id, name, False]
+        if not self.turns:
+            self.turns.append([])
+        self.turns[-1].append(entry)
+        self.ids.setdefault(call_id, entry)
+
+    def answer(self, call_id: str | None, name: str | None) -> tuple[str, str | None]:
+        """(call id, name) for a response."""
+        entry = self.ids.get(call_id) if call_id else None
+        if entry is None and name is not None:
+            for turn in reversed(self.turns):
+                entry = next((e for e in turn if e[1] == name and not e[2]), None)
+                if entry is not None:
+                    break
+        if entry is None:
+            return call_id or call_ids.new_call_id(), name
+        entry[2] = True
+        return entry[0], name or entry[1]
+
+
+def _messages(contents: list) -> list[cn.Message]:
+    messages: list[cn.Message] = []
+    calls = _Calls()
+    for i, c in enumerate(contents):
+        where = f"contents.{i}"
+        content = _obj(c, where)
+        role = content.get("role") or "user"
+        if role == "model":
+            kind = "assistant"
+            calls.new_turn()
+        elif role in ("user", "function", "tool"):
+            kind = "user"
+        else:
+            raise cn.ConversionError(f"Unsupported content role {role!r}: use 'user' or 'model'.", f"{where}.role")
+        blocks: list[cn.Block] = []
+        for k, part in enumerate(_arr(content.get("parts"), f"{where}.parts")):
+            _part_in(part, f"{where}.parts.{k}", kind == "assistant", blocks, calls)
+        if not blocks:
+            continue
+        if messages and messages[-1].role == kind:
+            messages[-1].content.extend(blocks)
+        else:
+            messages.append(cn.Message(kind, blocks))  # type: ignore[arg-type]
+    return messages
+
+
+def _part_in(raw: Any, where: str, model_turn: bool, blocks: list[cn.Block], calls: _Calls) -> None:
+    if isinstance(raw, str):  # lenient: a bare string is a text part
+        raw = {"text": raw}
+    part = _obj(raw, where)
+    sig = _opt_str(part.get("thoughtSignature"), f"{where}.thoughtSignature")
+    sig = _std_base64(sig) if sig else None
+    if part.get("functionCall") is not None:
+        fc = _obj(part["functionCall"], f"{where}.functionCall")
+        name = fc.get("name")
+        if not isinstance(name, str) or not name:
+            raise cn.ConversionError("A functionCall needs a name.", f"{where}.functionCall.name")
+        args = fc.get("args")
+        if args is not None and not isinstance(args, dict):
+            raise cn.ConversionError("functionCall args must be an object.", f"{where}.functionCall.args")
+        call_id = _opt_str(fc.get("id"), f"{where}.functionCall.id") or call_ids.new_call_id(sig)
+        calls.add(call_id, name)
+        blocks.append(cn.ToolCall(call_id, name, _dumps(args or {}), sig))
+    elif part.get("functionResponse") is not None:
+        blocks.append(_function_response(part["functionResponse"], f"{where}.functionResponse", calls))
+    elif part.get("inlineData") is not None:
+        blocks.append(_inline_data(part["inlineData"], f"{where}.inlineData"))
+    elif part.get("fileData") is not None:
+        fd = _obj(part["fileData"], f"{where}.fileData")
+        uri = fd.get("fileUri")
+        if not isinstance(uri, str) or not uri:
+            raise cn.ConversionError("fileData needs a fileUri.", f"{where}.fileData.fileUri")
+        blocks.append(cn.Image(_opt_str(fd.get("mimeType"), f"{where}.fileData.mimeType") or "", url=uri))
+    elif part.get("text") is not None or part.get("thought"):
+        text = _opt_str(part.get("text"), f"{where}.text") or ""
+        if part.get("thought") is True:
+            last = blocks[-1] if blocks else None
+            if isinstance(last, cn.Thinking) and last.signature is None:
+                last.text += text
+                last.signature = sig
+            else:
+                blocks.append(cn.Thinking(text, sig))
+        elif text:
+            if model_turn and blocks and isinstance(blocks[-1], cn.Text):
+                blocks[-1].text += text
+            else:
+                blocks.append(cn.Text(text))
+    else:
+        other = next((k for k, v in part.items() if v is not None and k not in _PART_EXTRAS), None)
+        if other is not None:
+            raise cn.ConversionError(f"Part type {other!r} is not supported through this gateway.",
+                                     f"{where}.{other}")
+
+
+def _inline_data(raw: Any, where: str) -> cn.Image:
+    blob = _obj(raw, where)
+    data = blob.get("data")
+    if not isinstance(data, str):
+        raise cn.ConversionError("inlineData needs base64 data.", f"{where}.data")
+    mime = _opt_str(blob.get("mimeType"), f"{where}.mimeType") or ""
+    return cn.Image(mime, data.translate(_URL_TO_STD))
+
+
+def _function_response(raw: Any, where: str, calls: _Calls) -> cn.ToolResult:
+    fr = _obj(raw, where)
+    name = _opt_str(fr.get("name"), f"{where}.name")
+    fid = _opt_str(fr.get("id"), f"{where}.id")
+    if not name and not fid:
+        raise cn.ConversionError("A functionResponse needs the function's name.", f"{where}.name")
+    call_id, name = calls.answer(fid, name or None)
+    response = fr.get("response")
+    content: list[cn.Text | cn.Image] = []
+    is_error = False
+    if isinstance(response, dict):
+        if "error" in response and response["error"] is not None:
+            is_error = True
+            err = response["error"]
+            rest = {k: v for k, v in response.items() if k != "error"}
+            text = err if isinstance(err, str) and not rest else _dumps(response)
+        elif len(response) == 1 and next(iter(response)) in _RESULT_KEYS and isinstance(
+                next(iter(response.values())), str):
+            text = next(iter(response.values()))
+        else:
+            text = _dumps(response) if response else ""
+    elif response is None:
+        text = ""
+    else:
+        raise cn.ConversionError("functionResponse response must be an object.", f"{where}.response")
+    if text:
+        content.append(cn.Text(text))
+    for k, p in enumerate(_arr(fr.get("parts"), f"{where}.parts")):
+        pp = _obj(p, f"{where}.parts.{k}")
+        if pp.get("inlineData") is not None:
+            content.append(_inline_data(pp["inlineData"], f"{where}.parts.{k}.inlineData"))
+        elif pp.get("fileData") is not None:
+            fd = _obj(pp["fileData"], f"{where}.parts.{k}.fileData")
+            uri = fd.get("fileUri")
+            if not isinstance(uri, str) or not uri:
+                raise cn.ConversionError("fileData needs a fileUri.", f"{where}.parts.{k}.fileData.fileUri")
+            content.append(cn.Image(fd.get("mimeType") if isinstance(fd.get("mimeType"), str) else "", url=uri))
+    return cn.ToolResult(call_id, content, is_error, name)
+
+
+def _client_tools(raw: Any, dropped: list[str]) -> list[cn.Tool]:
+    out: list[cn.Tool] = []
+    for i, t in enumerate(_arr(raw, "tools")):
+        tool = _obj(t, f"tools.{i}")
+        for key, value in tool.items():
+            if value is None:
+                continue
+            if key != "functionDeclarations":
+                raise cn.ConversionError(f"Tool {key!r} is not supported through this gateway; only "
+                                         "functionDeclarations are.", f"tools.{i}.{key}")
+            for j, d in enumerate(_arr(value, f"tools.{i}.functionDeclarations")):
+                out.append(_client_declaration(d, f"tools.{i}.functionDeclarations.{j}", dropped))
+    return out
+
+
+def _client_declaration(raw: Any, where: str, dropped: list[str]) -> cn.Tool:
+    d = _obj(raw, where)
+    name = d.get("name")
+    if not isinstance(name, str) or not name:
+        raise cn.ConversionError("A function declaration needs a name.", f"{where}.name")
+    description = _opt_str(d.get("description"), f"{where}.description")
+    params: dict | None = None
+    if d.get("parametersJsonSchema") is not None:
+        params = d["parametersJsonSchema"]
+        if not isinstance(params, dict):
+            raise cn.ConversionError("parametersJsonSchema must be a JSON Schema object.",
+                                     f"{where}.parametersJsonSchema")
+    elif d.get("parameters") is not None:
+        params = _json_schema(d["parameters"], f"{where}.parameters")
+    for key in ("response", "responseJsonSchema", "behavior"):
+        if d.get(key) is not None:
+            dropped.append(f"{where}.{key}")
+    return cn.Tool(name, description or None, params)
+
+
+def _json_schema(schema: Any, where: str, depth: int = 0) -> dict:
+    """Gemini's Schema (OpenAPI subset, upper-case types, nullable) -> JSON Schema."""
+    if not isinstance(schema, dict):
+        raise cn.ConversionError("A schema must be an object.", where)
+    if depth > _MAX_SCHEMA_DEPTH:
+        raise cn.ConversionError("The schema is nested too deeply.", where)
+    out: dict[str, Any] = {}
+    nullable = False
+    for k, v in schema.items():
+        key = _camel(k) if isinstance(k, str) else k
+        if v is None:
+            continue
+        if key == "type":
+            if isinstance(v, str):
+                if v.upper() != "TYPE_UNSPECIFIED":
+                    out["type"] = v.lower()
+            elif isinstance(v, list):
+                out["type"] = [x.lower() if isinstance(x, str) else x for x in v]
+            else:
+                out["type"] = v
+        elif key == "nullable":
+            nullable = v is True
+        elif key == "properties" and isinstance(v, dict):
+            out["properties"] = {name: _json_schema(s, f"{where}.properties", depth + 1) for name, s in v.items()}
+        elif key in ("items", "not", "additionalProperties") and isinstance(v, dict):
+            out[key] = _json_schema(v, f"{where}.{key}", depth + 1)
+        elif key in ("anyOf", "oneOf", "allOf") and isinstance(v, list):
+            out[key] = [_json_schema(s, f"{where}.{key}", depth + 1) for s in v]
+        else:
+            out[key] = v
+    if nullable:
+        t = out.get("type")
+        if isinstance(t, str):
+            out["type"] = [t, "null"]
+        elif isinstance(t, list) and "null" not in t:
+            out["type"] = t + ["null"]
+        elif isinstance(out.get("anyOf"), list):
+            out["anyOf"] = out["anyOf"] + [{"type": "null"}]
+    return out
+
+
+def _client_tool_choice(raw: Any, dropped: list[str]) -> cn.ToolChoice | None:
+    config = _obj(raw, "toolConfig")
+    for key, v in config.items():
+        if key != "functionCallingConfig" and v is not None:
+            dropped.append(f"toolConfig.{key}")
+    fcc = _obj(config.get("functionCallingConfig"), "toolConfig.functionCallingConfig")
+    where = "toolConfig.functionCallingConfig"
+    mode = _opt_str(fcc.get("mode"), f"{where}.mode")
+    names = _arr(fcc.get("allowedFunctionNames"), f"{where}.allowedFunctionNames")
+    if not all(isinstance(n, str) for n in names):
+        raise cn.ConversionError("allowedFunctionNames must hold strings.", f"{where}.allowedFunctionNames")
+    mode = (mode or "").upper()
+    if mode in ("", "MODE_UNSPECIFIED"):
+        choice = None
+    elif mode in ("AUTO", "VALIDATED"):
+        choice = cn.ToolChoice("auto")
+    elif mode == "NONE":
+        choice = cn.ToolChoice("none")
+    elif mode == "ANY":
+        choice = cn.ToolChoice("tool", names[0]) if len(names) == 1 else cn.ToolChoice("required")
+    else:
+        raise cn.ConversionError(f"Unknown function calling mode {mode!r}.", f"{where}.mode")
+    if names and not (choice and choice.mode == "tool"):
+        dropped.append(f"{where}.allowedFunctionNames")
+    return choice
+
+
+def _client_generation_config(req: cn.Request, raw: Any, dropped: list[str]) -> None:
+    where = "generationConfig"
+    gc = _obj(raw, where)
+    req.max_tokens = _opt_int(gc.pop("maxOutputTokens", None), f"{where}.maxOutputTokens")
+    req.temperature = _opt_num(gc.pop("temperature", None), f"{where}.temperature")
+    req.top_p = _opt_num(gc.pop("topP", None), f"{where}.topP")
+    req.top_k = _opt_int(gc.pop("topK", None), f"{where}.topK")
+    req.seed = _opt_int(gc.pop("seed", None), f"{where}.seed")
+    req.presence_penalty = _opt_num(gc.pop("presencePenalty", None), f"{where}.presencePenalty")
+    req.frequency_penalty = _opt_num(gc.pop("frequencyPenalty", None), f"{where}.frequencyPenalty")
+    stop = _arr(gc.pop("stopSequences", None), f"{where}.stopSequences")
+    if not all(isinstance(s, str) for s in stop):
+        raise cn.ConversionError("stopSequences must hold strings.", f"{where}.stopSequences")
+    req.stop = list(stop)
+    count = _opt_int(gc.pop("candidateCount", None), f"{where}.candidateCount")
+    if count is not None and count > 1:
+        raise cn.ConversionError("Only candidateCount 1 is supported through this gateway.",
+                                 f"{where}.candidateCount")
+    mime = _opt_str(gc.pop("responseMimeType", None), f"{where}.responseMimeType")
+    json_schema, schema = gc.pop("responseJsonSchema", None), gc.pop("responseSchema", None)
+    if mime and mime.split(";")[0].strip().lower() == "application/json":
+        if json_schema is not None:
+            if not isinstance(json_schema, dict):
+                raise cn.ConversionError("responseJsonSchema must be a JSON Schema object.",
+                                         f"{where}.responseJsonSchema")
+            req.response_format = cn.ResponseFormat("json_schema", json_schema)
+        elif schema is not None:
+            req.response_format = cn.ResponseFormat("json_schema", _json_schema(schema, f"{where}.responseSchema"))
+        else:
+            req.response_format = cn.ResponseFormat("json_object")
+    elif mime and mime.split(";")[0].strip().lower() != "text/plain":
+        raise cn.ConversionError(f"responseMimeType {mime!r} is not supported through this gateway "
+                                 "(text/plain or application/json).", f"{where}.responseMimeType")
+    elif json_schema is not None or schema is not None:
+        dropped.append(f"{where}.{'responseJsonSchema' if json_schema is not None else 'responseSchema'}")
+    req.reasoning = _client_thinking(gc.pop("thinkingConfig", None), f"{where}.thinkingConfig")
+    if gc.get("responseModalities") is not None and gc["responseModalities"] in (["TEXT"], ["text"]):
+        gc.pop("responseModalities")
+    dropped += [f"{where}.{k}" for k, v in gc.items() if v is not None]
+
+
+def _client_thinking(raw: Any, where: str) -> cn.Reasoning | None:
+    tc = _obj(raw, where)
+    if not tc:
+        return None
+    include = tc.get("includeThoughts")
+    if include is not None and not isinstance(include, bool):
+        raise cn.ConversionError("includeThoughts must be a boolean.", f"{where}.includeThoughts")
+    budget = _opt_int(tc.get("thinkingBudget"), f"{where}.thinkingBudget")
+    level = _opt_str(tc.get("thinkingLevel"), f"{where}.thinkingLevel")
+    if budget is not None and budget < -1:
+        raise cn.ConversionError("thinkingBudget must be -1 (dynamic), 0 (off) or a token count.",
+                                 f"{where}.thinkingBudget")
+    if budget == 0:
+        return None
+    effort = level.lower() if level and level.upper() != "THINKING_LEVEL_UNSPECIFIED" else None
+    if effort is not None and effort not in ("minimal", "low", "medium", "high"):
+        raise cn.ConversionError(f"Unknown thinkingLevel {level!r}.", f"{where}.thinkingLevel")
+    if budget is not None and budget > 0:
+        return cn.Reasoning(budget_tokens=budget, include_thoughts=include is True)
+    if effort is None and include is not True:
+        return None  # only includeThoughts: false (or dynamic budget without thoughts): the backend's default
+    return cn.Reasoning(effort=effort, include_thoughts=include is True)
+
+
+# --- canonical -> Gemini response (to a client) -------------------------------
+
+def usage_metadata(u: cn.Usage) -> dict[str, Any]:
+    meta: dict[str, Any] = {"promptTokenCount": u.input_tokens,
+                            "candidatesTokenCount": max(0, u.output_tokens - u.reasoning_tokens),
+                            "totalTokenCount": u.total_tokens}
+    if u.reasoning_tokens:
+        meta["thoughtsTokenCount"] = u.reasoning_tokens
+    if u.cached_tokens:
+        meta["cachedContentTokenCount"] = u.cached_tokens
+    return meta
+
+
+def finish_reason_of(finish: cn.FinishReason, detail: str | None) -> str:
+    if finish == "length":
+        return "MAX_TOKENS"
+    if finish == "content_filter":
+        return detail if detail in _GEMINI_REASONS and _FINISH.get(detail) == "content_filter" else "SAFETY"
+    if finish == "error":
+        return detail if detail in _GEMINI_REASONS and detail != "STOP" else "OTHER"
+    return "STOP"
+
+
+def _candidate_out(parts: list[dict[str, Any]], finish: str | None = None,
+                   detail: str | None = None) -> dict[str, Any]:
+    cand: dict[str, Any] = {"content": {"role": "model", "parts": parts}}
+    if finish:
+        cand["finishReason"] = finish
+        if finish == "OTHER" and detail:
+            cand["finishMessage"] = f"The upstream stopped the response: {detail}."
+    cand["index"] = 0
+    return cand
+
+
+def _call_part(call: cn.ToolCall, arguments: str) -> dict[str, Any]:
+    try:
+        args = json.loads(arguments) if arguments.strip() else {}
+    except ValueError:
+        args = {}
+    fc: dict[str, Any] = {"id": call.id, "name": call.name, "args": args if isinstance(args, dict) else {"value": args}}
+    part: dict[str, Any] = {"functionCall": fc}
+    if call.signature:
+        part["thoughtSignature"] = call.signature
+    return part
+
+
+def _response_parts(blocks: list[cn.Block]) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for b in blocks:
+        if isinstance(b, cn.Thinking) and (b.text or b.signature):
+            part: dict[str, Any] = {"text": b.text, "thought": True}
+            if b.signature:
+                part["thoughtSignature"] = b.signature
+            parts.append(part)
+        elif isinstance(b, cn.Text) and b.text:
+            parts.append({"text": b.text})
+        elif isinstance(b, cn.ToolCall):
+            parts.append(_call_part(b, b.arguments))
+        elif isinstance(b, cn.Image) and b.data is not None:
+            parts.append({"inlineData": {"mimeType": b.media_type or "image/png", "data": b.data}})
+    return parts or [{"text": ""}]
+
+
+def encode_response(r: cn.Response, model: str) -> dict[str, Any]:
+    """Canonical -> GenerateContentResponse carrying the client's model name."""
+    return {
+        "candidates": [_candidate_out(_response_parts(r.content), finish_reason_of(r.finish, r.finish_detail),
+                                      r.finish_detail)],
+        "usageMetadata": usage_metadata(r.usage),
+        "modelVersion": model,
+        "responseId": r.id,
+    }
+
+
+class StreamEncoder:
+    """Canonical stream events -> Gemini streamGenerateContent output.
+
+    sse=True (alt=sse): "data: <json>\\r\\n\\r\\n" per event, no [DONE];
+    sse=False: one JSON array, "[" + events joined by ",\\r\\n" + "]".
+    code_assist=True wraps each response in {"response": ...} (Code Assist clients)."""
+
+    def __init__(self, model: str, sse: bool = True, code_assist: bool = False):
+        self.model = model
+        self.sse = sse
+        self.code_assist = code_assist
+        self.id = f"gemini-{secrets.token_hex(8)}"
+        self._calls: dict[int, list] = {}  # open tool-call blocks: index -> [ToolCall, argument fragments]
+        self._usage = cn.Usage()
+        self._sent = 0
+        self.closed = False
+
+    def encode(self, events: list[cn.Event]) -> bytes:
+        if self.closed:
+            return b""
+        batch: list[tuple[int | None, dict[str, Any]]] = []  # (block index of its part, response)
+        for e in events:
+            if self.closed:
+                break
+            self._one(e, batch)
+        out = b"".join(self._frame(body) for _, body in batch)
+        if self.closed and not self.sse:
+            out += b"]" if self._sent else b"[]"
+        return out
+
+    def _frame(self, body: dict[str, Any]) -> bytes:
+        if self.code_assist and "error" not in body:
+            body = {"response": body}
+        data = _dumps(body).encode()
+        self._sent += 1
+        if self.sse:
+            return b"data: " + data + b"\r\n\r\n"
+        return (b"[" if self._sent == 1 else b",\r\n") + data
+
+    def _response(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"candidates": [_candidate_out(parts)], "modelVersion": self.model, "responseId": self.id}
+
+    def _one(self, e: cn.Event, batch: list[tuple[int | None, dict[str, Any]]]) -> None:
+        if isinstance(e, cn.MessageStart):
+            if e.id and not self._sent and not batch:
+                self.id = e.id
+        elif isinstance(e, cn.UsageUpdate):
+            self._usage = e.usage
+        elif isinstance(e, cn.BlockStart):
+            b = e.block
+            if isinstance(b, cn.ToolCall):
+                call = cn.ToolCall(b.id, b.name, "", b.signature)  # a copy: signatures may still arrive
+                self._calls[e.index] = [call, [b.arguments] if b.arguments else []]
+            elif isinstance(b, cn.Thinking) and (b.text or b.signature):
+                part: dict[str, Any] = {"text": b.text, "thought": True}
+                if b.signature:
+                    part["thoughtSignature"] = b.signature
+                batch.append((e.index, self._response([part])))
+            elif isinstance(b, cn.Text) and b.text:
+                batch.append((e.index, self._response([{"text": b.text}])))
+        elif isinstance(e, cn.TextDelta):
+            if e.text:
+                batch.append((e.index, self._response([{"text": e.text}])))
+        elif isinstance(e, cn.ThinkingDelta):
+            if e.text:
+                batch.append((e.index, self._response([{"text": e.text, "thought": True}])))
+        elif isinstance(e, cn.SignatureDelta):
+            self._signature(e, batch)
+        elif isinstance(e, cn.ArgumentsDelta):
+            if e.index in self._calls:
+                self._calls[e.index][1].append(e.json)
+        elif isinstance(e, cn.BlockStop):
+            if e.index in self._calls:
+                batch.append((e.index, self._response([self._flush_call(e.index)])))
+        elif isinstance(e, cn.Finish):
+            self._finish(e, batch)
+        elif isinstance(e, cn.StreamError):
+            self.closed = True
+            status = e.status if isinstance(e.status, int) else 502
+            batch.append((None, {"error": {"code": status, "message": e.message,
+                                           "status": _STATUS.get(status, "UNKNOWN")}}))
+
+    def _signature(self, e: cn.SignatureDelta, batch: list[tuple[int | None, dict[str, Any]]]) -> None:
+        if not e.signature:
+            return
+        if e.index in self._calls:
+            self._calls[e.index][0].signature = e.signature
+            return
+        if batch and batch[-1][0] == e.index:
+            part = batch[-1][1]["candidates"][0]["content"]["parts"][-1]
+            if part.get("thought") and "thoughtSignature" not in part:
+                part["thoughtSignature"] = e.signature
+                return
+        batch.append((e.index, self._response([{"text": "", "thought": True, "thoughtSignature": e.signature}])))
+
+    def _flush_call(self, index: int) -> dict[str, Any]:
+        call, fragments = self._calls.pop(index)
+        return _call_part(call, "".join(fragments))
+
+    def _finish(self, e: cn.Finish, batch: list[tuple[int | None, dict[str, Any]]]) -> None:
+        for index in list(self._calls):  # calls whose block never stopped
+            batch.append((index, self._response([self._flush_call(index)])))
+        self.closed = True
+        if batch and "candidates" in batch[-1][1]:
+            body = batch[-1][1]
+        else:
+            body = self._response([{"text": ""}])
+            batch.append((None, body))
+        reason = finish_reason_of(e.reason, e.detail)
+        body["candidates"][0] = _candidate_out(body["candidates"][0]["content"]["parts"], reason, e.detail)
+        body["usageMetadata"] = usage_metadata(self._usage)
+
+
+# --- Code Assist envelope (Gemini CLI / Antigravity upstreams) ----------------
+
+def wrap_code_assist(body: dict[str, Any], model: str, project: str, user_prompt_id: str | None = None,
+                     session_id: str | None = None) -> dict[str, Any]:
+    """A GenerateContentRequest -> the v1internal:generateContent envelope."""
+    out: dict[str, Any] = {"model": model.removeprefix("models/"), "project": project}
+    if user_prompt_id is not None:
+        out["user_prompt_id"] = user_prompt_id
+    request = dict(body)
+    if session_id is not None:
+        request["session_id"] = session_id
+    out["request"] = request
+    return out
+
+
+def unwrap_code_assist_request(data: Any) -> tuple[dict[str, Any], str, str | None]:
+    """A Code Assist envelope -> (GenerateContentRequest, model, project). Raises only cn.ConversionError."""
+    if not isinstance(data, dict):
+        raise cn.ConversionError("The request body must be a JSON object.")
+    body, model, project = data.get("request"), data.get("model"), data.get("project")
+    if not isinstance(body, dict):
+        raise cn.ConversionError("A Code Assist request needs a 'request' object.", "request")
+    if not isinstance(model, str) or not model:
+        raise cn.ConversionError("Missing required parameter: 'model'.", "model")
+    if project is not None and not isinstance(project, str):
+        raise cn.ConversionError("'project' must be a string.", "project")
+    return body, model.removeprefix("models/"), project
+
+
+def wrap_code_assist_response(body: dict[str, Any]) -> dict[str, Any]:
+    return {"response": body}
