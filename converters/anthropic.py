@@ -603,10 +603,13 @@ def usage_of(u: Any) -> cn.Usage:
                     reasoning_tokens=thinking, cache_write_tokens=write)
 
 
-def usage_dict(u: cn.Usage) -> dict[str, int]:
+def usage_dict(u: cn.Usage) -> dict[str, Any]:
     read, write = u.cached_tokens, u.cache_write_tokens
-    return {"input_tokens": max(0, u.input_tokens - read - write), "output_tokens": u.output_tokens,
-            "cache_creation_input_tokens": write, "cache_read_input_tokens": read}
+    out: dict[str, Any] = {"input_tokens": max(0, u.input_tokens - read - write), "output_tokens": u.output_tokens,
+                           "cache_creation_input_tokens": write, "cache_read_input_tokens": read}
+    if u.reasoning_tokens:
+        out["output_tokens_details"] = {"thinking_tokens": u.reasoning_tokens}
+    return out
 
 
 def finish_of(stop_reason: Any) -> tuple[cn.FinishReason, str | None]:

@@ -501,7 +501,7 @@ def test_hand_written_events_to_anthropic_stream():
     thinking = [p for p in wire if p.get("index") == 0]
     assert [p["delta"]["type"] for p in thinking[1:-1]] == ["thinking_delta", "thinking_delta", "signature_delta"]
     assert wire[-2]["usage"] == {"input_tokens": 20, "output_tokens": 40, "cache_creation_input_tokens": 0,
-                                 "cache_read_input_tokens": 100}
+                                 "cache_read_input_tokens": 100, "output_tokens_details": {"thinking_tokens": 12}}
     m = sdk_final(data)
     assert m.model == "claude-alias" and m.stop_reason == "tool_use" and m.stop_sequence is None
     assert [b.type for b in m.content] == ["thinking", "text", "tool_use", "tool_use"]
