@@ -152,7 +152,7 @@ class FrontDoor:
         kind = PROVIDER_TYPES[p.type]
         timeouts = p.timeouts or settings.server.timeouts
         who = f"'{p.id}'"
-        plan = plan_openai_client(kind, p, route.model, req.model, data, body, bool(req.stream))
+        plan = plan_openai_client(kind, p, route.model, req.model, data, body, bool(req.stream), self.rt.reasoning)
         headers = {
             "Content-Type": "application/json",
             "Accept": plan.accept,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from llmgate.catalog import ModelCatalog
 from llmgate.relay import Pipe, StreamRelay
 from llmgate.settings import GatewaySettings
+from llmgate.translate import ReasoningMemory
 from llmgate.upstream import Upstream, UpstreamRequest
 
 UPSTREAM_MARK = "llmgate.upstream_of"  # metadata key on the flows that show the provider side
@@ -38,3 +39,4 @@ class Runtime:
         self.catalog = ModelCatalog(self.upstream)
         self.relay = StreamRelay()
         self.exchanges: dict[str, Exchange] = {}
+        self.reasoning = ReasoningMemory()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -35,8 +36,78 @@ class Plan:
     error: Callable[[int, str, Any, bytes], GatewayError]  # (status, reason, headers, body) -> error
 
 
+class ReasoningMemory:
+    """Signed thinking an OpenAI chat client cannot carry, kept by the tool call it preceded.
+
+    Anthropic refuses a thinking-enabled tool loop whose assistant turn lost its signed
+    thinking block, and Responses upstreams want their encrypted reasoning back; an
+    OpenAI chat message has no field for either. The gateway remembers them under the
+    first tool call's id (which the client does send back) and puts them back in the
+    next request. Bounded, per process: after a restart the converters fall back to
+    their documented behaviour (Anthropic: thinking off for that tool loop).
+    (Gemini's signatures need none of this: they ride in the ids, converters/call_ids.py.)"""
+
+    def __init__(self, size: int = 2000):
+        self._size = size
+        self._blocks: OrderedDict[str, list[cn.Block]] = OrderedDict()
+
+    @staticmethod
+    def _kept(b: cn.Block) -> bool:
+        return isinstance(b, cn.RedactedThinking) or (
+            isinstance(b, cn.Thinking) and bool(b.signature or b.encrypted_content))
+
+    def remember(self, blocks: list[cn.Block]) -> None:
+        thinking = [b for b in blocks if self._kept(b)]
+        call = next((b for b in blocks if isinstance(b, cn.ToolCall)), None)
+        if thinking and call is not None:
+            self._blocks[call.id] = thinking
+            self._blocks.move_to_end(call.id)
+            while len(self._blocks) > self._size:
+                self._blocks.popitem(last=False)
+
+    def restore(self, req: cn.Request) -> None:
+        for m in req.messages:
+            if m.role != "assistant" or any(self._kept(b) for b in m.content):
+                continue
+            call = next((b for b in m.content if isinstance(b, cn.ToolCall)), None)
+            kept = self._blocks.get(call.id) if call is not None else None
+            if kept:  # the client's unsigned reasoning_content gives way to the signed original
+                m.content[:] = kept + [b for b in m.content if not isinstance(b, cn.Thinking)]
+
+
+class _Remembering:
+    """A stream decoder that also hands each finished answer's blocks to the memory."""
+
+    def __init__(self, decoder: Any, memory: ReasoningMemory):
+        self._decoder = decoder
+        self._memory = memory
+        self._blocks: dict[int, cn.Block] = {}
+
+    def feed(self, chunk: bytes) -> list[cn.Event]:
+        return self._watch(self._decoder.feed(chunk))
+
+    def finish(self) -> list[cn.Event]:
+        return self._watch(self._decoder.finish())
+
+    def _watch(self, events: list[cn.Event]) -> list[cn.Event]:
+        for e in events:
+            if isinstance(e, cn.BlockStart) and isinstance(e.block, (cn.Thinking, cn.RedactedThinking, cn.ToolCall)):
+                b = e.block
+                self._blocks[e.index] = (cn.Thinking(b.text, b.signature, b.encrypted_content)
+                                         if isinstance(b, cn.Thinking) else b)
+            elif isinstance(e, cn.ThinkingDelta) and isinstance(self._blocks.get(e.index), cn.Thinking):
+                self._blocks[e.index].text += e.text
+            elif isinstance(e, cn.SignatureDelta) and isinstance(self._blocks.get(e.index), cn.Thinking):
+                self._blocks[e.index].signature = (self._blocks[e.index].signature or "") + e.signature
+            elif isinstance(e, cn.BlockStop) and e.encrypted_content and isinstance(self._blocks.get(e.index), cn.Thinking):
+                self._blocks[e.index].encrypted_content = e.encrypted_content
+            elif isinstance(e, cn.Finish):
+                self._memory.remember([self._blocks[i] for i in sorted(self._blocks)])
+        return events
+
+
 def plan_openai_client(kind: ProviderKind, p: ProviderSettings, upstream_model: str, client_model: str,
-                       data: dict[str, Any], raw: bytes, stream: bool) -> Plan:
+                       data: dict[str, Any], raw: bytes, stream: bool, memory: ReasoningMemory) -> Plan:
     """An OpenAI chat request from the client, to a provider of any wire format."""
     if kind.wire == "openai_chat":
         return Plan(
@@ -53,6 +124,7 @@ def plan_openai_client(kind: ProviderKind, p: ProviderSettings, upstream_model: 
     try:
         req = openai_chat.decode_request(data)
         req.model = upstream_model
+        memory.restore(req)
         body = openai_chat.dumps(fmt.encode_request(req))
     except cn.ConversionError as e:
         raise GatewayError(400, str(e), code="unsupported_for_provider", param=e.param) from None
@@ -61,6 +133,7 @@ def plan_openai_client(kind: ProviderKind, p: ProviderSettings, upstream_model: 
 
     def response(upstream_body: bytes) -> bytes:
         r = fmt.decode_response(json.loads(upstream_body))
+        memory.remember(r.content)
         if r.finish == "error":
             raise GatewayError(502, f"Upstream '{p.id}' stopped the response: {r.finish_detail}.",
                                code="upstream_error")
@@ -70,7 +143,8 @@ def plan_openai_client(kind: ProviderKind, p: ProviderSettings, upstream_model: 
         url=kind.chat_url(p.base_url, upstream_model, stream),
         body=body,
         accept="text/event-stream" if stream else "application/json",
-        transform=lambda: Converting(fmt.StreamDecoder(), openai_chat.StreamEncoder(client_model, req.include_usage)),
+        transform=lambda: Converting(_Remembering(fmt.StreamDecoder(), memory),
+                                     openai_chat.StreamEncoder(client_model, req.include_usage)),
         response=response,
         error=lambda status, reason, headers, b: fmt.error(p, status, reason, headers, b),
     )

@@ -109,3 +109,39 @@ def test_empty_200_from_responses_upstream_is_an_error(client):
     with pytest.raises(openai.APIStatusError) as e:
         client.chat.completions.create(model="resp/fault-empty", messages=HELLO)
     assert e.value.status_code == 502
+
+
+def anthropic_requests(up):
+    return [r for r in up.received() if r["path"] == "/v1/messages"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_signed_thinking_survives_an_openai_client_tool_loop(client, anthropic_up, stream):
+    """Anthropic refuses a thinking tool loop whose assistant turn lost its signed thinking;
+    an OpenAI client cannot carry it, so the gateway keeps it and puts it back (pitfall 1)."""
+    msgs = [{"role": "user", "content": "weather?"}]
+    r = client.chat.completions.create(model="claude/claude-sonnet-4-5", messages=msgs, tools=TOOLS[:1],
+                                       reasoning_effort="low", stream=stream)
+    if stream:
+        calls, reasoning = {}, ""
+        for chunk in r:
+            d = chunk.choices[0].delta if chunk.choices else None
+            reasoning += (getattr(d, "reasoning_content", None) or "") if d else ""
+            for tc in (d.tool_calls or ()) if d else ():
+                c = calls.setdefault(tc.index, {"id": tc.id, "name": tc.function.name, "args": ""})
+                c["args"] += tc.function.arguments or ""
+        tool_calls = [{"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["args"]}}
+                      for c in calls.values()]
+    else:
+        reasoning = r.choices[0].message.model_extra["reasoning_content"]
+        tool_calls = [t.model_dump() for t in r.choices[0].message.tool_calls]
+    assert reasoning.startswith("Thinking about")
+    msgs += [{"role": "assistant", "content": None, "tool_calls": tool_calls},
+             {"role": "tool", "tool_call_id": tool_calls[0]["id"], "content": "sunny"}]
+    text = client.chat.completions.create(model="claude/claude-sonnet-4-5", messages=msgs, tools=TOOLS[:1],
+                                          reasoning_effort="low").choices[0].message.content
+    assert text == "Tool results: sunny"
+    sent = anthropic_requests(anthropic_up)[-1]["body"]
+    assert sent["thinking"]["type"] == "enabled"  # thinking stayed on for the tool loop
+    first = sent["messages"][1]["content"][0]
+    assert first["type"] == "thinking" and first["signature"]  # and the double checked the signature
