@@ -196,6 +196,9 @@ def decode_response(body: dict[str, Any]) -> cn.Response:
                                       part.get("thoughtSignature")))
         elif part.get("thought"):
             blocks.append(cn.Thinking(part.get("text") or "", part.get("thoughtSignature")))
+        elif isinstance(part.get("inlineData"), dict):
+            data = part["inlineData"]
+            blocks.append(cn.Image(data.get("mimeType") or "", data.get("data")))
         elif "text" in part:
             if blocks and isinstance(blocks[-1], cn.Text):
                 blocks[-1].text += part["text"]
@@ -335,7 +338,9 @@ class StreamDecoder:
         if text:
             out.append(cn.ThinkingDelta(index, text) if kind is cn.Thinking else cn.TextDelta(index, text))
         if part.get("thoughtSignature") and kind is cn.Thinking:
+            # a signature ends its thinking block: the next thought part starts a new one
             out.append(cn.SignatureDelta(index, part["thoughtSignature"]))
+            out += self._close_block()
         return out
 
     def _close_block(self) -> list[cn.Event]:
