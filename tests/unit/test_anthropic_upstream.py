@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import anthropic
 import httpx
 import pytest
-from aiohttp import web
 
 from tests.upstreams.anthropic_api import REDACTED_TRIGGER, SCENARIO_MODELS, make_app
+from tests.upstreams.serving import ServerThread
 
 KEY = "sk-ant-test-0123456789"
 MODELS = ["claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5"]
@@ -35,33 +33,6 @@ WEATHER = {
 TIME = {"name": "get_time", "input_schema": {"type": "object"}}
 TOOL_ID = re.compile(r"^toolu_[A-Za-z0-9]{24}$")
 THINKING_DOCS = "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
-
-
-class ServerThread:
-    """Serves an aiohttp app on a free loopback port from a background thread."""
-
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-        self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(app, shutdown_timeout=0.5)
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.port = 0
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(5)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-    async def _start(self) -> int:
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        return self.runner.addresses[0][1]
 
 
 @pytest.fixture(scope="module")

@@ -644,7 +644,6 @@ def decode_gemini(data: bytes, cuts=()) -> list[cn.Event]:
 def comparable(events: list[cn.Event]) -> list:
     """Events with per-run values blanked and empty text blocks left out, arguments joined per block."""
     empty = set()
-    texts = {}
     for e in events:
         if isinstance(e, cn.BlockStart) and isinstance(e.block, cn.Text):
             empty.add(e.index)

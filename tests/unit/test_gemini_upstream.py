@@ -2,57 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pydantic
 import pytest
-from aiohttp import web
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
 from tests.upstreams.gemini_api import SCENARIO_MODELS, make_app
+from tests.upstreams.serving import ServerThread
 
 KEY = "AIza-test-0123456789"
 MODELS = ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-3-pro-preview", "gemini-2.0-flash"]
 USER = {"role": "user", "parts": [{"text": "hello world"}]}
 REPO = Path(__file__).resolve().parents[2]
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n0000").decode()
-
-
-class ServerThread:
-    """Serves an aiohttp app on a free loopback port from a background thread."""
-
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-        self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(app, shutdown_timeout=0.5)
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.port = 0
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(5)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-    async def _start(self) -> int:
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        return self.runner.addresses[0][1]
 
 
 @pytest.fixture(scope="module")

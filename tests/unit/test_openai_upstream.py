@@ -2,52 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from aiohttp import web
 
 from tests.upstreams.openai_compat import SCENARIO_MODELS, make_app
+from tests.upstreams.serving import ServerThread
 
 KEY = "sk-test-0123456789"
 MODELS = ["gpt-4o", "gpt-4o-mini"]
 USER = {"role": "user", "content": "hello world"}
 REPO = Path(__file__).resolve().parents[2]
-
-
-class ServerThread:
-    """Serves an aiohttp app on a free loopback port from a background thread."""
-
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-        self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(app, shutdown_timeout=0.5)
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.port = 0
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(5)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-    async def _start(self) -> int:
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        return self.runner.addresses[0][1]
 
 
 @pytest.fixture(scope="module")

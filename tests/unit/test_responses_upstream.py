@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -14,10 +12,10 @@ import httpx
 import openai
 import pydantic
 import pytest
-from aiohttp import web
 from openai.types.responses import Response, ResponseStreamEvent
 
 from tests.upstreams.responses_api import SCENARIO_MODELS, make_app
+from tests.upstreams.serving import ServerThread
 
 KEY = "sk-test-0123456789"
 MODELS = ["gpt-5", "gpt-5-mini", "gpt-4.1", "o4-mini"]
@@ -35,33 +33,6 @@ TOOLS = [
     {"type": "function", "name": "get-time", "parameters": {"type": "object"}, "strict": False},
 ]
 LONG_TEXT = " ".join(f"w{i}" for i in range(30))  # "Echo: " + this = 31 words
-
-
-class ServerThread:
-    """Serves an aiohttp app on a free loopback port from a background thread."""
-
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-        self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(app, shutdown_timeout=0.5)
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.port = 0
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(5)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-    async def _start(self) -> int:
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        return self.runner.addresses[0][1]
 
 
 @pytest.fixture(scope="module")

@@ -88,7 +88,6 @@ count_tokens they count normally):
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import binascii
@@ -96,7 +95,6 @@ import hashlib
 import json
 import re
 import secrets
-import signal
 import string
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -104,6 +102,8 @@ from itertools import accumulate
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
+
+from tests.upstreams import serving
 
 DEFAULT_MODELS = ["claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5"]
 MODEL_CREATED_AT = "2025-09-29T00:00:00Z"
@@ -1466,35 +1466,8 @@ def make_app(api_key: str | None, models: list[str]) -> web.Application:
 # --------------------------------------------------------------------------
 
 
-async def serve(host: str, port: int, api_key: str | None, models: list[str]) -> None:
-    runner = web.AppRunner(make_app(api_key, models), shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    print(f"READY {runner.addresses[0][1]}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--api-key", default=None, help="omit to disable auth")
-    parser.add_argument(
-        "--models",
-        default=",".join(DEFAULT_MODELS),
-        help="comma-separated model ids (scenario models are always added)",
-    )
-    args = parser.parse_args(argv)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    asyncio.run(serve(args.host, args.port, args.api_key, models))
+    serving.main(make_app, DEFAULT_MODELS, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -95,7 +95,6 @@ countTokens they count normally):
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import binascii
@@ -103,11 +102,12 @@ import itertools
 import json
 import os
 import re
-import signal
 from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
+
+from tests.upstreams import serving
 
 DEFAULT_MODELS = [
     "gemini-2.5-flash", "gemini-2.5-pro", "gemini-3-pro-preview", "gemini-2.0-flash"
@@ -1605,35 +1605,8 @@ def make_app(api_key: str | None, models: list[str]) -> web.Application:
 # --------------------------------------------------------------------------
 
 
-async def serve(host: str, port: int, api_key: str | None, models: list[str]) -> None:
-    runner = web.AppRunner(make_app(api_key, models), shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    print(f"READY {runner.addresses[0][1]}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--api-key", default=None, help="omit to disable auth")
-    parser.add_argument(
-        "--models",
-        default=",".join(DEFAULT_MODELS),
-        help="comma-separated model ids (scenario models are always added)",
-    )
-    args = parser.parse_args(argv)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    asyncio.run(serve(args.host, args.port, args.api_key, models))
+    serving.main(make_app, DEFAULT_MODELS, __doc__, argv)
 
 
 if __name__ == "__main__":

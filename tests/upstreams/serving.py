@@ -1,0 +1,67 @@
+"""What every test upstream shares: its command line (serve make_app(api_key, models),
+print READY <port>) and ServerThread, to serve one in-process from a test."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import threading
+from typing import Callable
+
+from aiohttp import web
+
+
+async def serve(app: web.Application, host: str, port: int) -> None:
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    print(f"READY {runner.addresses[0][1]}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(make_app: Callable[[str | None, list[str]], web.Application], default_models: list[str],
+         doc: str | None, argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0] if doc else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--api-key", default=None, help="omit to disable auth")
+    parser.add_argument("--models", default=",".join(default_models),
+                        help="comma-separated model ids (scenario models are always added)")
+    args = parser.parse_args(argv)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    asyncio.run(serve(make_app(args.api_key, models), args.host, args.port))
+
+
+class ServerThread:
+    """Serves an aiohttp app on a free loopback port from a background thread."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        self.runner = web.AppRunner(app, shutdown_timeout=0.5)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.port = 0
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(5)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+    async def _start(self) -> int:
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        return self.runner.addresses[0][1]
