@@ -240,7 +240,6 @@ RATE_LIMITED = (
 class UpstreamState:
     api_key: str | None
     models: list[str]
-    requests: list[dict[str, Any]] = field(default_factory=list)
     thoughts: dict[str, str] = field(default_factory=dict)  # signature -> thinking text
     redactions: set[str] = field(default_factory=set)  # redacted_thinking data issued
     cached_prefixes: set[str] = field(default_factory=set)  # sha256 of model + prefix
@@ -1395,43 +1394,6 @@ async def count_tokens(request: web.Request) -> web.Response:
     return web.json_response({"input_tokens": prompt_tokens(body)})
 
 
-async def get_requests(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STATE].requests)
-
-
-async def clear_requests(request: web.Request) -> web.Response:
-    log = request.app[STATE].requests
-    cleared = len(log)
-    log.clear()
-    return web.json_response({"cleared": cleared})
-
-
-async def record(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    try:
-        body = json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError):
-        body = None
-    headers: dict[str, str] = {}
-    for name, value in request.headers.items():
-        key = name.lower()
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    return {
-        "method": request.method,
-        "path": request.path,
-        "query": request.query_string,
-        "headers": headers,
-        "body": body,
-    }
-
-
-@web.middleware
-async def request_log(request: web.Request, handler: Callable) -> web.StreamResponse:
-    if request.path != "/__requests":
-        request.app[STATE].requests.append(await record(request))
-    return await handler(request)
-
-
 @web.middleware
 async def anthropic_errors(request: web.Request, handler: Callable) -> web.StreamResponse:
     try:
@@ -1448,7 +1410,7 @@ async def add_request_id(request: web.Request, response: web.StreamResponse) -> 
 
 def make_app(api_key: str | None, models: list[str]) -> web.Application:
     app = web.Application(
-        middlewares=[request_log, anthropic_errors], client_max_size=64 * 1024**2
+        middlewares=[serving.request_log, anthropic_errors], client_max_size=64 * 1024**2
     )
     app[STATE] = UpstreamState(api_key=api_key, models=list(models))
     app.on_response_prepare.append(add_request_id)
@@ -1456,8 +1418,7 @@ def make_app(api_key: str | None, models: list[str]) -> web.Application:
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)
-    app.router.add_get("/__requests", get_requests)
-    app.router.add_delete("/__requests", clear_requests)
+    serving.add_request_log(app)
     return app
 
 

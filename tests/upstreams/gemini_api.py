@@ -204,7 +204,6 @@ GOOGLE_STATUS = {
 class UpstreamState:
     api_key: str | None
     models: list[str]
-    requests: list[dict[str, Any]] = field(default_factory=list)
     counter: itertools.count = field(default_factory=lambda: itertools.count(1))
     signatures: set[bytes] = field(default_factory=set)
 
@@ -1532,43 +1531,6 @@ async def count_tokens(request: web.Request, model: str) -> web.Response:
     return json_response({"totalTokens": total, "promptTokensDetails": details})
 
 
-async def get_requests(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STATE].requests)
-
-
-async def clear_requests(request: web.Request) -> web.Response:
-    log = request.app[STATE].requests
-    cleared = len(log)
-    log.clear()
-    return web.json_response({"cleared": cleared})
-
-
-async def record(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    try:
-        body = json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError):
-        body = None
-    headers: dict[str, str] = {}
-    for name, value in request.headers.items():
-        key = name.lower()
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    return {
-        "method": request.method,
-        "path": request.path,
-        "query": request.query_string,
-        "headers": headers,
-        "body": body,
-    }
-
-
-@web.middleware
-async def request_log(request: web.Request, handler: Callable) -> web.StreamResponse:
-    if request.path != "/__requests":
-        request.app[STATE].requests.append(await record(request))
-    return await handler(request)
-
-
 def wants_array(request: web.Request) -> bool:
     is_stream = request.path.endswith(":streamGenerateContent")
     return is_stream and request.query.get("alt") != "sse"
@@ -1587,7 +1549,7 @@ async def google_errors(request: web.Request, handler: Callable) -> web.StreamRe
 
 def make_app(api_key: str | None, models: list[str]) -> web.Application:
     app = web.Application(
-        middlewares=[request_log, google_errors], client_max_size=64 * 1024**2
+        middlewares=[serving.request_log, google_errors], client_max_size=64 * 1024**2
     )
     app[STATE] = UpstreamState(api_key=api_key, models=list(models))
     app.router.add_get(f"/{API_VERSION}/models", list_models)
@@ -1595,8 +1557,7 @@ def make_app(api_key: str | None, models: list[str]) -> web.Application:
     app.router.add_post(
         f"/{API_VERSION}/models/{{model:[^/:]+}}:{{method:[A-Za-z]+}}", model_method
     )
-    app.router.add_get("/__requests", get_requests)
-    app.router.add_delete("/__requests", clear_requests)
+    serving.add_request_log(app)
     return app
 
 

@@ -99,7 +99,6 @@ HTML_502 = "<html><body><h1>502 Bad Gateway</h1></body></html>"
 class UpstreamState:
     api_key: str | None
     models: list[str]
-    requests: list[dict[str, Any]] = field(default_factory=list)
     counter: itertools.count = field(default_factory=lambda: itertools.count(1))
 
 
@@ -941,43 +940,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return drop_connection(request)
 
 
-async def get_requests(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STATE].requests)
-
-
-async def clear_requests(request: web.Request) -> web.Response:
-    log = request.app[STATE].requests
-    cleared = len(log)
-    log.clear()
-    return web.json_response({"cleared": cleared})
-
-
-async def record(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    try:
-        body = json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError):
-        body = None
-    headers: dict[str, str] = {}
-    for name, value in request.headers.items():
-        key = name.lower()
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    return {
-        "method": request.method,
-        "path": request.path,
-        "query": request.query_string,
-        "headers": headers,
-        "body": body,
-    }
-
-
-@web.middleware
-async def request_log(request: web.Request, handler: Callable) -> web.StreamResponse:
-    if request.path != "/__requests":
-        request.app[STATE].requests.append(await record(request))
-    return await handler(request)
-
-
 @web.middleware
 async def openai_errors(request: web.Request, handler: Callable) -> web.StreamResponse:
     try:
@@ -991,13 +953,12 @@ async def openai_errors(request: web.Request, handler: Callable) -> web.StreamRe
 
 def make_app(api_key: str | None, models: list[str]) -> web.Application:
     app = web.Application(
-        middlewares=[request_log, openai_errors], client_max_size=64 * 1024**2
+        middlewares=[serving.request_log, openai_errors], client_max_size=64 * 1024**2
     )
     app[STATE] = UpstreamState(api_key=api_key, models=list(models))
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_get("/__requests", get_requests)
-    app.router.add_delete("/__requests", clear_requests)
+    serving.add_request_log(app)
     return app
 
 

@@ -107,19 +107,16 @@ from tests.upstreams.openai_compat import (
     check_auth,
     check_range,
     check_tool_name,
-    clear_requests,
     compact,
     drop_connection,
     fault_500,
     fault_hang,
-    get_requests,
     invalid,
     missing,
     open_stream,
     openai_errors,
     optional,
     parse_json_body,
-    request_log,
     require,
     send,
     wrong_type,
@@ -1219,13 +1216,12 @@ async def create_response(request: web.Request) -> web.StreamResponse:
 
 def make_app(api_key: str | None, models: list[str]) -> web.Application:
     app = web.Application(
-        middlewares=[request_log, openai_errors], client_max_size=64 * 1024**2
+        middlewares=[serving.request_log, openai_errors], client_max_size=64 * 1024**2
     )
     app[STATE] = ResponsesState(api_key=api_key, models=list(models))
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/v1/responses", create_response)
-    app.router.add_get("/__requests", get_requests)
-    app.router.add_delete("/__requests", clear_requests)
+    serving.add_request_log(app)
     return app
 
 

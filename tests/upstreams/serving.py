@@ -1,15 +1,59 @@
-"""What every test upstream shares: its command line (serve make_app(api_key, models),
-print READY <port>) and ServerThread, to serve one in-process from a test."""
+"""What every test upstream shares: the request log (GET/DELETE /__requests), its command
+line (serve make_app(api_key, models), print READY <port>) and ServerThread, to serve one
+in-process from a test."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 from aiohttp import web
+
+
+REQUEST_LOG = web.AppKey("request_log", list)
+
+
+async def record(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        body = json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items():
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return {"method": request.method, "path": request.path, "query": request.query_string,
+            "headers": headers, "body": body}
+
+
+@web.middleware
+async def request_log(request: web.Request, handler: Callable) -> web.StreamResponse:
+    """Records every request but those to the log itself; put it first in middlewares."""
+    if request.path != "/__requests":
+        request.app[REQUEST_LOG].append(await record(request))
+    return await handler(request)
+
+
+async def get_requests(request: web.Request) -> web.Response:
+    return web.json_response(request.app[REQUEST_LOG])
+
+
+async def clear_requests(request: web.Request) -> web.Response:
+    log = request.app[REQUEST_LOG]
+    cleared = len(log)
+    log.clear()
+    return web.json_response({"cleared": cleared})
+
+
+def add_request_log(app: web.Application) -> None:
+    app[REQUEST_LOG] = []
+    app.router.add_get("/__requests", get_requests)
+    app.router.add_delete("/__requests", clear_requests)
 
 
 async def serve(app: web.Application, host: str, port: int) -> None:
