@@ -52,3 +52,18 @@ def client(gateway):
     import openai
 
     return openai.OpenAI(base_url=gateway.base + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20)
+
+
+def tool_calls_of(response, stream: bool) -> list[dict]:
+    """The assistant's tool calls as message dicts, from a completion or a stream of chunks
+    (streamed calls assembled from their argument fragments, as a client does)."""
+    if not stream:
+        assert response.choices[0].finish_reason == "tool_calls"
+        return [t.model_dump() for t in response.choices[0].message.tool_calls]
+    calls: dict[int, dict] = {}
+    for chunk in response:
+        for tc in (chunk.choices[0].delta.tool_calls or ()) if chunk.choices else ():
+            c = calls.setdefault(tc.index, {"id": tc.id, "name": tc.function.name, "args": ""})
+            c["args"] += tc.function.arguments or ""
+    return [{"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["args"]}}
+            for c in calls.values()]

@@ -5,7 +5,7 @@ import json
 import openai
 import pytest
 
-from tests.e2e.conftest import CLIENT_KEY
+from tests.e2e.conftest import CLIENT_KEY, tool_calls_of
 from tests.harness import Gateway, Upstream
 
 ANTHROPIC_KEY = "sk-ant-test-key-0123456789"
@@ -72,17 +72,7 @@ def test_stream_with_usage(client, model):
 def test_tool_round_trip(client, model, stream):
     msgs = [{"role": "user", "content": "weather and time?"}]
     r = client.chat.completions.create(model=model, messages=msgs, tools=TOOLS, stream=stream)
-    if stream:
-        calls: dict = {}
-        for chunk in r:
-            for tc in (chunk.choices[0].delta.tool_calls or ()) if chunk.choices else ():
-                c = calls.setdefault(tc.index, {"id": tc.id, "name": tc.function.name, "args": ""})
-                c["args"] += tc.function.arguments or ""
-        tool_calls = [{"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["args"]}}
-                      for c in calls.values()]
-    else:
-        assert r.choices[0].finish_reason == "tool_calls"
-        tool_calls = [t.model_dump() for t in r.choices[0].message.tool_calls]
+    tool_calls = tool_calls_of(r, stream)
     assert [json.loads(t["function"]["arguments"]) for t in tool_calls] == [
         {"tool": "get_weather", "n": 0}, {"tool": "get_time", "n": 1}]
     msgs += [{"role": "assistant", "content": None, "tool_calls": tool_calls}]
