@@ -63,7 +63,8 @@ from typing import Any
 
 from converters import call_ids
 from converters import canonical as cn
-from converters.sse import SSEParser, encode
+from converters.pipeline import SSEStreamDecoder
+from converters.sse import encode
 
 DEFAULT_MAX_TOKENS = 4096
 MIN_BUDGET = 1024
@@ -727,7 +728,7 @@ def decode_error(status: int, body: bytes) -> tuple[str, str | None]:
 
 # --- streams -----------------------------------------------------------------
 
-class StreamDecoder:
+class StreamDecoder(SSEStreamDecoder):
     """Anthropic SSE -> canonical stream events.
 
     Anthropic block indexes are mapped to canonical ones (server-tool blocks are
@@ -735,10 +736,11 @@ class StreamDecoder:
     final usage and Finish at message_stop; a stream that ends before
     message_stop ends with StreamError "stream_truncated"."""
 
+    final_event = "message_stop"
+
     def __init__(self) -> None:
-        self._sse = SSEParser()
+        super().__init__()
         self._started = False
-        self.finished = False
         self._index: dict[int, int] = {}  # Anthropic index -> canonical index
         self._kind: dict[int, str] = {}  # Anthropic index -> block type
         self._open: list[int] = []  # Anthropic indexes started and not stopped
@@ -747,25 +749,6 @@ class StreamDecoder:
         self._next = 0
         self._usage: dict[str, Any] = {}
         self._stop: Any = None
-
-    def feed(self, chunk: bytes) -> list[cn.Event]:
-        out: list[cn.Event] = []
-        for ev in self._sse.feed(chunk):
-            if ev.data and not self.finished:
-                out += self._event(ev.data, ev.event)
-        return out
-
-    def finish(self) -> list[cn.Event]:
-        out: list[cn.Event] = []
-        for ev in self._sse.close():
-            if ev.data and not self.finished:
-                out += self._event(ev.data, ev.event)
-        if not self.finished:
-            self.finished = True
-            out += self._close_all()
-            out.append(cn.StreamError("The upstream stream ended before the response was complete "
-                                      "(no message_stop).", "stream_truncated"))
-        return out
 
     def _event(self, data: str, name: str | None) -> list[cn.Event]:
         try:

@@ -28,7 +28,7 @@ from typing import Any
 from converters import call_ids
 from converters import canonical as cn
 from converters.gemini_schema import to_gemini_schema
-from converters.sse import SSEParser
+from converters.pipeline import SSEStreamDecoder
 
 SKIP_SIGNATURE = "skip_thought_signature_validator"  # Google's documented placeholder
 _EFFORT_BUDGET = {"minimal": 0, "low": 1024, "medium": 8192, "high": 24576}
@@ -248,41 +248,23 @@ def error_body(status: int, message: str) -> dict[str, Any]:
     return {"error": {"code": status, "message": message, "status": _STATUS.get(status, "UNKNOWN")}}
 
 
-class StreamDecoder:
+class StreamDecoder(SSEStreamDecoder):
     """Gemini SSE (alt=sse, no [DONE]) -> canonical stream events.
 
     Text and thought parts extend the open block of their kind; each functionCall
     is a block of its own (Gemini sends calls whole, never in fragments)."""
 
+    final_event = "finishReason"
+
     def __init__(self) -> None:
-        self._sse = SSEParser()
+        super().__init__()
         self._started = False
         self._open: tuple[int, type] | None = None  # (index, block type) of the open text/thinking block
         self._next = 0
         self._calls = False
-        self.finished = False
         self._usage = cn.Usage()
 
-    def feed(self, chunk: bytes) -> list[cn.Event]:
-        out: list[cn.Event] = []
-        for ev in self._sse.feed(chunk):
-            if ev.data and not self.finished:
-                out += self._event(ev.data)
-        return out
-
-    def finish(self) -> list[cn.Event]:
-        out: list[cn.Event] = []
-        for ev in self._sse.close():
-            if ev.data and not self.finished:
-                out += self._event(ev.data)
-        if not self.finished:
-            out += self._close_block()
-            out.append(cn.StreamError("The upstream stream ended before the response was complete "
-                                      "(no finishReason).", "stream_truncated"))
-            self.finished = True
-        return out
-
-    def _event(self, data: str) -> list[cn.Event]:
+    def _event(self, data: str, name: str | None = None) -> list[cn.Event]:
         try:
             body = json.loads(data)
         except ValueError:
@@ -348,6 +330,8 @@ class StreamDecoder:
             return []
         index, self._open = self._open[0], None
         return [cn.BlockStop(index)]
+
+    _close_all = _close_block
 
 
 # =============================================================================

@@ -50,7 +50,7 @@ from typing import Any
 
 from converters import call_ids
 from converters import canonical as cn
-from converters.sse import SSEParser
+from converters.pipeline import SSEStreamDecoder
 
 SIG_PREFIX = "llmgate.sig:"
 REDACTED_PREFIX = "llmgate.redacted:"
@@ -885,39 +885,21 @@ class _Block:
     blob_sent: bool = False
 
 
-class StreamDecoder:
+class StreamDecoder(SSEStreamDecoder):
     """Responses SSE -> canonical events. Items map to blocks one to one (message -> Text,
     reasoning -> Thinking, function_call -> ToolCall); other item types are skipped. A stream
     that ends before response.completed / incomplete / failed ends with StreamError
     "stream_truncated"."""
 
+    final_event = "response.completed"
+
     def __init__(self) -> None:
-        self._sse = SSEParser()
+        super().__init__()
         self._started = False
-        self.finished = False
         self._blocks: dict[int, _Block] = {}  # output_index -> open block
         self._next = 0
         self._calls = False
         self._usage = cn.Usage()
-
-    def feed(self, chunk: bytes) -> list[cn.Event]:
-        out: list[cn.Event] = []
-        for ev in self._sse.feed(chunk):
-            if ev.data and not self.finished:
-                out += self._event(ev.data, ev.event)
-        return out
-
-    def finish(self) -> list[cn.Event]:
-        out: list[cn.Event] = []
-        for ev in self._sse.close():
-            if ev.data and not self.finished:
-                out += self._event(ev.data, ev.event)
-        if not self.finished:
-            self.finished = True
-            out += self._close_all()
-            out.append(cn.StreamError("The upstream stream ended before the response was complete "
-                                      "(no response.completed).", "stream_truncated"))
-        return out
 
     def _event(self, data: str, name: str | None) -> list[cn.Event]:
         try:
