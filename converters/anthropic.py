@@ -63,7 +63,7 @@ from typing import Any
 
 from converters import call_ids
 from converters import canonical as cn
-from converters.pipeline import SSEStreamDecoder
+from converters.pipeline import SSERelabel, SSEStreamDecoder
 from converters.sse import encode
 
 DEFAULT_MAX_TOKENS = 4096
@@ -87,6 +87,7 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: 
 _ERROR_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
                  "permission_error": 403, "not_found_error": 404, "rate_limit_error": 429,
                  "timeout_error": 504, "api_error": 502, "overloaded_error": 529}
+ERROR_TYPES = frozenset(_ERROR_STATUS)  # the error.type values Anthropic clients know
 _DROPPED_FIELDS = ("service_tier", "container", "mcp_servers", "context_management", "inference_geo",
                    "speed", "diagnostics", "cache_control")
 
@@ -702,6 +703,35 @@ def encode_response(r: cn.Response, model: str) -> dict[str, Any]:
             "stop_sequence": None, "usage": usage_dict(r.usage)}
 
 
+# --- token counting and model lists ------------------------------------------
+
+_COUNTED = ("model", "messages", "system", "tools", "tool_choice", "thinking")
+
+
+def count_request(req: cn.Request) -> dict[str, Any]:
+    """Canonical -> a POST /v1/messages/count_tokens body (the fields that endpoint takes)."""
+    body = encode_request(req)
+    return {k: body[k] for k in _COUNTED if k in body}
+
+
+def count_of(body: Any) -> int:
+    """{"input_tokens": n} -> n; anything else raises ValueError."""
+    n = body.get("input_tokens") if isinstance(body, dict) else None
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise ValueError("expected {\"input_tokens\": <int>}")
+    return n
+
+
+def model_entry(model: str) -> dict[str, Any]:
+    return {"type": "model", "id": model, "display_name": model, "created_at": "1970-01-01T00:00:00Z"}
+
+
+def model_list(models: list[str]) -> dict[str, Any]:
+    """GET /v1/models in Anthropic's shape (one page holding everything)."""
+    return {"data": [model_entry(m) for m in models], "has_more": False,
+            "first_id": models[0] if models else None, "last_id": models[-1] if models else None}
+
+
 # --- errors ------------------------------------------------------------------
 
 def error_type(status: int) -> str:
@@ -1037,3 +1067,25 @@ class StreamEncoder:
             "delta": {"stop_reason": stop_reason_of(e.reason, e.detail, self._tool_used), "stop_sequence": None},
             "usage": usage,
         }) + _event_bytes({"type": "message_stop"})
+
+
+class StreamRelabel(SSERelabel):
+    """Anthropic SSE passed through to an Anthropic client; only message_start's model changes."""
+
+    final_event = "message_stop"
+
+    def _watch(self, name: str | None, data: dict) -> bool:
+        kind = data.get("type")
+        if kind == "message_stop":
+            self.finished = True
+        elif kind == "error":
+            self.errored = True
+        elif kind == "message_start" and isinstance(data.get("message"), dict):
+            if data["message"].get("model") != self.model:
+                data["message"]["model"] = self.model
+                return True
+        return False
+
+    def _error(self, message: str, code: str) -> bytes:
+        kind = code if code in _ERROR_STATUS else "overloaded_error" if "overloaded" in code else "api_error"
+        return _event_bytes({"type": "error", "error": {"type": kind, "message": message}})

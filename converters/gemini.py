@@ -28,7 +28,7 @@ from typing import Any
 from converters import call_ids
 from converters import canonical as cn
 from converters.gemini_schema import to_gemini_schema
-from converters.pipeline import SSEStreamDecoder
+from converters.pipeline import SSERelabel, SSEStreamDecoder
 
 SKIP_SIGNATURE = "skip_thought_signature_validator"  # Google's documented placeholder
 _EFFORT_BUDGET = {"minimal": 0, "low": 1024, "medium": 8192, "high": 24576}
@@ -41,6 +41,11 @@ _FINISH = {
 _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
            429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 502: "UNAVAILABLE", 503: "UNAVAILABLE",
            504: "DEADLINE_EXCEEDED"}
+STATUS_NAMES = frozenset((  # google.rpc.Code names, as error.status carries them
+    "INVALID_ARGUMENT", "FAILED_PRECONDITION", "OUT_OF_RANGE", "UNAUTHENTICATED", "PERMISSION_DENIED",
+    "NOT_FOUND", "ABORTED", "ALREADY_EXISTS", "RESOURCE_EXHAUSTED", "CANCELLED", "DATA_LOSS", "UNKNOWN",
+    "INTERNAL", "NOT_IMPLEMENTED", "UNAVAILABLE", "DEADLINE_EXCEEDED",
+))
 
 
 def model_path(model: str) -> str:
@@ -246,6 +251,42 @@ def retry_delay(body: bytes) -> int | None:
 
 def error_body(status: int, message: str) -> dict[str, Any]:
     return {"error": {"code": status, "message": message, "status": _STATUS.get(status, "UNKNOWN")}}
+
+
+def count_request(req: cn.Request) -> dict[str, Any]:
+    """Canonical -> a :countTokens body counting everything generateContent would send."""
+    return {"generateContentRequest": {"model": model_path(req.model), **encode_request(req)}}
+
+
+def count_of(body: Any) -> int:
+    """{"totalTokens": n} -> n (absent means 0, as proto3 JSON omits zeros); else ValueError."""
+    if not isinstance(body, dict):
+        raise ValueError("expected a CountTokensResponse object")
+    n = body.get("totalTokens", 0)
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise ValueError("totalTokens is not an integer")
+    return n
+
+
+def count_body_of(data: Any) -> Any:
+    """A :countTokens request's content: its generateContentRequest, else the request itself
+    ({"contents": [...]})."""
+    if isinstance(data, dict) and isinstance(data.get("generateContentRequest"), dict):
+        return data["generateContentRequest"]
+    return data
+
+
+_CLIENT_METHODS = ["generateContent", "streamGenerateContent", "countTokens"]
+
+
+def model_entry(model: str) -> dict[str, Any]:
+    return {"name": model_path(model), "version": "gateway", "displayName": model,
+            "supportedGenerationMethods": _CLIENT_METHODS}
+
+
+def model_list(models: list[str]) -> dict[str, Any]:
+    """GET /v1beta/models in Gemini's shape (one page holding everything)."""
+    return {"models": [model_entry(m) for m in models]}
 
 
 class StreamDecoder(SSEStreamDecoder):
@@ -1078,3 +1119,54 @@ def unwrap_code_assist_request(data: Any) -> tuple[dict[str, Any], str, str | No
 
 def wrap_code_assist_response(body: dict[str, Any]) -> dict[str, Any]:
     return {"response": body}
+
+
+class StreamRelabel(SSERelabel):
+    """Gemini SSE passed through to a Gemini client, modelVersion set to the client's model.
+
+    The upstream is always asked for alt=sse; a client that called streamGenerateContent
+    without it (sse=False) gets the same responses framed as one JSON array."""
+
+    final_event = "finishReason"
+
+    def __init__(self, model: str, sse: bool = True):
+        super().__init__(model)
+        self.sse = sse
+        self._sent = 0
+        self._closed = False
+
+    def _watch(self, name: str | None, data: dict) -> bool:
+        if "error" in data:
+            self.errored = True
+            return False
+        cands = data.get("candidates")
+        if (isinstance(cands, list) and any(isinstance(c, dict) and c.get("finishReason") for c in cands)) \
+                or (not cands and (data.get("promptFeedback") or {}).get("blockReason")):
+            self.finished = True
+        if data.get("modelVersion", self.model) != self.model:
+            data["modelVersion"] = self.model
+            return True
+        return False
+
+    def _frame(self, ev: Any, renamed: dict | None) -> bytes:
+        if self.sse:
+            return super()._frame(ev, renamed)
+        if ev.data is None:
+            return b""
+        self._sent += 1
+        data = _dumps(renamed).encode() if renamed is not None else ev.data.encode()
+        return (b"[" if self._sent == 1 else b",\r\n") + data
+
+    def _end(self) -> bytes:
+        if self.sse or self._closed:
+            return b""
+        self._closed = True
+        return b"]" if self._sent else b"[]"
+
+    def _error(self, message: str, code: str) -> bytes:
+        status = 504 if code == "upstream_timeout" else 502
+        body = _dumps({"error": {"code": status, "message": message, "status": _STATUS[status]}}).encode()
+        if self.sse:
+            return b"data: " + body + b"\r\n\r\n"
+        self._sent += 1
+        return (b"[" if self._sent == 1 else b",\r\n") + body

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from converters import call_ids
 from converters import canonical as cn
+from converters.pipeline import relabel_body
 from converters.sse import Event, SSEParser, encode, encode_like
 
 
@@ -93,18 +94,8 @@ def with_model(data: dict[str, Any], body: bytes, model: str) -> bytes:
 
 
 def rename_model(body: bytes, model: str) -> bytes:
-    """A response body (completion or chunk JSON) with the client's model name.
-
-    Bodies that are not JSON objects or carry no model are returned unchanged.
-    """
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return body
-    if not isinstance(data, dict) or "model" not in data or data["model"] == model:
-        return body
-    data["model"] = model
-    return dumps(data)
+    """A response body (completion or chunk JSON) with the client's model name."""
+    return relabel_body(body, model)
 
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
@@ -122,12 +113,13 @@ def error_body(message: str, type: str, code: str | None = None, param: str | No
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
+def model_entry(model: str, owner: str) -> dict:
+    return {"id": model, "object": "model", "created": 0, "owned_by": owner}
+
+
 def model_list(models: list[tuple[str, str]]) -> dict:
     """GET /v1/models body from (model id, owner) pairs."""
-    return {
-        "object": "list",
-        "data": [{"id": m, "object": "model", "created": 0, "owned_by": owner} for m, owner in models],
-    }
+    return {"object": "list", "data": [model_entry(m, owner) for m, owner in models]}
 
 
 class StreamRelabel:

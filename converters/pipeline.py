@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Protocol
 
 from converters import canonical as cn
-from converters.sse import Event, SSEParser
+from converters.sse import Event, SSEParser, encode_like
 
 
 class StreamDecoder(Protocol):
@@ -71,3 +72,77 @@ class SSEStreamDecoder:
 
     def _close_all(self) -> list[cn.Event]:
         raise NotImplementedError
+
+
+class SSERelabel:
+    """Same wire format on both sides (passthrough): every event goes on byte for byte,
+    except that the model name becomes the one the client asked for.
+
+    The end is checked as in the converting path: a stream that stops before its
+    final event ends with an error event in the format's own shape. Subclasses set
+    `final_event` and implement _watch(name, data) -> True if data was renamed,
+    _error(message, code) -> the format's error event bytes."""
+
+    final_event = "its final event"
+
+    def __init__(self, model: str):
+        self.model = model
+        self._sse = SSEParser()
+        self.finished = False  # the upstream's final event was seen
+        self.errored = False  # an error event went to the client
+
+    def feed(self, chunk: bytes) -> bytes:
+        return b"".join(self._pass(ev) for ev in self._sse.feed(chunk))
+
+    def finish(self) -> bytes:
+        out = b"".join(self._pass(ev) for ev in self._sse.close())
+        if self.finished or self.errored:
+            return out + self._end()
+        return out + self.fail("The upstream stream ended before the response was complete "
+                               f"(no {self.final_event}).", "stream_truncated")
+
+    def fail(self, message: str, code: str = "upstream_error") -> bytes:
+        if self.finished or self.errored:
+            return self._end()
+        self.errored = True
+        return self._error(message, code) + self._end()
+
+    def _pass(self, ev: Event) -> bytes:
+        if ev.data is None:
+            return self._frame(ev, None)
+        try:
+            data = json.loads(ev.data)
+        except ValueError:
+            return self._frame(ev, None)
+        if not isinstance(data, dict):
+            return self._frame(ev, None)
+        return self._frame(ev, data if self._watch(ev.event, data) else None)
+
+    def _frame(self, ev: Event, renamed: dict | None) -> bytes:
+        """The event for the client: its raw bytes, or re-encoded when renamed."""
+        if renamed is None:
+            return ev.raw
+        return encode_like(ev, json.dumps(renamed, ensure_ascii=False, separators=(",", ":")))
+
+    def _end(self) -> bytes:
+        return b""
+
+    def _watch(self, name: str | None, data: dict) -> bool:
+        raise NotImplementedError
+
+    def _error(self, message: str, code: str) -> bytes:
+        raise NotImplementedError
+
+
+def relabel_body(body: bytes, model: str, key: str = "model") -> bytes:
+    """A passed-through JSON response with the client's model name under `key`.
+
+    Bodies that are not JSON objects, or carry no such key, are returned unchanged."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return body
+    if not isinstance(data, dict) or key not in data or data[key] == model:
+        return body
+    data[key] = model
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()

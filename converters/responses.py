@@ -50,7 +50,7 @@ from typing import Any
 
 from converters import call_ids
 from converters import canonical as cn
-from converters.pipeline import SSEStreamDecoder
+from converters.pipeline import SSERelabel, SSEStreamDecoder
 
 SIG_PREFIX = "llmgate.sig:"
 REDACTED_PREFIX = "llmgate.redacted:"
@@ -1006,3 +1006,40 @@ class StreamDecoder(SSEStreamDecoder):
         out = [cn.BlockStop(b.index) for _, b in sorted(self._blocks.items())]
         self._blocks.clear()
         return out
+
+
+class StreamRelabel(SSERelabel):
+    """Responses SSE passed through to a Responses client; the model inside each event's
+    response object becomes the client's. A broken stream ends with response.failed."""
+
+    final_event = "response.completed"
+
+    def __init__(self, model: str):
+        super().__init__(model)
+        self._rid = "resp_gateway"
+        self._created = int(time.time())
+        self._seq = 0
+
+    def _watch(self, name: str | None, data: dict) -> bool:
+        kind = data.get("type")
+        if isinstance(data.get("sequence_number"), int):
+            self._seq = data["sequence_number"] + 1
+        if kind in ("response.completed", "response.incomplete", "response.failed"):
+            self.finished = True
+        elif kind == "error":
+            self.errored = True
+        resp = data.get("response")
+        if not isinstance(resp, dict):
+            return False
+        self._rid = resp.get("id") or self._rid
+        self._created = resp.get("created_at") or self._created
+        if resp.get("model") != self.model:
+            resp["model"] = self.model
+            return True
+        return False
+
+    def _error(self, message: str, code: str) -> bytes:
+        error = {"code": _client_error_code(code, 502), "message": message}
+        body = {"type": "response.failed", "sequence_number": self._seq,
+                "response": response_object(self._rid, self.model, self._created, "failed", [], None, None, error)}
+        return b"event: response.failed\ndata: " + dumps(body) + b"\n\n"

@@ -12,6 +12,7 @@ import hmac
 from mitmproxy import http
 
 from llmgate.errors import GatewayError
+from llmgate.inbound import inbound_of
 from llmgate.responses import error_response
 from llmgate.runtime import Runtime
 
@@ -51,14 +52,17 @@ class ClientAuth:
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
-        keys = self.rt.settings.server.api_keys
+        settings = self.rt.settings
+        keys = settings.server.api_keys
         if keys and flow.request.path.split("?", 1)[0] not in OPEN_PATHS:
             key = presented_key(flow.request)
             if key is None:
-                flow.response = error_response(GatewayError(
-                    401, "Missing API key. Send it as 'Authorization: Bearer <key>' (or x-api-key, "
-                    "x-goog-api-key, ?key=).", code="missing_api_key"))
+                err = GatewayError(401, "Missing API key. Send it as 'Authorization: Bearer <key>' (or x-api-key, "
+                                   "x-goog-api-key, ?key=).", code="missing_api_key")
             elif not any(hmac.compare_digest(key.encode(), k.encode()) for k in keys):
-                flow.response = error_response(GatewayError(
-                    401, "Incorrect API key provided.", code="invalid_api_key"))
+                err = GatewayError(401, "Incorrect API key provided.", code="invalid_api_key")
+            else:
+                err = None
+            if err is not None:  # in the caller's own error format
+                flow.response = error_response(err, inbound_of(flow, settings).api)
         mask_client_credentials(flow.request)

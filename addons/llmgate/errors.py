@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from converters import openai_chat
-
 _OPENAI_TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
@@ -36,6 +34,3 @@ class GatewayError(Exception):
         if self.status in _OPENAI_TYPES:
             return _OPENAI_TYPES[self.status]
         return "upstream_error" if self.status in (502, 504) else "server_error"
-
-    def openai_body(self) -> bytes:
-        return openai_chat.dumps(openai_chat.error_body(self.message, self.openai_type, self.code, self.param))

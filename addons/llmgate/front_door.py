@@ -1,26 +1,35 @@
-"""Addon: answers every request itself: OpenAI-compatible routes, routing, upstream I/O.
+"""Addon: answers every request itself: the client APIs' routes, routing, upstream I/O.
 
 Nothing is ever forwarded to mitmproxy's reverse target. Non-streamed answers
 are set as the flow's response; streams are handed to the loopback relay.
+Routes are listed in llmgate/inbound.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from typing import Any, Callable
+from urllib.parse import unquote
 
 from mitmproxy import http
 
-from converters import openai_chat
+from converters import anthropic, gemini, openai_chat
+from converters import canonical as cn
+from converters.token_estimate import estimate
+from llmgate.client_apis import ANTHROPIC, GEMINI
 from llmgate.errors import GatewayError
+from llmgate.inbound import ROUTES_HINT, Inbound, inbound_of
 from llmgate.providers import PROVIDER_TYPES
+from llmgate.providers.base import ProviderKind
 from llmgate.relay import Pipe, point_at_relay
 from llmgate.responses import error_response, json_response
 from llmgate.routing import Route, provider_by_id, resolve
 from llmgate.runtime import UPSTREAM_MARK, Exchange, Runtime
 from llmgate.settings import GatewaySettings, ProviderSettings
-from llmgate.translate import plan_openai_client
+from llmgate.translate import UPSTREAM_FORMATS, plan
 from llmgate.upstream import MAX_ERROR_BODY, UpstreamRequest
 
 log = logging.getLogger("llmgate")
@@ -30,19 +39,34 @@ HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
     "content-length", "content-encoding", "set-cookie",
 }
-
-
-def split_forced_provider(path: str) -> tuple[str | None, str]:
-    """'/lmstudio/v1/models' -> ('lmstudio', '/v1/models')."""
-    parts = path.split("/", 3)
-    if len(parts) >= 3 and parts[1] and parts[1] != "v1" and parts[2] == "v1":
-        return parts[1], "/" + "/".join(parts[2:])
-    return None, path
+COUNTERS = {"anthropic": (anthropic.count_request, anthropic.count_of),
+            "gemini": (gemini.count_request, gemini.count_of)}
 
 
 def client_headers(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[bytes, bytes]]:
     """The upstream's response headers that make sense to pass on to the client."""
     return [(k, v) for k, v in raw if k.lower().decode("latin-1") not in HOP_BY_HOP]
+
+
+def _parse_body(raw: bytes) -> dict[str, Any]:
+    try:
+        return openai_chat.parse_json_object(raw)
+    except openai_chat.RequestError as e:
+        raise GatewayError(400, str(e), code="invalid_request", param=e.param) from None
+
+
+def _model_field(data: dict[str, Any]) -> str:
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise GatewayError(400, "Missing required parameter: 'model'.", code="invalid_request", param="model")
+    return model
+
+
+def _stream_field(data: dict[str, Any]) -> bool:
+    stream = data.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise GatewayError(400, "'stream' must be a boolean.", code="invalid_request", param="stream")
+    return stream is True
 
 
 class FrontDoor:
@@ -52,14 +76,15 @@ class FrontDoor:
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live or UPSTREAM_MARK in flow.metadata:
             return
+        inbound = inbound_of(flow, self.rt.settings)
         try:
-            await self._dispatch(flow)
+            await self._dispatch(flow, inbound)
         except GatewayError as e:
-            flow.response = error_response(e)
+            flow.response = error_response(e, inbound.api)
         except Exception:
             log.exception("gateway failed on %s %s", flow.request.method, flow.request.path)
             flow.response = error_response(GatewayError(
-                500, "Internal gateway error; the gateway log has the details.", code="internal_error"))
+                500, "Internal gateway error; the gateway log has the details.", code="internal_error"), inbound.api)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         ex = self.rt.exchanges.get(flow.id)
@@ -72,24 +97,43 @@ class FrontDoor:
             self.rt.relay.discard(ex.token)
             ex.pipe.abandon("client-gone")
 
-    async def _dispatch(self, flow: http.HTTPFlow) -> None:
-        method = flow.request.method
-        path = flow.request.path.split("?", 1)[0]
-        forced, path = split_forced_provider(path)
+    async def _dispatch(self, flow: http.HTTPFlow, ib: Inbound) -> None:
         settings = self.rt.settings
-        if path == "/health" and not forced:
-            self._allow(method, "GET")
+        if ib.endpoint == "unknown":
+            raise GatewayError(404, f"Unknown route: {flow.request.method} {flow.request.path.split('?', 1)[0]}. "
+                               + ROUTES_HINT, code="unknown_route")
+        self._allow(flow.request.method, ib.method)
+        raw = flow.request.content or b""
+        if ib.endpoint == "health":
             flow.response = await self._health(settings)
-        elif path == "/v1/models":
-            self._allow(method, "GET")
-            flow.response = await self._models(settings, forced)
-        elif path == "/v1/chat/completions":
-            self._allow(method, "POST")
-            await self._chat(flow, settings, forced)
+        elif ib.endpoint == "models":
+            flow.response = await self._models(settings, ib)
+        elif ib.endpoint == "model":
+            flow.response = await self._model(settings, ib)
+        elif ib.endpoint == "chat":
+            try:
+                data, req = openai_chat.parse_request(raw)
+            except openai_chat.RequestError as e:
+                raise GatewayError(400, str(e), code="invalid_request", param=e.param) from None
+            await self._generate(flow, ib, data, raw, req.model, bool(req.stream))
+        elif ib.endpoint in ("messages", "responses"):
+            data = _parse_body(raw)
+            await self._generate(flow, ib, data, raw, _model_field(data), _stream_field(data))
+        elif ib.endpoint == "count_tokens":
+            data = _parse_body(raw)
+            await self._count(flow, ib, {"max_tokens": 1, **data}, raw, _model_field(data))
+        elif ib.endpoint == "gemini":
+            data = _parse_body(raw)
+            model = unquote(ib.model or "").removeprefix("models/")
+            if ib.action == "countTokens":
+                await self._count(flow, ib, gemini.count_body_of(data), raw, model)
+            elif ib.action in ("generateContent", "streamGenerateContent"):
+                stream = ib.action == "streamGenerateContent"
+                await self._generate(flow, ib, data, raw, model, stream, sse=flow.request.query.get("alt") == "sse")
+            else:
+                raise GatewayError(404, f"{ib.action} is not served by this gateway yet.", code="unknown_route")
         else:
-            raise GatewayError(404, f"Unknown route: {method} {flow.request.path.split('?', 1)[0]}. "
-                               "Routes: POST /v1/chat/completions, GET /v1/models, GET /health "
-                               "(also under /{provider}/v1/...).", code="unknown_route")
+            raise GatewayError(404, f"{ib.endpoint} is not served by this gateway yet.", code="unknown_route")
 
     @staticmethod
     def _allow(method: str, allowed: str) -> None:
@@ -117,7 +161,8 @@ class FrontDoor:
                 "providers": report}
         return json_response(200 if routable else 503, body)
 
-    async def _models(self, settings: GatewaySettings, forced: str | None) -> http.Response:
+    async def _listed(self, settings: GatewaySettings, forced: str | None) -> dict[str, str]:
+        """Every model the gateway can route -> the provider (or "alias") serving it."""
         providers = [provider_by_id(settings, forced, "in the request path")] if forced else settings.providers
         await self._refresh(providers)
         seen: dict[str, str] = {}
@@ -128,7 +173,29 @@ class FrontDoor:
         if not forced:
             for alias, target in settings.routing.aliases.items():
                 seen.setdefault(alias, target.partition("/")[0] if "/" in target else "alias")
+        return seen
+
+    async def _models(self, settings: GatewaySettings, ib: Inbound) -> http.Response:
+        seen = await self._listed(settings, ib.forced)
+        if ib.api is ANTHROPIC:
+            return json_response(200, anthropic.model_list(list(seen)))
+        if ib.api is GEMINI:
+            return json_response(200, gemini.model_list(list(seen)))
         return json_response(200, openai_chat.model_list(list(seen.items())))
+
+    async def _model(self, settings: GatewaySettings, ib: Inbound) -> http.Response:
+        name = unquote(ib.model or "")
+        if ib.api is GEMINI:
+            name = name.removeprefix("models/")
+        seen = await self._listed(settings, ib.forced)
+        if name not in seen:
+            raise GatewayError(404, f"The model '{name}' does not exist or is not served by this gateway. "
+                               "GET /v1/models lists the models.", code="model_not_found", param="model")
+        if ib.api is ANTHROPIC:
+            return json_response(200, anthropic.model_entry(name))
+        if ib.api is GEMINI:
+            return json_response(200, gemini.model_entry(name))
+        return json_response(200, openai_chat.model_entry(name, seen[name]))
 
     async def _route(self, settings: GatewaySettings, model: str, forced: str | None, header: str | None) -> Route:
         models_of = self.rt.catalog.models
@@ -141,56 +208,125 @@ class FrontDoor:
         await self._refresh(settings.providers)
         return resolve(settings, models_of, model, forced, header)
 
-    async def _chat(self, flow: http.HTTPFlow, settings: GatewaySettings, forced: str | None) -> None:
-        body = flow.request.content or b""
-        try:
-            data, req = openai_chat.parse_request(body)
-        except openai_chat.RequestError as e:
-            raise GatewayError(400, str(e), code="invalid_request", param=e.param) from None
-        route = await self._route(settings, req.model, forced, flow.request.headers.get("model-provider"))
+    async def _open(self, flow: http.HTTPFlow, ib: Inbound, model: str) -> tuple[Route, ProviderKind]:
+        settings = self.rt.settings
+        route = await self._route(settings, model, ib.forced, flow.request.headers.get("model-provider"))
+        return route, PROVIDER_TYPES[route.provider.type]
+
+    async def _send(self, flow: http.HTTPFlow, ib: Inbound, route: Route, kind: ProviderKind, model: str,
+                    url: str, body: bytes, accept: str, error: Callable[[int, str, Any, bytes], GatewayError],
+                    note: str):
+        """POST to the provider; answers the upstream response (2xx) or raises its error.
+        None if the client left while we waited."""
         p = route.provider
-        kind = PROVIDER_TYPES[p.type]
-        timeouts = p.timeouts or settings.server.timeouts
-        who = f"'{p.id}'"
-        plan = plan_openai_client(kind, p, route.model, req.model, data, body, bool(req.stream), self.rt.reasoning)
         headers = {
             "Content-Type": "application/json",
-            "Accept": plan.accept,
+            "Accept": accept,
             "Accept-Encoding": "identity",  # streams are rewritten chunk by chunk: no gzip
             **kind.default_headers,
-            **(kind.auth_headers(p.api_key) if p.api_key else {}),
-            **p.headers,
         }
-        up = UpstreamRequest("POST", plan.url, headers, plan.body)
-        ex = Exchange(p.id, route.model, req.model, route.how, up, started=time.time())
+        if kind.wire == ib.api.wire:
+            for name in ib.api.pass_headers:
+                if name in flow.request.headers:
+                    headers[name] = flow.request.headers[name]
+        headers.update(kind.auth_headers(p.api_key) if p.api_key else {})
+        headers.update(p.headers)
+        up = UpstreamRequest("POST", url, headers, body)
+        ex = Exchange(p.id, route.model, model, route.how, up, started=time.time())
         self.rt.exchanges[flow.id] = ex
         flow.metadata["llmgate"] = {"provider": p.id, "upstream_model": route.model, "route": route.how}
-        converted = "" if kind.wire == "openai_chat" else f", openai_chat->{kind.wire}"
-        flow.comment = f"-> {p.id} / {route.model} ({route.how}{converted})"
+        converted = "" if kind.wire == ib.api.wire else f", {ib.api.wire}->{kind.wire}"
+        flow.comment = f"-> {p.id} / {route.model} ({route.how}{converted}{note})"
 
+        timeouts = p.timeouts or self.rt.settings.server.timeouts
+        who = f"'{p.id}'"
         resp = await self.rt.upstream.send(up, timeouts, who)
         if flow.error:  # the client left while we waited
             resp.close()
-            return
+            return None
         ex.first_byte = time.time()
         ex.status = resp.status
         ex.response_headers = resp.raw_headers
         if resp.status >= 400:
             ex.response_body = await self.rt.upstream.read_body(resp, who, limit=MAX_ERROR_BODY)
-            raise plan.error(resp.status, resp.reason or "", resp.headers, ex.response_body)
+            raise error(resp.status, resp.reason or "", resp.headers, ex.response_body)
+        return resp
 
+    async def _read_json(self, flow: http.HTTPFlow, resp: Any, route: Route) -> tuple[bytes, Any]:
+        ex = self.rt.exchanges[flow.id]
+        ex.response_body = await self.rt.upstream.read_body(resp, f"'{route.provider.id}'")
+        try:
+            return ex.response_body, json.loads(ex.response_body)
+        except ValueError:
+            raise GatewayError(502, f"Upstream '{route.provider.id}' sent a response that is not valid JSON.",
+                               code="upstream_error") from None
+
+    async def _generate(self, flow: http.HTTPFlow, ib: Inbound, data: dict[str, Any], raw: bytes,
+                        model: str, stream: bool, sse: bool = True) -> None:
+        route, kind = await self._open(flow, ib, model)
+        p = route.provider
+        pl = plan(ib.api, kind, p, route.model, model, data, raw, stream, self.rt.reasoning, sse)
+        resp = await self._send(flow, ib, route, kind, model, pl.url, pl.body, pl.accept, pl.error, "")
+        if resp is None:
+            return
         out_headers = client_headers(resp.raw_headers)
-        if req.stream and resp.content_type == "text/event-stream":
-            pipe = Pipe(resp, plan.transform(), out_headers, who, timeouts.read)
+        if stream and resp.content_type == "text/event-stream":
+            if not sse:  # a Gemini client that asked for one JSON array
+                out_headers = [(k, v) for k, v in out_headers if k.lower() != b"content-type"]
+                out_headers.append((b"content-type", b"application/json; charset=UTF-8"))
+            ex = self.rt.exchanges[flow.id]
+            read_timeout = (p.timeouts or self.rt.settings.server.timeouts).read
+            pipe = Pipe(resp, pl.transform(), out_headers, f"'{p.id}'", read_timeout)
             port = await self.rt.relay.ensure_started()
             ex.pipe, ex.token = pipe, self.rt.relay.register(pipe)
             ex.relay_saved = point_at_relay(flow.request, port, ex.token)
             return
-
-        ex.response_body = await self.rt.upstream.read_body(resp, who)
+        ex = self.rt.exchanges[flow.id]
+        ex.response_body = await self.rt.upstream.read_body(resp, f"'{p.id}'")
         try:
-            client_body = plan.response(ex.response_body)
+            client_body = pl.response(ex.response_body)
         except ValueError:
-            raise GatewayError(502, f"Upstream {who} sent a response that is not valid JSON.",
+            raise GatewayError(502, f"Upstream '{p.id}' sent a response that is not valid JSON.",
                                code="upstream_error") from None
         flow.response = http.Response.make(resp.status, client_body, out_headers)
+
+    async def _count(self, flow: http.HTTPFlow, ib: Inbound, data: dict[str, Any], raw: bytes, model: str) -> None:
+        """Token counting: the provider's own count where it has one, else a local estimate."""
+        route, kind = await self._open(flow, ib, model)
+        p = route.provider
+        error = UPSTREAM_FORMATS[kind.wire].error
+        fail = lambda status, reason, headers, b: error(p, status, reason, headers, b)
+        if kind.count_url and kind.wire == ib.api.wire:  # passthrough
+            body = ib.api.with_model(data, raw, route.model)
+            resp = await self._send(flow, ib, route, kind, model, kind.count_url(p.base_url, route.model), body,
+                                    "application/json", fail, ", count")
+            if resp is not None:
+                body, _ = await self._read_json(flow, resp, route)
+                flow.response = http.Response.make(resp.status, body, client_headers(resp.raw_headers))
+            return
+        try:
+            req = ib.api.decode_request(data, model)
+            req.model = route.model
+        except cn.ConversionError as e:
+            raise GatewayError(400, str(e), code="invalid_request", param=e.param) from None
+        if kind.count_url and kind.wire in COUNTERS:
+            encode, count_of = COUNTERS[kind.wire]
+            try:
+                body = openai_chat.dumps(encode(req))
+            except cn.ConversionError as e:
+                raise GatewayError(400, str(e), code="unsupported_for_provider", param=e.param) from None
+            resp = await self._send(flow, ib, route, kind, model, kind.count_url(p.base_url, route.model), body,
+                                    "application/json", fail, ", count")
+            if resp is None:
+                return
+            _, answer = await self._read_json(flow, resp, route)
+            try:
+                n = count_of(answer)
+            except ValueError as e:
+                raise GatewayError(502, f"Upstream '{p.id}' sent an unusable token count: {e}.",
+                                   code="upstream_error") from None
+        else:
+            n = estimate(req)
+            flow.comment = f"-> {p.id} / {route.model} ({route.how}, local token estimate)"
+        counted = {"input_tokens": n} if ib.api is ANTHROPIC else {"totalTokens": n}
+        flow.response = json_response(200, counted)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from converters import canonical as cn
 from converters import anthropic, gemini, openai_chat, responses
 from converters.pipeline import Converting
+from llmgate.client_apis import ClientApi
 from llmgate.errors import GatewayError
 from llmgate.providers.base import ProviderKind
 from llmgate.relay import StreamTransform
@@ -106,23 +107,25 @@ class _Remembering:
         return events
 
 
-def plan_openai_client(kind: ProviderKind, p: ProviderSettings, upstream_model: str, client_model: str,
-                       data: dict[str, Any], raw: bytes, stream: bool, memory: ReasoningMemory) -> Plan:
-    """An OpenAI chat request from the client, to a provider of any wire format."""
-    if kind.wire == "openai_chat":
+def plan(client: ClientApi, kind: ProviderKind, p: ProviderSettings, upstream_model: str, client_model: str,
+         data: dict[str, Any], raw: bytes, stream: bool, memory: ReasoningMemory, sse: bool = True) -> Plan:
+    """A request in the client's API, to a provider of any wire format.
+
+    `sse` is for Gemini clients: False when they asked for streamGenerateContent without alt=sse."""
+    url = kind.chat_url(p.base_url, upstream_model, stream)
+    accept = "text/event-stream" if stream else "application/json"
+    fmt = UPSTREAM_FORMATS[kind.wire]
+    error = fmt.error
+
+    if kind.wire == client.wire:  # passthrough: only the model name changes, both ways
         return Plan(
-            url=kind.chat_url(p.base_url, upstream_model, stream),
-            body=openai_chat.with_model(data, raw, upstream_model),
-            accept="text/event-stream" if stream else "application/json",
-            transform=lambda: openai_chat.StreamRelabel(client_model),
-            response=lambda body: openai_chat.rename_model(body, client_model),
-            error=lambda status, reason, headers, body: openai_error(p, status, reason, headers, body),
+            url=url, body=client.with_model(data, raw, upstream_model), accept=accept,
+            transform=lambda: client.relabel(client_model, sse),
+            response=lambda body: client.rename(body, client_model),
+            error=lambda status, reason, headers, b: error(p, status, reason, headers, b),
         )
-    fmt = UPSTREAM_FORMATS.get(kind.wire)
-    if fmt is None:
-        raise GatewayError(500, f"No converter from OpenAI chat to {kind.wire}.", code="internal_error")
     try:
-        req = openai_chat.decode_request(data)
+        req = client.decode_request(data, client_model)
         req.model = upstream_model
         memory.restore(req)
         body = openai_chat.dumps(fmt.encode_request(req))
@@ -134,19 +137,17 @@ def plan_openai_client(kind: ProviderKind, p: ProviderSettings, upstream_model: 
     def response(upstream_body: bytes) -> bytes:
         r = fmt.decode_response(json.loads(upstream_body))
         memory.remember(r.content)
-        if r.finish == "error":
+        if r.finish == "error" and client.wire in ("openai_chat", "anthropic"):  # no finish reason says it
             raise GatewayError(502, f"Upstream '{p.id}' stopped the response: {r.finish_detail}.",
                                code="upstream_error")
-        return openai_chat.dumps(openai_chat.encode_response(r, client_model))
+        return openai_chat.dumps(client.encode_response(r, client_model))
 
     return Plan(
-        url=kind.chat_url(p.base_url, upstream_model, stream),
-        body=body,
-        accept="text/event-stream" if stream else "application/json",
+        url=url, body=body, accept=accept,
         transform=lambda: Converting(_Remembering(fmt.StreamDecoder(), memory),
-                                     openai_chat.StreamEncoder(client_model, req.include_usage)),
+                                     client.stream_encoder(client_model, req, sse)),
         response=response,
-        error=lambda status, reason, headers, b: fmt.error(p, status, reason, headers, b),
+        error=lambda status, reason, headers, b: error(p, status, reason, headers, b),
     )
 
 
@@ -211,6 +212,8 @@ class UpstreamFormat:
 
 
 UPSTREAM_FORMATS = {
+    "openai_chat": UpstreamFormat(openai_chat.encode_request, openai_chat.decode_response, openai_chat.StreamDecoder,
+                                  openai_error),
     "gemini": UpstreamFormat(gemini.encode_request, gemini.decode_response, gemini.StreamDecoder, google_error),
     "anthropic": UpstreamFormat(anthropic.encode_request, anthropic.decode_response, anthropic.StreamDecoder,
                                 anthropic_error),

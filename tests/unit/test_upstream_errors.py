@@ -1,6 +1,6 @@
 from multidict import CIMultiDict
 
-from llmgate.front_door import split_forced_provider
+from llmgate.inbound import match
 from llmgate.translate import openai_error as upstream_error
 from llmgate.settings import ProviderSettings
 
@@ -25,8 +25,31 @@ def test_an_upstream_echoing_our_key_does_not_leak_it():
     assert "secret" not in e.message and "[redacted]" in e.message
 
 
-def test_split_forced_provider():
-    assert split_forced_provider("/lms/v1/chat/completions") == ("lms", "/v1/chat/completions")
-    assert split_forced_provider("/v1/models") == (None, "/v1/models")
-    assert split_forced_provider("/health") == (None, "/health")
-    assert split_forced_provider("/a/b/v1") == (None, "/a/b/v1")
+def test_inbound_routes():
+    providers = {"lms", "anthropic"}.__contains__
+    ib = match("/lms/v1/chat/completions", False, providers)
+    assert (ib.endpoint, ib.forced, ib.api.name) == ("chat", "lms", "openai-chat")
+    assert match("/v1/models", False, providers).api.name == "openai-chat"
+    assert match("/v1/models", True, providers).api.name == "anthropic"
+    assert match("/health", False, providers).endpoint == "health"
+    assert match("/a/b/v1", False, providers).endpoint == "unknown"
+    ib = match("/v1beta/models/gemini-2.5-flash:streamGenerateContent", False, providers)
+    assert (ib.endpoint, ib.model, ib.action, ib.api.name) == ("gemini", "gemini-2.5-flash",
+                                                                "streamGenerateContent", "gemini")
+    # seed prefixes, unless a provider owns the name
+    ib = match("/gemini/models/g:generateContent", False, providers)
+    assert (ib.endpoint, ib.forced, ib.model) == ("gemini", None, "g")
+    assert match("/gemini/v1beta/models", False, providers).api.name == "gemini"
+    ib = match("/anthropic/messages", False, providers)
+    assert (ib.endpoint, ib.forced) == ("messages", None)
+    ib = match("/anthropic/v1/messages", False, providers)
+    assert (ib.endpoint, ib.forced) == ("messages", "anthropic")
+    ib = match("/anthropic/v1/messages", False, set().__contains__)
+    assert (ib.endpoint, ib.forced) == ("messages", None)
+    assert match("/anthropic/models", False, set().__contains__).api.name == "anthropic"
+    ib = match("/v1/messages/count_tokens", False, providers)
+    assert (ib.endpoint, ib.method) == ("count_tokens", "POST")
+    ib = match("/v1/models/openrouter/meta/llama", False, providers)
+    assert (ib.endpoint, ib.model) == ("model", "openrouter/meta/llama")
+    assert match("/v1/nothing", True, providers).api.name == "anthropic"
+    assert match("/v1beta/nothing", False, providers).api.name == "gemini"

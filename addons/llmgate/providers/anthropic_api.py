@@ -25,4 +25,5 @@ KIND = ProviderKind(
     auth_headers=lambda key: {"x-api-key": key},
     parse_models=_model_ids,
     default_headers={"anthropic-version": ANTHROPIC_VERSION},
+    count_url=lambda base, model: base + "/v1/messages/count_tokens",
 )

@@ -15,3 +15,4 @@ class ProviderKind:
     auth_headers: Callable[[str], dict[str, str]]  # api key -> headers
     parse_models: Callable[[Any], list[str]]  # models endpoint JSON -> model ids
     default_headers: dict[str, str] = field(default_factory=dict)
+    count_url: Callable[[str, str], str] | None = None  # (base_url, model) -> token-count URL, if it has one

@@ -34,4 +34,5 @@ KIND = ProviderKind(
     models_path="/v1beta/models?pageSize=1000",
     auth_headers=lambda key: {"x-goog-api-key": key},
     parse_models=_model_ids,
+    count_url=lambda base, model: f"{base}/v1beta/{model_path(model)}:countTokens",
 )
