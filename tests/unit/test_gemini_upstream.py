@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import subprocess
 import sys
 import time
@@ -16,7 +17,13 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from tests.upstreams.gemini_api import SCENARIO_MODELS, make_app
+from tests.upstreams import openai_compat
+from tests.upstreams.gemini_api import (
+    EMBEDDING_MODELS,
+    SCENARIO_MODELS,
+    embedding_values,
+    make_app,
+)
 from tests.upstreams.serving import ServerThread
 
 KEY = "AIza-test-0123456789"
@@ -201,7 +208,7 @@ def test_sdk_stream_with_thoughts_and_calls(sdk):
 
 def test_sdk_models_count_tokens_and_image(sdk):
     names = [m.name for m in sdk.models.list()]
-    assert names == [f"models/{m}" for m in MODELS + SCENARIO_MODELS]
+    assert names == [f"models/{m}" for m in MODELS + SCENARIO_MODELS + list(EMBEDDING_MODELS)]
     model = sdk.models.get(model="gemini-2.5-pro")
     assert (model.display_name, model.input_token_limit, model.output_token_limit) == ("Gemini 2.5 Pro", 1048576, 65536)
     assert model.supported_actions == ["generateContent", "countTokens"]
@@ -593,7 +600,7 @@ def test_not_found(http):
     assert error["status"] == "NOT_FOUND"
     assert error["message"].startswith("models/gemini-9 is not found for API version v1beta, or is not supported for generateContent.")
     assert error_of(http.get("/v1beta/models/gemini-9"), 404)["status"] == "NOT_FOUND"
-    assert "not supported for embedContent" in error_of(generate(http, method="embedContent"), 404)["message"]
+    assert "not supported for fooBar" in error_of(generate(http, method="fooBar"), 404)["message"]
     page = http.post("/v1/chat/completions", json={})
     assert page.status_code == 404
     assert page.headers["Content-Type"].startswith("text/html")
@@ -614,6 +621,148 @@ def test_request_log(http, base_url):
     assert entry["body"] == {"contents": [USER]}
     assert httpx.delete(f"{base_url}/__requests").json() == {"cleared": 1}
     assert http.get("/__requests").json() == []
+
+
+# ----------------------------------------------------------------- embeddings
+
+EMBED_MODEL = "gemini-embedding-001"
+
+
+def embed(http: httpx.Client, body: dict, model: str = EMBED_MODEL, method: str = "embedContent") -> httpx.Response:
+    return http.post(f"/v1beta/models/{model}:{method}", json=body)
+
+
+def text_content(*texts: str) -> dict:
+    return {"parts": [{"text": t} for t in texts]}
+
+
+def batch_item(text: str, model: str = EMBED_MODEL, **extra) -> dict:
+    return {"model": f"models/{model}", "content": text_content(text), **extra}
+
+
+def test_sdk_embed_content_uses_batch_endpoint(sdk, http):
+    http.delete("/__requests")
+    config = types.EmbedContentConfig(task_type="RETRIEVAL_DOCUMENT", title="doc", output_dimensionality=4)
+    response = sdk.models.embed_content(model=EMBED_MODEL, contents=["hello", "world"], config=config)
+    assert [e.values for e in response.embeddings] == [embedding_values("hello", 4), embedding_values("world", 4)]
+    sent = http.get("/__requests").json()[0]
+    assert sent["path"] == f"/v1beta/models/{EMBED_MODEL}:batchEmbedContents"
+    assert sent["body"]["requests"][0] == {
+        "content": {"parts": [{"text": "hello"}], "role": "user"}, "taskType": "RETRIEVAL_DOCUMENT",
+        "title": "doc", "outputDimensionality": 4, "model": f"models/{EMBED_MODEL}"}
+
+
+def test_embed_content_values(http):
+    body = embed(http, {"content": text_content("hello", "world"), "taskType": "retrieval_query"}).json()
+    assert set(body) == {"embedding"}
+    values = body["embedding"]["values"]
+    assert values == embedding_values("hello\nworld")  # text parts joined with "\n"
+    assert len(values) == 8
+    assert math.isclose(math.fsum(v * v for v in values), 1, rel_tol=1e-6)
+    assert values == openai_compat.embedding_vector("hello\nworld")  # both doubles agree
+    sized = embed(http, {"content": text_content("hello"), "output_dimensionality": 768}, model="text-embedding-004")
+    assert len(sized.json()["embedding"]["values"]) == 768
+
+
+def test_batch_embed_contents_in_order(http):
+    body = {"requests": [batch_item("a"), batch_item("b", outputDimensionality=3), batch_item("a")]}
+    embeddings = embed(http, body, method="batchEmbedContents").json()["embeddings"]
+    assert [e["values"] for e in embeddings] == [embedding_values("a"), embedding_values("b", 3), embedding_values("a")]
+    full = embed(http, {"requests": [batch_item("x")] * 100}, method="batchEmbedContents")
+    assert len(full.json()["embeddings"]) == 100
+
+
+def test_embedding_models_listed_for_embedding_only(http):
+    entry = http.get(f"/v1beta/models/{EMBED_MODEL}").json()
+    assert entry["supportedGenerationMethods"] == ["embedContent", "batchEmbedContents"]
+    assert (entry["inputTokenLimit"], entry["outputTokenLimit"]) == (2048, 1)
+    assert "temperature" not in entry
+    error = error_of(generate(http, model=EMBED_MODEL), 404)
+    assert error["message"].startswith(
+        f"models/{EMBED_MODEL} is not found for API version v1beta, or is not supported for generateContent.")
+    stream = generate(http, model=EMBED_MODEL, method="streamGenerateContent?alt=sse")
+    assert error_of(stream, 404)["status"] == "NOT_FOUND"
+    assert "not supported for countTokens" in error_of(generate(http, model=EMBED_MODEL, method="countTokens"), 404)["message"]
+
+
+def test_embed_on_chat_or_unknown_model_is_404(http):
+    for model in ("gemini-2.5-flash", "gemini-9"):
+        for method, body in (("embedContent", {"content": text_content("x")}),
+                             ("batchEmbedContents", {"requests": [batch_item("x", model)]})):
+            error = error_of(embed(http, body, model=model, method=method), 404)
+            assert error["message"].startswith(
+                f"models/{model} is not found for API version v1beta, or is not supported for {method}.")
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "message"),
+    [
+        ("embedContent", {"content": text_content("x"), "contents": []},
+         'Invalid JSON payload received. Unknown name "contents": Cannot find field.'),
+        ("embedContent", {"content": {"parts": [{"text": "x", "bogus": 1}]}},
+         "Invalid JSON payload received. Unknown name \"bogus\" at 'content.parts[0]': Cannot find field."),
+        ("embedContent", {"content": text_content("x"), "taskType": "SUMMARIZE"},
+         "Invalid value at 'task_type' (type.googleapis.com/google.ai.generativelanguage.v1beta.TaskType), \"SUMMARIZE\""),
+        ("embedContent", {"content": text_content("x"), "outputDimensionality": "many"},
+         "Invalid value at 'output_dimensionality' (TYPE_INT32), \"many\""),
+        ("embedContent", {"content": [text_content("x")]},
+         'Invalid JSON payload received. Unknown name "content": Proto field is not repeating, cannot start list.'),
+        ("batchEmbedContents", {"requests": [{**batch_item("x"), "taskTypes": 1}]},
+         "Invalid JSON payload received. Unknown name \"taskTypes\" at 'requests[0]': Cannot find field."),
+        ("embedContent", {}, "* EmbedContentRequest.content: content is not specified\n"),
+        ("embedContent", {"content": {"parts": []}},
+         "* EmbedContentRequest.content.parts: contents.parts must not be empty.\n"),
+        ("embedContent", {"content": text_content("")},
+         "* EmbedContentRequest.content.parts[0].data: required oneof field 'data' must have one initialized field\n"),
+        ("embedContent", {"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": PNG}}]}},
+         "* EmbedContentRequest.content.parts[0]: only text parts are supported by this model.\n"),
+        ("embedContent", {"content": text_content("x"), "outputDimensionality": 3073},
+         "* EmbedContentRequest.output_dimensionality: must be between 1 and 3072, or unset.\n"),
+        ("embedContent", {"content": text_content("x"), "outputDimensionality": -1},
+         "* EmbedContentRequest.output_dimensionality: must be between 1 and 3072, or unset.\n"),
+        ("batchEmbedContents", {}, "* BatchEmbedContentsRequest.requests: requests is not specified\n"),
+        ("batchEmbedContents", {"requests": [batch_item("x")] * 101},
+         "* BatchEmbedContentsRequest.requests: at most 100 requests can be in one batch\n"),
+        ("batchEmbedContents", {"requests": [{"content": text_content("x")}]},
+         "* BatchEmbedContentsRequest.requests[0].model: model is not specified\n"),
+        ("batchEmbedContents", {"requests": [{**batch_item("x"), "model": EMBED_MODEL}]},
+         "* BatchEmbedContentsRequest.requests[0].model: unexpected model name format\n"),
+        ("batchEmbedContents", {"requests": [batch_item("x"), batch_item("y", "text-embedding-004")]},
+         ("* BatchEmbedContentsRequest.requests[1].model: models/text-embedding-004 does not match the batch"
+          f" model models/{EMBED_MODEL}.\n")),
+        ("batchEmbedContents", {"requests": [batch_item("x"), {"model": f"models/{EMBED_MODEL}"}]},
+         "* BatchEmbedContentsRequest.requests[1].content: content is not specified\n"),
+    ],
+)
+def test_embed_rejections(http, method, body, message):
+    assert error_of(embed(http, body, method=method), 400)["message"] == message
+
+
+def test_embed_parse_errors_come_before_model_check(http):
+    error = error_of(embed(http, {"contents": [USER]}, model="gemini-9"), 400)
+    assert error["details"][0]["@type"] == "type.googleapis.com/google.rpc.BadRequest"
+
+
+def test_embed_problems_reported_together(http):
+    body = {"requests": [{"content": {"parts": []}}, batch_item("x", outputDimensionality=4000)]}
+    message = error_of(embed(http, body, method="batchEmbedContents"), 400)["message"]
+    assert message.count("\n") == 3
+    assert "requests[0].model" in message and "requests[0].content.parts" in message
+    assert "requests[1].output_dimensionality" in message
+
+
+def test_embed_auth_and_faults(http, base_url):
+    anonymous = httpx.post(f"{base_url}/v1beta/models/{EMBED_MODEL}:embedContent", json={"content": text_content("x")})
+    assert error_of(anonymous, 403)["status"] == "PERMISSION_DENIED"
+    assert error_of(embed(http, {"content": text_content("x")}, model="fault-500"), 500)["status"] == "INTERNAL"
+    limited = embed(http, {"requests": [batch_item("x", "fault-429")]}, model="fault-429", method="batchEmbedContents")
+    assert error_of(limited, 429)["status"] == "RESOURCE_EXHAUSTED"
+    assert embed(http, {"content": text_content("")}, model="fault-503").status_code == 400  # validation first
+    with pytest.raises(httpx.RemoteProtocolError):
+        embed(http, {"content": text_content("x")}, model="fault-cut")
+    with pytest.raises(httpx.ReadTimeout):
+        http.post("/v1beta/models/fault-hang:embedContent", json={"content": text_content("x")}, timeout=0.3)
+    assert error_of(embed(http, {"content": text_content("x")}, model="fault-safety"), 404)["status"] == "NOT_FOUND"
 
 
 # ----------------------------------------------------------------- scenarios

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import math
+import struct
 import subprocess
 import sys
 import time
@@ -12,7 +15,12 @@ import httpx
 import openai
 import pytest
 
-from tests.upstreams.openai_compat import SCENARIO_MODELS, make_app
+from tests.upstreams.openai_compat import (
+    EMBEDDING_MODELS,
+    SCENARIO_MODELS,
+    embedding_vector,
+    make_app,
+)
 from tests.upstreams.serving import ServerThread
 
 KEY = "sk-test-0123456789"
@@ -149,7 +157,7 @@ def test_non_stream_tool_calls_and_tool_choice_none(http):
 def test_models_list_and_auth(http, base_url):
     listing = http.get("/v1/models").json()
     ids = [m["id"] for m in listing["data"]]
-    assert ids == MODELS + SCENARIO_MODELS
+    assert ids == MODELS + SCENARIO_MODELS + list(EMBEDDING_MODELS)
     assert listing["data"][0] == {"id": "gpt-4o", "object": "model", "created": 1700000000, "owned_by": "test-upstream"}
     anonymous = httpx.get(f"{base_url}/v1/models")
     assert anonymous.status_code == 401
@@ -328,6 +336,151 @@ def test_sse_torture_is_hostile_but_valid(http, sdk):
     chunks = list(sdk.chat.completions.create(**body))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Echo: hi"
     assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+# ----------------------------------------------------------------- embeddings
+
+EMBED = "text-embedding-3-small"
+
+
+def embed(http: httpx.Client, **body) -> httpx.Response:
+    body.setdefault("model", EMBED)
+    body.setdefault("input", "hello")
+    return http.post("/v1/embeddings", json=body)
+
+
+def unpack(text: str) -> list[float]:
+    raw = base64.b64decode(text)
+    return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+
+
+def test_sdk_embeddings_default_base64_decodes_to_the_float_vectors(sdk, http):
+    http.delete("/__requests")
+    response = sdk.embeddings.create(model=EMBED, input=["hello", "world"])
+    sent = http.get("/__requests").json()[0]["body"]
+    assert sent["encoding_format"] == "base64"  # the SDK's default; it decodes itself
+    assert response.model == EMBED
+    assert [d.index for d in response.data] == [0, 1]
+    floats = embed(http, input=["hello", "world"], encoding_format="float").json()
+    assert [d.embedding for d in response.data] == [d["embedding"] for d in floats["data"]]
+    assert response.data[0].embedding == embedding_vector("hello")
+    # 5 // 4 + 1 tokens per input
+    assert (response.usage.prompt_tokens, response.usage.total_tokens) == (4, 4)
+
+
+def test_embeddings_vectors_are_deterministic_unit_float32(http):
+    body = embed(http, input="hello", encoding_format="float").json()
+    assert body["object"] == "list"
+    item = body["data"][0]
+    assert (item["object"], item["index"]) == ("embedding", 0)
+    vector = item["embedding"]
+    assert len(vector) == 8
+    assert math.isclose(math.fsum(v * v for v in vector), 1, rel_tol=1e-6)
+    assert vector == unpack(base64.b64encode(struct.pack("<8f", *vector)).decode())
+    assert embed(http, input="hello", encoding_format="float").json()["data"][0]["embedding"] == vector
+    assert embed(http, input="other", encoding_format="float").json()["data"][0]["embedding"] != vector
+
+
+def test_embeddings_base64_is_little_endian_float32(http):
+    body = embed(http, input=["a", "b"], encoding_format="base64").json()
+    assert [unpack(d["embedding"]) for d in body["data"]] == [embedding_vector("a"), embedding_vector("b")]
+
+
+def test_embeddings_dimensions_truncate_and_renormalize(http):
+    short = embed(http, dimensions=3, encoding_format="float").json()["data"][0]["embedding"]
+    full = embed(http, dimensions=32, encoding_format="float").json()["data"][0]["embedding"]
+    assert (len(short), len(full)) == (3, 32)
+    scale = math.sqrt(sum(v * v for v in full[:3]))
+    assert all(math.isclose(s, f / scale, rel_tol=1e-5) for s, f in zip(short, full[:3]))
+    large = embed(http, model="text-embedding-3-large", dimensions=3072).json()  # float by default
+    assert len(large["data"][0]["embedding"]) == 3072
+
+
+def test_embeddings_token_inputs(http):
+    one = embed(http, input=[1, 2, 3], encoding_format="float").json()
+    assert len(one["data"]) == 1
+    assert one["usage"]["prompt_tokens"] == 3
+    many = embed(http, input=[[1, 2], [3]], encoding_format="float").json()
+    assert [d["index"] for d in many["data"]] == [0, 1]
+    assert many["usage"]["prompt_tokens"] == 3
+    assert many["data"][0]["embedding"] != embed(http, input="[1,2]").json()["data"][0]["embedding"]
+
+
+def test_embeddings_max_inputs(http):
+    assert len(embed(http, input=["x"] * 2048).json()["data"]) == 2048
+    error = error_of(embed(http, input=["x"] * 2049), 400)
+    assert error["message"].startswith("Invalid 'input': array too long. Expected an array with maximum length 2048")
+    assert (error["param"], error["code"]) == ("input", "array_above_max_length")
+
+
+EMPTY_INPUT = "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference."
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message_start", "param"),
+    [
+        ({"bogus": 1}, 400, "Unrecognized request argument supplied: bogus", None),
+        ({"stream": True}, 400, "Unrecognized request argument supplied: stream", None),
+        ({"model": None}, 400, "you must provide a model parameter", None),
+        ({"model": 5}, 400, "Invalid type for 'model'", "model"),
+        ({"model": "nope-embedding-9"}, 404, "The model `nope-embedding-9` does not exist", None),
+        ({"model": "gpt-4o"}, 403, "You are not allowed to generate embeddings from this model", None),
+        ({"input": None}, 400, "Missing required parameter: 'input'.", "input"),
+        ({"input": 5}, 400, "Invalid type for 'input': expected one of a string", "input"),
+        ({"input": {"text": "x"}}, 400, "Invalid type for 'input'", "input"),
+        ({"input": []}, 400, "Invalid 'input': empty array.", "input"),
+        ({"input": ""}, 400, EMPTY_INPUT, None),
+        ({"input": ["a", ""]}, 400, EMPTY_INPUT, None),
+        ({"input": ["a", 1]}, 400, EMPTY_INPUT, None),
+        ({"input": [[1], []]}, 400, EMPTY_INPUT, None),
+        ({"input": [1, -2]}, 400, EMPTY_INPUT, None),
+        ({"input": [True]}, 400, EMPTY_INPUT, None),
+        ({"encoding_format": "binary"}, 400, "Invalid value: 'binary'. Supported values are: 'float', 'base64'.",
+         "encoding_format"),
+        ({"encoding_format": 1}, 400, "Invalid type for 'encoding_format'", "encoding_format"),
+        ({"dimensions": 0}, 400, "Invalid 'dimensions': integer below minimum value", "dimensions"),
+        ({"dimensions": 1.5}, 400, "Invalid type for 'dimensions'", "dimensions"),
+        ({"dimensions": 1537}, 400, "Invalid value for 'dimensions' = 1537. Must be less than or equal to 1536.",
+         "dimensions"),
+        ({"model": "text-embedding-ada-002", "dimensions": 8}, 400,
+         "This model does not support specifying dimensions.", None),
+        ({"user": 1}, 400, "Invalid type for 'user'", "user"),
+    ],
+)
+def test_embeddings_validation_rejects(http, body, status, message_start, param):
+    error = error_of(embed(http, **body), status)
+    assert error["message"].startswith(message_start)
+    assert (error["type"], error["param"]) == ("invalid_request_error", param)
+
+
+def test_embeddings_auth_and_json(http, base_url):
+    anonymous = httpx.post(f"{base_url}/v1/embeddings", json={"model": EMBED, "input": "x"})
+    assert error_of(anonymous, 401)["message"].startswith("You didn't provide an API key")
+    wrong = http.post("/v1/embeddings", json={"model": EMBED, "input": "x"}, headers={"Authorization": "Bearer sk-no"})
+    assert error_of(wrong, 401)["code"] == "invalid_api_key"
+    not_json = http.post("/v1/embeddings", content=b"{nope", headers={"Content-Type": "application/json"})
+    assert "could not parse the JSON body" in error_of(not_json, 400)["message"]
+
+
+def test_embedding_model_is_not_a_chat_model(http):
+    error = error_of(chat(http, model=EMBED), 404)
+    assert error["message"].startswith("This is not a chat model and thus not supported in the v1/chat/completions")
+    assert (error["param"], error["code"]) == ("model", None)
+
+
+def test_configured_embedding_model_and_embedding_faults(http):
+    with ServerThread(make_app(None, ["my-embedding-model"])) as url:
+        response = httpx.post(f"{url}/v1/embeddings", json={"model": "my-embedding-model", "input": "x"})
+        assert response.json()["model"] == "my-embedding-model"
+    assert error_of(embed(http, model="fault-500"), 500)["type"] == "server_error"
+    assert embed(http, model="fault-429").headers["Retry-After"] == "7"
+    assert embed(http, model="fault-502-html").status_code == 502
+    assert embed(http, model="fault-500", input="").status_code == 400  # validation first
+    with pytest.raises(httpx.RemoteProtocolError):
+        embed(http, model="fault-cut")
+    with pytest.raises(httpx.ReadTimeout):
+        http.post("/v1/embeddings", json={"model": "fault-hang", "input": "x"}, timeout=0.3)
+    assert error_of(embed(http, model="sse-torture"), 403)["message"].startswith("You are not allowed")
 
 
 # ----------------------------------------------------------------- command line

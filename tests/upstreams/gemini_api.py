@@ -9,7 +9,8 @@ prints exactly one line ``READY <port>`` once listening. In-process, serve
 ``make_app(api_key, models)`` with any aiohttp runner.
 
 Endpoints (the paths of generativelanguage.googleapis.com):
-    GET  /v1beta/models                      configured models plus the scenario models
+    GET  /v1beta/models                      configured models, the scenario models, then
+                                             the embedding models
     GET  /v1beta/models/<id>                 one of them, or 404 NOT_FOUND
     POST /v1beta/models/<id>:generateContent
     POST /v1beta/models/<id>:streamGenerateContent?alt=sse
@@ -20,6 +21,12 @@ Endpoints (the paths of generativelanguage.googleapis.com):
                                              errors on this path come wrapped in [ ] too
     POST /v1beta/models/<id>:countTokens     {"contents"} or {"generateContentRequest"}
                                              -> {"totalTokens": n, ...}
+    POST /v1beta/models/<id>:embedContent    {"content", "taskType"?, "title"?,
+                                             "outputDimensionality"?} -> {"embedding":
+                                             {"values": [...]}} (see Embeddings)
+    POST /v1beta/models/<id>:batchEmbedContents
+                                             {"requests": [EmbedContentRequest + "model"]}
+                                             -> {"embeddings": [{"values": [...]}, ...]}
     GET  /__requests                         every request received so far (no auth)
     DELETE /__requests                       clear that log (no auth)
     anything else                            404 with Google's HTML "That's an error." page
@@ -91,6 +98,25 @@ countTokens they count normally):
     fault-cut             stream: two events, then TCP abort; non-stream: abort at once
     fault-hang            never sends response headers (gives up after 120 s)
     fault-slow-stream     sleeps 0.3 s before each stream event
+
+Embeddings: EMBEDDING_MODELS (gemini-embedding-001, text-embedding-004) are
+always listed, with supportedGenerationMethods ["embedContent",
+"batchEmbedContents"] and no generation settings. Every method checks the
+model supports it: generateContent / countTokens on an embedding model and
+embedContent on a chat model -> 404 "models/x is not found for API version
+v1beta, or is not supported for <method>. ...". After proto JSON parsing
+(EmbedContentRequest / BatchEmbedContentsRequest, taskType an enum), the
+problems are listed as for generateContent, e.g. "* BatchEmbedContentsRequest.
+requests[0].model: ...": each batch item needs "model" equal to "models/<path
+model>" ("model is not specified" / "unexpected model name format" / not the
+batch's model); 1..100 requests; content with non-empty parts, text only
+(these models are text-only); outputDimensionality 0 (unset) .. the model's
+native size (3072 / 768). Values are deterministic, computed exactly as in
+tests/upstreams/openai_compat.py: unit length, float32 precision, from SHA-256
+of the text parts joined with "\n", 8 values unless outputDimensionality says
+otherwise. No usage is reported, as by the real service. fault-429, fault-500,
+fault-503, fault-cut and fault-hang answer the embedding methods with their
+(non-stream) fault too.
 """
 
 from __future__ import annotations
@@ -98,10 +124,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import itertools
 import json
+import math
 import os
 import re
+import struct
 from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable
 
@@ -131,6 +160,11 @@ MIME_TYPES = (
 )
 SCHEMA_MIME_TYPES = ("application/json", "text/x.enum")
 MAX_STOP_SEQUENCES = 5
+EMBEDDING_MODELS = {"gemini-embedding-001": 3072, "text-embedding-004": 768}  # native size
+EMBEDDING_METHODS = ["embedContent", "batchEmbedContents"]
+EMBEDDING_INPUT_TOKEN_LIMIT = 2048
+EMBEDDING_SIZE = 8  # values per vector unless outputDimensionality says otherwise
+MAX_BATCH_EMBED = 100
 DEFAULT_CALLING_MODE = "AUTO"
 
 NO_API_KEY = (
@@ -340,6 +374,17 @@ MESSAGES: dict[str, dict[str, Field]] = {
         "contents": many(message("Content")),
         "generateContentRequest": message("GenerateContentRequest"),
     },
+    "EmbedContentRequest": {
+        "model": STRING,
+        "content": message("Content"),
+        "taskType": enum("TaskType"),
+        "title": STRING,
+        "outputDimensionality": INT32,
+    },
+    "BatchEmbedContentsRequest": {
+        "model": STRING,
+        "requests": many(message("EmbedContentRequest")),
+    },
     "Content": {"role": STRING, "parts": many(message("Part"))},
     "Part": {
         "text": data(STRING),
@@ -460,6 +505,11 @@ ENUMS: dict[str, list[str]] = {
     "CodeExecutionResult.Outcome": (
         "OUTCOME_UNSPECIFIED OUTCOME_OK OUTCOME_FAILED OUTCOME_DEADLINE_EXCEEDED"
     ).split(),
+    "TaskType": [
+        "TASK_TYPE_UNSPECIFIED", "RETRIEVAL_QUERY", "RETRIEVAL_DOCUMENT", "SEMANTIC_SIMILARITY",
+        "CLASSIFICATION", "CLUSTERING", "QUESTION_ANSWERING", "FACT_VERIFICATION",
+        "CODE_RETRIEVAL_QUERY",
+    ],
 }
 
 SCALAR_TYPES = {
@@ -1431,6 +1481,104 @@ SCENARIOS: dict[str, Scenario] = {
     "fault-slow-stream": fault_slow_stream,
 }
 SCENARIO_MODELS = list(SCENARIOS)
+EMBED_SCENARIOS = ("fault-429", "fault-500", "fault-503", "fault-cut", "fault-hang")
+
+
+# --------------------------------------------------------------------------
+# Embeddings: validation and vectors
+# --------------------------------------------------------------------------
+
+
+def is_embedding_model(model: str) -> bool:
+    return "embedding" in model
+
+
+def check_embed_request(
+    request: dict[str, Any], path: str, model: str, problems: Problems
+) -> None:
+    """One parsed EmbedContentRequest (a batch item when `path` is set)."""
+    content = request.get("content")
+    if content is None:
+        problems.add(join_path(path, "content"), "content is not specified")
+    else:
+        check_parts(join_path(path, "content"), content, problems)
+        for j, part in enumerate(content.get("parts", [])):
+            if any(name in part for name in DATA_FIELDS if name != "text"):
+                problems.add(
+                    join_path(path, f"content.parts[{j}]"),
+                    "only text parts are supported by this model.",
+                )
+    size = request.get("outputDimensionality", 0)
+    native = EMBEDDING_MODELS.get(model, max(EMBEDDING_MODELS.values()))
+    if not 0 <= size <= native:
+        problems.add(
+            join_path(path, "output_dimensionality"),
+            f"must be between 1 and {native}, or unset.",
+        )
+
+
+def check_batch_embed(body: dict[str, Any], model: str, problems: Problems) -> None:
+    requests = body.get("requests", [])
+    if not requests:
+        problems.add("requests", "requests is not specified")
+    if len(requests) > MAX_BATCH_EMBED:
+        problems.add("requests", f"at most {MAX_BATCH_EMBED} requests can be in one batch")
+    for i, request in enumerate(requests):
+        path = f"requests[{i}]"
+        name = request.get("model")
+        if not name:
+            problems.add(f"{path}.model", "model is not specified")
+        elif not name.startswith("models/"):
+            problems.add(f"{path}.model", "unexpected model name format")
+        elif name != f"models/{model}":
+            problems.add(
+                f"{path}.model", f"{name} does not match the batch model models/{model}."
+            )
+        check_embed_request(request, path, model, problems)
+
+
+def float32(value: float) -> float:
+    return struct.unpack("<f", struct.pack("<f", value))[0]
+
+
+def embedding_values(text: str, size: int = EMBEDDING_SIZE) -> list[float]:
+    """Unit length, float32 precision, from SHA-256 of the text; the same
+    algorithm as openai_compat.embedding_vector, so both doubles agree."""
+    raw: list[float] = []
+    block = 0
+    while len(raw) < size:
+        digest = hashlib.sha256(f"{block}:{text}".encode()).digest()
+        raw += [(byte - 127.5) / 127.5 for byte in digest]
+        block += 1
+    raw = raw[:size]
+    norm = math.sqrt(sum(v * v for v in raw)) or 1.0
+    return [float32(v / norm) for v in raw]
+
+
+def embedding_of(request: dict[str, Any]) -> dict[str, Any]:
+    parts = request["content"].get("parts", [])
+    text = "\n".join(p["text"] for p in parts if "text" in p)
+    return {"values": embedding_values(text, request.get("outputDimensionality") or EMBEDDING_SIZE)}
+
+
+async def embed(request: web.Request, model: str, method: str) -> web.StreamResponse:
+    batch = method == "batchEmbedContents"
+    kind = "BatchEmbedContentsRequest" if batch else "EmbedContentRequest"
+    body = parse_request(await read_json(request), kind)
+    state = request.app[STATE]
+    if model not in EMBED_SCENARIOS:
+        require_model(state, model, method)
+    problems = Problems(kind)
+    if batch:
+        check_batch_embed(body, model, problems)
+    else:
+        check_embed_request(body, "", model, problems)
+    problems.raise_if_any()
+    if model in EMBED_SCENARIOS:
+        return await SCENARIOS[model](Call(request, model, body, stream=False, sse=False))
+    if batch:
+        return json_response({"embeddings": [embedding_of(r) for r in body["requests"]]})
+    return json_response({"embedding": embedding_of(body)})
 
 
 # --------------------------------------------------------------------------
@@ -1439,11 +1587,28 @@ SCENARIO_MODELS = list(SCENARIOS)
 
 
 def all_models(state: UpstreamState) -> list[str]:
-    return [*state.models, *(m for m in SCENARIO_MODELS if m not in state.models)]
+    extra = [*SCENARIO_MODELS, *EMBEDDING_MODELS]
+    return [*state.models, *(m for m in extra if m not in state.models)]
+
+
+def supported_methods(model: str) -> list[str]:
+    if is_embedding_model(model):
+        return EMBEDDING_METHODS
+    return ["generateContent", "countTokens"]
 
 
 def model_entry(model: str) -> dict[str, Any]:
     display = " ".join(word.capitalize() for word in model.split("-"))
+    if is_embedding_model(model):
+        return {
+            "name": f"models/{model}",
+            "version": "001",
+            "displayName": display,
+            "description": "Obtain a distributed representation of a text (local test double).",
+            "inputTokenLimit": EMBEDDING_INPUT_TOKEN_LIMIT,
+            "outputTokenLimit": 1,
+            "supportedGenerationMethods": supported_methods(model),
+        }
     entry = {
         "name": f"models/{model}",
         "version": "001",
@@ -1451,7 +1616,7 @@ def model_entry(model: str) -> dict[str, Any]:
         "description": f"{display} (local test double)",
         "inputTokenLimit": INPUT_TOKEN_LIMIT,
         "outputTokenLimit": OUTPUT_TOKEN_LIMIT,
-        "supportedGenerationMethods": ["generateContent", "countTokens"],
+        "supportedGenerationMethods": supported_methods(model),
         "temperature": 1,
         "topP": 0.95,
         "topK": 64,
@@ -1463,7 +1628,7 @@ def model_entry(model: str) -> dict[str, Any]:
 
 
 def require_model(state: UpstreamState, model: str, method: str = "generateContent") -> None:
-    if model not in all_models(state):
+    if model not in all_models(state) or method not in supported_methods(model):
         raise model_not_found(model, method)
 
 
@@ -1477,7 +1642,8 @@ async def get_model(request: web.Request) -> web.Response:
     state = request.app[STATE]
     check_auth(request, state.api_key)
     model = request.match_info["model"]
-    require_model(state, model)
+    if model not in all_models(state):
+        raise model_not_found(model)
     return json_response(model_entry(model))
 
 
@@ -1487,6 +1653,8 @@ async def model_method(request: web.Request) -> web.StreamResponse:
     model, method = request.match_info["model"], request.match_info["method"]
     if method == "countTokens":
         return await count_tokens(request, model)
+    if method in EMBEDDING_METHODS:
+        return await embed(request, model, method)
     if method not in ("generateContent", "streamGenerateContent"):
         raise model_not_found(model, method)
     body = parse_request(await read_json(request), "GenerateContentRequest")

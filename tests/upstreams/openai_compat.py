@@ -9,8 +9,10 @@ prints exactly one line ``READY <port>`` once listening. In-process, serve
 ``make_app(api_key, models)`` with any aiohttp runner.
 
 Endpoints:
-    GET  /v1/models            configured models plus the scenario models
+    GET  /v1/models            configured models, the scenario models, then the
+                               embedding models
     POST /v1/chat/completions  validated like api.openai.com, OpenAI error JSON
+    POST /v1/embeddings        validated like api.openai.com (see Embeddings)
     GET  /__requests           every request received so far (no auth)
     DELETE /__requests         clear that log (no auth)
     anything else              404 "Invalid URL (METHOD /path)"
@@ -31,14 +33,35 @@ Scenario models (always available; auth and validation still apply first):
     fault-slow-stream  sleeps 0.3 s before each content chunk
     sse-torture        valid but hostile SSE: CRLF, comments, id: fields, one
                        event split over two data: lines, one byte per write
+
+Embeddings: EMBEDDING_MODELS are always available (like scenario models); any
+configured model whose id contains "embedding" is one too. Chat completions on
+one -> 404 "This is not a chat model ..."; embeddings on a chat model -> 403
+"You are not allowed to generate embeddings from this model". Rules: known
+params only (model input encoding_format dimensions user); input is a
+non-empty string, an array of 1..2048 non-empty strings, a token array, or an
+array of token arrays; empty strings -> 400 "'$.input' is invalid. ...";
+encoding_format float | base64 (little-endian float32, what the openai SDK
+decodes; the SDK asks for base64 by default); dimensions >= 1, at most the
+model's native size, refused by text-embedding-ada-002. Vectors are
+deterministic: unit-length, from SHA-256 of the text (or token ids), float32
+precision, 8 values unless `dimensions` asks for more or fewer (a shorter one
+is a prefix of a longer one, renormalized). usage.prompt_tokens: per input,
+characters // 4 + 1 (token arrays: their length). The model is echoed as sent.
+fault-hang, fault-500, fault-429, fault-502-html and fault-cut answer
+/v1/embeddings with their (non-stream) fault too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import itertools
 import json
+import math
 import re
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
@@ -88,6 +111,25 @@ NO_API_KEY = (
     "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
 )
 HTML_502 = "<html><body><h1>502 Bad Gateway</h1></body></html>"
+NOT_CHAT_MODEL = (
+    "This is not a chat model and thus not supported in the v1/chat/completions"
+    " endpoint. Did you mean to use v1/completions?"
+)
+NOT_EMBEDDING_MODEL = "You are not allowed to generate embeddings from this model"
+BAD_EMBEDDING_INPUT = (
+    "'$.input' is invalid. Please check the API reference:"
+    " https://platform.openai.com/docs/api-reference."
+)
+EMBEDDING_MODELS = {  # id: native vector size
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+FIXED_SIZE_EMBEDDING_MODELS = ("text-embedding-ada-002",)  # no `dimensions`
+EMBEDDING_PARAMS = frozenset(("model", "input", "encoding_format", "dimensions", "user"))
+EMBEDDING_FORMATS = ("float", "base64")
+MAX_EMBEDDING_INPUTS = 2048
+EMBEDDING_SIZE = 8  # values per vector unless `dimensions` says otherwise
 
 
 # --------------------------------------------------------------------------
@@ -275,6 +317,8 @@ def check_model(body: dict[str, Any], models: list[str]) -> None:
             f"The model `{model}` does not exist or you do not have access to it.",
             code="model_not_found",
         )
+    if is_embedding_model(model):
+        raise ApiError(404, NOT_CHAT_MODEL, param="model")
 
 
 def check_messages(body: dict[str, Any]) -> None:
@@ -907,6 +951,161 @@ SCENARIOS: dict[str, Scenario] = {
     "sse-torture": sse_torture,
 }
 SCENARIO_MODELS = list(SCENARIOS)
+EMBEDDING_SCENARIOS = ("fault-hang", "fault-500", "fault-429", "fault-502-html", "fault-cut")
+
+
+# --------------------------------------------------------------------------
+# Embeddings: validation and vectors
+# --------------------------------------------------------------------------
+
+
+def is_embedding_model(model: str) -> bool:
+    return "embedding" in model
+
+
+def validate_embeddings_request(body: dict[str, Any], models: list[str]) -> None:
+    for name in body:
+        if name not in EMBEDDING_PARAMS:
+            raise invalid(f"Unrecognized request argument supplied: {name}")
+    model = check_embedding_model(body, models)
+    check_embedding_input(body)
+    encoding = optional(body, "encoding_format", "", "a string")
+    if encoding is not None and encoding not in EMBEDDING_FORMATS:
+        raise bad_value("encoding_format", encoding, EMBEDDING_FORMATS)
+    check_dimensions(body, model)
+    optional(body, "user", "", "a string")
+
+
+def check_embedding_model(body: dict[str, Any], models: list[str]) -> str:
+    if body.get("model") is None:
+        raise invalid("you must provide a model parameter")
+    model = require(body, "model", "", "a string")
+    if model in EMBEDDING_SCENARIOS:
+        return model
+    if model not in models:
+        raise ApiError(
+            404,
+            f"The model `{model}` does not exist or you do not have access to it.",
+            code="model_not_found",
+        )
+    if not is_embedding_model(model):
+        raise ApiError(403, NOT_EMBEDDING_MODEL)
+    return model
+
+
+def is_token_array(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value)
+    )
+
+
+def check_embedding_input(body: dict[str, Any]) -> None:
+    if body.get("input") is None:
+        raise missing("input")
+    value = body["input"]
+    if isinstance(value, str):
+        if not value:
+            raise invalid(BAD_EMBEDDING_INPUT)
+        return
+    if not isinstance(value, list):
+        raise invalid(
+            "Invalid type for 'input': expected one of a string, an array of strings, an"
+            " array of integers or an array of arrays of integers, but got"
+            f" {describe(value)} instead.",
+            "input",
+            "invalid_type",
+        )
+    if not value:
+        raise empty_array("input")
+    if is_token_array(value):
+        return
+    if len(value) > MAX_EMBEDDING_INPUTS:
+        raise invalid(
+            "Invalid 'input': array too long. Expected an array with maximum length"
+            f" {MAX_EMBEDDING_INPUTS}, but got an array with length {len(value)} instead.",
+            "input",
+            "array_above_max_length",
+        )
+    strings = all(isinstance(v, str) and v for v in value)
+    if not strings and not all(is_token_array(v) for v in value):
+        raise invalid(BAD_EMBEDDING_INPUT)
+
+
+def check_dimensions(body: dict[str, Any], model: str) -> None:
+    dimensions = optional(body, "dimensions", "", "an integer")
+    if dimensions is None:
+        return
+    if model in FIXED_SIZE_EMBEDDING_MODELS:
+        raise invalid("This model does not support specifying dimensions.")
+    if dimensions < 1:
+        raise invalid(
+            "Invalid 'dimensions': integer below minimum value. Expected a value >= 1,"
+            f" but got {dimensions} instead.",
+            "dimensions",
+            "integer_below_min_value",
+        )
+    native = EMBEDDING_MODELS.get(model, EMBEDDING_MODELS["text-embedding-3-large"])
+    if dimensions > native:
+        raise invalid(
+            f"Invalid value for 'dimensions' = {dimensions}. Must be less than or equal"
+            f" to {native}.",
+            "dimensions",
+        )
+
+
+def embedding_inputs(value: str | list) -> list[str | list[int]]:
+    if isinstance(value, str) or is_token_array(value):
+        return [value]
+    return list(value)
+
+
+def float32(value: float) -> float:
+    return struct.unpack("<f", struct.pack("<f", value))[0]
+
+
+def embedding_vector(item: str | list[int], size: int = EMBEDDING_SIZE) -> list[float]:
+    """Unit length, float32 precision, from SHA-256 of the text (or token ids).
+
+    The raw values for a size are a prefix of those for any larger size."""
+    key = item if isinstance(item, str) else "tokens:" + compact(item)
+    raw: list[float] = []
+    block = 0
+    while len(raw) < size:
+        digest = hashlib.sha256(f"{block}:{key}".encode()).digest()
+        raw += [(byte - 127.5) / 127.5 for byte in digest]
+        block += 1
+    raw = raw[:size]
+    norm = math.sqrt(sum(v * v for v in raw)) or 1.0
+    return [float32(v / norm) for v in raw]
+
+
+def encode_embedding(values: list[float]) -> str:
+    """What the API sends for encoding_format=base64: little-endian float32."""
+    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+
+
+def embedding_tokens(item: str | list[int]) -> int:
+    return len(item) // 4 + 1 if isinstance(item, str) else len(item)
+
+
+def embeddings_body(body: dict[str, Any]) -> dict[str, Any]:
+    inputs = embedding_inputs(body["input"])
+    size = body.get("dimensions") or EMBEDDING_SIZE
+    base64_wanted = body.get("encoding_format") == "base64"
+    data = []
+    for index, item in enumerate(inputs):
+        vector = embedding_vector(item, size)
+        embedding: Any = encode_embedding(vector) if base64_wanted else vector
+        data.append({"object": "embedding", "index": index, "embedding": embedding})
+    tokens = sum(embedding_tokens(item) for item in inputs)
+    return {
+        "object": "list",
+        "data": data,
+        "model": body["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 # --------------------------------------------------------------------------
@@ -915,7 +1114,8 @@ SCENARIO_MODELS = list(SCENARIOS)
 
 
 def all_models(state: UpstreamState) -> list[str]:
-    return [*state.models, *(m for m in SCENARIO_MODELS if m not in state.models)]
+    extra = [*SCENARIO_MODELS, *EMBEDDING_MODELS]
+    return [*state.models, *(m for m in extra if m not in state.models)]
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -940,6 +1140,16 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return drop_connection(request)
 
 
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    check_auth(request, state.api_key)
+    body = await parse_json_body(request)
+    validate_embeddings_request(body, all_models(state))
+    if body["model"] in EMBEDDING_SCENARIOS:
+        return await SCENARIOS[body["model"]](request, body)
+    return web.json_response(embeddings_body(body))
+
+
 @web.middleware
 async def openai_errors(request: web.Request, handler: Callable) -> web.StreamResponse:
     try:
@@ -958,6 +1168,7 @@ def make_app(api_key: str | None, models: list[str]) -> web.Application:
     app[STATE] = UpstreamState(api_key=api_key, models=list(models))
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/embeddings", embeddings)
     serving.add_request_log(app)
     return app
 
