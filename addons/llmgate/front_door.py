@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 from mitmproxy import http
 
-from converters import anthropic, gemini, openai_chat
+from converters import anthropic, embeddings, gemini, openai_chat
 from converters import canonical as cn
 from converters.token_estimate import estimate
 from llmgate.client_apis import ANTHROPIC, GEMINI
@@ -39,6 +39,7 @@ HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
     "content-length", "content-encoding", "set-cookie",
 }
+GEMINI_BATCH_LIMIT = 100  # inputs per batchEmbedContents call
 COUNTERS = {"anthropic": (anthropic.count_request, anthropic.count_of),
             "gemini": (gemini.count_request, gemini.count_of)}
 
@@ -121,19 +122,20 @@ class FrontDoor:
             await self._generate(flow, ib, data, raw, _model_field(data), _stream_field(data))
         elif ib.endpoint == "count_tokens":
             data = _parse_body(raw)
-            await self._count(flow, ib, {"max_tokens": 1, **data}, raw, _model_field(data))
+            await self._count(flow, ib, data, raw, _model_field(data))
         elif ib.endpoint == "gemini":
             data = _parse_body(raw)
             model = unquote(ib.model or "").removeprefix("models/")
             if ib.action == "countTokens":
                 await self._count(flow, ib, gemini.count_body_of(data), raw, model)
+            elif ib.action in ("embedContent", "batchEmbedContents"):
+                await self._embed(flow, ib, data, raw, model)
             elif ib.action in ("generateContent", "streamGenerateContent"):
                 stream = ib.action == "streamGenerateContent"
                 await self._generate(flow, ib, data, raw, model, stream, sse=flow.request.query.get("alt") == "sse")
-            else:
-                raise GatewayError(404, f"{ib.action} is not served by this gateway yet.", code="unknown_route")
-        else:
-            raise GatewayError(404, f"{ib.endpoint} is not served by this gateway yet.", code="unknown_route")
+        elif ib.endpoint == "embeddings":
+            data = _parse_body(raw)
+            await self._embed(flow, ib, data, raw, _model_field(data))
 
     @staticmethod
     def _allow(method: str, allowed: str) -> None:
@@ -305,7 +307,8 @@ class FrontDoor:
                 flow.response = http.Response.make(resp.status, body, client_headers(resp.raw_headers))
             return
         try:
-            req = ib.api.decode_request(data, model)
+            # count_tokens bodies have no max_tokens, which the Messages decoder requires
+            req = ib.api.decode_request({"max_tokens": 1, **data} if ib.api is ANTHROPIC else data, model)
             req.model = route.model
         except cn.ConversionError as e:
             raise GatewayError(400, str(e), code="invalid_request", param=e.param) from None
@@ -330,3 +333,57 @@ class FrontDoor:
             flow.comment = f"-> {p.id} / {route.model} ({route.how}, local token estimate)"
         counted = {"input_tokens": n} if ib.api is ANTHROPIC else {"totalTokens": n}
         flow.response = json_response(200, counted)
+
+    async def _embed(self, flow: http.HTTPFlow, ib: Inbound, data: dict[str, Any], raw: bytes, model: str) -> None:
+        """Embeddings, OpenAI or Gemini shape in, an OpenAI-compatible or Gemini provider out."""
+        route, kind = await self._open(flow, ib, model)
+        p = route.provider
+        if kind.embed_url is None:
+            raise GatewayError(400, f"Provider '{p.id}' ({p.type}) has no embeddings endpoint.",
+                               code="unsupported_for_provider", param="model")
+        error = UPSTREAM_FORMATS[kind.wire].error
+        fail = lambda status, reason, headers, b: error(p, status, reason, headers, b)  # noqa: E731
+        upstream_gemini = kind.wire == "gemini"
+        batch = ib.action == "batchEmbedContents"
+        url = kind.embed_url(p.base_url, route.model)
+        try:
+            if ib.api is not GEMINI and not upstream_gemini:  # OpenAI both sides: passthrough
+                body, back = openai_chat.with_model(data, raw, route.model), None
+            elif ib.api is GEMINI and upstream_gemini:  # Gemini both sides: passthrough
+                url = url.rsplit(":", 1)[0] + ":" + (ib.action or "embedContent")
+                body, back = self._gemini_embed_body(data, raw, model, route.model, batch), None
+            elif ib.api is GEMINI:
+                body = openai_chat.dumps(embeddings.gemini_to_openai_request(data, route.model, batch))
+                back = lambda answer: embeddings.openai_to_gemini_response(answer, batch)  # noqa: E731
+            else:
+                req = embeddings.parse_openai_request(data)
+                if len(req.inputs) > GEMINI_BATCH_LIMIT:
+                    raise GatewayError(400, f"Gemini embeds at most {GEMINI_BATCH_LIMIT} inputs per request; "
+                                       f"this one has {len(req.inputs)}.", code="invalid_request", param="input")
+                body = openai_chat.dumps(embeddings.openai_to_gemini(req, route.model))
+                back = lambda answer: embeddings.gemini_to_openai_response(  # noqa: E731
+                    answer, model, req.encoding_format, list(req.inputs))
+        except cn.ConversionError as e:
+            raise GatewayError(400, str(e), code="invalid_request", param=e.param) from None
+        resp = await self._send(flow, ib, route, kind, model, url, body, "application/json", fail, ", embeddings")
+        if resp is None:
+            return
+        answer_raw, answer = await self._read_json(flow, resp, route)
+        if back is None:
+            out = openai_chat.rename_model(answer_raw, model) if ib.api is not GEMINI else answer_raw
+        else:
+            try:
+                out = openai_chat.dumps(back(answer))
+            except (ValueError, TypeError, KeyError) as e:
+                raise GatewayError(502, f"Upstream '{p.id}' sent an unusable embeddings response: {e}.",
+                                   code="upstream_error") from None
+        flow.response = http.Response.make(200, out, {"Content-Type": "application/json"})
+
+    @staticmethod
+    def _gemini_embed_body(data: dict[str, Any], raw: bytes, client_model: str, model: str, batch: bool) -> bytes:
+        """A batch names its model in every item, which must match the URL's: renamed with it."""
+        items = data.get("requests")
+        if not batch or client_model == model or not isinstance(items, list):
+            return raw
+        renamed = [{**r, "model": gemini.model_path(model)} if isinstance(r, dict) else r for r in items]
+        return openai_chat.dumps({**data, "requests": renamed})

@@ -126,7 +126,7 @@ def plan(client: ClientApi, kind: ProviderKind, p: ProviderSettings, upstream_mo
         )
     try:
         req = client.decode_request(data, client_model)
-        req.model = upstream_model
+        req.model, req.stream = upstream_model, stream  # Gemini clients say "stream" in the URL
         memory.restore(req)
         body = openai_chat.dumps(fmt.encode_request(req))
     except cn.ConversionError as e:

@@ -16,3 +16,4 @@ class ProviderKind:
     parse_models: Callable[[Any], list[str]]  # models endpoint JSON -> model ids
     default_headers: dict[str, str] = field(default_factory=dict)
     count_url: Callable[[str, str], str] | None = None  # (base_url, model) -> token-count URL, if it has one
+    embed_url: Callable[[str, str], str] | None = None  # (base_url, model) -> embeddings URL, if it has one

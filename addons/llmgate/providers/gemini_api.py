@@ -15,6 +15,9 @@ def _chat_url(base: str, model: str, stream: bool) -> str:
     return f"{base}/v1beta/{model_path(model)}:{method}"
 
 
+SERVED = {"generateContent", "embedContent"}  # methods the gateway routes to
+
+
 def _model_ids(body: Any) -> list[str]:
     models = body.get("models") if isinstance(body, dict) else None
     if not isinstance(models, list):
@@ -23,7 +26,7 @@ def _model_ids(body: Any) -> list[str]:
         m["name"].removeprefix("models/")
         for m in models
         if isinstance(m, dict) and isinstance(m.get("name"), str)
-        and "generateContent" in (m.get("supportedGenerationMethods") or ["generateContent"])
+        and SERVED & set(m.get("supportedGenerationMethods") or ["generateContent"])
     ]
 
 
@@ -35,4 +38,5 @@ KIND = ProviderKind(
     auth_headers=lambda key: {"x-goog-api-key": key},
     parse_models=_model_ids,
     count_url=lambda base, model: f"{base}/v1beta/{model_path(model)}:countTokens",
+    embed_url=lambda base, model: f"{base}/v1beta/{model_path(model)}:batchEmbedContents",
 )

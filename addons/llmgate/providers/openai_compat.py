@@ -27,4 +27,5 @@ KIND = ProviderKind(
     models_path="/models",
     auth_headers=_bearer,
     parse_models=_model_ids,
+    embed_url=lambda base, model: base + "/embeddings",
 )

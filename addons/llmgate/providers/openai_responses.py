@@ -13,4 +13,5 @@ KIND = ProviderKind(
     models_path="/models",
     auth_headers=CHAT.auth_headers,
     parse_models=CHAT.parse_models,
+    embed_url=CHAT.embed_url,  # OpenAI itself serves both
 )
