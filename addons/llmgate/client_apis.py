@@ -29,9 +29,12 @@ class ClientApi:
     rename: Callable[[bytes, str], bytes]  # passthrough body: (body, client model)
     with_model: Callable[[dict[str, Any], bytes, str], bytes]  # passthrough request: (data, raw, upstream model)
     error_json: Callable[[GatewayError], dict[str, Any]]
+    error_shape: str  # "openai" | "anthropic" | "google": upstream errors of this shape pass as they are
     pass_headers: tuple[str, ...] = ()  # client headers forwarded to a same-format upstream
 
     def error_body(self, err: GatewayError) -> bytes:
+        if err.native is not None and err.native[0] == self.error_shape:
+            return err.native[1]
         return json.dumps(self.error_json(err), ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -69,6 +72,7 @@ OPENAI_CHAT = ClientApi(
     rename=openai_chat.rename_model,
     with_model=openai_chat.with_model,
     error_json=_openai_error,
+    error_shape="openai",
 )
 
 ANTHROPIC = ClientApi(
@@ -81,6 +85,7 @@ ANTHROPIC = ClientApi(
     rename=relabel_body,
     with_model=openai_chat.with_model,
     error_json=_anthropic_error,
+    error_shape="anthropic",
     pass_headers=("anthropic-beta",),
 )
 
@@ -94,6 +99,7 @@ GEMINI = ClientApi(
     rename=lambda body, model: relabel_body(body, model, "modelVersion"),
     with_model=_same_body,
     error_json=_google_error,
+    error_shape="google",
 )
 
 RESPONSES = ClientApi(
@@ -106,4 +112,5 @@ RESPONSES = ClientApi(
     rename=relabel_body,
     with_model=openai_chat.with_model,
     error_json=_openai_error,
+    error_shape="openai",
 )

@@ -21,6 +21,7 @@ class GatewayError(Exception):
         code: str | None = None,
         param: str | None = None,
         headers: dict[str, str] | None = None,
+        native: tuple[str, bytes] | None = None,
     ):
         super().__init__(message)
         self.status = status
@@ -28,6 +29,9 @@ class GatewayError(Exception):
         self.code = code
         self.param = param
         self.headers = headers or {}
+        # the upstream's own error body and its shape ("openai" | "anthropic" | "google"):
+        # a client speaking that shape gets it as is (Google's details, Anthropic's request_id...)
+        self.native = native
 
     @property
     def openai_type(self) -> str:

@@ -81,7 +81,8 @@ class FrontDoor:
         try:
             await self._dispatch(flow, inbound)
         except GatewayError as e:
-            flow.response = error_response(e, inbound.api)
+            array = inbound.action == "streamGenerateContent" and flow.request.query.get("alt") != "sse"
+            flow.response = error_response(e, inbound.api, array)
         except Exception:
             log.exception("gateway failed on %s %s", flow.request.method, flow.request.path)
             flow.response = error_response(GatewayError(

@@ -157,17 +157,24 @@ def _scrub(p: ProviderSettings, message: str) -> str:
     return message
 
 
+def _native(p: ProviderSettings, shape: str, body: bytes) -> tuple[str, bytes]:
+    if p.api_key and len(p.api_key) >= 8:
+        body = body.replace(p.api_key.encode(), b"[redacted]")
+    return shape, body
+
+
 def _passed(headers: Any) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() in PASS_ON_ERROR}
 
 
 def openai_error(p: ProviderSettings, status: int, reason: str, headers: Any, body: bytes) -> GatewayError:
     """An OpenAI-compatible upstream's own error: same status, its message and code kept."""
-    message, code, param = None, None, None
+    message, code, param, native = None, None, None, None
     try:
         err = json.loads(body).get("error")
         if isinstance(err, dict):
             message, code, param = err.get("message"), err.get("code"), err.get("param")
+            native = _native(p, "openai", body)
         elif isinstance(err, str):
             message = err
     except (ValueError, AttributeError):
@@ -176,7 +183,7 @@ def openai_error(p: ProviderSettings, status: int, reason: str, headers: Any, bo
         text = body[:300].decode("utf-8", "replace").strip() or "(empty body)"
         message = f"Upstream '{p.id}' answered {status} {reason}: {text}"
     return GatewayError(status, _scrub(p, message), code=code if isinstance(code, str) else None,
-                        param=param if isinstance(param, str) else None, headers=_passed(headers))
+                        param=param if isinstance(param, str) else None, headers=_passed(headers), native=native)
 
 
 def google_error(p: ProviderSettings, status: int, reason: str, headers: Any, body: bytes) -> GatewayError:
@@ -184,21 +191,23 @@ def google_error(p: ProviderSettings, status: int, reason: str, headers: Any, bo
     message, status_name = gemini.decode_error(status, body)
     if not status_name:
         message = f"Upstream '{p.id}' answered {status} {reason}: {message or '(empty body)'}"
+    native = _native(p, "google", body) if status_name else None
     if "API_KEY_INVALID" in body.decode("utf-8", "replace") or "API key not valid" in message:
-        status = 401
+        status, native = 401, None
     code = (status_name or "").lower() or None
     passed = _passed(headers)
     delay = gemini.retry_delay(body)
     if delay is not None and "retry-after" not in {k.lower() for k in passed}:
         passed["Retry-After"] = str(delay)
-    return GatewayError(status, _scrub(p, message), code=code, headers=passed)
+    return GatewayError(status, _scrub(p, message), code=code, headers=passed, native=native)
 
 
 def anthropic_error(p: ProviderSettings, status: int, reason: str, headers: Any, body: bytes) -> GatewayError:
     message, kind = anthropic.decode_error(status, body)
     if not kind:
         message = f"Upstream '{p.id}' answered {status} {reason}: {message or '(empty body)'}"
-    return GatewayError(status, _scrub(p, message), code=kind, headers=_passed(headers))
+    return GatewayError(status, _scrub(p, message), code=kind, headers=_passed(headers),
+                        native=_native(p, "anthropic", body) if kind else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,3 +67,46 @@ def tool_calls_of(response, stream: bool) -> list[dict]:
             c["args"] += tc.function.arguments or ""
     return [{"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["args"]}}
             for c in calls.values()]
+
+
+class TappedUpstream:
+    """A provider double (tests/upstreams/<module>) served in-process, which also keeps the raw
+    bytes of every request body: its /__requests log holds parsed JSON, which cannot show that
+    a body went through byte for byte. Same `base`, `received()` and `clear()` as Upstream."""
+
+    def __init__(self, module: str, api_key: str, models: list[str]):
+        import importlib
+        import json
+        import urllib.request
+
+        from aiohttp import web
+
+        from tests.upstreams.serving import ServerThread
+
+        self._json, self._urllib = json, urllib.request
+        self.raw: list[tuple[str, bytes]] = []  # (path with query, body bytes)
+
+        @web.middleware
+        async def tap(request, handler):
+            if request.path != "/__requests":
+                self.raw.append((request.path_qs, await request.read()))
+            return await handler(request)
+
+        app = importlib.import_module(f"tests.upstreams.{module}").make_app(api_key, models)
+        app.middlewares.insert(0, tap)
+        self._server = ServerThread(app)
+        self.base = self._server.__enter__()
+
+    def received(self) -> list[dict]:
+        with self._urllib.urlopen(self.base + "/__requests") as r:
+            return self._json.load(r)
+
+    def clear(self) -> None:
+        self._urllib.urlopen(self._urllib.Request(self.base + "/__requests", method="DELETE")).close()
+        self.raw.clear()
+
+    def raw_bodies(self, path_part: str) -> list[bytes]:
+        return [body for path, body in self.raw if path_part in path]
+
+    def stop(self) -> None:
+        self._server.__exit__(None, None, None)
