@@ -37,6 +37,8 @@ Choices the format forces (encode_request, for an Anthropic upstream):
 
 Responses and streams (for an Anthropic client):
 - Message ids are "msg_..." (the canonical id prefixed when it lacks it).
+- Thinking from an upstream that does not sign its thoughts (Gemini signs the calls, whose
+  signatures ride in the tool_use ids; OpenAI-compatible reasoning_content) has signature "".
 - Usage: Anthropic's input_tokens excludes cache reads and writes; canonical
   input_tokens includes them (input + cache_read + cache_creation), with
   cached_tokens = cache reads and cache_write_tokens = cache creation.

@@ -129,6 +129,9 @@ class Request:
     include_usage: bool = False
     user: str | None = None
     dropped: list[str] = field(default_factory=list)  # parameters the target could not honour
+    # tools whose calls carry one raw string, not JSON (Responses "custom" tools, e.g. Codex's
+    # apply_patch): other formats see a function taking {"input": string}
+    freeform_tools: list[str] = field(default_factory=list)
 
 
 # --- response ----------------------------------------------------------------

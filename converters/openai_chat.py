@@ -87,10 +87,49 @@ def dumps(obj: Any) -> bytes:
 
 
 def with_model(data: dict[str, Any], body: bytes, model: str) -> bytes:
-    """The request body with `model` replaced; the original bytes if unchanged."""
+    """The request body with `model` replaced and every other byte kept (the original bytes
+    if unchanged). `data` is `body` parsed."""
     if data.get("model") == model:
         return body
-    return dumps({**data, "model": model})
+    spliced = _splice_top_level(body, "model", model)
+    return spliced if spliced is not None else dumps({**data, "model": model})
+
+
+_JSON = json.JSONDecoder()
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def _splice_top_level(body: bytes, key: str, value: str) -> bytes | None:
+    """`body` (a JSON object) with the value of its top-level `key` replaced in place; None if
+    the key is absent or repeated, or the body is not what json.loads accepted."""
+    try:
+        text = body.decode("utf-8")
+        skip = _WS.match
+        i = skip(text, 0).end()
+        if text[i:i + 1] != "{":
+            return None
+        i = skip(text, i + 1).end()
+        spans = []
+        while text[i:i + 1] != "}":
+            name, i = _JSON.raw_decode(text, i)
+            i = skip(text, i).end()
+            if text[i:i + 1] != ":":
+                return None
+            i = skip(text, i + 1).end()
+            _, end = _JSON.raw_decode(text, i)
+            if name == key:
+                spans.append((i, end))
+            i = skip(text, end).end()
+            if text[i:i + 1] == ",":
+                i = skip(text, i + 1).end()
+            elif text[i:i + 1] != "}":
+                return None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if len(spans) != 1:
+        return None
+    start, end = spans[0]
+    return (text[:start] + json.dumps(value, ensure_ascii=False) + text[end:]).encode()
 
 
 def rename_model(body: bytes, model: str) -> bytes:
@@ -508,8 +547,8 @@ def _image_part(img: cn.Image) -> dict[str, Any]:
 def _parts(blocks: list[cn.Block]) -> str | list[dict[str, Any]]:
     parts = [{"type": "text", "text": b.text} if isinstance(b, cn.Text) else _image_part(b)
              for b in blocks if isinstance(b, (cn.Text, cn.Image))]
-    if all(p["type"] == "text" for p in parts):
-        return "".join(p["text"] for p in parts)
+    if all(p["type"] == "text" for p in parts):  # separate blocks stay apart, as system blocks do
+        return "\n\n".join(p["text"] for p in parts if p["text"])
     return parts
 
 

@@ -9,8 +9,13 @@ Choices the format forces:
   client must send the whole conversation in `input` (Codex does, with store: false).
   `store`, `metadata`, `user`, `truncation`, `include`, ... are accepted and dropped
   (listed in Request.dropped); upstream requests always carry store: false.
-- Only function tools; web_search, file_search, computer_use, custom, local_shell, MCP ...
-  tools are refused (400, param tools.<i>.type).
+- Function and custom tools; web_search, file_search, computer_use, local_shell, MCP ...
+  tools are refused (400, param tools.<i>.type). A custom tool (free-form input, e.g. Codex's
+  apply_patch) goes to other providers as a function taking {"input": string}, its grammar
+  told in that parameter's description; its calls come back as custom_tool_call items with
+  the unwrapped input, streamed as one custom_tool_call_input delta when the call is complete
+  (the upstream's JSON fragments cannot be unwrapped before). custom_tool_call(_output)
+  input items become tool calls and results.
 - Reasoning items: the summary parts become one Thinking block (parts joined with a blank
   line). encrypted_content is kept in Thinking.encrypted_content and only ever sent back to a
   Responses upstream. A signature from another provider (Anthropic/Gemini thinking) travels to
@@ -45,6 +50,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,6 +146,7 @@ def decode_request(data: Any) -> cn.Request:
     req.parallel_tool_calls = _opt(data, "parallel_tool_calls", bool)
     tools = _opt(data, "tools", list) or []
     req.tools = [_tool(t, i) for i, t in enumerate(tools)]
+    req.freeform_tools = [t["name"] for t in tools if t.get("type") == "custom"]
     req.tool_choice = _tool_choice(data.get("tool_choice"))
     text = _opt(data, "text", dict) or {}
     req.response_format = _text_format(text.get("format"))
@@ -207,7 +214,16 @@ def _input_item(item: Any, where: str, system: list[cn.Text], messages: list[cn.
         calls[call_id] = name
         call = cn.ToolCall(call_id, name, arguments or "{}", signature=call_ids.signature_of(call_id))
         _append(messages, "assistant", [call])
-    elif kind == "function_call_output":
+    elif kind == "custom_tool_call":
+        call_id = _str(item, "call_id", where)
+        name = _str(item, "name", where)
+        calls[call_id] = name
+        raw = item.get("input")
+        if not isinstance(raw, str):
+            raise cn.ConversionError("custom_tool_call input must be a string.", f"{where}.input")
+        arguments = json.dumps({"input": raw}, ensure_ascii=False, separators=(",", ":"))
+        _append(messages, "assistant", [cn.ToolCall(call_id, name, arguments)])
+    elif kind in ("function_call_output", "custom_tool_call_output"):
         call_id = _str(item, "call_id", where)
         output = item.get("output")
         if isinstance(output, str):
@@ -215,7 +231,7 @@ def _input_item(item: Any, where: str, system: list[cn.Text], messages: list[cn.
         elif isinstance(output, list):
             content = [b for b in _content(output, where, "output") if isinstance(b, (cn.Text, cn.Image))]
         else:
-            raise cn.ConversionError("function_call_output output must be a string or an array of parts.",
+            raise cn.ConversionError(f"{kind} output must be a string or an array of parts.",
                                      f"{where}.output")
         _append(messages, "user", [cn.ToolResult(call_id, content, name=calls.get(call_id))])
     elif kind == "reasoning":
@@ -225,7 +241,8 @@ def _input_item(item: Any, where: str, system: list[cn.Text], messages: list[cn.
                                  "items themselves in input.", f"{where}.type")
     else:
         raise cn.ConversionError(f"Input item type {kind!r} is not supported by this gateway (only messages, "
-                                 "function_call, function_call_output and reasoning items).", f"{where}.type")
+                                 "function and custom tool calls, their outputs, and reasoning items).",
+                                 f"{where}.type")
 
 
 def _reasoning_block(item: dict, where: str) -> cn.Thinking | cn.RedactedThinking:
@@ -279,11 +296,38 @@ def _content(content: Any, where: str, key: str = "content") -> list[cn.Block]:
     return out
 
 
+def _freeform_tool(t: dict, i: int) -> cn.Tool:
+    """A custom tool as a function taking {"input": string}; its format told in the description."""
+    name = _str(t, "name", f"tools.{i}")
+    description = t.get("description") if isinstance(t.get("description"), str) else ""
+    fmt = t.get("format") if isinstance(t.get("format"), dict) else {}
+    about = "The raw input for the tool, as free-form text (not JSON)."
+    if fmt.get("type") == "grammar" and isinstance(fmt.get("definition"), str):
+        about = (f"The raw input for the tool. It must match this {fmt.get('syntax') or 'lark'} grammar:\n"
+                 + fmt["definition"])
+    params = {"type": "object", "properties": {"input": {"type": "string", "description": about}},
+              "required": ["input"], "additionalProperties": False}
+    return cn.Tool(name, description=description or None, parameters=params, strict=False)
+
+
+def freeform_input(arguments: str) -> str:
+    """A freeform tool's call arguments ({"input": "..."}) -> the raw input its client expects."""
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return arguments
+    if isinstance(value, dict) and isinstance(value.get("input"), str):
+        return value["input"]
+    return arguments
+
+
 def _tool(t: Any, i: int) -> cn.Tool:
     kind = t.get("type") if isinstance(t, dict) else None
+    if kind == "custom":
+        return _freeform_tool(t, i)
     if kind != "function":
-        raise cn.ConversionError(f"Tool type {kind!r} is not supported by this gateway: only function tools.",
-                                 f"tools.{i}.type")
+        raise cn.ConversionError(f"Tool type {kind!r} is not supported by this gateway: only function and "
+                                 "custom tools.", f"tools.{i}.type")
     name = _str(t, "name", f"tools.{i}")
     description = t.get("description")
     if description is not None and not isinstance(description, str):
@@ -302,7 +346,8 @@ def _tool_choice(choice: Any) -> cn.ToolChoice | None:
         return None
     if choice in ("auto", "none", "required"):
         return cn.ToolChoice(choice)
-    if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("name"), str):
+    if isinstance(choice, dict) and choice.get("type") in ("function", "custom") \
+            and isinstance(choice.get("name"), str):
         return cn.ToolChoice("tool", choice["name"])
     raise cn.ConversionError("tool_choice must be auto, none, required or {type: function, name}.", "tool_choice")
 
@@ -507,7 +552,11 @@ def _reasoning_item(item_id: str, text: str, blob: str | None, status: str | Non
     return item
 
 
-def _call_item(item_id: str, call: cn.ToolCall, arguments: str, status: str) -> dict[str, Any]:
+def _call_item(item_id: str, call: cn.ToolCall, arguments: str, status: str,
+               freeform: bool = False) -> dict[str, Any]:
+    if freeform:
+        return {"id": item_id, "type": "custom_tool_call", "call_id": call.id, "name": call.name,
+                "input": freeform_input(arguments) if arguments else "", "status": status}
     return {"id": item_id, "type": "function_call", "call_id": call.id, "name": call.name,
             "arguments": arguments, "status": status}
 
@@ -537,8 +586,9 @@ def response_object(rid: str, model: str, created: float, status: str, output: l
     }
 
 
-def encode_response(r: cn.Response, model: str) -> dict[str, Any]:
-    """Canonical -> a Response object carrying the client's model name. Never empty."""
+def encode_response(r: cn.Response, model: str, freeform: Collection[str] = ()) -> dict[str, Any]:
+    """Canonical -> a Response object carrying the client's model name. Never empty.
+    Calls of the `freeform` tools are custom_tool_call items."""
     rid = response_id(r.id)
     status, incomplete, error = _ending(r.finish, r.finish_detail)
     item_status = "incomplete" if status == "incomplete" else "completed"
@@ -552,7 +602,7 @@ def encode_response(r: cn.Response, model: str) -> dict[str, Any]:
         elif isinstance(b, (cn.Thinking, cn.RedactedThinking)):
             output.append(_reasoning_item(_item_id("rs", rid, n), getattr(b, "text", ""), _blob(b)))
         elif isinstance(b, cn.ToolCall):
-            output.append(_call_item(_item_id("fc", rid, n), b, b.arguments, "completed"))
+            output.append(_call_item(_item_id("fc", rid, n), b, b.arguments, "completed", b.name in freeform))
             answered = True
     if not answered:
         output.append(_text_item(_item_id("msg", rid, len(output)), "", item_status))
@@ -663,6 +713,7 @@ class _Item:
     blob: str | None = None  # encrypted_content / wrapped signature (reasoning)
     signature: str = ""
     part_open: bool = False  # reasoning: summary part 0 announced
+    freeform: bool = False  # function_call of a custom tool: a custom_tool_call item
 
     @property
     def announced(self) -> bool:
@@ -678,8 +729,9 @@ def _client_error_code(code: str, status: int) -> str:
 class StreamEncoder:
     """Canonical stream events -> Responses SSE: `event: <type>\\ndata: <json>\\n\\n`, sequence numbers from 0."""
 
-    def __init__(self, model: str):
+    def __init__(self, model: str, freeform: Collection[str] = ()):
         self.model = model
+        self.freeform = frozenset(freeform)  # custom tools: their calls' input is sent whole, at the end
         self.id = "resp_gateway"
         self.created = int(time.time())
         self._seq = 0
@@ -736,6 +788,8 @@ class StreamEncoder:
             item = self._open.get(e.index)
             if item and item.kind == "function_call" and e.json:
                 item.text += e.json
+                if item.freeform:
+                    return out
                 out += self._ev("response.function_call_arguments.delta", item_id=item.item_id,
                                 output_index=item.output_index, delta=e.json)
             return out
@@ -759,8 +813,11 @@ class StreamEncoder:
         if index in self._open:
             return b""
         if isinstance(block, cn.ToolCall):
-            item = self._open[index] = _Item("function_call", call=block)
+            item = self._open[index] = _Item("function_call", call=block, freeform=block.name in self.freeform)
             out = self._announce(item)
+            if item.freeform:  # its input is JSON-wrapped upstream: unwrapped once complete
+                item.text = block.arguments
+                return out
             if block.arguments:
                 item.text = block.arguments
                 out += self._ev("response.function_call_arguments.delta", item_id=item.item_id,
@@ -783,7 +840,8 @@ class StreamEncoder:
             self._answered = True
             item.item_id = _item_id("fc", self.id, n)
             return self._ev("response.output_item.added", output_index=n,
-                            item=_call_item(item.item_id, item.call, "", "in_progress"))  # type: ignore[arg-type]
+                            item=_call_item(item.item_id, item.call, "", "in_progress",  # type: ignore[arg-type]
+                                            item.freeform))
         if item.kind == "reasoning":
             item.item_id = _item_id("rs", self.id, n)
             return self._ev("response.output_item.added", output_index=n, item=_reasoning_item(item.item_id, "", None))
@@ -820,7 +878,7 @@ class StreamEncoder:
         if item.kind == "message":
             return _text_item(item.item_id, item.text, status)
         if item.kind == "function_call":
-            return _call_item(item.item_id, item.call, item.text, status)  # type: ignore[arg-type]
+            return _call_item(item.item_id, item.call, item.text, status, item.freeform)  # type: ignore[arg-type]
         blob = item.blob or (SIG_PREFIX + item.signature if item.signature else None)
         return _reasoning_item(item.item_id, item.text, blob, None if status == "completed" else status)
 
@@ -834,6 +892,10 @@ class StreamEncoder:
         if item.kind == "message":
             out += self._ev("response.output_text.done", **at, content_index=0, text=item.text, logprobs=[])
             out += self._ev("response.content_part.done", **at, content_index=0, part=_output_text(item.text))
+        elif item.freeform:
+            raw = freeform_input(item.text)
+            out += self._ev("response.custom_tool_call_input.delta", **at, delta=raw)
+            out += self._ev("response.custom_tool_call_input.done", **at, input=raw)
         elif item.kind == "function_call":
             out += self._ev("response.function_call_arguments.done", **at, arguments=item.text)
         elif item.part_open:

@@ -75,7 +75,8 @@ class ModelCatalog:
 
     async def _fetch(self, p: ProviderSettings, e: _Entry) -> None:
         kind = PROVIDER_TYPES[p.type]
-        headers = {"Accept": "application/json", **(kind.auth_headers(p.api_key) if p.api_key else {}), **p.headers}
+        headers = {"Accept": "application/json", **kind.default_headers,
+                   **(kind.auth_headers(p.api_key) if p.api_key else {}), **p.headers}
         req = UpstreamRequest("GET", p.base_url + kind.models_path, headers, b"")
         try:
             resp = await self._upstream.send(req, DISCOVERY_TIMEOUTS, f"'{p.id}'")

@@ -23,7 +23,7 @@ class ClientApi:
     name: str
     wire: str  # the converters module speaking it; equal to a ProviderKind.wire means passthrough
     decode_request: Callable[[dict[str, Any], str], cn.Request]  # (body, model) -> canonical
-    encode_response: Callable[[cn.Response, str], dict[str, Any]]  # (answer, client model) -> body
+    encode_response: Callable[[cn.Response, str, cn.Request], dict[str, Any]]  # (answer, client model, request)
     stream_encoder: Callable[[str, cn.Request, bool], StreamEncoder]  # (client model, request, sse)
     relabel: Callable[[str, bool], StreamTransform]  # passthrough stream: (client model, sse)
     rename: Callable[[bytes, str], bytes]  # passthrough body: (body, client model)
@@ -66,7 +66,7 @@ OPENAI_CHAT = ClientApi(
     name="openai-chat",
     wire="openai_chat",
     decode_request=lambda data, model: openai_chat.decode_request(data),
-    encode_response=openai_chat.encode_response,
+    encode_response=lambda r, model, req: openai_chat.encode_response(r, model),
     stream_encoder=lambda model, req, sse: openai_chat.StreamEncoder(model, req.include_usage),
     relabel=lambda model, sse: openai_chat.StreamRelabel(model),
     rename=openai_chat.rename_model,
@@ -79,7 +79,7 @@ ANTHROPIC = ClientApi(
     name="anthropic",
     wire="anthropic",
     decode_request=lambda data, model: anthropic.decode_request(data),
-    encode_response=anthropic.encode_response,
+    encode_response=lambda r, model, req: anthropic.encode_response(r, model),
     stream_encoder=lambda model, req, sse: anthropic.StreamEncoder(model),
     relabel=lambda model, sse: anthropic.StreamRelabel(model),
     rename=relabel_body,
@@ -93,7 +93,7 @@ GEMINI = ClientApi(
     name="gemini",
     wire="gemini",
     decode_request=gemini.decode_request,
-    encode_response=gemini.encode_response,
+    encode_response=lambda r, model, req: gemini.encode_response(r, model),
     stream_encoder=lambda model, req, sse: gemini.StreamEncoder(model, sse=sse),
     relabel=gemini.StreamRelabel,
     rename=lambda body, model: relabel_body(body, model, "modelVersion"),
@@ -106,8 +106,8 @@ RESPONSES = ClientApi(
     name="openai-responses",
     wire="responses",
     decode_request=lambda data, model: responses.decode_request(data),
-    encode_response=responses.encode_response,
-    stream_encoder=lambda model, req, sse: responses.StreamEncoder(model),
+    encode_response=lambda r, model, req: responses.encode_response(r, model, req.freeform_tools),
+    stream_encoder=lambda model, req, sse: responses.StreamEncoder(model, req.freeform_tools),
     relabel=lambda model, sse: responses.StreamRelabel(model),
     rename=relabel_body,
     with_model=openai_chat.with_model,

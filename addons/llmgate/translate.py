@@ -140,7 +140,7 @@ def plan(client: ClientApi, kind: ProviderKind, p: ProviderSettings, upstream_mo
         if r.finish == "error" and client.wire in ("openai_chat", "anthropic"):  # no finish reason says it
             raise GatewayError(502, f"Upstream '{p.id}' stopped the response: {r.finish_detail}.",
                                code="upstream_error")
-        return openai_chat.dumps(client.encode_response(r, client_model))
+        return openai_chat.dumps(client.encode_response(r, client_model, req))
 
     return Plan(
         url=url, body=body, accept=accept,

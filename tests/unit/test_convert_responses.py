@@ -773,3 +773,56 @@ def test_stream_decoder_and_encoder_never_raise(bodies, rng):
     cuts = sorted(rng.sample(range(1, len(data)), min(5, len(data) - 1))) if len(data) > 1 else []
     wire = run(responses.StreamDecoder(), responses.StreamEncoder("a"), data, cuts)
     check_well_formed(parse_events(wire))  # always a complete, SDK-valid stream for the client
+
+
+# --- custom (freeform) tools: Codex's apply_patch ------------------------------
+
+PATCH = "*** Begin Patch\n*** Add File: a.txt\n+hi \"there\"\n*** End Patch\n"
+APPLY_PATCH = {"type": "custom", "name": "apply_patch", "description": "Edit files with a patch.",
+               "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch hunk+ end_patch"}}
+
+
+def test_custom_tool_request_becomes_a_function_taking_input():
+    body = {"model": "m", "tools": [APPLY_PATCH], "tool_choice": {"type": "custom", "name": "apply_patch"},
+            "input": [{"role": "user", "content": "add a file"},
+                      {"type": "custom_tool_call", "call_id": "call_1", "name": "apply_patch", "input": PATCH},
+                      {"type": "custom_tool_call_output", "call_id": "call_1", "output": "Done!"}]}
+    sdk_check(body)
+    req = responses.decode_request(body)
+    assert req.freeform_tools == ["apply_patch"]
+    (tool,) = req.tools
+    assert tool.parameters["required"] == ["input"]
+    assert "start: begin_patch hunk+ end_patch" in tool.parameters["properties"]["input"]["description"]
+    assert req.tool_choice == cn.ToolChoice("tool", "apply_patch")
+    call = req.messages[1].content[0]
+    assert isinstance(call, cn.ToolCall) and json.loads(call.arguments) == {"input": PATCH}
+    result = req.messages[2].content[0]
+    assert isinstance(result, cn.ToolResult) and result.name == "apply_patch" and result.content[0].text == "Done!"
+    # and on to Gemini, as a plain function declaration
+    decl = gemini.encode_request(req)["tools"][0]["functionDeclarations"][0]
+    assert decl["name"] == "apply_patch"
+
+
+def test_custom_tool_call_response_and_stream_carry_the_raw_input():
+    args = json.dumps({"input": PATCH})
+    r = cn.Response("r1", "up", [cn.ToolCall("call_9", "apply_patch", args), cn.ToolCall("call_8", "shell", "{}")],
+                    "tool_calls")
+    body = responses.encode_response(r, "alias", ["apply_patch"])
+    Response.model_validate(body)
+    custom, plain = body["output"]
+    assert custom == {"id": custom["id"], "type": "custom_tool_call", "call_id": "call_9", "name": "apply_patch",
+                      "input": PATCH, "status": "completed"}
+    assert plain["type"] == "function_call"
+
+    stream = [cn.MessageStart("s1", "up", 1700000000), cn.BlockStart(0, cn.ToolCall("call_9", "apply_patch", "")),
+              cn.ArgumentsDelta(0, args[:10]), cn.ArgumentsDelta(0, args[10:]), cn.BlockStop(0),
+              cn.Finish("tool_calls")]
+    events = parse_events(responses.StreamEncoder("alias", ["apply_patch"]).encode(stream))
+    final = check_well_formed(events)
+    kinds = [e["type"] for e in events]
+    assert "response.function_call_arguments.delta" not in kinds
+    (delta,) = [e for e in events if e["type"] == "response.custom_tool_call_input.delta"]
+    assert delta["delta"] == PATCH
+    assert final["output"][0]["type"] == "custom_tool_call" and final["output"][0]["input"] == PATCH
+    sdk = sdk_final_response(events)
+    assert sdk.output[0].type == "custom_tool_call" and sdk.output[0].input == PATCH

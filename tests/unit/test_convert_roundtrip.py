@@ -380,8 +380,8 @@ def openai_request(req: cn.Request) -> cn.Request:
             extra += [_image(i) for i in r.content if isinstance(i, cn.Image)]  # their images follow
         rest = extra + [_image(b) if isinstance(b, cn.Image) else cn.Text(b.text)
                         for b in m.content if isinstance(b, (cn.Text, cn.Image))]
-        if rest and all(isinstance(b, cn.Text) for b in rest):  # text-only content is one string
-            joined = cn.text_of(rest)
+        if rest and all(isinstance(b, cn.Text) for b in rest):  # text-only: one string, blocks apart
+            joined = "\n\n".join(b.text for b in rest if b.text)
             rest = [cn.Text(joined)] if joined else []
             _append(messages, "user", rest, keep_empty=True)
         elif rest:
