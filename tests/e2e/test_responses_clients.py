@@ -341,3 +341,48 @@ def test_bad_key_is_401(gateway):
     bad = openai.OpenAI(base_url=gateway.base + "/v1", api_key="sk-wrong", max_retries=0, timeout=20)
     with pytest.raises(openai.AuthenticationError):
         bad.responses.create(model="oai/gpt-4o-mini", input="hi")
+
+
+# --- custom (freeform) tools, as Codex sends apply_patch -------------------------------------
+
+APPLY_PATCH = {"type": "custom", "name": "apply_patch", "description": "Edit files with a patch.",
+               "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch hunk+ end_patch"}}
+PATCH = "*** Begin Patch\n*** Add File: a.txt\n+hi\n*** End Patch\n"
+
+
+@pytest.mark.parametrize("model", CONVERTED)
+@pytest.mark.parametrize("stream", [False, True])
+def test_custom_tool_to_converted_backends(client, openai_up, anthropic_up, model, stream):
+    user = {"role": "user", "content": "add a file"}
+    if stream:
+        with client.responses.stream(model=model, input=[user], tools=[APPLY_PATCH]) as s:
+            types = [e.type for e in s]
+            r = s.get_final_response()
+        assert "response.custom_tool_call_input.done" in types
+    else:
+        r = client.responses.create(model=model, input=[user], tools=[APPLY_PATCH])
+    (call,) = r.output if r.output[0].type != "reasoning" else r.output[1:]
+    assert call.type == "custom_tool_call" and call.name == "apply_patch"
+    # the doubles answer with their own arguments, not {"input": ...}: the raw JSON is the input
+    assert json.loads(call.input) == {"tool": "apply_patch", "n": 0}
+
+    # the upstream saw a function taking {"input": string}, the grammar in its description
+    if model.startswith("oai/"):
+        (tool,) = last_body(openai_up, "/v1/chat/completions")["tools"]
+        params = tool["function"]["parameters"]
+    else:
+        (tool,) = last_body(anthropic_up, "/v1/messages")["tools"]
+        params = tool["input_schema"]
+    assert params["required"] == ["input"] and "begin_patch" in params["properties"]["input"]["description"]
+
+    # Codex's next turn: its own call (with a real patch) and the tool's output
+    history = [user, {"type": "custom_tool_call", "call_id": call.call_id, "name": "apply_patch", "input": PATCH},
+               {"type": "custom_tool_call_output", "call_id": call.call_id, "output": "Done!"}]
+    r2 = client.responses.create(model=model, input=history, tools=[APPLY_PATCH])
+    assert r2.output_text.startswith("Tool results: ") and "Done!" in r2.output_text
+    if model.startswith("oai/"):
+        sent = last_body(openai_up, "/v1/chat/completions")["messages"]
+        assert json.loads(sent[1]["tool_calls"][0]["function"]["arguments"]) == {"input": PATCH}
+    else:
+        sent = last_body(anthropic_up, "/v1/messages")["messages"]
+        assert sent[1]["content"][0]["input"] == {"input": PATCH}
