@@ -34,6 +34,8 @@ from tests.harness import BIN, ROOT, Proc, Upstream  # noqa: E402
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello to the benchmark."}]}
 GEMINI_MODEL = "gemini-2.5-flash"
+CLAUDE_MODEL = "claude-sonnet-4-5"
+MESSAGES_BODY = {"max_tokens": 64, "messages": [{"role": "user", "content": "Say hello to the benchmark."}]}
 KEY = "sk-bench"
 
 
@@ -95,7 +97,7 @@ async def py_load(url: str, connections: int, seconds: float, body: dict) -> tup
 
 def load(target: tuple[str, str], connections: int, seconds: float) -> tuple[float, float]:
     url, model = target
-    body = {**BODY, "model": model}
+    body = {**(MESSAGES_BODY if url.endswith("/v1/messages") else BODY), "model": model}
     if shutil.which("wrk"):
         return wrk(url, connections, seconds, body)
     return asyncio.run(py_load(url, connections, seconds, body))
@@ -132,6 +134,8 @@ def main() -> None:
         procs.append(up)
         gem = Upstream("gemini_api", "--models", GEMINI_MODEL)
         procs.append(gem)
+        claude = Upstream("anthropic_api")
+        procs.append(claude)
         bare_port, gw_port = free_port(), free_port()
         procs.append(start_mitmdump(bare_port, up.base))
         cfg = Path(tempfile.mkdtemp()) / "proxy.yaml"
@@ -139,6 +143,7 @@ def main() -> None:
             f"server: {{api_keys: [{KEY}]}}\n"
             f"providers:\n  - {{id: up, type: openai, base_url: '{up.base}/v1', models: [gpt-4o-mini]}}\n"
             f"  - {{id: gem, type: gemini, base_url: '{gem.base}', models: [{GEMINI_MODEL}]}}\n"
+            f"  - {{id: claude, type: anthropic, base_url: '{claude.base}', models: [{CLAUDE_MODEL}]}}\n"
         )
         gw_args = ["-s", str(ROOT / "addons/gateway.py"), "--set", "connection_strategy=lazy",
                    "--set", f"gateway_config={cfg}"]
@@ -153,6 +158,9 @@ def main() -> None:
             "gateway": (f"http://127.0.0.1:{gw_port}{chat}", "gpt-4o-mini"),
             "gateway+upflows": (f"http://127.0.0.1:{watched_port}{chat}", "gpt-4o-mini"),
             "gateway->gemini": (f"http://127.0.0.1:{gw_port}{chat}", GEMINI_MODEL),  # converted both ways
+            # Anthropic Messages clients: converted to an OpenAI-compatible upstream, passed through
+            "anthropic->openai": (f"http://127.0.0.1:{gw_port}/v1/messages", "gpt-4o-mini"),
+            "anthropic->anthropic": (f"http://127.0.0.1:{gw_port}/v1/messages", CLAUDE_MODEL),
         }
         print(f"load generator: {'wrk' if shutil.which('wrk') else 'python (install wrk for better figures)'}; "
               f"{args.seconds:g} s per run\n")
@@ -166,9 +174,9 @@ def main() -> None:
             for name in names[r % len(names):] + names[:r % len(names)]:  # rotate: no target always goes first
                 rps[name].append(load(targets[name], 16, args.seconds)[0])
         p50 = {name: load(target, 1, args.seconds)[1] for name, target in targets.items()}
-        print(f"{'':18}{'req/s @16 conn':>16}{'p50 ms @1 conn':>16}   (req/s: median of {args.rounds} runs)")
+        print(f"{'':22}{'req/s @16 conn':>16}{'p50 ms @1 conn':>16}   (req/s: median of {args.rounds} runs)")
         for name in targets:
-            print(f"{name:18}{statistics.median(rps[name]):16.0f}{p50[name]:16.2f}")
+            print(f"{name:22}{statistics.median(rps[name]):16.0f}{p50[name]:16.2f}")
 
         def ratio(name: str) -> float:
             return statistics.median(g / b for g, b in zip(rps[name], rps["bare mitmdump"]))
@@ -177,6 +185,8 @@ def main() -> None:
         print(f"  with provider-side flows recorded (mitmweb, -w): {ratio('gateway+upflows'):.2f}x")
         print(f"converted route (OpenAI client -> Gemini upstream) / bare mitmdump: "
               f"{ratio('gateway->gemini'):.2f}x (target >= 0.7x)")
+        print(f"Anthropic client -> OpenAI-compatible upstream (converted): {ratio('anthropic->openai'):.2f}x; "
+              f"-> Anthropic upstream (passthrough): {ratio('anthropic->anthropic'):.2f}x")
 
         # a bare mitmdump that streams (it buffers by default) shows mitmproxy's own share
         streaming_port = free_port()
