@@ -7,7 +7,6 @@ Routes are listed in llmgate/inbound.py.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -19,6 +18,7 @@ from mitmproxy import http
 from converters import anthropic, embeddings, gemini, openai_chat
 from converters import canonical as cn
 from converters.token_estimate import estimate
+from llmgate import listings
 from llmgate.client_apis import ANTHROPIC, GEMINI
 from llmgate.errors import GatewayError
 from llmgate.inbound import ROUTES_HINT, Inbound, inbound_of
@@ -26,15 +26,14 @@ from llmgate.providers import PROVIDER_TYPES
 from llmgate.providers.base import ProviderKind
 from llmgate.relay import Pipe, point_at_relay
 from llmgate.responses import error_response, json_response
-from llmgate.routing import Route, provider_by_id, resolve
+from llmgate.routing import Route, resolve
 from llmgate.runtime import UPSTREAM_MARK, Exchange, Runtime
-from llmgate.settings import GatewaySettings, ProviderSettings
+from llmgate.settings import GatewaySettings
 from llmgate.translate import UPSTREAM_FORMATS, plan
 from llmgate.upstream import MAX_ERROR_BODY, UpstreamRequest
 
 log = logging.getLogger("llmgate")
 
-DISCOVERY_WAIT = 5.0  # seconds a request waits for model discovery
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
     "content-length", "content-encoding", "set-cookie",
@@ -106,12 +105,13 @@ class FrontDoor:
                                + ROUTES_HINT, code="unknown_route")
         self._allow(flow.request.method, ib.method)
         raw = flow.request.content or b""
+        catalog = self.rt.catalog
         if ib.endpoint == "health":
-            flow.response = await self._health(settings)
+            flow.response = await listings.health(catalog, settings)
         elif ib.endpoint == "models":
-            flow.response = await self._models(settings, ib)
+            flow.response = await listings.model_list(catalog, settings, ib)
         elif ib.endpoint == "model":
-            flow.response = await self._model(settings, ib)
+            flow.response = await listings.one_model(catalog, settings, ib)
         elif ib.endpoint == "chat":
             try:
                 data, req = openai_chat.parse_request(raw)
@@ -144,62 +144,6 @@ class FrontDoor:
             raise GatewayError(405, f"Method {method} is not allowed here; use {allowed}.",
                                code="method_not_allowed", headers={"Allow": allowed})
 
-    async def _refresh(self, providers: list[ProviderSettings]) -> None:
-        stale = [p for p in providers if p.enabled and self.rt.catalog.stale(p)]
-        if stale:
-            await asyncio.wait([asyncio.ensure_future(self.rt.catalog.refresh(p)) for p in stale],
-                               timeout=DISCOVERY_WAIT)
-
-    async def _health(self, settings: GatewaySettings) -> http.Response:
-        await self._refresh(settings.providers)
-        report, routable = [], 0
-        for p in settings.providers:
-            st = self.rt.catalog.status(p)
-            models = self.rt.catalog.models(p)
-            ok = p.enabled and (bool(models) or (p.id == settings.routing.default and "error" not in st))
-            routable += ok
-            state = "disabled" if not p.enabled else "ok" if ok else "unavailable" if "error" in st else "unknown"
-            report.append({"id": p.id, "type": p.type, "state": state, **st})
-        body = {"status": "ok" if routable else "unavailable", "routable_providers": routable,
-                "providers": report}
-        return json_response(200 if routable else 503, body)
-
-    async def _listed(self, settings: GatewaySettings, forced: str | None) -> dict[str, str]:
-        """Every model the gateway can route -> the provider (or "alias") serving it."""
-        providers = [provider_by_id(settings, forced, "in the request path")] if forced else settings.providers
-        await self._refresh(providers)
-        seen: dict[str, str] = {}
-        for p in providers:
-            if p.enabled:
-                for m in self.rt.catalog.models(p) or ():
-                    seen.setdefault(m, p.id)
-        if not forced:
-            for alias, target in settings.routing.aliases.items():
-                seen.setdefault(alias, target.partition("/")[0] if "/" in target else "alias")
-        return seen
-
-    async def _models(self, settings: GatewaySettings, ib: Inbound) -> http.Response:
-        seen = await self._listed(settings, ib.forced)
-        if ib.api is ANTHROPIC:
-            return json_response(200, anthropic.model_list(list(seen)))
-        if ib.api is GEMINI:
-            return json_response(200, gemini.model_list(list(seen)))
-        return json_response(200, openai_chat.model_list(list(seen.items())))
-
-    async def _model(self, settings: GatewaySettings, ib: Inbound) -> http.Response:
-        name = unquote(ib.model or "")
-        if ib.api is GEMINI:
-            name = name.removeprefix("models/")
-        seen = await self._listed(settings, ib.forced)
-        if name not in seen:
-            raise GatewayError(404, f"The model '{name}' does not exist or is not served by this gateway. "
-                               "GET /v1/models lists the models.", code="model_not_found", param="model")
-        if ib.api is ANTHROPIC:
-            return json_response(200, anthropic.model_entry(name))
-        if ib.api is GEMINI:
-            return json_response(200, gemini.model_entry(name))
-        return json_response(200, openai_chat.model_entry(name, seen[name]))
-
     async def _route(self, settings: GatewaySettings, model: str, forced: str | None, header: str | None) -> Route:
         models_of = self.rt.catalog.models
         try:
@@ -208,7 +152,7 @@ class FrontDoor:
             if e.code != "model_not_found":
                 raise
         # maybe a provider that discovers its models serves it: look (again) and retry
-        await self._refresh(settings.providers)
+        await listings.refresh(self.rt.catalog, settings.providers)
         return resolve(settings, models_of, model, forced, header)
 
     async def _open(self, flow: http.HTTPFlow, ib: Inbound, model: str) -> tuple[Route, ProviderKind]:
