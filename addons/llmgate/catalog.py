@@ -38,12 +38,18 @@ class ModelCatalog:
         """The provider's models as known now (None: not known yet)."""
         if p.models is not None:
             return p.models
+        kind = PROVIDER_TYPES[p.type]
+        if kind.models_path is None and kind.default_models:
+            return list(kind.default_models)  # the list the official CLI has built in
         entry = self._entries.get(p.id)
         return entry.models if entry else None
 
     def status(self, p: ProviderSettings) -> dict:
         if p.models is not None:
             return {"models": len(p.models), "source": "config"}
+        kind = PROVIDER_TYPES[p.type]
+        if kind.models_path is None and kind.default_models:
+            return {"models": len(kind.default_models), "source": "built-in"}
         entry = self._entries.get(p.id) or _Entry()
         out: dict = {"models": len(entry.models) if entry.models is not None else None, "source": "discovered"}
         if entry.error:

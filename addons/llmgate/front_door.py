@@ -40,7 +40,8 @@ HOP_BY_HOP = {
 }
 GEMINI_BATCH_LIMIT = 100  # inputs per batchEmbedContents call
 COUNTERS = {"anthropic": (anthropic.count_request, anthropic.count_of),
-            "gemini": (gemini.count_request, gemini.count_of)}
+            "gemini": (gemini.count_request, gemini.count_of),
+            "code_assist": (gemini.count_request, gemini.count_of)}  # the account re-wraps it
 
 
 def client_headers(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[bytes, bytes]]:
@@ -162,9 +163,13 @@ class FrontDoor:
 
     async def _send(self, flow: http.HTTPFlow, ib: Inbound, route: Route, kind: ProviderKind, model: str,
                     url: str, body: bytes, accept: str, error: Callable[[int, str, Any, bytes], GatewayError],
-                    note: str):
+                    note: str, purpose: str = "generate"):
         """POST to the provider; answers the upstream response (2xx) or raises its error.
-        None if the client left while we waited."""
+        None if the client left while we waited.
+
+        Subscription kinds: the account puts its credentials (refreshed when due) and envelope
+        on the request; a 401 refreshes and retries once; a host that fails (connect error,
+        timeout, 5xx) gives way to the kind's fallback hosts. purpose: generate | stream | count | embed."""
         p = route.provider
         headers = {
             "Content-Type": "application/json",
@@ -177,26 +182,59 @@ class FrontDoor:
                 if name in flow.request.headers:
                     headers[name] = flow.request.headers[name]
         headers.update(kind.auth_headers(p.api_key) if p.api_key else {})
-        headers.update(p.headers)
-        up = UpstreamRequest("POST", url, headers, body)
-        ex = Exchange(p.id, route.model, model, route.how, up, started=time.time())
+        account = self.rt.account_set(p, kind).pick() if kind.accounts else None
+        path = url[len(p.base_url):] if url.startswith(p.base_url) else None
+        bases = [p.base_url] + (list(p.fallback_urls) or ([] if "base_url" in p.model_fields_set
+                                                          else list(kind.fallback_urls)))
+        if path is None:
+            bases = bases[:1]
+        ex = Exchange(p.id, route.model, model, route.how, UpstreamRequest("POST", url, headers, body),
+                      started=time.time())
         self.rt.exchanges[flow.id] = ex
         flow.metadata["llmgate"] = {"provider": p.id, "upstream_model": route.model, "route": route.how}
         converted = "" if kind.wire == ib.api.wire else f", {ib.api.wire}->{kind.wire}"
-        flow.comment = f"-> {p.id} / {route.model} ({route.how}{converted}{note})"
+        via = f", account {account.name}" if account is not None else ""
+        flow.comment = f"-> {p.id} / {route.model} ({route.how}{converted}{note}{via})"
 
         timeouts = p.timeouts or self.rt.settings.server.timeouts
         who = f"'{p.id}'"
-        resp = await self.rt.upstream.send(up, timeouts, who)
-        if flow.error:  # the client left while we waited
-            resp.close()
-            return None
+        refreshed = False
+        i = 0
+        while True:
+            up = UpstreamRequest("POST", url if path is None else bases[i] + path, dict(headers), body)
+            if account is not None:
+                await account.prepare(up, route.model, purpose, force=refreshed)
+            up.headers.update(p.headers)  # the entry's own headers have the last word
+            ex.upstream = up
+            last_host = i == len(bases) - 1
+            try:
+                resp = await self.rt.upstream.send(up, timeouts, who)
+            except GatewayError as e:
+                if last_host or e.status not in (502, 504):
+                    raise
+                log.warning("provider %s: %s failed (%s); trying %s", p.id, bases[i], e.message, bases[i + 1])
+                i += 1
+                continue
+            if flow.error:  # the client left while we waited
+                resp.close()
+                return None
+            if resp.status == 401 and account is not None and not refreshed:
+                resp.close()  # the token may have been revoked early: refresh and try once more
+                refreshed = True
+                continue
+            if resp.status >= 500 and not last_host:
+                resp.close()
+                log.warning("provider %s: %s answered %d; trying %s", p.id, bases[i], resp.status, bases[i + 1])
+                i += 1
+                continue
+            break
         ex.first_byte = time.time()
         ex.status = resp.status
         ex.response_headers = resp.raw_headers
         if resp.status >= 400:
             ex.response_body = await self.rt.upstream.read_body(resp, who, limit=MAX_ERROR_BODY)
-            raise error(resp.status, resp.reason or "", resp.headers, ex.response_body)
+            specific = account.error(resp.status, ex.response_body) if account is not None else None
+            raise specific or error(resp.status, resp.reason or "", resp.headers, ex.response_body)
         return resp
 
     async def _read_json(self, flow: http.HTTPFlow, resp: Any, route: Route) -> tuple[bytes, Any]:
@@ -213,7 +251,8 @@ class FrontDoor:
         route, kind = await self._open(flow, ib, model)
         p = route.provider
         pl = plan(ib.api, kind, p, route.model, model, data, raw, stream, self.rt.reasoning, sse)
-        resp = await self._send(flow, ib, route, kind, model, pl.url, pl.body, pl.accept, pl.error, "")
+        resp = await self._send(flow, ib, route, kind, model, pl.url, pl.body, pl.accept, pl.error, "",
+                                "stream" if stream else "generate")
         if resp is None:
             return
         out_headers = client_headers(resp.raw_headers)
@@ -246,7 +285,7 @@ class FrontDoor:
         if kind.count_url and kind.wire == ib.api.wire:  # passthrough
             body = ib.api.with_model(data, raw, route.model)
             resp = await self._send(flow, ib, route, kind, model, kind.count_url(p.base_url, route.model), body,
-                                    "application/json", fail, ", count")
+                                    "application/json", fail, ", count", "count")
             if resp is not None:
                 body, _ = await self._read_json(flow, resp, route)
                 flow.response = http.Response.make(resp.status, body, client_headers(resp.raw_headers))
@@ -264,7 +303,7 @@ class FrontDoor:
             except cn.ConversionError as e:
                 raise GatewayError(400, str(e), code="unsupported_for_provider", param=e.param) from None
             resp = await self._send(flow, ib, route, kind, model, kind.count_url(p.base_url, route.model), body,
-                                    "application/json", fail, ", count")
+                                    "application/json", fail, ", count", "count")
             if resp is None:
                 return
             _, answer = await self._read_json(flow, resp, route)
@@ -310,7 +349,7 @@ class FrontDoor:
                     answer, model, req.encoding_format, list(req.inputs))
         except cn.ConversionError as e:
             raise GatewayError(400, str(e), code="invalid_request", param=e.param) from None
-        resp = await self._send(flow, ib, route, kind, model, url, body, "application/json", fail, ", embeddings")
+        resp = await self._send(flow, ib, route, kind, model, url, body, "application/json", fail, ", embeddings", "embed")
         if resp is None:
             return
         answer_raw, answer = await self._read_json(flow, resp, route)

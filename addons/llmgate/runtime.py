@@ -40,3 +40,11 @@ class Runtime:
         self.relay = StreamRelay()
         self.exchanges: dict[str, Exchange] = {}
         self.reasoning = ReasoningMemory()
+        self._accounts: dict[str, tuple[object, object]] = {}
+
+    def account_set(self, p, kind):
+        """The accounts of a subscription provider entry, rebuilt when its settings change."""
+        cached = self._accounts.get(p.id)
+        if cached is None or cached[0] is not p:
+            cached = self._accounts[p.id] = (p, kind.accounts(p, self))
+        return cached[1]

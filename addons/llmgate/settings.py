@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from llmgate.providers import PROVIDER_TYPES
 
@@ -45,8 +45,13 @@ class ServerSettings(_Strict):
 class ProviderSettings(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     type: str
-    base_url: str
+    base_url: str = Field("", validate_default=True)  # required unless the type has a default
     api_key: str | None = None
+    # subscription types (qwen, gemini-cli, antigravity, iflow)
+    credentials: str | None = Field(None, description="credentials file, or a glob naming one file per account")
+    token_url: str | None = Field(None, description="OAuth token endpoint (default: the official one)")
+    project: str | None = Field(None, description="Code Assist project id (default: discovered)")
+    fallback_urls: list[str] = Field(default_factory=list, description="hosts tried after base_url fails")
     models: list[str] | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeouts: Timeouts | None = None
@@ -61,10 +66,26 @@ class ProviderSettings(_Strict):
 
     @field_validator("base_url")
     @classmethod
-    def _http_url(cls, v: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", v):
+    def _base_url(cls, v: str, info: ValidationInfo) -> str:
+        kind = PROVIDER_TYPES.get(info.data.get("type") or "")
+        if not v and kind is not None and kind.default_base_url:
+            return kind.default_base_url
+        if not v:
+            raise ValueError("Field required")
+        return cls._http_url(v) or ""
+
+    @field_validator("token_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v and not re.match(r"^https?://[^/\s]+", v):
             raise ValueError("must be an http:// or https:// URL")
-        return v.rstrip("/")
+        return v.rstrip("/") if v else v
+
+    @field_validator("fallback_urls")
+    @classmethod
+    def _http_urls(cls, v: list[str]) -> list[str]:
+        return [cls._http_url(u) or "" for u in v]
+
 
 
 class RoutingSettings(_Strict):

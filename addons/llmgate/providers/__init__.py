@@ -1,6 +1,15 @@
 """Provider kinds: one small module each, registered here by their `type:` name."""
 
-from llmgate.providers import anthropic_api, gemini_api, openai_compat, openai_responses
+from llmgate.providers import (
+    anthropic_api,
+    antigravity,
+    code_assist,
+    gemini_api,
+    iflow,
+    openai_compat,
+    openai_responses,
+    qwen,
+)
 from llmgate.providers.base import ProviderKind
 
 PROVIDER_TYPES: dict[str, ProviderKind] = {
@@ -8,4 +17,8 @@ PROVIDER_TYPES: dict[str, ProviderKind] = {
     "gemini": gemini_api.KIND,
     "anthropic": anthropic_api.KIND,
     "openai-responses": openai_responses.KIND,
+    "qwen": qwen.KIND,
+    "gemini-cli": code_assist.KIND,
+    "antigravity": antigravity.KIND,
+    "iflow": iflow.KIND,
 }

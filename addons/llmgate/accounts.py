@@ -1,0 +1,114 @@
+"""The accounts behind a subscription provider entry, and what each puts on a request.
+
+A provider entry names one credentials file or a glob of them (one file per account).
+Requests take the accounts in turn, skipping those that need a new login; when none is
+usable the error says which files need what. Pools across provider entries, cooldowns and
+failover come with the account pool (issue 6); this only spreads requests and skips the dead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import itertools
+import os
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from llmgate import oauth
+from llmgate.credentials import CredentialsFile, LoginRequired, RefreshFailed
+from llmgate.errors import GatewayError
+
+if TYPE_CHECKING:
+    from llmgate.settings import ProviderSettings
+    from llmgate.upstream import UpstreamRequest
+
+VERSION = "0.1.0"
+
+
+def platform_tag() -> tuple[str, str]:
+    """(platform, arch) as Node.js names them, which the CLIs put in their User-Agent."""
+    system = {"Darwin": "darwin", "Windows": "win32"}.get(platform.system(), platform.system().lower())
+    machine = platform.machine().lower()
+    return system, {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64"}.get(machine, machine)
+
+
+class Account:
+    """One account: prepare() puts its credentials (and the provider's envelope) on a request."""
+
+    name: str = ""
+    needs_login: str | None = None
+
+    async def prepare(self, up: UpstreamRequest, model: str, purpose: str, force: bool = False) -> None:
+        """purpose: generate | stream | count. force: the last attempt got a 401, refresh first."""
+        raise NotImplementedError
+
+    def usable(self) -> bool:
+        return True
+
+    def error(self, status: int, body: bytes) -> GatewayError | None:
+        """An upstream error this provider means something specific by (quota, not allowed)."""
+        return None
+
+
+class OAuthAccount(Account):
+    """An account whose access token comes from a credentials file and a refresh token."""
+
+    def __init__(self, p: ProviderSettings, rt: Any, path: Path, client: oauth.OAuthClient, login: str):
+        self.p = p
+        self.rt = rt
+        self.client = dataclasses.replace(client, token_url=p.token_url) if p.token_url else client
+        self.creds = CredentialsFile(path, f"llmgate login {login} --credentials {path}")
+        self.name = str(path)
+
+    def usable(self) -> bool:
+        self.creds.reload_if_changed()
+        return self.creds.needs_login is None
+
+    @property
+    def needs_login(self) -> str | None:  # type: ignore[override]
+        return self.creds.needs_login
+
+    async def token(self, force: bool = False) -> dict[str, Any]:
+        """Fresh credentials; GatewayError 503 when this account needs a login, 502 when the
+        refresh failed for now."""
+        session: aiohttp.ClientSession = self.rt.upstream.session
+        try:
+            return await self.creds.access(lambda data: oauth.refresh(session, self.client, data), force)
+        except LoginRequired as e:
+            raise GatewayError(503, f"Provider '{self.p.id}': account {self.name} needs a new login: {e}",
+                               code="provider_login_required") from None
+        except RefreshFailed as e:
+            raise GatewayError(502, f"Provider '{self.p.id}': refreshing the token of {self.name} failed: {e}",
+                               code="provider_refresh_failed") from None
+
+
+class AccountSet:
+    """The accounts of one provider entry, taken in turn."""
+
+    def __init__(self, p: ProviderSettings, accounts: list[Account]):
+        self.p = p
+        self.accounts = accounts
+        self._turn = itertools.cycle(range(len(accounts))) if accounts else None
+
+    def pick(self) -> Account:
+        for _ in range(len(self.accounts)):
+            acct = self.accounts[next(self._turn)]  # type: ignore[arg-type]
+            if acct.usable():
+                return acct
+        why = "; ".join(f"{a.name}: {a.needs_login}" for a in self.accounts) or "no credentials files found"
+        raise GatewayError(503, f"Provider '{self.p.id}' has no usable account ({why}).",
+                           code="provider_login_required")
+
+
+def credential_paths(p: ProviderSettings, default: str | None) -> list[Path]:
+    """The files a provider entry names: its `credentials` (a path or a glob) or the default."""
+    pattern = os.path.expanduser(p.credentials or default or "")
+    if not pattern:
+        return []
+    if glob.has_magic(pattern):
+        return [Path(f) for f in sorted(glob.glob(pattern))]
+    return [Path(pattern)]
