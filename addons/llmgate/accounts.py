@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import itertools
 import os
 import platform
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import aiohttp
 
@@ -49,7 +48,7 @@ class Account:
     def usable(self) -> bool:
         return True
 
-    def error(self, status: int, body: bytes) -> GatewayError | None:
+    def error(self, status: int, headers: Any, body: bytes) -> GatewayError | None:
         """An upstream error this provider means something specific by (quota, not allowed)."""
         return None
 
@@ -87,21 +86,37 @@ class OAuthAccount(Account):
 
 
 class AccountSet:
-    """The accounts of one provider entry, taken in turn."""
+    """The accounts of one provider entry, taken in turn. With a glob, files that appear
+    or go away are noticed at the next request (accounts keep their state by path)."""
 
-    def __init__(self, p: ProviderSettings, accounts: list[Account]):
+    def __init__(self, p: ProviderSettings, make: Callable[[Path], Account], default: str | None = None,
+                 fixed: list[Account] | None = None):
         self.p = p
-        self.accounts = accounts
-        self._turn = itertools.cycle(range(len(accounts))) if accounts else None
+        self._make = make
+        self._default = default
+        self._fixed = fixed
+        self._by_path: dict[Path, Account] = {}
+        self._turn = 0
+        self.accounts = self._current()
+
+    def _current(self) -> list[Account]:
+        if self._fixed is not None:
+            return self._fixed
+        paths = credential_paths(self.p, self._default)
+        self._by_path = {path: self._by_path.get(path) or self._make(path) for path in paths}
+        return list(self._by_path.values())
 
     def pick(self) -> Account:
+        self.accounts = self._current()
         for _ in range(len(self.accounts)):
-            acct = self.accounts[next(self._turn)]  # type: ignore[arg-type]
+            self._turn = (self._turn + 1) % len(self.accounts)
+            acct = self.accounts[self._turn]
             if acct.usable():
                 return acct
-        why = "; ".join(f"{a.name}: {a.needs_login}" for a in self.accounts) or "no credentials files found"
-        raise GatewayError(503, f"Provider '{self.p.id}' has no usable account ({why}).",
-                           code="provider_login_required")
+        why = "; ".join(f"{a.name}: {a.needs_login}" for a in self.accounts) or \
+            f"no credentials file matches {self.p.credentials or self._default}"
+        raise GatewayError(503, f"Provider '{self.p.id}': no account can be used, each needs a new login "
+                           f"({why}).", code="provider_login_required")
 
 
 def credential_paths(p: ProviderSettings, default: str | None) -> list[Path]:

@@ -14,7 +14,11 @@ import time
 
 from mitmproxy import connection, ctx, http
 from mitmproxy.flow import Error
-from mitmproxy.proxy.layers.http import HttpErrorHook, HttpRequestHeadersHook, HttpResponseHook
+from mitmproxy.proxy.layers.http import (
+    HttpErrorHook,
+    HttpRequestHeadersHook,
+    HttpResponseHook,
+)
 
 from llmgate.relay import restore
 from llmgate.runtime import UPSTREAM_MARK, Exchange, Runtime

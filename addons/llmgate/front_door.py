@@ -182,7 +182,8 @@ class FrontDoor:
                 if name in flow.request.headers:
                     headers[name] = flow.request.headers[name]
         headers.update(kind.auth_headers(p.api_key) if p.api_key else {})
-        account = self.rt.account_set(p, kind).pick() if kind.accounts else None
+        accounts = self.rt.account_set(p, kind) if kind.accounts else None
+        account = accounts.pick() if accounts else None
         path = url[len(p.base_url):] if url.startswith(p.base_url) else None
         bases = [p.base_url] + (list(p.fallback_urls) or ([] if "base_url" in p.model_fields_set
                                                           else list(kind.fallback_urls)))
@@ -193,8 +194,7 @@ class FrontDoor:
         self.rt.exchanges[flow.id] = ex
         flow.metadata["llmgate"] = {"provider": p.id, "upstream_model": route.model, "route": route.how}
         converted = "" if kind.wire == ib.api.wire else f", {ib.api.wire}->{kind.wire}"
-        via = f", account {account.name}" if account is not None else ""
-        flow.comment = f"-> {p.id} / {route.model} ({route.how}{converted}{note}{via})"
+        flow.comment = f"-> {p.id} / {route.model} ({route.how}{converted}{note})"
 
         timeouts = p.timeouts or self.rt.settings.server.timeouts
         who = f"'{p.id}'"
@@ -203,7 +203,13 @@ class FrontDoor:
         while True:
             up = UpstreamRequest("POST", url if path is None else bases[i] + path, dict(headers), body)
             if account is not None:
-                await account.prepare(up, route.model, purpose, force=refreshed)
+                try:
+                    await account.prepare(up, route.model, purpose, force=refreshed)
+                except GatewayError as e:
+                    if e.code != "provider_login_required" or accounts is None:
+                        raise
+                    account, refreshed = accounts.pick(), False  # this one needs a login: the next
+                    continue
             up.headers.update(p.headers)  # the entry's own headers have the last word
             ex.upstream = up
             last_host = i == len(bases) - 1
@@ -228,12 +234,14 @@ class FrontDoor:
                 i += 1
                 continue
             break
+        if account is not None:
+            flow.comment = flow.comment[:-1] + f", account {account.name})"
         ex.first_byte = time.time()
         ex.status = resp.status
         ex.response_headers = resp.raw_headers
         if resp.status >= 400:
             ex.response_body = await self.rt.upstream.read_body(resp, who, limit=MAX_ERROR_BODY)
-            specific = account.error(resp.status, ex.response_body) if account is not None else None
+            specific = account.error(resp.status, resp.headers, ex.response_body) if account is not None else None
             raise specific or error(resp.status, resp.reason or "", resp.headers, ex.response_body)
         return resp
 

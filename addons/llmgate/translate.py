@@ -13,8 +13,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from converters import canonical as cn
 from converters import anthropic, gemini, openai_chat, responses
+from converters import canonical as cn
 from converters.pipeline import Converting
 from llmgate.client_apis import ClientApi
 from llmgate.errors import GatewayError

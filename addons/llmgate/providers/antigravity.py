@@ -18,11 +18,10 @@ from __future__ import annotations
 import logging
 import platform
 import uuid
-from pathlib import Path
 from typing import Any
 
 from llmgate import oauth
-from llmgate.accounts import AccountSet, credential_paths
+from llmgate.accounts import AccountSet
 from llmgate.errors import GatewayError
 from llmgate.providers import code_assist
 from llmgate.providers.base import ProviderKind
@@ -63,12 +62,12 @@ class AntigravityAccount(code_assist.CodeAssistAccount):
         return {"model": model.removeprefix("models/"), "project": project, "userAgent": "antigravity",
                 "requestType": "agent", "requestId": f"agent-{uuid.uuid4()}", "request": request}
 
-    def error(self, status: int, body: bytes) -> GatewayError | None:
+    def error(self, status: int, headers: Any, body: bytes) -> GatewayError | None:
         if b"no longer supported" in body:
             return GatewayError(400, f"Provider '{self.p.id}': Google refuses this Antigravity client version "
                                 f"({user_agent()}); set a newer one with `headers: {{User-Agent: antigravity/"
                                 "<version> <os>/<arch>}` in proxy.yaml.", code="client_version_rejected")
-        return super().error(status, body)
+        return super().error(status, headers, body)
 
 
 def _accounts(p: Any, rt: Any) -> AccountSet:
@@ -76,7 +75,7 @@ def _accounts(p: Any, rt: Any) -> AccountSet:
         _warned.add(p.id)
         log.warning("provider %s uses Antigravity accounts: Antigravity's terms forbid third-party clients "
                     "and accounts have been suspended for it.", p.id)
-    return AccountSet(p, [AntigravityAccount(p, rt, Path(f)) for f in credential_paths(p, KIND.credentials)])
+    return AccountSet(p, lambda path: AntigravityAccount(p, rt, path), KIND.credentials)
 
 
 KIND = ProviderKind(

@@ -29,7 +29,6 @@ from llmgate.accounts import (
     VERSION,
     AccountSet,
     OAuthAccount,
-    credential_paths,
     platform_tag,
 )
 from llmgate.errors import GatewayError
@@ -176,12 +175,12 @@ class CodeAssistAccount(OAuthAccount):
                                "in proxy.yaml.", code="provider_setup_failed")
         return found
 
-    def error(self, status: int, body: bytes) -> GatewayError | None:
+    def error(self, status: int, headers: Any, body: bytes) -> GatewayError | None:
         return classify_error(self.p.id, self.name, status, body)
 
 
 def _accounts(p: Any, rt: Any) -> AccountSet:
-    return AccountSet(p, [CodeAssistAccount(p, rt, Path(f)) for f in credential_paths(p, KIND.credentials)])
+    return AccountSet(p, lambda path: CodeAssistAccount(p, rt, path), KIND.credentials)
 
 
 KIND = ProviderKind(

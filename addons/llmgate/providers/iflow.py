@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmgate.accounts import Account, AccountSet, credential_paths
+from llmgate.accounts import Account, AccountSet
 from llmgate.providers.base import ProviderKind
 from llmgate.providers.openai_compat import KIND as OPENAI
 
@@ -65,8 +65,8 @@ class IFlowAccount(Account):
 
 def _accounts(p: Any, rt: Any) -> AccountSet:
     if p.api_key:
-        return AccountSet(p, [IFlowAccount(p, key=p.api_key)])
-    return AccountSet(p, [IFlowAccount(p, path=Path(f)) for f in credential_paths(p, KIND.credentials)])
+        return AccountSet(p, lambda path: IFlowAccount(p, path=path), fixed=[IFlowAccount(p, key=p.api_key)])
+    return AccountSet(p, lambda path: IFlowAccount(p, path=path), KIND.credentials)
 
 
 KIND = ProviderKind(

@@ -10,7 +10,6 @@ or that the service is no longer available to it, are named as such.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmgate import oauth
@@ -18,7 +17,6 @@ from llmgate.accounts import (
     VERSION,
     AccountSet,
     OAuthAccount,
-    credential_paths,
     platform_tag,
 )
 from llmgate.errors import GatewayError
@@ -72,7 +70,7 @@ def qwen_body(body: bytes, stream: bool) -> bytes:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def quota_error(p_id: str, account: str, status: int, body: bytes) -> GatewayError | None:
+def quota_error(p_id: str, account: str, status: int, headers: Any, body: bytes) -> GatewayError | None:
     """Qwen's quota / discontinued answers as their specific errors."""
     text = body.decode("utf-8", "replace")
     try:
@@ -82,8 +80,9 @@ def quota_error(p_id: str, account: str, status: int, body: bytes) -> GatewayErr
     code = err.get("code") if isinstance(err, dict) else None
     message = (err.get("message") if isinstance(err, dict) else None) or text[:300]
     if code in ("insufficient_quota", "quota_exceeded") or "quota exceeded" in text.lower():
+        retry = {"Retry-After": headers["Retry-After"]} if "Retry-After" in headers else {}
         return GatewayError(429, f"Qwen quota exhausted for account {account} (provider '{p_id}'): {message}",
-                            code="quota_exhausted")
+                            code="quota_exhausted", headers=retry)
     if status == 403 and any(w in text.lower() for w in ("discontinued", "no longer", "not available")):
         return GatewayError(403, f"Qwen OAuth service is not available to account {account} (provider "
                             f"'{p_id}'): {message}. Qwen's free OAuth tier ended 2026-04-15; use a paid "
@@ -108,13 +107,12 @@ class QwenAccount(OAuthAccount):
         })
         up.body = qwen_body(up.body, purpose == "stream")
 
-    def error(self, status: int, body: bytes) -> GatewayError | None:
-        return quota_error(self.p.id, self.name, status, body)
+    def error(self, status: int, headers: Any, body: bytes) -> GatewayError | None:
+        return quota_error(self.p.id, self.name, status, headers, body)
 
 
 def _accounts(p: Any, rt: Any) -> AccountSet:
-    return AccountSet(p, [QwenAccount(p, rt, Path(f), oauth.QWEN, "qwen")
-                          for f in credential_paths(p, KIND.credentials)])
+    return AccountSet(p, lambda path: QwenAccount(p, rt, path, oauth.QWEN, "qwen"), KIND.credentials)
 
 
 KIND = ProviderKind(
