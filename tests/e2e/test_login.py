@@ -1,0 +1,98 @@
+"""`llmgate login` as users run it (the installed command, a real process) against the strict
+OAuth doubles; the browser is played by httpx following the printed URL."""
+
+import json
+import re
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from tests.harness import BIN, Proc, Upstream
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    u = Upstream("qwen_portal", "--poll-interval", "0.3")
+    yield u
+    u.stop()
+
+
+@pytest.fixture(scope="module")
+def iflow():
+    u = Upstream("iflow_api")
+    yield u
+    u.stop()
+
+
+def login(*args: str) -> Proc:
+    return Proc([str(BIN / "llmgate"), "login", *args, "--no-browser", "--timeout", "30"])
+
+
+def finished(p: Proc, timeout: float = 30) -> int:
+    p.p.wait(timeout)
+    time.sleep(0.1)  # let the output pump catch up
+    return p.p.returncode
+
+
+def test_qwen_device_login_writes_what_qwen_code_reads(qwen, tmp_path):
+    httpx.post(f"{qwen.base}/__oauth/reset")
+    path = tmp_path / "qwen" / "oauth_creds.json"
+    p = login("qwen", "--credentials", str(path), "--device-url", f"{qwen.base}/api/v1/oauth2/device/code",
+              "--token-url", f"{qwen.base}/api/v1/oauth2/token")
+    line = p.wait_for(r"confirm the code (\S+)\.")
+    user_code = line.group(1).rstrip(".")
+    time.sleep(1.0)  # a few pending polls first
+    httpx.post(f"{qwen.base}/__oauth/approve", params={"user_code": user_code}).raise_for_status()
+    assert finished(p) == 0, p.output
+    creds = json.loads(path.read_text())
+    state = httpx.get(f"{qwen.base}/__oauth").json()
+    assert creds["access_token"] in state["valid_access_tokens"]
+    assert creds["refresh_token"] == state["current_refresh_token"]
+    assert creds["expiry_date"] > time.time() * 1000  # epoch milliseconds
+    assert creds["resource_url"]
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert state["device_polls"] >= 2
+
+
+def test_qwen_denied_login_fails_cleanly(qwen, tmp_path):
+    httpx.post(f"{qwen.base}/__oauth/reset")
+    path = tmp_path / "creds.json"
+    p = login("qwen", "--credentials", str(path), "--device-url", f"{qwen.base}/api/v1/oauth2/device/code",
+              "--token-url", f"{qwen.base}/api/v1/oauth2/token")
+    user_code = p.wait_for(r"confirm the code (\S+)\.").group(1).rstrip(".")
+    httpx.post(f"{qwen.base}/__oauth/deny", params={"user_code": user_code}).raise_for_status()
+    assert finished(p) == 1
+    assert "Login failed: access_denied" in p.output
+    assert "Traceback" not in p.output and not path.exists()
+
+
+def test_iflow_loopback_login_gets_an_api_key(iflow, tmp_path):
+    path = tmp_path / "iflow" / "oauth_creds.json"
+    p = login("iflow", "--credentials", str(path), "--port", "0", "--auth-url", f"{iflow.base}/oauth",
+              "--token-url", f"{iflow.base}/oauth/token", "--userinfo-url", f"{iflow.base}/api/oauth/getUserInfo")
+    url = p.wait_for(r"(http://127\.0\.0\.1:\d+/oauth\?\S+)").group(1)
+    page = httpx.get(url, follow_redirects=True)  # the "browser": iFlow redirects to our callback
+    assert page.status_code == 200 and "Logged in" in page.text
+    assert finished(p) == 0, p.output
+    creds = json.loads(path.read_text())
+    key = creds["apiKey"]
+    assert key in httpx.get(f"{iflow.base}/__state").json()["api_keys"]
+
+
+def test_a_forged_callback_is_refused(iflow, tmp_path):
+    path = tmp_path / "creds.json"
+    p = login("iflow", "--credentials", str(path), "--port", "0", "--auth-url", f"{iflow.base}/oauth",
+              "--token-url", f"{iflow.base}/oauth/token", "--userinfo-url", f"{iflow.base}/api/oauth/getUserInfo")
+    url = p.wait_for(r"(http://127\.0\.0\.1:\d+/oauth\?\S+)").group(1)
+    redirect = re.search(r"redirect=([^&]+)", url).group(1)
+    callback = httpx.URL(httpx.QueryParams(f"r={redirect}")["r"])
+    httpx.get(callback, params={"code": "stolen", "state": "not-the-state"})
+    assert finished(p) == 1
+    assert "state does not match" in p.output and not path.exists()
+
+
+def test_help_names_every_provider():
+    out = subprocess.run([str(BIN / "llmgate"), "login", "--help"], capture_output=True, text=True).stdout
+    assert all(name in out for name in ("qwen", "gemini", "antigravity", "iflow"))
