@@ -13,7 +13,11 @@ Choices the format forces:
   Files-API URIs; the converter does no I/O): send images as data: URLs.
 - Tool results become functionResponse {"name", "response": {"content": text}}
   ({"error": text} for error results); their images follow as inlineData parts.
-- Thinking from other providers is not replayed (its signatures mean nothing to Gemini).
+- Thinking is not replayed to the public Gemini API (a signature from another provider
+  would be refused). For Code Assist (encode_request(req, replay_thinking=True)), signed
+  thinking goes back as thought parts with their thoughtSignature: Antigravity's Claude models
+  refuse a tool loop whose model turn lost its signed thought, and Gemini CLI replays its
+  thoughts the same way.
 """
 
 from __future__ import annotations
@@ -54,8 +58,8 @@ def model_path(model: str) -> str:
 
 # --- canonical -> Gemini request ---------------------------------------------
 
-def encode_request(req: cn.Request) -> dict[str, Any]:
-    body: dict[str, Any] = {"contents": _contents(req)}
+def encode_request(req: cn.Request, replay_thinking: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {"contents": _contents(req, replay_thinking)}
     if req.system:
         body["systemInstruction"] = {"parts": [{"text": t.text} for t in req.system]}
     if req.tools:
@@ -68,13 +72,16 @@ def encode_request(req: cn.Request) -> dict[str, Any]:
     return body
 
 
-def _contents(req: cn.Request) -> list[dict[str, Any]]:
+def _contents(req: cn.Request, replay_thinking: bool = False) -> list[dict[str, Any]]:
     names = {b.id: b.name for m in req.messages for b in m.content if isinstance(b, cn.ToolCall)}
     placeholder = SKIP_SIGNATURE if "gemini-3" in req.model else None
     contents: list[dict[str, Any]] = []
     for i, m in enumerate(req.messages):
         parts: list[dict[str, Any]] = []
         for b in m.content:
+            if replay_thinking and m.role == "assistant" and isinstance(b, cn.Thinking) and b.signature:
+                parts.append({"text": b.text, "thought": True, "thoughtSignature": b.signature})
+                continue
             parts += _parts(b, names, f"messages.{i}", placeholder)
         if not parts:
             continue

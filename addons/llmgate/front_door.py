@@ -202,17 +202,20 @@ class FrontDoor:
         i = 0
         while True:
             up = UpstreamRequest("POST", url if path is None else bases[i] + path, dict(headers), body)
+            last_host = i == len(bases) - 1
             if account is not None:
                 try:
                     await account.prepare(up, route.model, purpose, force=refreshed)
                 except GatewayError as e:
-                    if e.code != "provider_login_required" or accounts is None:
-                        raise
-                    account, refreshed = accounts.pick(), False  # this one needs a login: the next
-                    continue
+                    if e.code == "provider_login_required" and accounts is not None:
+                        account, refreshed = accounts.pick(), False  # this one needs a login: the next
+                        continue
+                    if e.code == "provider_setup_failed" and e.status == 502 and not last_host:
+                        i += 1  # this host could not even set up the account
+                        continue
+                    raise
             up.headers.update(p.headers)  # the entry's own headers have the last word
             ex.upstream = up
-            last_host = i == len(bases) - 1
             try:
                 resp = await self.rt.upstream.send(up, timeouts, who)
             except GatewayError as e:

@@ -225,8 +225,8 @@ UPSTREAM_FORMATS = {
                                   openai_error),
     "gemini": UpstreamFormat(gemini.encode_request, gemini.decode_response, gemini.StreamDecoder, google_error),
     # Code Assist: Gemini's format in an envelope the provider's account adds (and the decoders unwrap)
-    "code_assist": UpstreamFormat(gemini.encode_request, gemini.decode_response, gemini.StreamDecoder,
-                                  google_error),
+    "code_assist": UpstreamFormat(lambda req: gemini.encode_request(req, replay_thinking=True),
+                                  gemini.decode_response, gemini.StreamDecoder, google_error),
     "anthropic": UpstreamFormat(anthropic.encode_request, anthropic.decode_response, anthropic.StreamDecoder,
                                 anthropic_error),
     "responses": UpstreamFormat(responses.encode_request, responses.decode_response, responses.StreamDecoder,

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.harness import BIN, Proc, Upstream
+from tests.upstreams import code_assist, serving
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +97,32 @@ def test_a_forged_callback_is_refused(iflow, tmp_path):
 def test_help_names_every_provider():
     out = subprocess.run([str(BIN / "llmgate"), "login", "--help"], capture_output=True, text=True).stdout
     assert all(name in out for name in ("qwen", "gemini", "antigravity", "iflow"))
+
+
+@pytest.fixture(scope="module")
+def google():
+    with serving.ServerThread(code_assist.make_app()) as base:
+        yield base
+
+
+@pytest.mark.parametrize("provider, callback", [("gemini", "/oauth2callback"), ("antigravity", "/oauth-callback")])
+def test_google_loopback_login_with_pkce(google, tmp_path, provider, callback):
+    path = tmp_path / f"{provider}.json"
+    p = login(provider, "--credentials", str(path), "--port", "0", "--auth-url", f"{google}/o/oauth2/v2/auth",
+              "--token-url", f"{google}/token")
+    url = p.wait_for(r"(http://127\.0\.0\.1:\d+/o/oauth2/v2/auth\?\S+)").group(1)
+    assert "code_challenge_method=S256" in url and "access_type=offline" in url
+    assert httpx.URL(url).params["redirect_uri"].endswith(callback)
+    page = httpx.get(url, follow_redirects=True)  # the "browser"; Google redirects to our callback
+    assert "Logged in" in page.text
+    assert finished(p) == 0, p.output
+    creds = json.loads(path.read_text())
+    assert creds["access_token"].startswith("ya29.") and creds["refresh_token"]
+    assert creds["expiry_date"] > time.time() * 1000
+    assert ("terms forbid" in p.output) == (provider == "antigravity")
+    # the refresh token works with the client it was issued to
+    client_id = httpx.URL(url).params["client_id"]
+    secret = {"gemini": "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", "antigravity": "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"}
+    r = httpx.post(f"{google}/token", data={"grant_type": "refresh_token", "refresh_token": creds["refresh_token"],
+                                            "client_id": client_id, "client_secret": secret[provider]})
+    assert r.status_code == 200, r.text

@@ -31,7 +31,7 @@ log = logging.getLogger("llmgate")
 DAILY = "https://daily-cloudcode-pa.googleapis.com"
 PROD = "https://cloudcode-pa.googleapis.com"
 CLIENT_VERSION = "1.23.2"
-MODELS = ("gemini-3-pro-preview", "gemini-3-flash-preview", "gemini-2.5-flash", "claude-sonnet-4-6",
+MODELS = ("gemini-3-pro-high", "gemini-3-pro-low", "gemini-3-flash", "gemini-2.5-flash", "claude-sonnet-4-6",
           "claude-opus-4-6-thinking")
 _warned: set[str] = set()
 

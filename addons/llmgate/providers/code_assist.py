@@ -95,6 +95,7 @@ class CodeAssistAccount(OAuthAccount):
     def __init__(self, p: Any, rt: Any, path: Path):
         super().__init__(p, rt, path, self.client, self.login)
         self.project: str | None = p.project
+        self._project_login: Any = None  # the refresh token the discovered project belongs to
         self._discovering: asyncio.Future | None = None
         self.session_id = str(uuid.uuid4())
 
@@ -116,6 +117,8 @@ class CodeAssistAccount(OAuthAccount):
             up.body = json.dumps({"request": {"model": gemini.model_path(model),
                                               "contents": inner.get("contents", [])}}).encode()
             return
+        if self.p.project is None and creds.get("refresh_token") != self._project_login:
+            self.project, self._project_login = None, creds.get("refresh_token")  # a new login: look again
         project = await self.discover_project(up.url.split("/v1internal", 1)[0], token)
         up.body = json.dumps(self.envelope(json.loads(up.body), model, project), ensure_ascii=False,
                              separators=(",", ":")).encode()
@@ -137,7 +140,7 @@ class CodeAssistAccount(OAuthAccount):
                                        timeout=aiohttp.ClientTimeout(total=30)) as resp:
                 text = await resp.read()
                 if resp.status != 200:
-                    raise GatewayError(502 if resp.status >= 500 else resp.status,
+                    raise self.error(resp.status, resp.headers, text) or GatewayError(502 if resp.status >= 500 else resp.status,
                                        f"Provider '{self.p.id}': Code Assist setup ({url.rsplit('/', 1)[-1]}) "
                                        f"answered {resp.status}: {text[:300].decode('utf-8', 'replace')}",
                                        code="provider_setup_failed")
