@@ -126,3 +126,23 @@ def test_google_loopback_login_with_pkce(google, tmp_path, provider, callback):
     r = httpx.post(f"{google}/token", data={"grant_type": "refresh_token", "refresh_token": creds["refresh_token"],
                                             "client_id": client_id, "client_secret": secret[provider]})
     assert r.status_code == 200, r.text
+
+
+def test_qwen_slow_down_backs_off(qwen, tmp_path):
+    """The server wants polls 2.5 s apart and the CLI starts at 2 s, so its second poll is
+    necessarily answered slow_down: the login only completes if the CLI backs off (x1.5)
+    instead of giving up or hammering on."""
+    httpx.post(f"{qwen.base}/__oauth/reset")
+    httpx.post(f"{qwen.base}/__oauth/config", json={"poll_interval": 2.5}).raise_for_status()
+    try:
+        path = tmp_path / "creds.json"
+        p = login("qwen", "--credentials", str(path), "--device-url", f"{qwen.base}/api/v1/oauth2/device/code",
+                  "--token-url", f"{qwen.base}/api/v1/oauth2/token")
+        user_code = p.wait_for(r"confirm the code (\S+)\.").group(1).rstrip(".")
+        time.sleep(2.5)  # the first poll (pending) and the second (slow_down) have happened
+        httpx.post(f"{qwen.base}/__oauth/approve", params={"user_code": user_code}).raise_for_status()
+        assert finished(p, 40) == 0, p.output
+    finally:
+        httpx.post(f"{qwen.base}/__oauth/config", json={"poll_interval": 0.3})
+    token_polls = [r for r in httpx.get(f"{qwen.base}/__requests").json() if r["path"] == "/api/v1/oauth2/token"]
+    assert len(token_polls) >= 3 and json.loads(path.read_text())["access_token"]
