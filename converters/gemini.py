@@ -196,6 +196,8 @@ def _candidate(body: dict[str, Any]) -> dict[str, Any]:
 def decode_response(body: dict[str, Any]) -> cn.Response:
     """A GenerateContentResponse (unwrapped from Code Assist's {response}) -> canonical."""
     body = body.get("response", body) if "candidates" not in body else body
+    if not isinstance(body, dict):
+        body = {}
     cand = _candidate(body)
     blocks: list[cn.Block] = []
     for part in (cand.get("content") or {}).get("parts") or ():
@@ -320,6 +322,8 @@ class StreamDecoder(SSEStreamDecoder):
         if not isinstance(body, dict):
             return []
         body = body.get("response", body) if "candidates" not in body else body
+        if not isinstance(body, dict):  # {"response": null}: nothing to say
+            return []
         if isinstance(body.get("error"), dict):
             self.finished = True
             err = body["error"]

@@ -106,13 +106,20 @@ class AccountSet:
         self._by_path = {path: self._by_path.get(path) or self._make(path) for path in paths}
         return list(self._by_path.values())
 
-    def pick(self) -> Account:
+    def pick(self, open_: Callable[[Account], bool] = lambda a: True) -> Account:
+        """The next usable account that `open_` allows (not cooling down, not at its limit)."""
         self.accounts = self._current()
+        usable = 0
         for _ in range(len(self.accounts)):
             self._turn = (self._turn + 1) % len(self.accounts)
             acct = self.accounts[self._turn]
             if acct.usable():
-                return acct
+                usable += 1
+                if open_(acct):
+                    return acct
+        if usable:
+            raise GatewayError(429, f"Provider '{self.p.id}': every account is cooling down or busy.",
+                               code="pool_cooling")
         why = "; ".join(f"{a.name}: {a.needs_login}" for a in self.accounts) or \
             f"no credentials file matches {self.p.credentials or self._default}"
         raise GatewayError(503, f"Provider '{self.p.id}': no account can be used, each needs a new login "

@@ -16,7 +16,7 @@ from llmgate.inbound import inbound_of
 from llmgate.responses import error_response
 from llmgate.runtime import Runtime
 
-OPEN_PATHS = ("/health",)
+OPEN_PATHS = ("/health", "/admin/reset")  # /admin/ checks its own keys (front_door)
 REDACTED = "[redacted]"
 
 

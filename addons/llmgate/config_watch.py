@@ -58,6 +58,8 @@ class ConfigWatch:
         self._stamp = stamp
         old = {p.id: p for p in self.rt.settings.providers}
         self.rt.settings = settings
+        config_dir = os.path.dirname(os.path.abspath(ctx.options.gateway_config))
+        self.rt.open_state(settings.server.state_file or os.path.join(config_dir, "llmgate-state.sqlite"))
         # discovered model lists stay valid only for providers whose settings did not change
         self.rt.catalog.forget({p.id for p in settings.providers if old.get(p.id) == p})
         for w in warnings:

@@ -7,9 +7,11 @@ Routes are listed in llmgate/inbound.py.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any, Callable
 from urllib.parse import unquote
 
@@ -20,15 +22,23 @@ from converters import canonical as cn
 from converters.token_estimate import estimate
 from llmgate import listings
 from llmgate.client_apis import ANTHROPIC, GEMINI
+from llmgate.client_auth import presented_key
 from llmgate.errors import GatewayError
+from llmgate.failover import (
+    affinity_key,
+    cool_down,
+    exhausted,
+    fails_over,
+    is_rate_limit,
+)
 from llmgate.inbound import ROUTES_HINT, Inbound, inbound_of
+from llmgate.pool import Cooling
 from llmgate.providers import PROVIDER_TYPES
 from llmgate.providers.base import ProviderKind
 from llmgate.relay import Pipe, point_at_relay
 from llmgate.responses import error_response, json_response
-from llmgate.routing import Route, resolve
+from llmgate.routing import Route, members
 from llmgate.runtime import UPSTREAM_MARK, Exchange, Runtime
-from llmgate.settings import GatewaySettings
 from llmgate.translate import UPSTREAM_FORMATS, plan
 from llmgate.upstream import MAX_ERROR_BODY, UpstreamRequest
 
@@ -93,8 +103,17 @@ class FrontDoor:
         if ex is not None and ex.pipe is not None and flow.response is not None:
             flow.response.stream = True  # the relay sends converted events: pass them straight on
 
+    def response(self, flow: http.HTTPFlow) -> None:
+        ex = self.rt.exchanges.get(flow.id)
+        if ex is not None:  # done (a stream: fully sent): the account's slot is free
+            self.rt.pool.release(ex.inflight)
+            ex.inflight = None
+
     def error(self, flow: http.HTTPFlow) -> None:
         ex = self.rt.exchanges.get(flow.id)
+        if ex is not None:
+            self.rt.pool.release(ex.inflight)
+            ex.inflight = None
         if ex is not None and ex.pipe is not None:  # the client left: stop the upstream generating
             self.rt.relay.discard(ex.token)
             ex.pipe.abandon("client-gone")
@@ -109,6 +128,8 @@ class FrontDoor:
         catalog = self.rt.catalog
         if ib.endpoint == "health":
             flow.response = await listings.health(catalog, settings)
+        elif ib.endpoint == "admin_reset":
+            flow.response = self._admin_reset(flow, settings, _parse_body(raw))
         elif ib.endpoint == "models":
             flow.response = await listings.model_list(catalog, settings, ib)
         elif ib.endpoint == "model":
@@ -139,31 +160,114 @@ class FrontDoor:
             data = _parse_body(raw)
             await self._embed(flow, ib, data, raw, _model_field(data))
 
+    def _admin_reset(self, flow: http.HTTPFlow, settings: Any, data: dict[str, Any]) -> http.Response:
+        """Operator reset of a provider's (or one account's) cooldowns."""
+        keys = settings.server.admin_keys
+        if keys:
+            key = presented_key(flow.request) or ""
+            if not any(hmac.compare_digest(key.encode(), k.encode()) for k in keys):
+                raise GatewayError(401, "This needs an admin key (server.admin_keys).", code="invalid_api_key")
+        elif flow.client_conn.peername[0] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+            raise GatewayError(403, "Admin routes answer loopback clients only unless server.admin_keys is set.",
+                               code="forbidden")
+        provider, account = data.get("provider"), data.get("account")
+        if not isinstance(provider, str) or settings.provider(provider) is None:
+            raise GatewayError(400, "Name a configured provider: {\"provider\": \"<id>\"}.", code="invalid_request",
+                               param="provider")
+        n = self.rt.pool.reset(provider, account if isinstance(account, str) else None)
+        log.info("admin reset of %s%s: %d cooldown(s) ended", provider, f" / {account}" if account else "", n)
+        return json_response(200, {"provider": provider, "account": account, "cooldowns_ended": n})
+
     @staticmethod
     def _allow(method: str, allowed: str) -> None:
         if method != allowed:
             raise GatewayError(405, f"Method {method} is not allowed here; use {allowed}.",
                                code="method_not_allowed", headers={"Allow": allowed})
 
-    async def _route(self, settings: GatewaySettings, model: str, forced: str | None, header: str | None) -> Route:
-        models_of = self.rt.catalog.models
+    async def _members(self, model: str, forced: str | None, header: str | None) -> list[Route]:
+        settings, models_of = self.rt.settings, self.rt.catalog.models
         try:
-            return resolve(settings, models_of, model, forced, header)
+            return members(settings, models_of, model, forced, header)
         except GatewayError as e:
             if e.code != "model_not_found":
                 raise
         # maybe a provider that discovers its models serves it: look (again) and retry
         await listings.refresh(self.rt.catalog, settings.providers)
-        return resolve(settings, models_of, model, forced, header)
+        return members(settings, models_of, model, forced, header)
 
-    async def _open(self, flow: http.HTTPFlow, ib: Inbound, model: str) -> tuple[Route, ProviderKind]:
+    def _member_open(self, route: Route, kind: ProviderKind) -> Cooling | None | bool:
+        """True if some account of this member may take a request now; else the cooldown
+        that keeps it out (None: busy at its concurrency limit, or no usable account)."""
+        pool, p = self.rt.pool, route.provider
+        names = [a.name for a in self.rt.account_set(p, kind).accounts if a.usable()] if kind.accounts else [""]
+        if kind.accounts and not names:
+            return True  # let the attempt say which logins are missing
+        for name in names:
+            if pool.available(p.id, name, route.model, p.max_concurrency):
+                return True
+        return min((c for n in names if (c := pool.cooling(p.id, n, route.model))), key=lambda c: c.until,
+                   default=None)
+
+    async def _failover(self, flow: http.HTTPFlow, ib: Inbound, model: str, data: dict[str, Any] | None,
+                        attempt: Callable[[Route, ProviderKind, bool], Awaitable[None]]) -> None:
+        """Try the model's pool (then its fallback models' pools) until a member answers.
+        A member that fails before the first byte reaches the client with a rate limit, a
+        5xx, no connection or no answer in time cools down, and the next one is tried."""
         settings = self.rt.settings
-        route = await self._route(settings, model, ib.forced, flow.request.headers.get("model-provider"))
-        return route, PROVIDER_TYPES[route.provider.type]
+        rules = settings.routing.for_model(model)
+        header = flow.request.headers.get("model-provider")
+        strategy = rules.strategy or settings.routing.strategy
+        session = affinity_key(rules.affinity or settings.routing.affinity, flow.request.headers, data)
+        tiers = [(model, await self._members(model, ib.forced, header))]
+        for fallback in rules.fallbacks:
+            try:
+                tiers.append((fallback, await self._members(fallback, None, header)))
+            except GatewayError:
+                log.warning("fallback model %s of %s is served by no provider", fallback, model)
+        failures: list[tuple[Route, str, GatewayError]] = []
+        cooling: list[tuple[Route, Cooling | None]] = []
+        deadline = time.monotonic() + settings.routing.deadline
+        candidates = [(n, r) for n, routes in tiers for r in self.rt.pool.order(n, routes, strategy, session)]
+        probe = None  # a member backing off after an error (not a rate limit): the last resort
+        while candidates:
+            pool_name, route = candidates.pop(0)
+            if len(failures) >= settings.routing.max_attempts or time.monotonic() > deadline:
+                break
+            kind = PROVIDER_TYPES[route.provider.type]
+            if route is not probe:
+                state = self._member_open(route, kind)
+                if state is not True:
+                    cooling.append((route, state or None))
+                    if not candidates and not failures and probe is None:
+                        soft = sorted((c.until, i) for i, (_, c) in enumerate(cooling)
+                                      if c is not None and not is_rate_limit(c))
+                        if soft:  # nobody else to ask: try the one whose backoff ends first, early
+                            probe = cooling[soft[0][1]][0]
+                            cooling = [(r, c) for r, c in cooling if r is not probe]
+                            candidates.append((pool_name, probe))
+                    continue
+            try:
+                await attempt(route, kind, route is probe)
+                return
+            except GatewayError as e:
+                ex = self.rt.exchanges.get(flow.id)
+                account = ex.account if ex is not None else ""
+                if ex is not None:
+                    self.rt.pool.release(ex.inflight)
+                    ex.inflight = None
+                if not fails_over(e) or flow.error:
+                    raise
+                c = cool_down(self.rt.pool, route, account, e)
+                failures.append((route, account, e))
+                note = f"{route.provider.id}/{route.model}: {e.status}" + (
+                    f", cooling {c.until - time.time():.0f} s" if c else "")
+                flow.metadata.setdefault("llmgate_attempts", []).append(note)
+                log.info("%s failed over: %s", flow.request.path, note)
+        raise exhausted(model, failures, cooling)
 
     async def _send(self, flow: http.HTTPFlow, ib: Inbound, route: Route, kind: ProviderKind, model: str,
                     url: str, body: bytes, accept: str, error: Callable[[int, str, Any, bytes], GatewayError],
-                    note: str, purpose: str = "generate"):
+                    note: str, purpose: str = "generate", probe: bool = False):
         """POST to the provider; answers the upstream response (2xx) or raises its error.
         None if the client left while we waited.
 
@@ -182,8 +286,16 @@ class FrontDoor:
                 if name in flow.request.headers:
                     headers[name] = flow.request.headers[name]
         headers.update(kind.auth_headers(p.api_key) if p.api_key else {})
+        pool = self.rt.pool
         accounts = self.rt.account_set(p, kind) if kind.accounts else None
-        account = accounts.pick() if accounts else None
+
+        def open_(a: Any) -> bool:
+            if probe:  # the last resort: only a rate limit keeps it out
+                c = pool.cooling(p.id, a.name, route.model)
+                return c is None or not is_rate_limit(c)
+            return pool.available(p.id, a.name, route.model, p.max_concurrency)
+
+        account = accounts.pick(open_) if accounts else None
         path = url[len(p.base_url):] if url.startswith(p.base_url) else None
         bases = [p.base_url] + (list(p.fallback_urls) or ([] if "base_url" in p.model_fields_set
                                                           else list(kind.fallback_urls)))
@@ -191,6 +303,8 @@ class FrontDoor:
             bases = bases[:1]
         ex = Exchange(p.id, route.model, model, route.how, UpstreamRequest("POST", url, headers, body),
                       started=time.time())
+        ex.account = account.name if account is not None else ""
+        ex.inflight = pool.acquire(p.id, ex.account)
         self.rt.exchanges[flow.id] = ex
         flow.metadata["llmgate"] = {"provider": p.id, "upstream_model": route.model, "route": route.how}
         converted = "" if kind.wire == ib.api.wire else f", {ib.api.wire}->{kind.wire}"
@@ -208,7 +322,9 @@ class FrontDoor:
                     await account.prepare(up, route.model, purpose, force=refreshed)
                 except GatewayError as e:
                     if e.code == "provider_login_required" and accounts is not None:
-                        account, refreshed = accounts.pick(), False  # this one needs a login: the next
+                        account, refreshed = accounts.pick(open_), False  # this one needs a login: the next
+                        pool.release(ex.inflight)
+                        ex.account, ex.inflight = account.name, pool.acquire(p.id, account.name)
                         continue
                     if e.code == "provider_setup_failed" and e.status == 502 and not last_host:
                         i += 1  # this host could not even set up the account
@@ -246,6 +362,7 @@ class FrontDoor:
             ex.response_body = await self.rt.upstream.read_body(resp, who, limit=MAX_ERROR_BODY)
             specific = account.error(resp.status, resp.headers, ex.response_body) if account is not None else None
             raise specific or error(resp.status, resp.reason or "", resp.headers, ex.response_body)
+        pool.success(p.id, ex.account, route.model)
         return resp
 
     async def _read_json(self, flow: http.HTTPFlow, resp: Any, route: Route) -> tuple[bytes, Any]:
@@ -259,44 +376,49 @@ class FrontDoor:
 
     async def _generate(self, flow: http.HTTPFlow, ib: Inbound, data: dict[str, Any], raw: bytes,
                         model: str, stream: bool, sse: bool = True) -> None:
-        route, kind = await self._open(flow, ib, model)
-        p = route.provider
-        pl = plan(ib.api, kind, p, route.model, model, data, raw, stream, self.rt.reasoning, sse)
-        resp = await self._send(flow, ib, route, kind, model, pl.url, pl.body, pl.accept, pl.error, "",
-                                "stream" if stream else "generate")
-        if resp is None:
-            return
-        out_headers = client_headers(resp.raw_headers)
-        if stream and resp.content_type == "text/event-stream":
-            if not sse:  # a Gemini client that asked for one JSON array
-                out_headers = [(k, v) for k, v in out_headers if k.lower() != b"content-type"]
-                out_headers.append((b"content-type", b"application/json; charset=UTF-8"))
+        async def attempt(route: Route, kind: ProviderKind, probe: bool) -> None:
+            p = route.provider
+            pl = plan(ib.api, kind, p, route.model, model, data, raw, stream, self.rt.reasoning, sse)
+            resp = await self._send(flow, ib, route, kind, model, pl.url, pl.body, pl.accept, pl.error, "",
+                                    "stream" if stream else "generate", probe)
+            if resp is None:
+                return
+            out_headers = client_headers(resp.raw_headers)
             ex = self.rt.exchanges[flow.id]
-            read_timeout = (p.timeouts or self.rt.settings.server.timeouts).read
-            pipe = Pipe(resp, pl.transform(), out_headers, f"'{p.id}'", read_timeout)
-            port = await self.rt.relay.ensure_started()
-            ex.pipe, ex.token = pipe, self.rt.relay.register(pipe)
-            ex.relay_saved = point_at_relay(flow.request, port, ex.token)
-            return
-        ex = self.rt.exchanges[flow.id]
-        ex.response_body = await self.rt.upstream.read_body(resp, f"'{p.id}'")
-        try:
-            client_body = pl.response(ex.response_body)
-        except ValueError:
-            raise GatewayError(502, f"Upstream '{p.id}' sent a response that is not valid JSON.",
-                               code="upstream_error") from None
-        flow.response = http.Response.make(resp.status, client_body, out_headers)
+            if stream and resp.content_type == "text/event-stream":
+                if not sse:  # a Gemini client that asked for one JSON array
+                    out_headers = [(k, v) for k, v in out_headers if k.lower() != b"content-type"]
+                    out_headers.append((b"content-type", b"application/json; charset=UTF-8"))
+                read_timeout = (p.timeouts or self.rt.settings.server.timeouts).read
+                pipe = Pipe(resp, pl.transform(), out_headers, f"'{p.id}'", read_timeout)
+                port = await self.rt.relay.ensure_started()
+                ex.pipe, ex.token = pipe, self.rt.relay.register(pipe)
+                ex.relay_saved = point_at_relay(flow.request, port, ex.token)
+                return
+            ex.response_body = await self.rt.upstream.read_body(resp, f"'{p.id}'")
+            try:
+                client_body = pl.response(ex.response_body)
+            except ValueError:
+                raise GatewayError(502, f"Upstream '{p.id}' sent a response that is not valid JSON.",
+                                   code="upstream_error") from None
+            flow.response = http.Response.make(resp.status, client_body, out_headers)
+
+        await self._failover(flow, ib, model, data, attempt)
 
     async def _count(self, flow: http.HTTPFlow, ib: Inbound, data: dict[str, Any], raw: bytes, model: str) -> None:
         """Token counting: the provider's own count where it has one, else a local estimate."""
-        route, kind = await self._open(flow, ib, model)
+        await self._failover(flow, ib, model, data,
+                             lambda route, kind, probe: self._count_at(flow, ib, data, raw, model, route, kind, probe))
+
+    async def _count_at(self, flow: http.HTTPFlow, ib: Inbound, data: dict[str, Any], raw: bytes, model: str,
+                        route: Route, kind: ProviderKind, probe: bool) -> None:
         p = route.provider
         error = UPSTREAM_FORMATS[kind.wire].error
         fail = lambda status, reason, headers, b: error(p, status, reason, headers, b)
         if kind.count_url and kind.wire == ib.api.wire:  # passthrough
             body = ib.api.with_model(data, raw, route.model)
             resp = await self._send(flow, ib, route, kind, model, kind.count_url(p.base_url, route.model), body,
-                                    "application/json", fail, ", count", "count")
+                                    "application/json", fail, ", count", "count", probe)
             if resp is not None:
                 body, _ = await self._read_json(flow, resp, route)
                 flow.response = http.Response.make(resp.status, body, client_headers(resp.raw_headers))
@@ -314,7 +436,7 @@ class FrontDoor:
             except cn.ConversionError as e:
                 raise GatewayError(400, str(e), code="unsupported_for_provider", param=e.param) from None
             resp = await self._send(flow, ib, route, kind, model, kind.count_url(p.base_url, route.model), body,
-                                    "application/json", fail, ", count", "count")
+                                    "application/json", fail, ", count", "count", probe)
             if resp is None:
                 return
             _, answer = await self._read_json(flow, resp, route)
@@ -331,7 +453,11 @@ class FrontDoor:
 
     async def _embed(self, flow: http.HTTPFlow, ib: Inbound, data: dict[str, Any], raw: bytes, model: str) -> None:
         """Embeddings, OpenAI or Gemini shape in, an OpenAI-compatible or Gemini provider out."""
-        route, kind = await self._open(flow, ib, model)
+        await self._failover(flow, ib, model, data,
+                             lambda route, kind, probe: self._embed_at(flow, ib, data, raw, model, route, kind, probe))
+
+    async def _embed_at(self, flow: http.HTTPFlow, ib: Inbound, data: dict[str, Any], raw: bytes, model: str,
+                        route: Route, kind: ProviderKind, probe: bool) -> None:
         p = route.provider
         if kind.embed_url is None:
             raise GatewayError(400, f"Provider '{p.id}' ({p.type}) has no embeddings endpoint.",
@@ -360,7 +486,8 @@ class FrontDoor:
                     answer, model, req.encoding_format, list(req.inputs))
         except cn.ConversionError as e:
             raise GatewayError(400, str(e), code="invalid_request", param=e.param) from None
-        resp = await self._send(flow, ib, route, kind, model, url, body, "application/json", fail, ", embeddings", "embed")
+        resp = await self._send(flow, ib, route, kind, model, url, body, "application/json", fail, ", embeddings", "embed",
+                                probe)
         if resp is None:
             return
         answer_raw, answer = await self._read_json(flow, resp, route)

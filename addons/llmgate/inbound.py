@@ -2,6 +2,7 @@
 
 Routes (each also under /{provider}/... to force a provider):
   GET  /health
+  POST /admin/reset                          {"provider", "account"?}: end its cooldowns (admin keys)
   GET  /v1/models, /v1/models/{model}        OpenAI shape; Anthropic's with an anthropic-version header
   POST /v1/chat/completions                  OpenAI chat
   POST /v1/responses                         OpenAI Responses
@@ -62,6 +63,8 @@ def match(path: str, anthropic_version: bool, is_provider: Callable[[str], bool]
     anthropic_shape = anthropic_version or seed == "anthropic"
     if path == "/health" and not forced:
         return Inbound("health", OPENAI_CHAT)
+    if path == "/admin/reset" and not forced:
+        return Inbound("admin_reset", OPENAI_CHAT, "POST")
     if path in _POSTS:
         endpoint, api = _POSTS[path]
         return Inbound(endpoint, api, "POST", forced)

@@ -50,7 +50,8 @@ async def listed(catalog: ModelCatalog, settings: GatewaySettings, forced: str |
             for m in catalog.models(p) or ():
                 seen.setdefault(m, p.id)
     if not forced:
-        for alias, target in settings.routing.aliases.items():
+        for alias, targets in settings.routing.aliases.items():
+            target = targets if isinstance(targets, str) else targets[0]
             seen.setdefault(alias, target.partition("/")[0] if "/" in target else "alias")
     return seen
 

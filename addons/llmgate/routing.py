@@ -1,7 +1,8 @@
 """Model name -> (provider, upstream model name).
 
-Order: alias -> forced provider (/{id}/v1/...) -> "id/model" prefix ->
-Model-Provider header -> the first provider listing the model -> routing.default.
+Order: alias (one target, or a pool of them) -> forced provider (/{id}/v1/...) ->
+"id/model" prefix -> Model-Provider header -> every provider listing the model -> routing.default.
+members() gives the whole pool; llmgate/pool.py orders it per request.
 """
 
 from __future__ import annotations
@@ -32,6 +33,35 @@ def provider_by_id(settings: GatewaySettings, pid: str, where: str) -> ProviderS
     return p
 
 
+def members(
+    settings: GatewaySettings,
+    models_of: Callable[[ProviderSettings], list[str] | None],
+    model: str,
+    forced: str | None = None,
+    header: str | None = None,
+) -> list[Route]:
+    """Every (provider, upstream model) that can serve `model`: its pool, in config order."""
+    names, aliased = _expand(settings, model)
+    if forced:
+        p = provider_by_id(settings, forced, "in the request path")
+        return [Route(p, names[0].removeprefix(f"{p.id}/"), "path")]
+    out: list[Route] = []
+    for name in names:
+        for r in _serving(settings, models_of, name, header, aliased):
+            if all((r.provider.id, r.model) != (o.provider.id, o.model) for o in out):
+                out.append(r)
+    if not out:
+        raise GatewayError(
+            404,
+            f"The model '{model}' is not served by any configured provider. "
+            "GET /v1/models lists the models; use 'provider/model' to pick a provider explicitly, "
+            "or set routing.default in the gateway config.",
+            code="model_not_found",
+            param="model",
+        )
+    return out
+
+
 def resolve(
     settings: GatewaySettings,
     models_of: Callable[[ProviderSettings], list[str] | None],
@@ -39,35 +69,33 @@ def resolve(
     forced: str | None = None,
     header: str | None = None,
 ) -> Route:
-    name, aliased = model, False
-    for _ in range(MAX_ALIAS_DEPTH):
-        if name not in settings.routing.aliases:
-            break
-        name, aliased = settings.routing.aliases[name], True
+    """The pool's first member."""
+    return members(settings, models_of, model, forced, header)[0]
 
-    if forced:
-        p = provider_by_id(settings, forced, "in the request path")
-        return Route(p, name.removeprefix(f"{p.id}/"), "path")
 
+def _expand(settings: GatewaySettings, model: str, depth: int = 0) -> tuple[list[str], bool]:
+    """Alias -> the names it stands for (an alias may name a pool, and other aliases)."""
+    aliases = settings.routing.aliases
+    if model not in aliases or depth >= MAX_ALIAS_DEPTH:
+        return [model], depth > 0
+    targets = aliases[model]
+    out: list[str] = []
+    for t in [targets] if isinstance(targets, str) else targets:
+        out += _expand(settings, t, depth + 1)[0]
+    return out, True
+
+
+def _serving(settings: GatewaySettings, models_of: Callable[[ProviderSettings], list[str] | None], name: str,
+             header: str | None, aliased: bool) -> list[Route]:
     head, sep, rest = name.partition("/")
     if sep and rest and settings.provider(head) is not None:
-        return Route(provider_by_id(settings, head, "model prefix"), rest, "alias" if aliased else "prefix")
-
+        return [Route(provider_by_id(settings, head, "model prefix"), rest, "alias" if aliased else "prefix")]
     if header:
-        return Route(provider_by_id(settings, header, "Model-Provider header"), name, "header")
-
-    for p in settings.providers:
-        if p.enabled and name in (models_of(p) or ()):
-            return Route(p, name, "alias" if aliased else "listed")
-
+        return [Route(provider_by_id(settings, header, "Model-Provider header"), name, "header")]
+    listed = [Route(p, name, "alias" if aliased else "listed")
+              for p in settings.providers if p.enabled and name in (models_of(p) or ())]
+    if listed:
+        return listed
     if settings.routing.default:
-        return Route(provider_by_id(settings, settings.routing.default, "routing.default"), name, "default")
-
-    raise GatewayError(
-        404,
-        f"The model '{model}' is not served by any configured provider. "
-        "GET /v1/models lists the models; use 'provider/model' to pick a provider explicitly, "
-        "or set routing.default in the gateway config.",
-        code="model_not_found",
-        param="model",
-    )
+        return [Route(provider_by_id(settings, settings.routing.default, "routing.default"), name, "default")]
+    return []

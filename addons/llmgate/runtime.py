@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from llmgate.catalog import ModelCatalog
+from llmgate.pool import PoolState
 from llmgate.relay import Pipe, StreamRelay
 from llmgate.settings import GatewaySettings
+from llmgate.state_store import StateStore
 from llmgate.translate import ReasoningMemory
 from llmgate.upstream import Upstream, UpstreamRequest
 
@@ -30,6 +33,8 @@ class Exchange:
     token: str | None = None
     started: float = 0.0
     first_byte: float | None = None
+    account: str = ""  # the account of a subscription provider that served it
+    inflight: tuple[str, str] | None = None  # its slot in the pool's in-flight count, until it ends
 
 
 class Runtime:
@@ -40,7 +45,21 @@ class Runtime:
         self.relay = StreamRelay()
         self.exchanges: dict[str, Exchange] = {}
         self.reasoning = ReasoningMemory()
+        self.pool = PoolState()
+        self._state_path: str | None = None
         self._accounts: dict[str, tuple[object, object]] = {}
+
+    def open_state(self, path: str) -> None:
+        """Keep cooldowns in this SQLite file (loading those it holds); a new path moves them."""
+        path = os.path.abspath(os.path.expanduser(path))
+        if path == self._state_path:
+            return
+        old = self.pool
+        self.pool = PoolState(StateStore(path))
+        self.pool.inflight = old.inflight
+        if old.store is not None:
+            old.store.close()
+        self._state_path = path
 
     def account_set(self, p, kind):
         """The accounts of a subscription provider entry, rebuilt when its settings change."""

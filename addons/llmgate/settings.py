@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -40,6 +40,8 @@ class Timeouts(_Strict):
 
 class ServerSettings(_Strict):
     api_keys: list[str] = Field(default_factory=list)
+    admin_keys: list[str] = Field(default_factory=list, description="keys for /admin/...; none: loopback only")
+    state_file: str | None = Field(None, description="SQLite file for cooldowns (default: beside proxy.yaml)")
     timeouts: Timeouts = Field(default_factory=Timeouts)
 
     @field_validator("api_keys")
@@ -60,6 +62,8 @@ class ProviderSettings(_Strict):
     token_url: str | None = Field(None, description="OAuth token endpoint (default: the official one)")
     project: str | None = Field(None, description="Code Assist project id (default: discovered)")
     fallback_urls: list[str] = Field(default_factory=list, description="hosts tried after base_url fails")
+    weight: int = Field(1, ge=1, description="share of requests under the weighted strategy")
+    max_concurrency: int | None = Field(None, ge=1, description="requests in flight per account at most")
     models: list[str] | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeouts: Timeouts | None = None
@@ -96,9 +100,30 @@ class ProviderSettings(_Strict):
 
 
 
+Strategy = Literal["round-robin", "least-busy", "fill-first", "weighted"]
+AFFINITY = r"^(header:[A-Za-z0-9-]+|prompt_cache_key)$"
+
+
+class ModelRouting(_Strict):
+    """Pool settings of one model (or alias) name."""
+
+    strategy: Strategy | None = None
+    affinity: str | None = Field(None, pattern=AFFINITY)
+    fallbacks: list[str] = Field(default_factory=list, description="models tried when the whole pool is unavailable")
+
+
 class RoutingSettings(_Strict):
     default: str | None = None
-    aliases: dict[str, str] = Field(default_factory=dict)
+    # an alias names one target or a pool of them ("provider/model" or a model name)
+    aliases: dict[str, str | list[str]] = Field(default_factory=dict)
+    strategy: Strategy = "round-robin"
+    affinity: str | None = Field(None, pattern=AFFINITY, description="header:<name> or prompt_cache_key")
+    models: dict[str, ModelRouting] = Field(default_factory=dict)
+    max_attempts: int = Field(3, ge=1, description="upstream attempts per request before giving up")
+    deadline: float = Field(120.0, gt=0, description="seconds all attempts together may take before the first byte")
+
+    def for_model(self, name: str) -> ModelRouting:
+        return self.models.get(name) or ModelRouting()
 
 
 class GatewaySettings(_Strict):
@@ -114,10 +139,13 @@ class GatewaySettings(_Strict):
             raise ValueError(f"duplicate provider id(s): {', '.join(sorted(dupes))}")
         if self.routing.default and self.routing.default not in ids:
             raise ValueError(f"routing.default names unknown provider {self.routing.default!r}")
-        for alias, target in self.routing.aliases.items():
-            prov, sep, model = target.partition("/")
-            if not target or (sep and prov in ids and not model):
-                raise ValueError(f"routing.aliases.{alias}: target {target!r} has no model name")
+        for alias, targets in self.routing.aliases.items():
+            for target in [targets] if isinstance(targets, str) else targets:
+                prov, sep, model = target.partition("/")
+                if not target or (sep and prov in ids and not model):
+                    raise ValueError(f"routing.aliases.{alias}: target {target!r} has no model name")
+            if not targets:
+                raise ValueError(f"routing.aliases.{alias}: no target")
         return self
 
     def provider(self, id: str) -> ProviderSettings | None:

@@ -110,3 +110,10 @@ class TappedUpstream:
 
     def stop(self) -> None:
         self._server.__exit__(None, None, None)
+
+
+def reset_cooldowns(gateway_base: str, provider: str) -> None:
+    """End a provider's cooldowns (the operator's reset), so a test meets the upstream itself."""
+    import httpx
+
+    httpx.post(gateway_base + "/admin/reset", json={"provider": provider}).raise_for_status()

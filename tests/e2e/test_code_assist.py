@@ -68,8 +68,9 @@ def client(gateway):
 
 
 @pytest.fixture
-def gcli(hosts, files):
+def gcli(hosts, files, gateway):
     call(hosts["gcli"], "/__scenario", {"mode": None})
+    httpx.post(gateway.base + "/admin/reset", json={"provider": "gcli"}).raise_for_status()  # no cooldowns left over
     return hosts["gcli"]
 
 

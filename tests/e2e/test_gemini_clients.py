@@ -8,7 +8,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from tests.e2e.conftest import CLIENT_KEY, TappedUpstream
+from tests.e2e.conftest import CLIENT_KEY, TappedUpstream, reset_cooldowns
 from tests.harness import Gateway, Upstream
 
 OPENAI_KEY = "sk-openai-upstream-0123456789"
@@ -308,6 +308,7 @@ def test_upstream_429_keeps_googles_error_details(http):
     """Gemini client, Gemini upstream: the 429's details are the client's to read. gemini-cli
     (googleQuotaErrors.ts) tells a per-minute limit (RetryInfo: wait retryDelay) from a daily
     one (QuotaFailure: give up) only by them."""
+    reset_cooldowns(str(http.base_url).rstrip("/"), "gem")  # an earlier test's 429 is still cooling
     r = http.post("/v1beta/models/gem/fault-429:generateContent",
                   json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
     assert r.status_code == 429

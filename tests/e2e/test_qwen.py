@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import CLIENT_KEY
+from tests.e2e.conftest import CLIENT_KEY, reset_cooldowns
 from tests.harness import Gateway, Upstream
 
 HELLO = [{"role": "user", "content": "hello there"}]
@@ -69,8 +69,10 @@ def gateway(qwen, accounts, tmp_path_factory):
 
 
 @pytest.fixture
-def creds(qwen, accounts):
+def creds(qwen, accounts, gateway):
     control(qwen, "/reset")
+    for provider in ("qwen", "pool"):  # an earlier test's quota answers are still cooling
+        reset_cooldowns(gateway.base, provider)
     path = accounts / "main" / "oauth_creds.json"
     yield path
     control(qwen, "/quota", params={"mode": "ok"})
@@ -187,13 +189,19 @@ def test_dead_refresh_token_needs_login_and_other_accounts_serve(client, qwen, a
     assert "needs a new login" in message and f"llmgate login qwen --credentials {alive}" in message
 
 
-def test_quota_and_discontinued_are_named(client, qwen, creds):
+def test_quota_and_discontinued_are_named(client, gateway, qwen, creds):
     seed(qwen, creds)
     control(qwen, "/quota", params={"mode": "exhausted", "retry_after": 42})
     with pytest.raises(openai.RateLimitError) as e:
         client.chat.completions.create(model="coder-model", messages=HELLO)
     assert e.value.body["code"] == "quota_exhausted" and "quota exhausted" in e.value.body["message"]
     assert e.value.response.headers["retry-after"] == "42"
+    # the account now cools down for the 42 s the upstream asked: nothing reaches it meanwhile
+    with pytest.raises(openai.RateLimitError) as e:
+        client.chat.completions.create(model="coder-model", messages=HELLO)
+    assert e.value.body["code"] == "pool_exhausted" and "cooling down" in e.value.body["message"]
+    assert 40 <= int(e.value.response.headers["retry-after"]) <= 42
+    reset_cooldowns(gateway.base, "qwen")  # the operator's reset
     control(qwen, "/quota", params={"mode": "discontinued"})
     with pytest.raises(openai.PermissionDeniedError) as e:
         client.chat.completions.create(model="coder-model", messages=HELLO)
