@@ -127,7 +127,7 @@ class FrontDoor:
         raw = flow.request.content or b""
         catalog = self.rt.catalog
         if ib.endpoint == "health":
-            flow.response = await listings.health(catalog, settings)
+            flow.response = await listings.health(self.rt, settings)
         elif ib.endpoint == "admin_reset":
             flow.response = self._admin_reset(flow, settings, _parse_body(raw))
         elif ib.endpoint == "models":

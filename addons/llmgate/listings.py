@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
+from typing import Any
 from urllib.parse import unquote
 
 from mitmproxy import http
@@ -12,8 +14,9 @@ from llmgate.catalog import ModelCatalog
 from llmgate.client_apis import ANTHROPIC, GEMINI
 from llmgate.errors import GatewayError
 from llmgate.inbound import Inbound
+from llmgate.providers import PROVIDER_TYPES
 from llmgate.responses import json_response
-from llmgate.routing import provider_by_id
+from llmgate.routing import Route, members, provider_by_id
 from llmgate.settings import GatewaySettings, ProviderSettings
 
 DISCOVERY_WAIT = 5.0  # seconds a request waits for model discovery
@@ -26,18 +29,47 @@ async def refresh(catalog: ModelCatalog, providers: list[ProviderSettings]) -> N
         await asyncio.wait([asyncio.ensure_future(catalog.refresh(p)) for p in stale], timeout=DISCOVERY_WAIT)
 
 
-async def health(catalog: ModelCatalog, settings: GatewaySettings) -> http.Response:
+async def health(rt: Any, settings: GatewaySettings) -> http.Response:
+    """Providers (reachable? how many models?) and, per model, its pool: accounts configured,
+    accounts routable now, and when each cooling one returns. 503 only when nothing is routable."""
+    catalog = rt.catalog
     await refresh(catalog, settings.providers)
-    report, routable = [], 0
+    report = []
     for p in settings.providers:
         st = catalog.status(p)
         models = catalog.models(p)
         ok = p.enabled and (bool(models) or (p.id == settings.routing.default and "error" not in st))
-        routable += ok
         state = "disabled" if not p.enabled else "ok" if ok else "unavailable" if "error" in st else "unknown"
         report.append({"id": p.id, "type": p.type, "state": state, **st})
-    body = {"status": "ok" if routable else "unavailable", "routable_providers": routable, "providers": report}
+    pools = {}
+    for name in await listed(catalog, settings, None):
+        try:
+            routes = members(settings, catalog.models, name)
+        except GatewayError:
+            continue
+        pools[name] = _pool_health(rt, routes)
+    routable = sum(1 for v in pools.values() if v["routable"])
+    body = {"status": "ok" if routable else "unavailable", "routable_models": routable, "providers": report,
+            "models": pools}
     return json_response(200 if routable else 503, body)
+
+
+def _pool_health(rt: Any, routes: list[Route]) -> dict[str, Any]:
+    configured, routable, cooling = 0, 0, []
+    for r in routes:
+        p = r.provider
+        kind = PROVIDER_TYPES[p.type]
+        accounts = [(a.name, a.usable()) for a in rt.account_set(p, kind).accounts] if kind.accounts else [("", True)]
+        for name, usable in accounts:
+            configured += 1
+            c = rt.pool.cooling(p.id, name, r.model)
+            if c is not None:
+                cooling.append({"provider": p.id, "account": name or None, "model": r.model,
+                                "until": datetime.fromtimestamp(c.until, timezone.utc).isoformat(timespec="seconds"),
+                                "reason": c.reason})
+            elif usable:
+                routable += 1
+    return {"configured": configured, "routable": routable, "cooling": cooling}
 
 
 async def listed(catalog: ModelCatalog, settings: GatewaySettings, forced: str | None) -> dict[str, str]:

@@ -2,11 +2,12 @@
 
 import json
 import time
+from datetime import datetime
 
 import openai
 import pytest
 
-from tests.e2e.conftest import CLIENT_KEY, UPSTREAM_KEY
+from tests.e2e.conftest import CLIENT_KEY, UPSTREAM_KEY, reset_cooldowns
 
 HELLO = [{"role": "user", "content": "hello there"}]
 TOOLS = [
@@ -148,6 +149,25 @@ def test_health(gateway):
     states = {p["id"]: p["state"] for p in body["providers"]}
     assert states["up"] == "ok" and states["fixed"] == "ok"
     assert body["status"] == "ok"
+    # gpt-4o-mini is served by two entries (one discovers it, one lists it)
+    assert body["models"]["gpt-4o-mini"] == {"configured": 2, "routable": 2, "cooling": []}
+
+
+def test_health_shows_cooling_members_and_when_they_return(gateway, client):
+    import httpx
+
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="fault-429", messages=[{"role": "user", "content": "hi"}])
+    try:
+        pool = httpx.get(gateway.base + "/health").json()["models"]["fault-429"]
+        assert pool["configured"] == 1 and pool["routable"] == 0
+        (c,) = pool["cooling"]
+        assert c["provider"] == "up" and c["model"] == "fault-429" and c["reason"].startswith("429")
+        returns = datetime.fromisoformat(c["until"]).timestamp() - time.time()
+        assert 4 < returns <= 7.5  # the upstream's Retry-After: 7
+    finally:
+        reset_cooldowns(gateway.base, "up")
+    assert httpx.get(gateway.base + "/health").json()["models"]["fault-429"]["routable"] == 1
 
 
 def test_many_concurrent_streams(gateway):
