@@ -16,7 +16,9 @@ from llmgate.inbound import inbound_of
 from llmgate.responses import error_response
 from llmgate.runtime import Runtime
 
-OPEN_PATHS = ("/health", "/admin/reset")  # /admin/ checks its own keys (front_door)
+OPEN_PATHS = ("/health",)
+ADMIN_PREFIX = "/admin/"
+LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 REDACTED = "[redacted]"
 
 
@@ -54,7 +56,10 @@ class ClientAuth:
             return
         settings = self.rt.settings
         keys = settings.server.api_keys
-        if keys and flow.request.path.split("?", 1)[0] not in OPEN_PATHS:
+        path = flow.request.path.split("?", 1)[0]
+        if path.startswith(ADMIN_PREFIX):
+            self._admin(flow, settings.server.admin_keys)
+        elif keys and path not in OPEN_PATHS:
             key = presented_key(flow.request)
             if key is None:
                 err = GatewayError(401, "Missing API key. Send it as 'Authorization: Bearer <key>' (or x-api-key, "
@@ -66,3 +71,15 @@ class ClientAuth:
             if err is not None:  # in the caller's own error format
                 flow.response = error_response(err, inbound_of(flow, settings).api)
         mask_client_credentials(flow.request)
+
+    @staticmethod
+    def _admin(flow: http.HTTPFlow, admin_keys: list[str]) -> None:
+        """Admin routes: an admin key when server.admin_keys is set, else loopback clients only."""
+        if admin_keys:
+            key = presented_key(flow.request) or ""
+            if not any(hmac.compare_digest(key.encode(), k.encode()) for k in admin_keys):
+                flow.response = error_response(GatewayError(
+                    401, "This route needs an admin key (server.admin_keys).", code="invalid_api_key"))
+        elif flow.client_conn.peername is None or flow.client_conn.peername[0] not in LOOPBACK:
+            flow.response = error_response(GatewayError(
+                403, "Admin routes answer loopback clients only unless server.admin_keys is set.", code="forbidden"))

@@ -50,25 +50,27 @@ def cool_down(pool: PoolState, route: Route, account: str, e: GatewayError) -> C
     return pool.cool(p, account, model, wait, f"{e.status}: {e.message}")
 
 
+def _member(r: Route, account: str = "") -> str:
+    return f"{r.provider.id}/{r.model}" + (f" (account {account})" if account else "")
+
+
 def exhausted(model: str, failures: list[tuple[Route, str, GatewayError]],
               cooling: list[tuple[Route, Cooling | None]]) -> GatewayError:
     """Nothing served the request: say what happened to every member."""
-    now = time.time()
-    parts = [f"{r.provider.id}/{r.model}{f' (account {a})' if a else ''}: {e.status} {e.message}"
-             for r, a, e in failures]
-    returns = [c.until - now for _, c in cooling if c is not None]
-    parts += [f"{r.provider.id}/{r.model}: cooling down" + (f" for {c.until - now:.0f} s more ({c.reason})" if c else
-                                                            " or at its concurrency limit") for r, c in cooling]
-    rate_only = all(e.status == 429 or e.code in RATE_CODES for _, _, e in failures) and (
-        not cooling or all(c is not None and c.reason.startswith(("429", "quota")) for _, c in cooling))
-    headers: dict[str, str] = {}
-    waits = returns + [w for _, _, e in failures if (w := retry_after(e)) is not None]
-    if waits:
-        headers["Retry-After"] = str(max(1, round(min(waits))))
     if len(failures) == 1 and not cooling:  # one member: its own error, as it was
-        _, _, e = failures[0]
-        return e
-    status = 429 if rate_only else 503 if not failures else max(e.status for _, _, e in failures)
+        return failures[0][2]
+    now = time.time()
+    parts = [f"{_member(r, a)}: {e.status} {e.message.rstrip('.')}" for r, a, e in failures]
+    for r, c in cooling:
+        why = f"cooling down for {c.until - now:.0f} s more ({c.reason.rstrip('.')})" if c else \
+            "at its concurrency limit"
+        parts.append(f"{_member(r)}: {why}")
+    waits = [c.until - now for _, c in cooling if c is not None]
+    waits += [w for _, _, e in failures if (w := retry_after(e)) is not None]
+    headers = {"Retry-After": str(max(1, round(min(waits))))} if waits else {}
+    rate_only = all(e.status == 429 or e.code in RATE_CODES for _, _, e in failures) and all(
+        c is not None and is_rate_limit(c) for _, c in cooling)
+    status = 429 if rate_only else max((e.status for _, _, e in failures), default=503)
     return GatewayError(status, f"No provider could serve '{model}': " + "; ".join(parts) + ".",
                         code="pool_exhausted", headers=headers)
 

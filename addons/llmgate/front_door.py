@@ -7,7 +7,6 @@ Routes are listed in llmgate/inbound.py.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
@@ -22,7 +21,6 @@ from converters import canonical as cn
 from converters.token_estimate import estimate
 from llmgate import listings
 from llmgate.client_apis import ANTHROPIC, GEMINI
-from llmgate.client_auth import presented_key
 from llmgate.errors import GatewayError
 from llmgate.failover import (
     affinity_key,
@@ -161,15 +159,7 @@ class FrontDoor:
             await self._embed(flow, ib, data, raw, _model_field(data))
 
     def _admin_reset(self, flow: http.HTTPFlow, settings: Any, data: dict[str, Any]) -> http.Response:
-        """Operator reset of a provider's (or one account's) cooldowns."""
-        keys = settings.server.admin_keys
-        if keys:
-            key = presented_key(flow.request) or ""
-            if not any(hmac.compare_digest(key.encode(), k.encode()) for k in keys):
-                raise GatewayError(401, "This needs an admin key (server.admin_keys).", code="invalid_api_key")
-        elif flow.client_conn.peername[0] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
-            raise GatewayError(403, "Admin routes answer loopback clients only unless server.admin_keys is set.",
-                               code="forbidden")
+        """Operator reset of a provider's (or one account's) cooldowns (client_auth checked the caller)."""
         provider, account = data.get("provider"), data.get("account")
         if not isinstance(provider, str) or settings.provider(provider) is None:
             raise GatewayError(400, "Name a configured provider: {\"provider\": \"<id>\"}.", code="invalid_request",

@@ -9,7 +9,6 @@ import httpx
 import pytest
 
 from converters import call_ids
-
 from tests.e2e.conftest import CLIENT_KEY, TappedUpstream
 from tests.harness import Gateway, Upstream
 

@@ -7,7 +7,7 @@ import pytest
 from mitmproxy import io
 
 from tests.e2e.conftest import CLIENT_KEY, UPSTREAM_KEY, gateway_config
-from tests.harness import Gateway, Proc, BIN, ROOT
+from tests.harness import BIN, ROOT, Gateway, Proc
 
 HELLO = [{"role": "user", "content": "hello there"}]
 

@@ -2,13 +2,12 @@ import json
 import logging
 
 import pytest
-from mitmproxy import exceptions
-from mitmproxy.test import taddons, tflow
-
 from llmgate.client_auth import ClientAuth
 from llmgate.config_watch import ConfigWatch
 from llmgate.runtime import Runtime
 from llmgate.settings import parse_settings
+from mitmproxy import exceptions
+from mitmproxy.test import taddons, tflow
 
 
 def runtime_with(text: str) -> Runtime:

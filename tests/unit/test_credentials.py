@@ -6,7 +6,6 @@ import os
 import time
 
 import pytest
-
 from llmgate.credentials import CredentialsFile, FileLock, LoginRequired, write_atomic
 
 

@@ -319,6 +319,24 @@ def test_fault_slow_stream_arrives_incrementally(http):
     assert arrivals[1] - arrivals[0] > 0.2
 
 
+def test_fault_override_counts_down_then_disarms(http, base_url):
+    armed = httpx.post(f"{base_url}/__fault", json={"scenario": "fault-429", "count": 2, "retry_after": 1})
+    assert armed.json() == {"scenario": "fault-429", "count": 2, "retry_after": 1}
+    assert chat(http, bogus=1).status_code == 400  # validation first; does not use up the override
+    for _ in range(2):
+        limited = chat(http)
+        assert error_of(limited, 429)["code"] == "rate_limit_exceeded" and limited.headers["Retry-After"] == "1"
+    assert chat(http).status_code == 200  # disarmed after `count`
+    httpx.post(f"{base_url}/__fault", json={"scenario": "fault-500"})  # no count: until DELETE
+    assert [chat(http, model="gpt-4o-mini").status_code for _ in range(3)] == [500, 500, 500]
+    assert httpx.delete(f"{base_url}/__fault").json()["scenario"] is None
+    assert chat(http).status_code == 200
+    for bad in ({"scenario": "gpt-4o"}, {"scenario": "fault-500", "count": 0}, {"scenario": "fault-429", "x": 1},
+                {"scenario": "fault-429", "retry_after": "7"}):
+        assert httpx.post(f"{base_url}/__fault", json=bad).status_code == 400
+    assert chat(http).status_code == 200 and chat(http, model="fault-429").headers["Retry-After"] == "7"
+
+
 def test_sse_torture_is_hostile_but_valid(http, sdk):
     body = {"model": "sse-torture", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     with http.stream("POST", "/v1/chat/completions", json=body) as response:

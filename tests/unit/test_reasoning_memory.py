@@ -1,5 +1,6 @@
-from converters import canonical as cn
 from llmgate.translate import ReasoningMemory
+
+from converters import canonical as cn
 
 
 def turn(call_id, *thinking):

@@ -1,5 +1,4 @@
 import pytest
-
 from llmgate.errors import GatewayError
 from llmgate.routing import resolve
 from llmgate.settings import parse_settings

@@ -1,5 +1,4 @@
 import pytest
-
 from llmgate.settings import ConfigError, load_settings, parse_settings
 
 GOOD = """

@@ -1,8 +1,7 @@
-from multidict import CIMultiDict
-
 from llmgate.inbound import match
-from llmgate.translate import openai_error as upstream_error
 from llmgate.settings import ProviderSettings
+from llmgate.translate import openai_error as upstream_error
+from multidict import CIMultiDict
 
 P = ProviderSettings(id="lms", type="openai", base_url="http://h/v1", api_key="sk-provider-secret-123")
 

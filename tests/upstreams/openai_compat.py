@@ -15,6 +15,8 @@ Endpoints:
     POST /v1/embeddings        validated like api.openai.com (see Embeddings)
     GET  /__requests           every request received so far (no auth)
     DELETE /__requests         clear that log (no auth)
+    POST /__fault              arm a fault override (no auth; see Fault override)
+    DELETE /__fault            disarm it (no auth)
     anything else              404 "Invalid URL (METHOD /path)"
 
 Normal models answer "Echo: <last user text>", or "Tool results: a; b" after
@@ -50,6 +52,17 @@ is a prefix of a longer one, renormalized). usage.prompt_tokens: per input,
 characters // 4 + 1 (token arrays: their length). The model is echoed as sent.
 fault-hang, fault-500, fault-429, fault-502-html and fault-cut answer
 /v1/embeddings with their (non-stream) fault too.
+
+Fault override (for pools of several doubles serving the same model name, where
+one of them must fail, and later recover, without a model name of its own):
+POST /__fault {"scenario": <scenario model>, "count": n, "retry_after": s}
+makes the next n chat completions, whatever their model, run that scenario
+(after auth and validation, which still apply); without "count" every one
+does until DELETE /__fault. "retry_after" (whole seconds >= 0) replaces
+fault-429's Retry-After: 7. A bad body -> 400 in OpenAI's error shape; the
+answer is the armed override as JSON ({"scenario": null, ...} once disarmed).
+Both calls are recorded in /__requests like any other request. Embeddings
+ignore the override.
 """
 
 from __future__ import annotations
@@ -95,6 +108,7 @@ TEXT_PIECE = 4  # characters of answer text per stream chunk
 ARGS_PIECE = 5  # characters of tool arguments per stream chunk
 HANG_SECONDS = 120
 SLOW_CHUNK_DELAY = 0.3
+FAULT_429_RETRY_AFTER = 7  # seconds, unless a fault override says otherwise
 TORTURE_BYTE_DELAY = 0.0005
 
 TOOL_WITHOUT_CALL = (
@@ -142,6 +156,19 @@ class UpstreamState:
     api_key: str | None
     models: list[str]
     counter: itertools.count = field(default_factory=lambda: itertools.count(1))
+    fault: FaultOverride | None = None
+
+
+@dataclass
+class FaultOverride:
+    """POST /__fault: the scenario the next `count` chat completions run (None: all)."""
+
+    scenario: str
+    count: int | None = None
+    retry_after: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"scenario": self.scenario, "count": self.count, "retry_after": self.retry_after}
 
 
 STATE = web.AppKey("openai_compat_state", UpstreamState)
@@ -886,7 +913,7 @@ async def fault_429(request: web.Request, body: dict[str, Any]) -> web.StreamRes
         "Rate limit reached for requests",
         type="requests",
         code="rate_limit_exceeded",
-        headers={"Retry-After": "7"},
+        headers={"Retry-After": str(request.get(RETRY_AFTER, FAULT_429_RETRY_AFTER))},
     )
 
 
@@ -1134,6 +1161,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await parse_json_body(request)
     validate_chat_request(body, all_models(state))
     scenario = SCENARIOS.get(body["model"], respond_normally)
+    if (fault := take_fault(state)) is not None:
+        scenario = SCENARIOS[fault.scenario]
+        if fault.retry_after is not None:
+            request[RETRY_AFTER] = fault.retry_after
     try:
         return await scenario(request, body)
     except ConnectionError:  # the client left mid-stream (e.g. the SDK stops at [DONE])
@@ -1148,6 +1179,43 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     if body["model"] in EMBEDDING_SCENARIOS:
         return await SCENARIOS[body["model"]](request, body)
     return web.json_response(embeddings_body(body))
+
+
+RETRY_AFTER = web.RequestKey("openai_compat_retry_after", float)  # fault-429's Retry-After from the override
+
+
+def take_fault(state: UpstreamState) -> FaultOverride | None:
+    """The armed override for this request, counting it down (disarmed after the last)."""
+    fault = state.fault
+    if fault is None:
+        return None
+    if fault.count is not None:
+        fault.count -= 1
+        if fault.count <= 0:
+            state.fault = None
+    return fault
+
+
+async def arm_fault(request: web.Request) -> web.Response:
+    body = await parse_json_body(request)
+    unknown = sorted(set(body) - {"scenario", "count", "retry_after"})
+    if unknown:
+        raise invalid(f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0])
+    scenario = body.get("scenario")
+    if scenario not in SCENARIOS:
+        raise invalid(f"'scenario' must be one of: {', '.join(SCENARIO_MODELS)}", param="scenario")
+    for name, low in (("count", 1), ("retry_after", 0)):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+            raise invalid(f"'{name}' must be an integer >= {low}", param=name)
+    state = request.app[STATE]
+    state.fault = FaultOverride(scenario, body.get("count"), body.get("retry_after"))
+    return web.json_response(state.fault.as_json())
+
+
+async def disarm_fault(request: web.Request) -> web.Response:
+    request.app[STATE].fault = None
+    return web.json_response({"scenario": None, "count": None, "retry_after": None})
 
 
 @web.middleware
@@ -1169,6 +1237,8 @@ def make_app(api_key: str | None, models: list[str]) -> web.Application:
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/__fault", arm_fault)
+    app.router.add_delete("/__fault", disarm_fault)
     serving.add_request_log(app)
     return app
 

@@ -96,7 +96,6 @@ from typing import Any, Awaitable, Callable, cast
 from aiohttp import web
 
 from tests.upstreams import serving
-
 from tests.upstreams.openai_compat import (
     MODEL_CREATED,
     SLOW_CHUNK_DELAY,

@@ -13,7 +13,6 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-
 REQUEST_LOG = web.AppKey("request_log", list)
 
 
