@@ -201,6 +201,11 @@ def test_quota_and_discontinued_are_named(client, gateway, qwen, creds):
         client.chat.completions.create(model="coder-model", messages=HELLO)
     assert e.value.body["code"] == "pool_exhausted" and "cooling down" in e.value.body["message"]
     assert 40 <= int(e.value.response.headers["retry-after"]) <= 42
+    calls = len([q for q in httpx.get(f"{qwen.base}/__requests").json() if q["path"] == "/v1/chat/completions"])
+    with pytest.raises(openai.RateLimitError):  # a spent quota is the account's: its other models wait too
+        client.chat.completions.create(model="vision-model", messages=HELLO)
+    assert calls == len([q for q in httpx.get(f"{qwen.base}/__requests").json()
+                         if q["path"] == "/v1/chat/completions"])
     reset_cooldowns(gateway.base, "qwen")  # the operator's reset
     control(qwen, "/quota", params={"mode": "discontinued"})
     with pytest.raises(openai.PermissionDeniedError) as e:
