@@ -11,8 +11,11 @@ _root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _root not in sys.path:
     sys.path.append(_root)
 
+from llmgate.accounting import Accounting  # noqa: E402
 from llmgate.client_auth import ClientAuth  # noqa: E402
 from llmgate.config_watch import ConfigWatch  # noqa: E402
+from llmgate.contentviews import ContentViews  # noqa: E402
+from llmgate.flow_limit import FlowLimit  # noqa: E402
 from llmgate.flow_record import FlowRecorder  # noqa: E402
 from llmgate.front_door import FrontDoor  # noqa: E402
 from llmgate.runtime import Runtime  # noqa: E402
@@ -23,5 +26,8 @@ addons = [
     ConfigWatch(runtime),
     ClientAuth(runtime),
     FrontDoor(runtime),
+    Accounting(runtime),  # before FlowRecorder, which drops the exchange
     FlowRecorder(runtime),
+    ContentViews(),  # SSE and AWS event-stream bodies, readable in mitmweb
+    FlowLimit(),  # mitmweb keeps at most gateway_max_flows flows
 ]

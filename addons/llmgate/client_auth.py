@@ -18,6 +18,8 @@ from llmgate.runtime import Runtime
 
 OPEN_PATHS = ("/health",)
 ADMIN_PREFIX = "/admin/"
+ADMIN_PATHS = ("/metrics",)
+KEY_ID = "llmgate_key"
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 REDACTED = "[redacted]"
 
@@ -57,17 +59,21 @@ class ClientAuth:
         settings = self.rt.settings
         keys = settings.server.api_keys
         path = flow.request.path.split("?", 1)[0]
-        if path.startswith(ADMIN_PREFIX):
+        if path.startswith(ADMIN_PREFIX) or path in ADMIN_PATHS:
             self._admin(flow, settings.server.admin_keys)
         elif keys and path not in OPEN_PATHS:
             key = presented_key(flow.request)
+            err = None
             if key is None:
                 err = GatewayError(401, "Missing API key. Send it as 'Authorization: Bearer <key>' (or x-api-key, "
                                    "x-goog-api-key, ?key=).", code="missing_api_key")
-            elif not any(hmac.compare_digest(key.encode(), k.encode()) for k in keys):
-                err = GatewayError(401, "Incorrect API key provided.", code="invalid_api_key")
             else:
-                err = None
+                kid = next((i for k, i in settings.server.key_ids() if hmac.compare_digest(key.encode(), k.encode())),
+                           None)
+                if kid is None:
+                    err = GatewayError(401, "Incorrect API key provided.", code="invalid_api_key")
+                else:
+                    flow.metadata[KEY_ID] = kid  # who asked, for the request log (never the key)
             if err is not None:  # in the caller's own error format
                 flow.response = error_response(err, inbound_of(flow, settings).api)
         mask_client_credentials(flow.request)

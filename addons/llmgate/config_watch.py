@@ -19,6 +19,7 @@ POLL_SECONDS = 1.0
 class ConfigWatch:
     def __init__(self, rt: Runtime):
         self.rt = rt
+        rt.reload = self._apply
         self._stamp: tuple | None = None
         self._task: asyncio.Task | None = None
         self._running = False
@@ -60,6 +61,8 @@ class ConfigWatch:
         self.rt.settings = settings
         config_dir = os.path.dirname(os.path.abspath(ctx.options.gateway_config))
         self.rt.open_state(settings.server.state_file or os.path.join(config_dir, "llmgate-state.sqlite"))
+        log_file = settings.log.file or os.path.join(config_dir, "llmgate-requests.sqlite")
+        self.rt.open_request_log(log_file if settings.log.enabled else None, settings.log.retention_days)
         # discovered model lists stay valid only for providers whose settings did not change
         self.rt.catalog.forget({p.id for p in settings.providers if old.get(p.id) == p})
         for w in warnings:

@@ -14,12 +14,15 @@ from collections.abc import Awaitable
 from typing import Any, Callable
 from urllib.parse import unquote
 
-from mitmproxy import http
+from mitmproxy import ctx, http
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from converters import anthropic, embeddings, gemini, openai_chat
 from converters import canonical as cn
 from converters.token_estimate import estimate
 from llmgate import listings
+from llmgate.accounting import INBOUND
+from llmgate.admin_api import AdminApi
 from llmgate.client_apis import ANTHROPIC, GEMINI
 from llmgate.errors import GatewayError
 from llmgate.failover import (
@@ -81,11 +84,13 @@ def _stream_field(data: dict[str, Any]) -> bool:
 class FrontDoor:
     def __init__(self, rt: Runtime):
         self.rt = rt
+        self.admin = AdminApi(rt, lambda: ctx.options.gateway_config, lambda: rt.reload())
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live or UPSTREAM_MARK in flow.metadata:
             return
         inbound = inbound_of(flow, self.rt.settings)
+        flow.metadata[INBOUND] = {"inbound": inbound.api.name, "endpoint": inbound.endpoint}
         try:
             await self._dispatch(flow, inbound)
         except GatewayError as e:
@@ -121,13 +126,16 @@ class FrontDoor:
         if ib.endpoint == "unknown":
             raise GatewayError(404, f"Unknown route: {flow.request.method} {flow.request.path.split('?', 1)[0]}. "
                                + ROUTES_HINT, code="unknown_route")
+        if ib.endpoint == "admin":
+            flow.response = await self.admin.handle(flow)
+            return
         self._allow(flow.request.method, ib.method)
         raw = flow.request.content or b""
         catalog = self.rt.catalog
         if ib.endpoint == "health":
             flow.response = await listings.health(self.rt, settings)
-        elif ib.endpoint == "admin_reset":
-            flow.response = self._admin_reset(flow, settings, _parse_body(raw))
+        elif ib.endpoint == "metrics":
+            flow.response = http.Response.make(200, self.rt.metrics.render(), {"Content-Type": CONTENT_TYPE_LATEST})
         elif ib.endpoint == "models":
             flow.response = await listings.model_list(catalog, settings, ib)
         elif ib.endpoint == "model":
@@ -157,16 +165,6 @@ class FrontDoor:
         elif ib.endpoint == "embeddings":
             data = _parse_body(raw)
             await self._embed(flow, ib, data, raw, _model_field(data))
-
-    def _admin_reset(self, flow: http.HTTPFlow, settings: Any, data: dict[str, Any]) -> http.Response:
-        """Operator reset of a provider's (or one account's) cooldowns (client_auth checked the caller)."""
-        provider, account = data.get("provider"), data.get("account")
-        if not isinstance(provider, str) or settings.provider(provider) is None:
-            raise GatewayError(400, "Name a configured provider: {\"provider\": \"<id>\"}.", code="invalid_request",
-                               param="provider")
-        n = self.rt.pool.reset(provider, account if isinstance(account, str) else None)
-        log.info("admin reset of %s%s: %d cooldown(s) ended", provider, f" / {account}" if account else "", n)
-        return json_response(200, {"provider": provider, "account": account, "cooldowns_ended": n})
 
     @staticmethod
     def _allow(method: str, allowed: str) -> None:
@@ -204,6 +202,7 @@ class FrontDoor:
         A member that fails before the first byte reaches the client with a rate limit, a
         5xx, no connection or no answer in time cools down, and the next one is tried."""
         settings = self.rt.settings
+        flow.metadata[INBOUND]["model"] = model
         rules = settings.routing.for_model(model)
         header = flow.request.headers.get("model-provider")
         strategy = rules.strategy or settings.routing.strategy
@@ -366,6 +365,8 @@ class FrontDoor:
 
     async def _generate(self, flow: http.HTTPFlow, ib: Inbound, data: dict[str, Any], raw: bytes,
                         model: str, stream: bool, sse: bool = True) -> None:
+        flow.metadata[INBOUND]["stream"] = stream
+
         async def attempt(route: Route, kind: ProviderKind, probe: bool) -> None:
             p = route.provider
             pl = plan(ib.api, kind, p, route.model, model, data, raw, stream, self.rt.reasoning, sse)

@@ -2,7 +2,8 @@
 
 Routes (each also under /{provider}/... to force a provider):
   GET  /health
-  POST /admin/reset                          {"provider", "account"?}: end its cooldowns (admin keys)
+  /admin/...                                 the management API (llmgate/admin_api.py; admin keys)
+  GET  /metrics                              Prometheus metrics (admin keys)
   GET  /v1/models, /v1/models/{model}        OpenAI shape; Anthropic's with an anthropic-version header
   POST /v1/chat/completions                  OpenAI chat
   POST /v1/responses                         OpenAI Responses
@@ -63,8 +64,10 @@ def match(path: str, anthropic_version: bool, is_provider: Callable[[str], bool]
     anthropic_shape = anthropic_version or seed == "anthropic"
     if path == "/health" and not forced:
         return Inbound("health", OPENAI_CHAT)
-    if path == "/admin/reset" and not forced:
-        return Inbound("admin_reset", OPENAI_CHAT, "POST")
+    if path.startswith("/admin/") and not forced:
+        return Inbound("admin", OPENAI_CHAT, "*")  # llmgate/admin_api.py checks methods
+    if path == "/metrics" and not forced:
+        return Inbound("metrics", OPENAI_CHAT)
     if path in _POSTS:
         endpoint, api = _POSTS[path]
         return Inbound(endpoint, api, "POST", forced)

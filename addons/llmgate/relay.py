@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from typing import Protocol
 
 import aiohttp
@@ -68,6 +69,7 @@ class Pipe:
         self.upstream = Capture()  # raw bytes from the provider
         self.client = Capture()  # bytes sent on to the client
         self.outcome = "pending"  # complete | upstream-error | client-gone | unclaimed
+        self.first_sent: float | None = None  # when the first bytes went to the client (time to first token)
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(self.QUEUE_SIZE)
         # read at once: aiohttp drops buffered data when the connection dies before it is read
         self._puller = asyncio.get_running_loop().create_task(self._pull())
@@ -104,6 +106,8 @@ class Pipe:
         writer.write(b"\r\n".join(head) + b"\r\n\r\n")
         try:
             while (data := await self._queue.get()) is not None:
+                if self.first_sent is None:
+                    self.first_sent = time.time()
                 self.client.add(data)
                 writer.write(b"%x\r\n%b\r\n" % (len(data), data))
                 await writer.drain()

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 from llmgate.catalog import ModelCatalog
+from llmgate.metrics import Metrics
 from llmgate.pool import PoolState
 from llmgate.relay import Pipe, StreamRelay
+from llmgate.request_log import RequestLog
 from llmgate.settings import GatewaySettings
 from llmgate.state_store import StateStore
 from llmgate.translate import ReasoningMemory
@@ -47,6 +51,10 @@ class Runtime:
         self.reasoning = ReasoningMemory()
         self.pool = PoolState()
         self._state_path: str | None = None
+        self.request_log: RequestLog | None = None
+        self.metrics = Metrics(self)
+        self.started = time.time()
+        self.reload: Callable[[], None] = lambda: None  # re-read the config now (config_watch sets it)
         self._accounts: dict[str, tuple[object, object]] = {}
 
     def open_state(self, path: str) -> None:
@@ -60,6 +68,16 @@ class Runtime:
         if old.store is not None:
             old.store.close()
         self._state_path = path
+
+    def open_request_log(self, path: str | None, retention_days: float) -> None:
+        """Log requests to this SQLite file (None: no request log)."""
+        path = os.path.abspath(os.path.expanduser(path)) if path else None
+        old = self.request_log
+        if old is not None and path == str(old.path) and old.retention == retention_days * 86400:
+            return
+        self.request_log = RequestLog(path, retention_days) if path else None
+        if old is not None:
+            old.close()
 
     def account_set(self, p, kind):
         """The accounts of a subscription provider entry, rebuilt when its settings change."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -38,18 +39,33 @@ class Timeouts(_Strict):
     )
 
 
+class ClientKey(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
+    key: str
+
+
 class ServerSettings(_Strict):
-    api_keys: list[str] = Field(default_factory=list)
+    api_keys: list[str | ClientKey] = Field(default_factory=list, description="a key, or {name, key}")
     admin_keys: list[str] = Field(default_factory=list, description="keys for /admin/...; none: loopback only")
     state_file: str | None = Field(None, description="SQLite file for cooldowns (default: beside proxy.yaml)")
     timeouts: Timeouts = Field(default_factory=Timeouts)
 
     @field_validator("api_keys")
     @classmethod
-    def _no_empty_keys(cls, keys: list[str]) -> list[str]:
-        if any(not k for k in keys):
+    def _no_empty_keys(cls, keys: list[str | ClientKey]) -> list[str | ClientKey]:
+        if any(not (k.key if isinstance(k, ClientKey) else k) for k in keys):
             raise ValueError("an API key is empty (is its environment variable set?)")
         return keys
+
+    def key_ids(self) -> list[tuple[str, str]]:
+        """(key, the id the request log shows for it: its name, else a hash prefix, never the key)."""
+        out = []
+        for k in self.api_keys:
+            if isinstance(k, ClientKey):
+                out.append((k.key, k.name))
+            else:
+                out.append((k, "key-" + hashlib.sha256(k.encode()).hexdigest()[:8]))
+        return out
 
 
 class ProviderSettings(_Strict):
@@ -126,8 +142,17 @@ class RoutingSettings(_Strict):
         return self.models.get(name) or ModelRouting()
 
 
+class LogSettings(_Strict):
+    enabled: bool = True
+    file: str | None = Field(None, description="SQLite request log (default: llmgate-requests.sqlite beside proxy.yaml)")
+    retention_days: float = Field(30, gt=0)
+    capture_bodies: bool = Field(False, description="keep request and response bodies (size-capped)")
+    max_body_bytes: int = Field(65536, ge=0)
+
+
 class GatewaySettings(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
     providers: list[ProviderSettings] = Field(default_factory=list)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
 

@@ -1,0 +1,252 @@
+"""The management API under /admin/ (described in docs/admin-openapi.yaml), and /metrics.
+
+client_auth has already checked the caller (loopback, or an admin key). Provider changes go
+to proxy.yaml through llmgate/config_edit (comments kept, written atomically) and are applied
+at once. History and stats read the request log in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import parse_qsl
+
+import yaml
+from mitmproxy import http
+
+from llmgate import request_log
+from llmgate.errors import GatewayError
+from llmgate.providers import PROVIDER_TYPES
+from llmgate.responses import json_response
+from llmgate.settings import ConfigError, ProviderSettings
+from llmgate.upstream import UpstreamRequest
+
+OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "admin-openapi.yaml"
+VERSION = "0.1.0"
+_PROVIDER = re.compile(r"^/admin/providers/([^/]+)(?:/(enable|disable|test))?$")
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+
+def _since(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise GatewayError(400, f"since must be an ISO-8601 time, not {value!r}.", code="invalid_request",
+                           param="since") from None
+
+
+class AdminApi:
+    def __init__(self, rt: Any, config_path: Callable[[], str], reload: Callable[[], None]):
+        self.rt = rt
+        self.config_path = config_path
+        self.reload = reload
+
+    async def handle(self, flow: http.HTTPFlow) -> http.Response:
+        method = flow.request.method
+        path = flow.request.path.split("?", 1)[0].rstrip("/")
+        query = dict(parse_qsl(flow.request.path.partition("?")[2]))
+        body = self._json(flow.request.content) if method in ("POST", "PATCH") else {}
+        routes = {
+            ("GET", "/admin/status"): lambda: self.status(),
+            ("GET", "/admin/providers"): lambda: {"providers": [self.describe(p) for p in self.rt.settings.providers]},
+            ("POST", "/admin/providers"): lambda: self.add(body),
+            ("POST", "/admin/reset"): lambda: self.reset(body),
+            ("GET", "/admin/requests"): lambda: self.history(query),
+            ("GET", "/admin/stats"): lambda: self.stats(query),
+            ("GET", "/admin/keys"): lambda: self.keys(),
+            ("GET", "/admin/openapi.json"): lambda: self.openapi(),
+        }
+        handler = routes.get((method, path))
+        if handler is None:
+            m = _PROVIDER.match(path)
+            if m is None:
+                known = {p for _, p in routes}
+                if path in known:
+                    raise GatewayError(405, f"Method {method} is not allowed on {path}.", code="method_not_allowed")
+                raise GatewayError(404, f"Unknown admin route: {method} {path}.", code="unknown_route")
+            handler = self._provider_route(method, m.group(1), m.group(2), body)
+        result = handler()
+        if asyncio.iscoroutine(result):
+            result = await result
+        status = 201 if (method, path) == ("POST", "/admin/providers") else 200
+        return json_response(status, result)
+
+    @staticmethod
+    def _json(raw: bytes | None) -> dict[str, Any]:
+        if not raw:
+            return {}
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise GatewayError(400, "The request body is not valid JSON.", code="invalid_request") from None
+        if not isinstance(data, dict):
+            raise GatewayError(400, "The request body must be a JSON object.", code="invalid_request")
+        return data
+
+    # --- status and providers ------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        logged = await self._read(request_log.count) if self.rt.request_log is not None else 0
+        return {"version": VERSION, "uptime_s": round(time.time() - self.rt.started, 3),
+                "config": self.config_path(), "providers": len(self.rt.settings.providers),
+                "request_log": str(self.rt.request_log.path) if self.rt.request_log is not None else None,
+                "requests_logged": logged}
+
+    def describe(self, p: ProviderSettings) -> dict[str, Any]:
+        kind = PROVIDER_TYPES[p.type]
+        st = self.rt.catalog.status(p)
+        models = self.rt.catalog.models(p)
+        state = "disabled" if not p.enabled else "ok" if models else "unavailable" if "error" in st else "unknown"
+        accounts = []
+        if kind.accounts:
+            for a in self.rt.account_set(p, kind).accounts:
+                usable = a.usable()
+                accounts.append({"name": a.name, "usable": usable, "needs_login": a.needs_login})
+        now = time.time()
+        cooling = [{"account": acct or None, "model": model or None, "until": _iso(c.until), "reason": c.reason}
+                   for (pid, acct, model), c in list(self.rt.pool.cooldowns.items()) if pid == p.id and c.until > now]
+        return {"id": p.id, "type": p.type, "enabled": p.enabled, "base_url": p.base_url,
+                "models": list(models) if models is not None else None, "api_key": "set" if p.api_key else None,
+                "state": state, "accounts": accounts, "cooling": cooling}
+
+    def _edit(self, change: Callable[[str], Any], pid: str) -> dict[str, Any]:
+        from llmgate import config_edit
+
+        try:
+            change(self.config_path())
+        except ConfigError as e:
+            raise GatewayError(400, str(e), code="invalid_config") from None
+        except config_edit.DuplicateProvider:
+            raise GatewayError(409, f"A provider with id '{pid}' exists already.", code="duplicate_provider") from None
+        except config_edit.UnknownProvider:
+            raise GatewayError(404, f"Unknown provider '{pid}'.", code="provider_not_found") from None
+        self.reload()
+        p = self.rt.settings.provider(pid)
+        return {"provider": self.describe(p)} if p is not None else {"removed": pid}
+
+    def add(self, body: dict[str, Any]) -> dict[str, Any]:
+        from llmgate import config_edit
+
+        pid = body.get("id")
+        if not isinstance(pid, str) or not pid:
+            raise GatewayError(400, "A provider needs an id.", code="invalid_request", param="id")
+        return self._edit(lambda path: config_edit.add_provider(path, body), pid)
+
+    def _provider_route(self, method: str, pid: str, action: str | None, body: dict[str, Any]) -> Callable[[], Any]:
+        from llmgate import config_edit
+
+        if self.rt.settings.provider(pid) is None:
+            raise GatewayError(404, f"Unknown provider '{pid}'.", code="provider_not_found")
+        if (method, action) == ("PATCH", None):
+            return lambda: self._edit(lambda path: config_edit.update_provider(path, pid, body), pid)
+        if (method, action) == ("DELETE", None):
+            return lambda: self._edit(lambda path: config_edit.remove_provider(path, pid), pid)
+        if method == "POST" and action in ("enable", "disable"):
+            return lambda: self._edit(lambda path: config_edit.set_enabled(path, pid, action == "enable"), pid)
+        if (method, action) == ("POST", "test"):
+            return lambda: self.test(pid, body.get("model"))
+        raise GatewayError(405, f"Method {method} is not allowed here.", code="method_not_allowed")
+
+    async def test(self, pid: str, model: Any) -> dict[str, Any]:
+        """A tiny live request (one token) straight to the provider."""
+        from llmgate.client_apis import OPENAI_CHAT
+        from llmgate.translate import ReasoningMemory, plan
+
+        p = self.rt.settings.provider(pid)
+        kind = PROVIDER_TYPES[p.type]
+        if not isinstance(model, str) or not model:
+            listed = self.rt.catalog.models(p) or []
+            if not listed:
+                raise GatewayError(400, f"Provider '{pid}' lists no models: name one.", code="invalid_request",
+                                   param="model")
+            model = listed[0]
+        data = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+        started = time.monotonic()
+        out: dict[str, Any] = {"ok": False, "provider": pid, "model": model, "status": None, "error": None}
+        try:
+            pl = plan(OPENAI_CHAT, kind, p, model, model, data, json.dumps(data).encode(), False, ReasoningMemory())
+            headers = {"Content-Type": "application/json", "Accept": "application/json", **kind.default_headers,
+                       **(kind.auth_headers(p.api_key) if p.api_key else {})}
+            up = UpstreamRequest("POST", pl.url, headers, pl.body)
+            if kind.accounts:
+                await self.rt.account_set(p, kind).pick().prepare(up, model, "generate")
+            up.headers.update(p.headers)
+            resp = await self.rt.upstream.send(up, p.timeouts or self.rt.settings.server.timeouts, f"'{pid}'")
+            body = await self.rt.upstream.read_body(resp, f"'{pid}'", limit=1 << 16)
+            out["status"] = resp.status
+            out["ok"] = resp.status < 400
+            if resp.status >= 400:
+                out["error"] = pl.error(resp.status, resp.reason or "", resp.headers, body).message
+        except GatewayError as e:
+            out["status"], out["error"] = e.status, e.message
+        out["latency_ms"] = round((time.monotonic() - started) * 1000, 2)
+        return out
+
+    def reset(self, body: dict[str, Any]) -> dict[str, Any]:
+        provider, account = body.get("provider"), body.get("account")
+        if not isinstance(provider, str) or self.rt.settings.provider(provider) is None:
+            raise GatewayError(400, 'Name a configured provider: {"provider": "<id>"}.', code="invalid_request",
+                               param="provider")
+        n = self.rt.pool.reset(provider, account if isinstance(account, str) else None)
+        return {"provider": provider, "account": account, "cooldowns_ended": n}
+
+    # --- request log --------------------------------------------------------------
+
+    async def _read(self, query: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        log = self.rt.request_log
+        if log is None:
+            raise GatewayError(404, "The request log is off (log.enabled: false).", code="request_log_off")
+
+        def run() -> Any:
+            if not log.path.exists():
+                return [] if query is not request_log.count else 0
+            with log._read() as db:
+                return query(db, *args, **kw)
+
+        try:
+            return await asyncio.to_thread(run)
+        except sqlite3.Error as e:
+            raise GatewayError(503, f"The request log cannot be read: {e}.", code="request_log_unavailable") from None
+
+    async def history(self, q: dict[str, str]) -> dict[str, Any]:
+        try:
+            status = int(q["status"]) if q.get("status") else None
+            limit = int(q.get("limit") or 50)
+        except ValueError:
+            raise GatewayError(400, "status and limit must be integers.", code="invalid_request") from None
+        rows = await self._read(request_log.history, q.get("provider"), q.get("model"), q.get("key"), status,
+                                _since(q.get("since")), limit)
+        return {"requests": rows}
+
+    async def stats(self, q: dict[str, str]) -> dict[str, Any]:
+        by = q.get("by") or "provider"
+        if by not in request_log.STATS_BY:
+            raise GatewayError(400, f"by must be one of {', '.join(request_log.STATS_BY)}.", code="invalid_request",
+                               param="by")
+        return {"by": by, "rows": await self._read(request_log.stats, by, _since(q.get("since")))}
+
+    async def keys(self) -> dict[str, Any]:
+        rows = {r["key"]: r for r in await self._read(request_log.stats, "key")}
+        out = []
+        for _, kid in self.rt.settings.server.key_ids():
+            r = rows.get(kid, {})
+            out.append({"name": kid, "id": kid, "requests": r.get("requests", 0),
+                        "tokens": r.get("prompt_tokens", 0) + r.get("completion_tokens", 0)})
+        return {"keys": out}
+
+    def openapi(self) -> dict[str, Any]:
+        try:
+            return yaml.safe_load(OPENAPI.read_text())
+        except OSError:
+            raise GatewayError(404, "docs/admin-openapi.yaml is not installed.", code="not_found") from None
