@@ -48,6 +48,13 @@ class Accounting:
         if UPSTREAM_MARK in flow.metadata or not info or info.get("endpoint") not in LOGGED:
             return
         row = self.row(flow, info)
+        notes = []  # for mitmweb's flow list, beside the route the comment already names
+        if row["attempts"] > 1:
+            notes.append(f"{row['attempts']} attempts")
+        if row.get("prompt_tokens") is not None:
+            notes.append(f"{row['prompt_tokens']}+{row['completion_tokens']} tokens")
+        if notes:
+            flow.comment = f"{flow.comment} [{', '.join(notes)}]".strip()
         if self.rt.request_log is not None:
             self.rt.request_log.add(row)
         self.rt.metrics.observe(row)

@@ -41,11 +41,12 @@ def presented_key(req: http.Request) -> str | None:
     return None
 
 
-def mask_client_credentials(req: http.Request) -> None:
+def mask_client_credentials(req: http.Request, query_key: bool = True) -> None:
+    """query_key: ?key= is a credential (Gemini's); on admin routes it is a filter."""
     fields = req.headers.fields
     if any(k.lower() in CREDENTIAL_HEADERS for k, _ in fields):
         req.headers.fields = tuple((k, b"[redacted]" if k.lower() in CREDENTIAL_HEADERS else v) for k, v in fields)
-    if b"?" in req.data.path and "key" in req.query:
+    if query_key and b"?" in req.data.path and "key" in req.query:
         req.query["key"] = REDACTED
 
 
@@ -76,7 +77,7 @@ class ClientAuth:
                     flow.metadata[KEY_ID] = kid  # who asked, for the request log (never the key)
             if err is not None:  # in the caller's own error format
                 flow.response = error_response(err, inbound_of(flow, settings).api)
-        mask_client_credentials(flow.request)
+        mask_client_credentials(flow.request, query_key=not path.startswith(ADMIN_PREFIX))
 
     @staticmethod
     def _admin(flow: http.HTTPFlow, admin_keys: list[str]) -> None:
