@@ -32,13 +32,31 @@ VERSION = "0.1.0"
 _PROVIDER = re.compile(r"^/admin/providers/([^/]+)(?:/(enable|disable|test))?$")
 
 
+def _strict(entry: dict[str, Any]) -> None:
+    """JSON from the API is checked strictly (no 0 for false, no number for a name); the YAML
+    file keeps its usual rules."""
+    from pydantic import ValidationError
+
+    try:
+        # ${VAR} is filled in when the file is loaded: stand-ins of the right shape meanwhile
+        checked = {k: ("http://interpolated.invalid" if k.endswith("url") else "interpolated")
+                   if isinstance(v, str) and "${" in v else v for k, v in entry.items()}
+        ProviderSettings.model_validate(checked, strict=True)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(x) for x in first["loc"])
+        raise GatewayError(400, f"{field}: {first['msg']}", code="invalid_request", param=field or None) from None
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
 
 
 def _since(value: str | None) -> float | None:
-    if not value:
+    if value is None:
         return None
+    if not value:
+        raise GatewayError(400, "since is empty.", code="invalid_request", param="since")
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
@@ -73,7 +91,9 @@ class AdminApi:
             if m is None:
                 known = {p for _, p in routes}
                 if path in known:
-                    raise GatewayError(405, f"Method {method} is not allowed on {path}.", code="method_not_allowed")
+                    allowed = ", ".join(sorted(m for m, p in routes if p == path))
+                    raise GatewayError(405, f"Method {method} is not allowed on {path}.", code="method_not_allowed",
+                                       headers={"Allow": allowed})
                 raise GatewayError(404, f"Unknown admin route: {method} {path}.", code="unknown_route")
             handler = self._provider_route(method, m.group(1), m.group(2), body)
         result = handler()
@@ -141,6 +161,7 @@ class AdminApi:
         pid = body.get("id")
         if not isinstance(pid, str) or not pid:
             raise GatewayError(400, "A provider needs an id.", code="invalid_request", param="id")
+        _strict(body)
         return self._edit(lambda path: config_edit.add_provider(path, body), pid)
 
     def _provider_route(self, method: str, pid: str, action: str | None, body: dict[str, Any]) -> Callable[[], Any]:
@@ -149,14 +170,19 @@ class AdminApi:
         if self.rt.settings.provider(pid) is None:
             raise GatewayError(404, f"Unknown provider '{pid}'.", code="provider_not_found")
         if (method, action) == ("PATCH", None):
-            return lambda: self._edit(lambda path: config_edit.update_provider(path, pid, body), pid)
+            current = config_edit.get_provider(self.config_path(), pid)
+            _strict({k: v for k, v in {**current, **body}.items() if v is not None})
+            new_id = body.get("id") if isinstance(body.get("id"), str) else pid
+            return lambda: self._edit(lambda path: config_edit.update_provider(path, pid, body), new_id)
         if (method, action) == ("DELETE", None):
             return lambda: self._edit(lambda path: config_edit.remove_provider(path, pid), pid)
         if method == "POST" and action in ("enable", "disable"):
             return lambda: self._edit(lambda path: config_edit.set_enabled(path, pid, action == "enable"), pid)
         if (method, action) == ("POST", "test"):
             return lambda: self.test(pid, body.get("model"))
-        raise GatewayError(405, f"Method {method} is not allowed here.", code="method_not_allowed")
+        allowed = "POST" if action else "PATCH, DELETE"
+        raise GatewayError(405, f"Method {method} is not allowed here.", code="method_not_allowed",
+                           headers={"Allow": allowed})
 
     async def test(self, pid: str, model: Any) -> dict[str, Any]:
         """A tiny live request (one token) straight to the provider."""
@@ -165,15 +191,17 @@ class AdminApi:
 
         p = self.rt.settings.provider(pid)
         kind = PROVIDER_TYPES[p.type]
-        if not isinstance(model, str) or not model:
-            listed = self.rt.catalog.models(p) or []
-            if not listed:
-                raise GatewayError(400, f"Provider '{pid}' lists no models: name one.", code="invalid_request",
-                                   param="model")
-            model = listed[0]
-        data = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
         started = time.monotonic()
+        if not isinstance(model, str) or not model:
+            if self.rt.catalog.stale(p):
+                await self.rt.catalog.refresh(p)
+            listed = self.rt.catalog.models(p) or []
+            model = listed[0] if listed else None
         out: dict[str, Any] = {"ok": False, "provider": pid, "model": model, "status": None, "error": None}
+        if model is None:
+            out.update(error="the provider lists no models; name one", latency_ms=0.0)
+            return out
+        data = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
         try:
             pl = plan(OPENAI_CHAT, kind, p, model, model, data, json.dumps(data).encode(), False, ReasoningMemory())
             headers = {"Content-Type": "application/json", "Accept": "application/json", **kind.default_headers,
@@ -190,14 +218,18 @@ class AdminApi:
                 out["error"] = pl.error(resp.status, resp.reason or "", resp.headers, body).message
         except GatewayError as e:
             out["status"], out["error"] = e.status, e.message
+        except Exception as e:  # a test reports, it does not fail
+            out["error"] = f"{type(e).__name__}: {e}"
         out["latency_ms"] = round((time.monotonic() - started) * 1000, 2)
         return out
 
     def reset(self, body: dict[str, Any]) -> dict[str, Any]:
         provider, account = body.get("provider"), body.get("account")
-        if not isinstance(provider, str) or self.rt.settings.provider(provider) is None:
+        if not isinstance(provider, str):
             raise GatewayError(400, 'Name a configured provider: {"provider": "<id>"}.', code="invalid_request",
                                param="provider")
+        if self.rt.settings.provider(provider) is None:
+            raise GatewayError(404, f"Unknown provider '{provider}'.", code="provider_not_found", param="provider")
         n = self.rt.pool.reset(provider, account if isinstance(account, str) else None)
         return {"provider": provider, "account": account, "cooldowns_ended": n}
 
@@ -225,6 +257,8 @@ class AdminApi:
             limit = int(q.get("limit") or 50)
         except ValueError:
             raise GatewayError(400, "status and limit must be integers.", code="invalid_request") from None
+        if not 1 <= limit <= 1000:
+            raise GatewayError(400, "limit must be between 1 and 1000.", code="invalid_request", param="limit")
         rows = await self._read(request_log.history, q.get("provider"), q.get("model"), q.get("key"), status,
                                 _since(q.get("since")), limit)
         return {"requests": rows}

@@ -26,6 +26,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import CommentMark
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 from ruamel.yaml.tokens import CommentToken
 from ruamel.yaml.util import load_yaml_guess_indent
 
@@ -104,8 +105,11 @@ def _load(path: Path, create: bool = False) -> tuple[YAML, CommentedMap, str]:
         data = y.load(text)
     except Exception as e:  # noqa: BLE001 - ruamel raises several error types
         raise ConfigError(f"{path.name}: not valid YAML: {e}") from None
-    if data is None:
+    if data is None:  # empty, or only comments: they stay at the top
         data = CommentedMap()
+        if text.strip():
+            data.yaml_set_start_comment("\n".join(ln.lstrip("#").removeprefix(" ") if ln.strip() else ""
+                                                  for ln in text.rstrip("\n").splitlines()))
     if not isinstance(data, CommentedMap):
         raise ConfigError(f"{path.name}: the top level must be a mapping (server, providers, routing)")
     return y, data, text
@@ -125,6 +129,9 @@ def _providers(data: CommentedMap) -> tuple[CommentedSeq, str]:
             if pos:  # the lines after the key before belong to what follows it
                 pending = _pop_slot(*_descend(data, keys[pos - 1]))
                 sep = pending[: len(pending) - len(pending.lstrip("\n"))]
+                before_next = (data.ca.items.get(keys[pos]) or [None, None])[1] if pos < len(keys) else None
+                if not sep and before_next and before_next[0].value.startswith("\n"):
+                    sep = "\n"  # the next key is set off by a blank line: so is the new one
                 _push_slot(*_descend(data, keys[pos - 1]), sep)
             data.insert(pos, "providers", seq)
     if not isinstance(seq, CommentedSeq):
@@ -276,6 +283,24 @@ def _push_trailing(node: Any, rest: str) -> None:
 # ---------------------------------------------------------------- values
 
 
+_PLAIN_OK = re.compile(r"^[A-Za-z0-9_$][-A-Za-z0-9_.:/@+=~${}]*$")
+
+
+def _text(value: str) -> str:
+    """A new string for the file: quoted when the gateway's YAML 1.1 loader (PyYAML) would read
+    it plain as something else (yes, on, 1_000, ...) or it has characters a plain scalar cannot
+    carry safely; ruamel decides the rest."""
+    if _PLAIN_OK.match(value) and _pyyaml_tag(value) == "tag:yaml.org,2002:str":
+        return value
+    return DoubleQuotedScalarString(value)
+
+
+def _pyyaml_tag(value: str) -> str:
+    import yaml
+
+    return yaml.resolver.Resolver().resolve(yaml.ScalarNode, value, (True, False))
+
+
 def _scalar(v: Any) -> bool:
     return v is None or isinstance(v, (str, int, float, bool))
 
@@ -283,8 +308,10 @@ def _scalar(v: Any) -> bool:
 def _node(value: Any, like: Any = None) -> Any:
     """A plain value as ruamel nodes: short lists and mappings of scalars in flow style
     ([a, b], {connect: 5}), unless the value replaced was written in block style."""
+    if isinstance(value, str):
+        return _text(value)
     if isinstance(value, dict):
-        m = CommentedMap((str(k), _node(v)) for k, v in value.items())
+        m = CommentedMap((_text(str(k)), _node(v)) for k, v in value.items())
         flow = all(_scalar(v) for v in value.values())
         if isinstance(like, CommentedMap):
             flow = bool(like.fa.flow_style())
