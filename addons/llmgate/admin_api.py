@@ -40,7 +40,8 @@ def _strict(entry: dict[str, Any]) -> None:
     try:
         # ${VAR} is filled in when the file is loaded: stand-ins of the right shape meanwhile
         checked = {k: ("http://interpolated.invalid" if k.endswith("url") else "interpolated")
-                   if isinstance(v, str) and "${" in v else v for k, v in entry.items()}
+                   if isinstance(v, str) and "${" in v else int(v) if isinstance(v, float) and v.is_integer() else v
+                   for k, v in entry.items() if v is not None}
         ProviderSettings.model_validate(checked, strict=True)
     except ValidationError as e:
         first = e.errors()[0]
@@ -73,7 +74,7 @@ class AdminApi:
     async def handle(self, flow: http.HTTPFlow) -> http.Response:
         method = flow.request.method
         path = flow.request.path.split("?", 1)[0].rstrip("/")
-        query = dict(parse_qsl(flow.request.path.partition("?")[2]))
+        query = dict(parse_qsl(flow.request.path.partition("?")[2], keep_blank_values=True))
         body = self._json(flow.request.content) if method in ("POST", "PATCH") else {}
         routes = {
             ("GET", "/admin/status"): lambda: self.status(),
@@ -162,7 +163,8 @@ class AdminApi:
         if not isinstance(pid, str) or not pid:
             raise GatewayError(400, "A provider needs an id.", code="invalid_request", param="id")
         _strict(body)
-        return self._edit(lambda path: config_edit.add_provider(path, body), pid)
+        entry = {k: v for k, v in body.items() if v is not None}  # null: not given
+        return self._edit(lambda path: config_edit.add_provider(path, entry), pid)
 
     def _provider_route(self, method: str, pid: str, action: str | None, body: dict[str, Any]) -> Callable[[], Any]:
         from llmgate import config_edit
@@ -170,6 +172,9 @@ class AdminApi:
         if self.rt.settings.provider(pid) is None:
             raise GatewayError(404, f"Unknown provider '{pid}'.", code="provider_not_found")
         if (method, action) == ("PATCH", None):
+            for key in ("id", "type", "base_url"):
+                if key in body and body[key] is None:
+                    raise GatewayError(400, f"{key} cannot be removed.", code="invalid_request", param=key)
             current = config_edit.get_provider(self.config_path(), pid)
             _strict({k: v for k, v in {**current, **body}.items() if v is not None})
             new_id = body.get("id") if isinstance(body.get("id"), str) else pid
@@ -179,6 +184,8 @@ class AdminApi:
         if method == "POST" and action in ("enable", "disable"):
             return lambda: self._edit(lambda path: config_edit.set_enabled(path, pid, action == "enable"), pid)
         if (method, action) == ("POST", "test"):
+            if "model" in body and not (isinstance(body["model"], str) and body["model"]):
+                raise GatewayError(400, "model must be a non-empty string.", code="invalid_request", param="model")
             return lambda: self.test(pid, body.get("model"))
         allowed = "POST" if action else "PATCH, DELETE"
         raise GatewayError(405, f"Method {method} is not allowed here.", code="method_not_allowed",
@@ -192,7 +199,9 @@ class AdminApi:
         p = self.rt.settings.provider(pid)
         kind = PROVIDER_TYPES[p.type]
         started = time.monotonic()
-        if not isinstance(model, str) or not model:
+        if model is not None and (not isinstance(model, str) or not model):
+            raise GatewayError(400, "model must be a non-empty string.", code="invalid_request", param="model")
+        if model is None:
             if self.rt.catalog.stale(p):
                 await self.rt.catalog.refresh(p)
             listed = self.rt.catalog.models(p) or []

@@ -71,7 +71,7 @@ class ServerSettings(_Strict):
 class ProviderSettings(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     type: str
-    base_url: str = Field("", validate_default=True)  # required unless the type has a default
+    base_url: str = Field(None, validate_default=True)  # type: ignore[assignment]  # required unless the type has a default
     api_key: str | None = None
     # subscription types (qwen, gemini-cli, antigravity, iflow)
     credentials: str | None = Field(None, description="credentials file, or a glob naming one file per account")
@@ -92,26 +92,28 @@ class ProviderSettings(_Strict):
             raise ValueError(f"unknown provider type {v!r}; known: {', '.join(sorted(PROVIDER_TYPES))}")
         return v
 
-    @field_validator("base_url")
+    @field_validator("base_url", mode="before")
     @classmethod
-    def _base_url(cls, v: str, info: ValidationInfo) -> str:
+    def _base_url(cls, v: Any, info: ValidationInfo) -> Any:
         kind = PROVIDER_TYPES.get(info.data.get("type") or "")
-        if not v and kind is not None and kind.default_base_url:
+        if v is None and kind is not None and kind.default_base_url:
             return kind.default_base_url
-        if not v:
+        if v is None:
             raise ValueError("Field required")
-        return cls._http_url(v) or ""
+        return cls._http_url(v) if isinstance(v, str) else v
 
     @field_validator("token_url")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
-        if v and not re.match(r"^https?://[^/\s]+", v):
+        if v is not None and not re.match(r"^https?://[^/\s]+", v):
             raise ValueError("must be an http:// or https:// URL")
         return v.rstrip("/") if v else v
 
     @field_validator("fallback_urls")
     @classmethod
     def _http_urls(cls, v: list[str]) -> list[str]:
+        if any(not u for u in v):
+            raise ValueError("must be http:// or https:// URLs")
         return [cls._http_url(u) or "" for u in v]
 
 

@@ -549,7 +549,7 @@ def test_admin_reset_needs_admin_key_when_configured(ups, tmp_path):
         r = httpx.post(url, json={"provider": "a"}, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
         assert r.status_code == 200 and r.json()["provider"] == "a", r.text
         r = httpx.post(url, json={"provider": "nope"}, headers={"x-api-key": ADMIN_KEY})
-        assert r.status_code == 400 and r.json()["error"]["param"] == "provider", r.text
+        assert r.status_code == 404 and r.json()["error"]["param"] == "provider", r.text
     finally:
         g.stop()
 
