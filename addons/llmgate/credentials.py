@@ -23,6 +23,7 @@ import os
 import secrets
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -109,11 +110,13 @@ Refresher = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 class CredentialsFile:
     """One account's credentials file."""
 
-    def __init__(self, path: str | Path, login_hint: str, expiry_key: str = "expiry_date"):
+    def __init__(self, path: str | Path, login_hint: str, expiry_key: str = "expiry_date",
+                 token_key: str = "access_token"):
         self.path = Path(path).expanduser()
         self.lock_path = self.path.with_suffix(".lock")
         self.login_hint = login_hint  # the command that logs this account in again
-        self.expiry_key = expiry_key
+        self.expiry_key = expiry_key  # epoch milliseconds, or an ISO-8601 string (Kiro's expiresAt)
+        self.token_key = token_key
         self.data: dict[str, Any] = {}
         self.needs_login: str | None = None  # why, when a refresh was refused
         self._stamp: tuple[int, int] | None = None
@@ -146,13 +149,18 @@ class CredentialsFile:
         self.needs_login = None
 
     def expires_at(self) -> float | None:
-        """Expiry as epoch seconds (the file has milliseconds), None if unknown."""
+        """Expiry as epoch seconds (the file has milliseconds or ISO-8601), None if unknown."""
         v = self.data.get(self.expiry_key)
+        if isinstance(v, str):
+            try:
+                return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                return None
         return v / 1000 if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
     def fresh(self, skew: float = REFRESH_SKEW) -> bool:
         exp = self.expires_at()
-        return bool(self.data.get("access_token")) and (exp is None or exp - skew > time.time())
+        return bool(self.data.get(self.token_key)) and (exp is None or exp - skew > time.time())
 
     def save(self, data: dict[str, Any]) -> None:
         write_atomic(self.path, data)
@@ -168,7 +176,7 @@ class CredentialsFile:
         if self.fresh() and not force:
             return self.data
         if self._refreshing is None or self._refreshing.done():
-            stale_token = self.data.get("access_token")
+            stale_token = self.data.get(self.token_key)
             self._refreshing = asyncio.ensure_future(self._refresh(refresh, stale_token))
         return await asyncio.shield(self._refreshing)
 
@@ -177,7 +185,7 @@ class CredentialsFile:
             self.reload_if_changed()  # another process may have refreshed while we waited
             if self.needs_login:
                 raise LoginRequired(self.needs_login)
-            if self.fresh() and self.data.get("access_token") != stale_token:
+            if self.fresh() and self.data.get(self.token_key) != stale_token:
                 return self.data
             try:
                 new = await refresh(dict(self.data))

@@ -332,7 +332,7 @@ class FrontDoor:
             if flow.error:  # the client left while we waited
                 resp.close()
                 return None
-            if resp.status == 401 and account is not None and not refreshed:
+            if resp.status in kind.reauth_statuses and account is not None and not refreshed:
                 resp.close()  # the token may have been revoked early: refresh and try once more
                 refreshed = True
                 continue
@@ -376,7 +376,7 @@ class FrontDoor:
                 return
             out_headers = client_headers(resp.raw_headers)
             ex = self.rt.exchanges[flow.id]
-            if stream and resp.content_type == "text/event-stream":
+            if stream and resp.content_type == kind.stream_type:
                 if not sse:  # a Gemini client that asked for one JSON array
                     out_headers = [(k, v) for k, v in out_headers if k.lower() != b"content-type"]
                     out_headers.append((b"content-type", b"application/json; charset=UTF-8"))

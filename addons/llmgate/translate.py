@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from converters import anthropic, gemini, openai_chat, responses
+from converters import anthropic, codegeex, gemini, openai_chat, responses
 from converters import canonical as cn
 from converters.pipeline import Converting
 from llmgate.client_apis import ClientApi
@@ -135,7 +136,7 @@ def plan(client: ClientApi, kind: ProviderKind, p: ProviderSettings, upstream_mo
         log.debug("provider %s cannot honour %s; dropped", p.id, ", ".join(req.dropped))
 
     def response(upstream_body: bytes) -> bytes:
-        r = fmt.decode_response(json.loads(upstream_body))
+        r = fmt.decode_response(upstream_body, req) if fmt.raw else fmt.decode_response(json.loads(upstream_body))
         memory.remember(r.content)
         if r.finish == "error" and client.wire in ("openai_chat", "anthropic"):  # no finish reason says it
             raise GatewayError(502, f"Upstream '{p.id}' stopped the response: {r.finish_detail}.",
@@ -144,7 +145,7 @@ def plan(client: ClientApi, kind: ProviderKind, p: ProviderSettings, upstream_mo
 
     return Plan(
         url=url, body=body, accept=accept,
-        transform=lambda: Converting(_Remembering(fmt.StreamDecoder(), memory),
+        transform=lambda: Converting(_Remembering(fmt.StreamDecoder(req) if fmt.raw else fmt.StreamDecoder(), memory),
                                      client.stream_encoder(client_model, req, sse)),
         response=response,
         error=lambda status, reason, headers, b: error(p, status, reason, headers, b),
@@ -210,14 +211,24 @@ def anthropic_error(p: ProviderSettings, status: int, reason: str, headers: Any,
                         native=_native(p, "anthropic", body) if kind else None)
 
 
+def codegeex_error(p: ProviderSettings, status: int, reason: str, headers: Any, body: bytes) -> GatewayError:
+    message, _ = codegeex.decode_error(status, body)
+    return GatewayError(status, _scrub(p, f"Upstream '{p.id}' answered {status}: {message or reason}"),
+                        headers=_passed(headers))
+
+
+MACHINE_ID = uuid.uuid5(uuid.NAMESPACE_DNS, "llmgate").hex
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamFormat:
     """What converting to and from one provider wire format takes."""
 
     encode_request: Callable[[cn.Request], dict]
-    decode_response: Callable[[Any], cn.Response]
-    StreamDecoder: Callable[[], Any]
+    decode_response: Callable[..., cn.Response]  # (JSON body) -> answer; raw: (bytes, request)
+    StreamDecoder: Callable[..., Any]  # () -> decoder; raw: (request) -> decoder
     error: Callable[[ProviderSettings, int, str, Any, bytes], GatewayError]
+    raw: bool = False  # a binary answer (Kiro's AWS event stream), decoded with the request at hand
 
 
 UPSTREAM_FORMATS = {
@@ -229,6 +240,10 @@ UPSTREAM_FORMATS = {
                                   gemini.decode_response, gemini.StreamDecoder, google_error),
     "anthropic": UpstreamFormat(anthropic.encode_request, anthropic.decode_response, anthropic.StreamDecoder,
                                 anthropic_error),
+    # CodeGeeX answers SSE whatever was asked: a non-streamed answer is its whole stream, decoded
+    "codegeex": UpstreamFormat(lambda req: codegeex.encode_request(req, str(uuid.uuid4()), MACHINE_ID),
+                               lambda body, req: codegeex.decode_response(body, req.model),
+                               lambda req: codegeex.StreamDecoder(req.model), codegeex_error, raw=True),
     "responses": UpstreamFormat(responses.encode_request, responses.decode_response, responses.StreamDecoder,
                                 openai_error),
 }

@@ -4,6 +4,7 @@ from llmgate.providers import (
     anthropic_api,
     antigravity,
     code_assist,
+    codegeex,
     gemini_api,
     iflow,
     openai_compat,
@@ -21,4 +22,5 @@ PROVIDER_TYPES: dict[str, ProviderKind] = {
     "gemini-cli": code_assist.KIND,
     "antigravity": antigravity.KIND,
     "iflow": iflow.KIND,
+    "codegeex": codegeex.KIND,
 }

@@ -24,3 +24,5 @@ class ProviderKind:
     # which put credentials, envelopes and signatures on each upstream request
     accounts: Callable[[Any, Any], Any] | None = None
     credentials: str | None = None  # default credentials file (a glob may name several accounts)
+    stream_type: str = "text/event-stream"  # the content type of its streamed answers
+    reauth_statuses: tuple[int, ...] = (401,)  # answers that mean "refresh the token and try again"
