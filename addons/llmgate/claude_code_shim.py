@@ -251,6 +251,11 @@ class ClaudeCodeShim:
                     log.debug("claude code shim listening on %s", self.base_url)
         return self.base_url
 
+    def kill_all(self) -> None:
+        """At gateway shutdown (sync hooks only): no CLI process outlives the gateway."""
+        for proc in list(self._procs):
+            self._signal(proc, signal.SIGKILL)
+
     async def close(self) -> None:
         """Stop every running CLI process and the server."""
         for proc in list(self._procs):

@@ -101,6 +101,10 @@ class FrontDoor:
             flow.response = error_response(GatewayError(
                 500, "Internal gateway error; the gateway log has the details.", code="internal_error"), inbound.api)
 
+    def done(self) -> None:
+        for shim in self.rt.claude_code_shims.values():
+            shim.kill_all()
+
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         ex = self.rt.exchanges.get(flow.id)
         if ex is not None and ex.pipe is not None and flow.response is not None:

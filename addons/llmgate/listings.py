@@ -39,6 +39,12 @@ async def health(rt: Any, settings: GatewaySettings) -> http.Response:
         st = catalog.status(p)
         models = catalog.models(p)
         ok = p.enabled and (bool(models) or (p.id == settings.routing.default and "error" not in st))
+        kind = PROVIDER_TYPES[p.type]
+        if ok and kind.accounts:  # a subscription entry with no usable account cannot serve
+            accounts = rt.account_set(p, kind).accounts
+            if not any(a.usable() for a in accounts):
+                ok, st = False, {**st, "error": "; ".join(f"{a.name}: {a.needs_login}" for a in accounts)
+                                 or "no credentials file found"}
         state = "disabled" if not p.enabled else "ok" if ok else "unavailable" if "error" in st else "unknown"
         report.append({"id": p.id, "type": p.type, "state": state, **st})
     pools = {}

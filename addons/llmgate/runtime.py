@@ -54,6 +54,7 @@ class Runtime:
         self.request_log: RequestLog | None = None
         self.metrics = Metrics(self)
         self.started = time.time()
+        self.claude_code_shims: dict = {}  # (command, concurrency) -> ClaudeCodeShim, started on first use
         self.reload: Callable[[], None] = lambda: None  # re-read the config now (config_watch sets it)
         self._accounts: dict[str, tuple[object, object]] = {}
 

@@ -78,6 +78,7 @@ class ProviderSettings(_Strict):
     token_url: str | None = Field(None, description="OAuth token endpoint (default: the official one)")
     project: str | None = Field(None, description="Code Assist project id (default: discovered)")
     fallback_urls: list[str] = Field(default_factory=list, description="hosts tried after base_url fails")
+    command: str | None = Field(None, description="the local CLI to run (claude-code; default: claude on PATH)")
     weight: int = Field(1, ge=1, description="share of requests under the weighted strategy")
     max_concurrency: int | None = Field(None, ge=1, description="requests in flight per account at most")
     models: list[str] | None = None

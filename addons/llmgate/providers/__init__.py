@@ -3,6 +3,7 @@
 from llmgate.providers import (
     anthropic_api,
     antigravity,
+    claude_code,
     code_assist,
     codegeex,
     gemini_api,
@@ -23,4 +24,5 @@ PROVIDER_TYPES: dict[str, ProviderKind] = {
     "antigravity": antigravity.KIND,
     "iflow": iflow.KIND,
     "codegeex": codegeex.KIND,
+    "claude-code": claude_code.KIND,
 }
