@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from converters import anthropic, codegeex, gemini, openai_chat, responses
+from converters import anthropic, codegeex, gemini, kiro, openai_chat, responses
 from converters import canonical as cn
 from converters.pipeline import Converting
 from llmgate.client_apis import ClientApi
@@ -217,6 +217,12 @@ def codegeex_error(p: ProviderSettings, status: int, reason: str, headers: Any, 
                         headers=_passed(headers))
 
 
+def kiro_error(p: ProviderSettings, status: int, reason: str, headers: Any, body: bytes) -> GatewayError:
+    message, code = kiro.decode_error(status, body)
+    return GatewayError(status, _scrub(p, f"Upstream '{p.id}' answered {status}: {message or reason}"),
+                        code=code, headers=_passed(headers))
+
+
 MACHINE_ID = uuid.uuid5(uuid.NAMESPACE_DNS, "llmgate").hex
 
 
@@ -244,6 +250,11 @@ UPSTREAM_FORMATS = {
     "codegeex": UpstreamFormat(lambda req: codegeex.encode_request(req, str(uuid.uuid4()), MACHINE_ID),
                                lambda body, req: codegeex.decode_response(body, req.model),
                                lambda req: codegeex.StreamDecoder(req.model), codegeex_error, raw=True),
+    # Kiro answers an AWS event stream whatever was asked; long tool names are shortened and mapped back
+    "kiro": UpstreamFormat(lambda req: kiro.encode_request(req, str(uuid.uuid4()), None),
+                           lambda body, req: kiro.decode_response(body, kiro.tool_names(req), req.model),
+                           lambda req: kiro.StreamDecoder(names=kiro.tool_names(req), model=req.model), kiro_error,
+                           raw=True),
     "responses": UpstreamFormat(responses.encode_request, responses.decode_response, responses.StreamDecoder,
                                 openai_error),
 }

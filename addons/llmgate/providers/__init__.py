@@ -8,6 +8,7 @@ from llmgate.providers import (
     codegeex,
     gemini_api,
     iflow,
+    kiro,
     openai_compat,
     openai_responses,
     qwen,
@@ -25,4 +26,5 @@ PROVIDER_TYPES: dict[str, ProviderKind] = {
     "iflow": iflow.KIND,
     "codegeex": codegeex.KIND,
     "claude-code": claude_code.KIND,
+    "kiro": kiro.KIND,
 }

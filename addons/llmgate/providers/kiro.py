@@ -1,0 +1,176 @@
+"""Kiro: Claude models through AWS CodeWhisperer / Q, with the login Kiro writes
+(~/.aws/sso/cache/kiro-auth-token.json).
+
+Terms of service: Kiro's terms forbid third-party clients, and accounts have been suspended
+for using them. The gateway logs a warning the first time an entry is used.
+
+- Credentials: {accessToken, refreshToken, expiresAt (ISO-8601), authMethod "social" | "IdC",
+  profileArn (social), region, clientIdHash (IdC)}. Social logins refresh at
+  https://prod.{region}.auth.desktop.kiro.dev/refreshToken; IdC (Builder ID) ones at
+  https://oidc.{region}.amazonaws.com/token with the client registration Kiro keeps in
+  ~/.aws/sso/cache/<clientIdHash>.json. `token_url` overrides either (tests).
+- Requests: converters/kiro.py builds the conversationState; the account adds profileArn
+  (social) and the Kiro IDE's headers. Answers are AWS event streams, decoded frame by frame.
+- Errors: a 403 means a bad token (refresh and retry once) or a blocked account; throttling
+  and spent quotas are 429s named as such.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from converters import kiro
+from llmgate.accounts import Account, AccountSet, platform_tag
+from llmgate.credentials import CredentialsFile, LoginRequired, RefreshFailed
+from llmgate.errors import GatewayError
+from llmgate.providers.base import ProviderKind
+
+if TYPE_CHECKING:
+    from llmgate.upstream import UpstreamRequest
+
+log = logging.getLogger("llmgate")
+
+DEFAULT_REGION = "us-east-1"
+KIRO_VERSION = "0.2.13"
+MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-5", "claude-sonnet-4")
+_warned: set[str] = set()
+
+
+def _iso_in(seconds: Any) -> str:
+    s = seconds if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else 3600
+    return datetime.fromtimestamp(time.time() + s, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class KiroAccount(Account):
+    def __init__(self, p: Any, rt: Any, path: Path):
+        self.p = p
+        self.rt = rt
+        self.creds = CredentialsFile(path, f"log in again with the Kiro IDE (it writes {path})",
+                                     expiry_key="expiresAt", token_key="accessToken")
+        self.name = str(path)
+        self.machine = uuid.uuid5(uuid.NAMESPACE_URL, str(path)).hex
+
+    def usable(self) -> bool:
+        self.creds.reload_if_changed()
+        return self.creds.needs_login is None
+
+    @property
+    def needs_login(self) -> str | None:  # type: ignore[override]
+        return self.creds.needs_login
+
+    def region(self) -> str:
+        r = self.creds.data.get("region")
+        return r if isinstance(r, str) and r else DEFAULT_REGION
+
+    async def _refresh(self, data: dict[str, Any]) -> dict[str, Any]:
+        token = data.get("refreshToken")
+        if not isinstance(token, str) or not token:
+            raise LoginRequired("the credentials hold no refreshToken")
+        region = self.region()
+        if str(data.get("authMethod", "social")).lower() == "idc":
+            client = self._client_registration(data)
+            url = self.p.token_url or f"https://oidc.{region}.amazonaws.com/token"
+            body = {"clientId": client.get("clientId"), "clientSecret": client.get("clientSecret"),
+                    "refreshToken": token, "grantType": "refresh_token"}
+        else:
+            url = self.p.token_url or f"https://prod.{region}.auth.desktop.kiro.dev/refreshToken"
+            body = {"refreshToken": token}
+        session: aiohttp.ClientSession = self.rt.upstream.session
+        try:
+            async with session.post(url, json=body, timeout=aiohttp.ClientTimeout(total=30)) as resp:
+                status = resp.status
+                answer = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise RefreshFailed(f"{url} failed: {type(e).__name__}") from None
+        if status == 200 and isinstance(answer, dict) and isinstance(answer.get("accessToken"), str):
+            new = {"accessToken": answer["accessToken"], "expiresAt": _iso_in(answer.get("expiresIn"))}
+            if answer.get("refreshToken"):
+                new["refreshToken"] = answer["refreshToken"]
+            if answer.get("profileArn"):
+                new["profileArn"] = answer["profileArn"]
+            return new
+        if status in (400, 401, 403):
+            raise LoginRequired(f"the token endpoint refused the refresh token ({status})")
+        raise RefreshFailed(f"{url} answered {status}")
+
+    def _client_registration(self, data: dict[str, Any]) -> dict[str, Any]:
+        h = data.get("clientIdHash")
+        path = self.creds.path.parent / f"{h}.json"
+        try:
+            client = json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise LoginRequired(f"the IdC client registration {path} is missing") from None
+        if not isinstance(client, dict) or not client.get("clientId"):
+            raise LoginRequired(f"{path} holds no clientId")
+        return client
+
+    async def prepare(self, up: UpstreamRequest, model: str, purpose: str, force: bool = False) -> None:
+        try:
+            creds = await self.creds.access(self._refresh, force)
+        except LoginRequired as e:
+            raise GatewayError(503, f"Provider '{self.p.id}': account {self.name} needs a new login: {e}",
+                               code="provider_login_required") from None
+        except RefreshFailed as e:
+            raise GatewayError(502, f"Provider '{self.p.id}': refreshing {self.name} failed: {e}",
+                               code="provider_refresh_failed") from None
+        if "base_url" not in self.p.model_fields_set:
+            up.url = f"https://q.{self.region()}.amazonaws.com" + up.url[len(self.p.base_url):]
+        system, arch = platform_tag()
+        ide = f"KiroIDE-{KIRO_VERSION}-{self.machine}"
+        up.headers.update({
+            "Authorization": f"Bearer {creds['accessToken']}",
+            "Accept": "application/json",
+            "amz-sdk-invocation-id": str(uuid.uuid4()),
+            "amz-sdk-request": "attempt=1; max=1",
+            "x-amzn-kiro-agent-mode": "vibe",
+            "x-amz-user-agent": f"aws-sdk-js/1.0.0 {ide}",
+            "User-Agent": f"aws-sdk-js/1.0.0 ua/2.1 os/{system} lang/js md/nodejs#20 "
+                          f"api/codewhispererruntime#1.0.0 m/E {ide} ({arch})",
+        })
+        arn = creds.get("profileArn")
+        if arn and up.body:
+            body = json.loads(up.body)
+            body["profileArn"] = arn
+            up.body = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def error(self, status: int, headers: Any, body: bytes) -> GatewayError | None:
+        message, code = kiro.decode_error(status, body)
+        who = f"account {self.name} (provider '{self.p.id}')"
+        if code in ("rate_limited", "quota_exhausted"):
+            what = "Quota exhausted" if code == "quota_exhausted" else "Throttled"
+            return GatewayError(429, f"{what} for {who}: {message}", code=code)
+        if status == 403:
+            return GatewayError(403, f"Kiro refused {who}: {message}", code="account_not_allowed")
+        return None
+
+
+def _accounts(p: Any, rt: Any) -> AccountSet:
+    if p.id not in _warned:
+        _warned.add(p.id)
+        log.warning("provider %s uses Kiro accounts: Kiro's terms forbid third-party clients and accounts "
+                    "have been suspended for it.", p.id)
+    return AccountSet(p, lambda path: KiroAccount(p, rt, path), KIND.credentials)
+
+
+KIND = ProviderKind(
+    type="kiro",
+    wire="kiro",
+    chat_url=lambda base, model, stream: base + "/generateAssistantResponse",
+    models_path=None,
+    auth_headers=lambda key: {},
+    parse_models=lambda body: [],
+    default_base_url=f"https://q.{DEFAULT_REGION}.amazonaws.com",
+    default_models=MODELS,
+    accounts=_accounts,
+    credentials="~/.aws/sso/cache/kiro-auth-token.json",
+    stream_type="application/vnd.amazon.eventstream",
+    reauth_statuses=(401, 403),  # Kiro says 403 for an expired token
+)
