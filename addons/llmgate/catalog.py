@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from llmgate.errors import GatewayError
 from llmgate.providers import PROVIDER_TYPES
@@ -33,6 +34,7 @@ class ModelCatalog:
     def __init__(self, upstream: Upstream):
         self._upstream = upstream
         self._entries: dict[str, _Entry] = {}
+        self.account_for: Any = None  # (provider, kind) -> an account, for list endpoints that need a login
 
     def models(self, p: ProviderSettings) -> list[str] | None:
         """The provider's models as known now (None: not known yet)."""
@@ -42,6 +44,8 @@ class ModelCatalog:
         if kind.models_path is None and kind.default_models:
             return list(kind.default_models)  # the list the official CLI has built in
         entry = self._entries.get(p.id)
+        if (entry is None or entry.models is None) and kind.default_models:
+            return list(kind.default_models)  # not discovered (yet): the known ones meanwhile
         return entry.models if entry else None
 
     def status(self, p: ProviderSettings) -> dict:
@@ -85,6 +89,9 @@ class ModelCatalog:
                    **(kind.auth_headers(p.api_key) if p.api_key else {}), **p.headers}
         req = UpstreamRequest("GET", p.base_url + kind.models_path, headers, b"")
         try:
+            if kind.accounts and self.account_for is not None:
+                await self.account_for(p, kind).prepare(req, "", "models")
+                req.headers.update(p.headers)
             resp = await self._upstream.send(req, DISCOVERY_TIMEOUTS, f"'{p.id}'")
             body = await self._upstream.read_body(resp, f"'{p.id}'", limit=8 << 20)
             if resp.status != 200:

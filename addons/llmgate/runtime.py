@@ -46,6 +46,7 @@ class Runtime:
         self.settings = GatewaySettings()
         self.upstream = Upstream()
         self.catalog = ModelCatalog(self.upstream)
+        self.catalog.account_for = lambda p, kind: self.account_set(p, kind).pick()
         self.relay = StreamRelay()
         self.exchanges: dict[str, Exchange] = {}
         self.reasoning = ReasoningMemory()

@@ -135,3 +135,33 @@ def test_throttling_mid_stream_is_an_error_event(oai, gateway, kiro, files):
     with pytest.raises(openai.APIError):
         for _ in stream:
             pass
+
+
+def test_models_come_from_list_available_models(kiro, tmp_path):
+    """With a login on disk at start, the list is Kiro's own (both spellings of each id)."""
+    creds = tmp_path / "kiro-auth-token.json"
+    seed(kiro, creds, "social")
+    cfg = {"providers": [{"id": "kiro", "type": "kiro", "base_url": kiro.base, "credentials": str(creds),
+                          "token_url": kiro.base + "/refreshToken"}]}
+    g = Gateway(cfg, tmp_path / "proxy.yaml")
+    try:
+        ids = {m.id for m in openai.OpenAI(base_url=g.base + "/v1", api_key="any").models.list()}
+    finally:
+        g.stop()
+    assert {"claude-sonnet-4.5", "claude-sonnet-4-5", "claude-haiku-4.5"} <= ids
+    listed = [q for q in httpx.get(f"{kiro.base}/__requests").json() if q["path"] == "/ListAvailableModels"]
+    assert listed and "profileArn=" in listed[-1]["query"]
+
+
+@pytest.mark.parametrize("mode", ["split", "corrupt"])
+def test_byte_split_and_corrupt_streams(oai, gateway, kiro, files, mode):
+    seed(kiro, files / "social" / "kiro-auth-token.json", "social")
+    reset_cooldowns(gateway.base, "kiro")
+    httpx.post(f"{kiro.base}/__scenario", json={"mode": mode, "times": 1})
+    stream = oai.chat.completions.create(model="claude-sonnet-4-5", messages=HELLO, stream=True)
+    if mode == "split":  # one byte per write: the same answer
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Echo: hello there"
+    else:  # a frame whose CRC is wrong: an error, never garbage
+        with pytest.raises(openai.APIError):
+            for _ in stream:
+                pass

@@ -11,6 +11,8 @@ for using them. The gateway logs a warning the first time an entry is used.
   ~/.aws/sso/cache/<clientIdHash>.json. `token_url` overrides either (tests).
 - Requests: converters/kiro.py builds the conversationState; the account adds profileArn
   (social) and the Kiro IDE's headers. Answers are AWS event streams, decoded frame by frame.
+- Models: ListAvailableModels (cached like any discovered list), each id also in its dashed
+  spelling (claude-sonnet-4.5 and claude-sonnet-4-5).
 - Errors: a 403 means a bad token (refresh and retry once) or a blocked account; throttling
   and spent quotas are 429s named as such.
 """
@@ -24,6 +26,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -40,8 +43,21 @@ log = logging.getLogger("llmgate")
 
 DEFAULT_REGION = "us-east-1"
 KIRO_VERSION = "0.2.13"
-MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-5", "claude-sonnet-4")
+MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-5", "claude-sonnet-4")  # until discovered
 _warned: set[str] = set()
+
+
+def _model_ids(body: Any) -> list[str]:
+    """ListAvailableModels -> ids, each also in the dashed spelling clients use (claude-sonnet-4-5)."""
+    models = body.get("models") if isinstance(body, dict) else None
+    if not isinstance(models, list):
+        raise ValueError('expected {"models": [...]} from ListAvailableModels')
+    out: list[str] = []
+    for m in models:
+        mid = m.get("modelId") if isinstance(m, dict) else None
+        if isinstance(mid, str) and mid:
+            out += [mid] + ([mid.replace(".", "-")] if "." in mid else [])
+    return out
 
 
 def _iso_in(seconds: Any) -> str:
@@ -136,6 +152,10 @@ class KiroAccount(Account):
                           f"api/codewhispererruntime#1.0.0 m/E {ide} ({arch})",
         })
         arn = creds.get("profileArn")
+        if purpose == "models":  # GET ListAvailableModels: social logins name their profile in the query
+            if arn:
+                up.url += "&profileArn=" + quote(arn, safe="")
+            return
         if arn and up.body:
             body = json.loads(up.body)
             body["profileArn"] = arn
@@ -164,9 +184,9 @@ KIND = ProviderKind(
     type="kiro",
     wire="kiro",
     chat_url=lambda base, model, stream: base + "/generateAssistantResponse",
-    models_path=None,
+    models_path="/ListAvailableModels?origin=AI_EDITOR",
     auth_headers=lambda key: {},
-    parse_models=lambda body: [],
+    parse_models=_model_ids,
     default_base_url=f"https://q.{DEFAULT_REGION}.amazonaws.com",
     default_models=MODELS,
     accounts=_accounts,
