@@ -56,11 +56,12 @@ class Account:
 class OAuthAccount(Account):
     """An account whose access token comes from a credentials file and a refresh token."""
 
-    def __init__(self, p: ProviderSettings, rt: Any, path: Path, client: oauth.OAuthClient, login: str):
+    def __init__(self, p: ProviderSettings, rt: Any, path: Path, client: oauth.OAuthClient | None, login: str,
+                 creds: CredentialsFile | None = None):
         self.p = p
         self.rt = rt
-        self.client = dataclasses.replace(client, token_url=p.token_url) if p.token_url else client
-        self.creds = CredentialsFile(path, f"llmgate login {login} --credentials {path}")
+        self.client = dataclasses.replace(client, token_url=p.token_url) if client and p.token_url else client
+        self.creds = creds or CredentialsFile(path, f"llmgate login {login} --credentials {path}")
         self.name = str(path)
 
     def usable(self) -> bool:
@@ -74,15 +75,19 @@ class OAuthAccount(Account):
     async def token(self, force: bool = False) -> dict[str, Any]:
         """Fresh credentials; GatewayError 503 when this account needs a login, 502 when the
         refresh failed for now."""
-        session: aiohttp.ClientSession = self.rt.upstream.session
         try:
-            return await self.creds.access(lambda data: oauth.refresh(session, self.client, data), force)
+            return await self.creds.access(self.refresh, force)
         except LoginRequired as e:
             raise GatewayError(503, f"Provider '{self.p.id}': account {self.name} needs a new login: {e}",
                                code="provider_login_required") from None
         except RefreshFailed as e:
             raise GatewayError(502, f"Provider '{self.p.id}': refreshing the token of {self.name} failed: {e}",
                                code="provider_refresh_failed") from None
+
+    async def refresh(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The refresh grant of this kind's OAuth client (Kiro has its own endpoints)."""
+        session: aiohttp.ClientSession = self.rt.upstream.session
+        return await oauth.refresh(session, self.client, data)
 
 
 class AccountSet:

@@ -213,9 +213,7 @@ class AdminApi:
         data = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
         try:
             pl = plan(OPENAI_CHAT, kind, p, model, model, data, json.dumps(data).encode(), False, ReasoningMemory())
-            headers = {"Content-Type": "application/json", "Accept": "application/json", **kind.default_headers,
-                       **(kind.auth_headers(p.api_key) if p.api_key else {})}
-            up = UpstreamRequest("POST", pl.url, headers, pl.body)
+            up = UpstreamRequest("POST", pl.url, kind.headers(p.api_key), pl.body)
             if kind.accounts:
                 await self.rt.account_set(p, kind).pick().prepare(up, model, "generate")
             up.headers.update(p.headers)

@@ -85,8 +85,7 @@ class ModelCatalog:
 
     async def _fetch(self, p: ProviderSettings, e: _Entry) -> None:
         kind = PROVIDER_TYPES[p.type]
-        headers = {"Accept": "application/json", **kind.default_headers,
-                   **(kind.auth_headers(p.api_key) if p.api_key else {}), **p.headers}
+        headers = {**kind.headers(p.api_key), **p.headers}
         req = UpstreamRequest("GET", p.base_url + kind.models_path, headers, b"")
         try:
             if kind.accounts and self.account_for is not None:

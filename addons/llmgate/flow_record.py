@@ -25,7 +25,8 @@ from llmgate.runtime import UPSTREAM_MARK, Exchange, Runtime
 
 log = logging.getLogger("llmgate")
 
-SECRET_HEADERS = {"authorization", "x-api-key", "x-goog-api-key", "api-key", "proxy-authorization", "cookie"}
+SECRET_HEADERS = {"authorization", "x-api-key", "x-goog-api-key", "api-key", "proxy-authorization", "cookie",
+                  "code-token", "x-iflow-signature"}  # CodeGeeX's token; iFlow's replayable request signature
 REDACTED = "[redacted]"
 
 

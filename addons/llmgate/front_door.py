@@ -268,17 +268,11 @@ class FrontDoor:
         on the request; a 401 refreshes and retries once; a host that fails (connect error,
         timeout, 5xx) gives way to the kind's fallback hosts. purpose: generate | stream | count | embed."""
         p = route.provider
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": accept,
-            "Accept-Encoding": "identity",  # streams are rewritten chunk by chunk: no gzip
-            **kind.default_headers,
-        }
+        headers = kind.headers(p.api_key, accept)
         if kind.wire == ib.api.wire:
             for name in ib.api.pass_headers:
                 if name in flow.request.headers:
                     headers[name] = flow.request.headers[name]
-        headers.update(kind.auth_headers(p.api_key) if p.api_key else {})
         pool = self.rt.pool
         accounts = self.rt.account_set(p, kind) if kind.accounts else None
 

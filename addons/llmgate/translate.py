@@ -211,16 +211,14 @@ def anthropic_error(p: ProviderSettings, status: int, reason: str, headers: Any,
                         native=_native(p, "anthropic", body) if kind else None)
 
 
-def codegeex_error(p: ProviderSettings, status: int, reason: str, headers: Any, body: bytes) -> GatewayError:
-    message, _ = codegeex.decode_error(status, body)
-    return GatewayError(status, _scrub(p, f"Upstream '{p.id}' answered {status}: {message or reason}"),
-                        headers=_passed(headers))
-
-
-def kiro_error(p: ProviderSettings, status: int, reason: str, headers: Any, body: bytes) -> GatewayError:
-    message, code = kiro.decode_error(status, body)
-    return GatewayError(status, _scrub(p, f"Upstream '{p.id}' answered {status}: {message or reason}"),
-                        code=code, headers=_passed(headers))
+def decoded_error(decode: Callable[[int, bytes], tuple[str, str | None]], keep_code: bool = True):
+    """An upstream error for formats with no client of their own: (status, body) -> message and
+    code by the format's decode_error, status kept, provider key scrubbed."""
+    def error(p: ProviderSettings, status: int, reason: str, headers: Any, body: bytes) -> GatewayError:
+        message, code = decode(status, body)
+        return GatewayError(status, _scrub(p, f"Upstream '{p.id}' answered {status}: {message or reason}"),
+                            code=code if keep_code else None, headers=_passed(headers))
+    return error
 
 
 MACHINE_ID = uuid.uuid5(uuid.NAMESPACE_DNS, "llmgate").hex
@@ -249,11 +247,13 @@ UPSTREAM_FORMATS = {
     # CodeGeeX answers SSE whatever was asked: a non-streamed answer is its whole stream, decoded
     "codegeex": UpstreamFormat(lambda req: codegeex.encode_request(req, str(uuid.uuid4()), MACHINE_ID),
                                lambda body, req: codegeex.decode_response(body, req.model),
-                               lambda req: codegeex.StreamDecoder(req.model), codegeex_error, raw=True),
+                               lambda req: codegeex.StreamDecoder(req.model),
+                               decoded_error(codegeex.decode_error, keep_code=False), raw=True),
     # Kiro answers an AWS event stream whatever was asked; long tool names are shortened and mapped back
     "kiro": UpstreamFormat(lambda req: kiro.encode_request(req, str(uuid.uuid4()), None),
                            lambda body, req: kiro.decode_response(body, kiro.tool_names(req), req.model),
-                           lambda req: kiro.StreamDecoder(names=kiro.tool_names(req), model=req.model), kiro_error,
+                           lambda req: kiro.StreamDecoder(names=kiro.tool_names(req), model=req.model),
+                           decoded_error(kiro.decode_error),
                            raw=True),
     "responses": UpstreamFormat(responses.encode_request, responses.decode_response, responses.StreamDecoder,
                                 openai_error),

@@ -93,3 +93,12 @@ class TestConfigWatch:
             cw._apply()
             a, b = rt.settings.providers
             assert rt.catalog.models(a) == ["a-model"] and rt.catalog.models(b) is None
+
+
+def test_provider_side_flows_hide_every_kind_of_credential():
+    from llmgate.flow_record import redacted_headers
+
+    shown = dict(redacted_headers({"code-token": "cgx-secret", "x-iflow-signature": "abc", "Authorization": "Bearer t",
+                                   "x-api-key": "k", "Accept": "text/event-stream"}))
+    assert shown[b"Accept"] == b"text/event-stream"
+    assert {v for k, v in shown.items() if k != b"Accept"} == {b"[redacted]"}

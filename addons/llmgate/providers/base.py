@@ -26,3 +26,9 @@ class ProviderKind:
     credentials: str | None = None  # default credentials file (a glob may name several accounts)
     stream_type: str = "text/event-stream"  # the content type of its streamed answers
     reauth_statuses: tuple[int, ...] = (401,)  # answers that mean "refresh the token and try again"
+
+    def headers(self, api_key: str | None, accept: str = "application/json") -> dict[str, str]:
+        """What every request to this kind carries before the entry's own headers: JSON body,
+        no compression (streams are rewritten chunk by chunk), the kind's headers, the key."""
+        return {"Content-Type": "application/json", "Accept": accept, "Accept-Encoding": "identity",
+                **self.default_headers, **(self.auth_headers(api_key) if api_key else {})}

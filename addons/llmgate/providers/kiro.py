@@ -31,7 +31,7 @@ from urllib.parse import quote
 import aiohttp
 
 from converters import kiro
-from llmgate.accounts import Account, AccountSet, platform_tag
+from llmgate.accounts import AccountSet, OAuthAccount, platform_tag
 from llmgate.credentials import CredentialsFile, LoginRequired, RefreshFailed
 from llmgate.errors import GatewayError
 from llmgate.providers.base import ProviderKind
@@ -65,28 +65,18 @@ def _iso_in(seconds: Any) -> str:
     return datetime.fromtimestamp(time.time() + s, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-class KiroAccount(Account):
+class KiroAccount(OAuthAccount):
     def __init__(self, p: Any, rt: Any, path: Path):
-        self.p = p
-        self.rt = rt
-        self.creds = CredentialsFile(path, f"log in again with the Kiro IDE (it writes {path})",
-                                     expiry_key="expiresAt", token_key="accessToken")
-        self.name = str(path)
+        creds = CredentialsFile(path, f"log in again with the Kiro IDE (it writes {path})",
+                                expiry_key="expiresAt", token_key="accessToken")
+        super().__init__(p, rt, path, None, "kiro", creds)
         self.machine = uuid.uuid5(uuid.NAMESPACE_URL, str(path)).hex
-
-    def usable(self) -> bool:
-        self.creds.reload_if_changed()
-        return self.creds.needs_login is None
-
-    @property
-    def needs_login(self) -> str | None:  # type: ignore[override]
-        return self.creds.needs_login
 
     def region(self) -> str:
         r = self.creds.data.get("region")
         return r if isinstance(r, str) and r else DEFAULT_REGION
 
-    async def _refresh(self, data: dict[str, Any]) -> dict[str, Any]:
+    async def refresh(self, data: dict[str, Any]) -> dict[str, Any]:
         token = data.get("refreshToken")
         if not isinstance(token, str) or not token:
             raise LoginRequired("the credentials hold no refreshToken")
@@ -129,14 +119,7 @@ class KiroAccount(Account):
         return client
 
     async def prepare(self, up: UpstreamRequest, model: str, purpose: str, force: bool = False) -> None:
-        try:
-            creds = await self.creds.access(self._refresh, force)
-        except LoginRequired as e:
-            raise GatewayError(503, f"Provider '{self.p.id}': account {self.name} needs a new login: {e}",
-                               code="provider_login_required") from None
-        except RefreshFailed as e:
-            raise GatewayError(502, f"Provider '{self.p.id}': refreshing {self.name} failed: {e}",
-                               code="provider_refresh_failed") from None
+        creds = await self.token(force)
         if "base_url" not in self.p.model_fields_set:
             up.url = f"https://q.{self.region()}.amazonaws.com" + up.url[len(self.p.base_url):]
         system, arch = platform_tag()
