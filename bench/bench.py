@@ -148,6 +148,11 @@ def main() -> None:
         gw_args = ["-s", str(ROOT / "addons/gateway.py"), "--set", "connection_strategy=lazy",
                    "--set", f"gateway_config={cfg}"]
         procs.append(start_mitmdump(gw_port, "http://127.0.0.1:1", *gw_args))
+        nolog_cfg = cfg.with_name("nolog.yaml")  # the same gateway without its request log
+        nolog_cfg.write_text(cfg.read_text() + "log: {enabled: false}\n")
+        nolog_port = free_port()
+        procs.append(start_mitmdump(nolog_port, "http://127.0.0.1:1", "-s", str(ROOT / "addons/gateway.py"),
+                                    "--set", "connection_strategy=lazy", "--set", f"gateway_config={nolog_cfg}"))
         watched_port = free_port()
         procs.append(start_mitmdump(watched_port, "http://127.0.0.1:1", *gw_args,
                                     "--set", "gateway_upstream_flows=on"))
@@ -157,6 +162,7 @@ def main() -> None:
             "bare mitmdump": (f"http://127.0.0.1:{bare_port}{chat}", "gpt-4o-mini"),
             "gateway": (f"http://127.0.0.1:{gw_port}{chat}", "gpt-4o-mini"),
             "gateway+upflows": (f"http://127.0.0.1:{watched_port}{chat}", "gpt-4o-mini"),
+            "gateway, no req. log": (f"http://127.0.0.1:{nolog_port}{chat}", "gpt-4o-mini"),
             "gateway->gemini": (f"http://127.0.0.1:{gw_port}{chat}", GEMINI_MODEL),  # converted both ways
             # Anthropic Messages clients: converted to an OpenAI-compatible upstream, passed through
             "anthropic->openai": (f"http://127.0.0.1:{gw_port}/v1/messages", "gpt-4o-mini"),
@@ -183,6 +189,7 @@ def main() -> None:
 
         print(f"\nthroughput gateway / bare mitmdump: {ratio('gateway'):.2f}x (target >= 0.85x)")
         print(f"  with provider-side flows recorded (mitmweb, -w): {ratio('gateway+upflows'):.2f}x")
+        print(f"  without the request log: {ratio('gateway, no req. log'):.2f}x")
         print(f"converted route (OpenAI client -> Gemini upstream) / bare mitmdump: "
               f"{ratio('gateway->gemini'):.2f}x (target >= 0.7x)")
         print(f"Anthropic client -> OpenAI-compatible upstream (converted): {ratio('anthropic->openai'):.2f}x; "
