@@ -37,6 +37,9 @@ class Timeouts(_Strict):
     read: float = Field(
         600.0, gt=0, description="seconds to wait for response headers, and between stream chunks"
     )
+    total: float = Field(
+        600.0, gt=0, description="seconds for a whole non-streamed answer, from sending to its last byte"
+    )
 
 
 class ClientKey(_Strict):
