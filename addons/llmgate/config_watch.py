@@ -5,22 +5,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
+from typing import Callable
 
 from mitmproxy import ctx, exceptions
 
 from llmgate.runtime import Runtime
-from llmgate.settings import ConfigError, load_settings
+from llmgate.settings import ConfigError, GatewaySettings, load_settings
 
 log = logging.getLogger("llmgate")
 
 POLL_SECONDS = 1.0
+# A reload that takes away every client key, admin key or provider is more often a file caught
+# mid-write than a decision: it waits until the file has stopped changing for this long.
+SETTLE_SECONDS = 3.0
 
 
 class ConfigWatch:
-    def __init__(self, rt: Runtime):
+    def __init__(self, rt: Runtime, poll_seconds: float = POLL_SECONDS, settle_seconds: float = SETTLE_SECONDS,
+                 clock: Callable[[], float] = time.monotonic):
         self.rt = rt
         rt.reload = self._apply
-        self._stamp: tuple | None = None
+        self.poll_seconds = poll_seconds
+        self.settle_seconds = settle_seconds
+        self.clock = clock
+        self._stamp: tuple | None = None  # of the file last applied or reported broken
+        self._held: tuple[tuple | None, float] | None = None  # (stamp, since) of a reload waiting to settle
         self._task: asyncio.Task | None = None
         self._running = False
 
@@ -46,29 +56,67 @@ class ConfigWatch:
         if self._task:
             self._task.cancel()
 
-    def _stat(self) -> tuple | None:
-        try:
-            st = os.stat(ctx.options.gateway_config)
-            return st.st_mtime_ns, st.st_size, st.st_ino
-        except OSError:
-            return None
-
     def _apply(self) -> None:
-        stamp = self._stat()
-        settings, warnings = load_settings(ctx.options.gateway_config)
-        self._stamp = stamp
-        old = {p.id: p for p in self.rt.settings.providers}
-        self.rt.settings = settings
-        config_dir = os.path.dirname(os.path.abspath(ctx.options.gateway_config))
+        """Load and apply now, in the caller's thread: start-up, `set gateway_config`, admin API edits."""
+        path = ctx.options.gateway_config
+        stamp = _stat(path)
+        settings, warnings = load_settings(path)
+        self._open_files(settings, path)
+        self._commit(settings, warnings, path, stamp)
+
+    async def check(self) -> None:
+        """One poll: reload if the file changed, reading and opening files in a worker thread so
+        flows keep being served. Any failure keeps the last good config and is logged once."""
+        path = ctx.options.gateway_config
+        stamp = _stat(path)
+        if stamp == self._stamp:
+            return
+        try:
+            settings, warnings = await asyncio.to_thread(load_settings, path)
+            if self._hold(stamp, settings, path):
+                return
+            await asyncio.to_thread(self._open_files, settings, path)
+        except Exception as e:  # noqa: BLE001 - whatever the cause, the last good config stays
+            self._stamp, self._held = stamp, None
+            log.error("config reload failed, keeping the previous config: %s", _reason(e))
+            return
+        self._commit(settings, warnings, path, stamp)
+        self._kick_discovery()
+
+    def _hold(self, stamp: tuple | None, new: GatewaySettings, path: str) -> bool:
+        """True while a reload that removes every key or provider waits for the file to settle."""
+        removed = _removed(self.rt.settings, new)
+        if not removed:
+            self._held = None
+            return False
+        now = self.clock()
+        if self._held is None or self._held[0] != stamp:
+            self._held = (stamp, now)
+            log.warning("config %s removes %s: applied once the file has not changed for %g s",
+                        path, "; ".join(removed), self.settle_seconds)
+            return True
+        if now - self._held[1] < self.settle_seconds:
+            return True
+        self._held = None
+        log.warning("config %s applied: it removes %s", path, "; ".join(removed))
+        return False
+
+    def _open_files(self, settings: GatewaySettings, path: str) -> None:
+        config_dir = os.path.dirname(os.path.abspath(path))
         self.rt.open_state(settings.server.state_file or os.path.join(config_dir, "llmgate-state.sqlite"))
         log_file = settings.log.file or os.path.join(config_dir, "llmgate-requests.sqlite")
         self.rt.open_request_log(log_file if settings.log.enabled else None, settings.log.retention_days)
+
+    def _commit(self, settings: GatewaySettings, warnings: list[str], path: str, stamp: tuple | None) -> None:
+        self._stamp = stamp
+        old = {p.id: p for p in self.rt.settings.providers}
+        self.rt.settings = settings
         # discovered model lists stay valid only for providers whose settings did not change
         self.rt.catalog.forget({p.id for p in settings.providers if old.get(p.id) == p})
         for w in warnings:
             log.warning("config: %s", w)
         log.info(
-            "config %s: %d provider(s): %s", ctx.options.gateway_config, len(settings.providers),
+            "config %s: %d provider(s): %s", path, len(settings.providers),
             ", ".join(f"{p.id} ({p.type})" for p in settings.providers) or "-",
         )
 
@@ -79,15 +127,37 @@ class ConfigWatch:
                 loop.create_task(self.rt.catalog.refresh(p))
 
     async def _watch(self) -> None:
+        last_error = None
         while True:
-            await asyncio.sleep(POLL_SECONDS)
-            stamp = self._stat()
-            if stamp is None or stamp == self._stamp:
-                continue
+            await asyncio.sleep(self.poll_seconds)
             try:
-                self._apply()
-            except ConfigError as e:
-                self._stamp = stamp  # don't re-report the same broken file every second
-                log.error("config reload failed, keeping the previous config: %s", e)
-                continue
-            self._kick_discovery()
+                await self.check()
+            except Exception as e:  # noqa: BLE001 - hot reload is how an operator repairs things: keep it alive
+                if _reason(e) != last_error:
+                    last_error = _reason(e)
+                    log.error("config watcher: %s (still watching)", last_error)
+
+
+def _stat(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+        return st.st_mtime_ns, st.st_size, st.st_ino
+    except OSError:
+        return None
+
+
+def _reason(e: Exception) -> str:
+    return str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
+
+
+def _removed(old: GatewaySettings, new: GatewaySettings) -> list[str]:
+    """What a new config takes away entirely, by name (never a key itself)."""
+    out = []
+    if old.server.api_keys and not new.server.api_keys:
+        names = ", ".join(name for _, name in old.server.key_ids())
+        out.append(f"every client key ({names}), so clients need no key")
+    if old.server.admin_keys and not new.server.admin_keys:
+        out.append(f"every admin key ({len(old.server.admin_keys)}), so the admin API is loopback-only")
+    if old.providers and not new.providers:
+        out.append("every provider (" + ", ".join(p.id for p in old.providers) + ")")
+    return out

@@ -50,6 +50,9 @@ class ClientKey(_Strict):
 class ServerSettings(_Strict):
     api_keys: list[str | ClientKey] = Field(default_factory=list, description="a key, or {name, key}")
     admin_keys: list[str] = Field(default_factory=list, description="keys for /admin/...; none: loopback only")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="host names clients use for this gateway, beside its own address and "
+        "localhost (checked when no keys are set: DNS rebinding)")
     state_file: str | None = Field(None, description="SQLite file for cooldowns (default: beside proxy.yaml)")
     timeouts: Timeouts = Field(default_factory=Timeouts)
 
@@ -230,15 +233,81 @@ def _fmt_loc(loc: tuple) -> str:
     return out
 
 
-def parse_settings(text: str, source: str = "proxy.yaml") -> tuple[GatewaySettings, list[str]]:
-    """Parse and validate config text. Returns the settings and warnings; raises ConfigError."""
+# Bounds on the file itself: a few hundred bytes of nested YAML aliases can expand to billions of
+# nodes ("billion laughs"), and deep nesting exhausts the stack. Real configs are a few KB.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_NODES = 100_000  # counted as if every alias were expanded
+MAX_DEPTH = 64
+
+
+class _LimitExceeded(Exception):
+    def __init__(self, message: str, mark: yaml.Mark):
+        super().__init__(message)
+        self.line = mark.line + 1
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that counts the nodes and depth the aliases would expand to, while composing
+    (aliased nodes are shared there, so this stays cheap; the copies come later)."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self._nodes = 0
+        self._open: list[int] = []  # per node being composed: the height of its tallest child
+        self._anchored: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded nodes, height)
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            target = self.anchors.get(event.anchor)
+            if target is not None and id(target) not in self._anchored:
+                raise _LimitExceeded(f"alias *{event.anchor} is inside its own anchor", event.start_mark)
+            node = super().compose_node(parent, index)  # an undefined alias is a ComposerError
+            size, height = self._anchored[id(node)]
+            self._nodes += size
+        else:
+            if len(self._open) >= MAX_DEPTH:
+                raise _LimitExceeded(f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+            before = self._nodes
+            self._open.append(0)
+            node = super().compose_node(parent, index)
+            self._nodes += 1
+            size, height = self._nodes - before, self._open.pop() + 1
+            if event.anchor is not None:
+                self._anchored[id(node)] = size, height
+        if self._open:
+            self._open[-1] = max(self._open[-1], height)
+        if self._nodes > MAX_NODES:
+            raise _LimitExceeded(f"more than {MAX_NODES} values once its aliases are expanded", event.start_mark)
+        if len(self._open) + height > MAX_DEPTH:
+            raise _LimitExceeded(f"nested deeper than {MAX_DEPTH} levels once its aliases are expanded",
+                                 event.start_mark)
+        return node
+
+
+def _load_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """The document's node tree (for line numbers) and its data, within the limits above."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source}: larger than the limit of {MAX_CONFIG_BYTES} bytes")
+    loader = _BoundedLoader(text)
     try:
-        root = yaml.compose(text)
-        raw = yaml.safe_load(text)
+        root = loader.get_single_node()
+        return root, loader.construct_document(root) if root is not None else None
+    except _LimitExceeded as e:
+        raise ConfigError(f"{source}:{e.line}: refused: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{source}: not valid YAML: {e}") from None
+    finally:
+        loader.dispose()
+
+
+def parse_settings(text: str, source: str = "proxy.yaml") -> tuple[GatewaySettings, list[str]]:
+    """Parse and validate config text. Returns the settings and warnings; raises ConfigError."""
+    root, raw = _load_yaml(text, source)
     if raw is None:
-        raw = {}
+        # an empty file is more likely a half-written or truncated one than a wish to turn
+        # client authentication off; `{}` says the latter explicitly
+        raise ConfigError(f"{source}: has no settings (empty); write {{}} for an empty config")
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping (server, providers, routing)")
     warnings: list[str] = []
@@ -260,13 +329,22 @@ def parse_settings(text: str, source: str = "proxy.yaml") -> tuple[GatewaySettin
 
 
 def load_settings(path: str | Path) -> tuple[GatewaySettings, list[str]]:
+    """Read and parse the config file (blocking: the watcher calls it in a worker thread)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(
             f"config file {str(p)!r} not found (set --set gateway_config=PATH; proxy.yaml in the repo is an example)"
         ) from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {str(p)!r}: {e.strerror}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p.name}: larger than the limit of {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{p.name}:{line}: not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})") from None
     return parse_settings(text, p.name)
