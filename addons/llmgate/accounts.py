@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import aiohttp
 
 from llmgate import oauth
-from llmgate.credentials import CredentialsFile, LoginRequired, RefreshFailed
+from llmgate.credentials import CredentialsFile, LoginRequired, RefreshFailed, Unwritable
 from llmgate.errors import GatewayError
 
 if TYPE_CHECKING:
@@ -62,6 +62,8 @@ class OAuthAccount(Account):
         self.rt = rt
         self.client = dataclasses.replace(client, token_url=p.token_url) if client and p.token_url else client
         self.creds = creds or CredentialsFile(path, f"llmgate login {login} --credentials {path}")
+        if self.creds.journal_dir is None:
+            self.creds.journal_dir = journal_dir(rt)
         self.name = str(path)
 
     def usable(self) -> bool:
@@ -83,6 +85,11 @@ class OAuthAccount(Account):
         except RefreshFailed as e:
             raise GatewayError(502, f"Provider '{self.p.id}': refreshing the token of {self.name} failed: {e}",
                                code="provider_refresh_failed") from None
+        except Unwritable as e:
+            raise GatewayError(503, f"Provider '{self.p.id}': the token of {self.name} is due for a refresh, "
+                               f"which is not done without a lock: {e}. Make {self.creds.path.parent} writable "
+                               "for the gateway (or copy the file to a writable folder and point `credentials` "
+                               "at it).", code="provider_credentials_unwritable") from None
 
     async def refresh(self, data: dict[str, Any]) -> dict[str, Any]:
         """The refresh grant of this kind's OAuth client (Kiro has its own endpoints)."""
@@ -129,6 +136,12 @@ class AccountSet:
             f"no credentials file matches {self.p.credentials or self._default}"
         raise GatewayError(503, f"Provider '{self.p.id}': no account can be used, each needs a new login "
                            f"({why}).", code="provider_login_required")
+
+
+def journal_dir(rt: Any) -> Path | None:
+    """The gateway's own folder for credentials it could not write back: beside its state file."""
+    store = getattr(getattr(rt, "pool", None), "store", None)
+    return store.path.parent / "llmgate-credentials" if store is not None else None
 
 
 def credential_paths(p: ProviderSettings, default: str | None) -> list[Path]:
