@@ -223,13 +223,15 @@ def test_a_lock_whose_owner_died_is_taken_at_once(tmp_path, monkeypatch):
     assert not lock.exists()
 
 
-@pytest.mark.parametrize("content", [
-    "0b7d1c6e-6a3e-4f7e-9d1a-2f8c9e0a1b2c",  # Qwen Code's own lock: a UUID, judged by age only
-    json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "start": credentials._start_time(os.getpid())}),
-    json.dumps({"pid": 0, "host": socket.gethostname()}),  # never signal a process group
-])
-def test_a_fresh_lock_of_a_live_or_unknown_owner_is_respected(tmp_path, monkeypatch, content):
+@pytest.mark.parametrize("owner", ["qwen-code", "alive", "pid-0"])
+def test_a_fresh_lock_of_a_live_or_unknown_owner_is_respected(tmp_path, monkeypatch, owner):
     monkeypatch.setattr(credentials, "LOCK_WAIT", 0.0)
+    content = {
+        "qwen-code": "0b7d1c6e-6a3e-4f7e-9d1a-2f8c9e0a1b2c",  # Qwen Code's own lock: judged by age only
+        "alive": json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "start": credentials._start_time(os.getpid())}),
+        "pid-0": json.dumps({"pid": 0, "host": socket.gethostname()}),  # never signal a process group
+    }[owner]
     lock = tmp_path / "c.lock"
     lock.write_text(content)
 
