@@ -96,6 +96,6 @@ class Accounting:
         if settings.capture_bodies:
             cap = settings.max_body_bytes
             original = ex.relay_saved[6] if ex is not None and ex.relay_saved else flow.request.content
-            row["request_body"] = (original or b"")[:cap]
+            row["request_body"] = self.rt.secrets.current().bytes(original or b"")[:cap]
             row["response_body"] = (sent or b"")[:cap]
         return row

@@ -1,8 +1,9 @@
 """Addon: when server.api_keys is set, every request must carry one of them.
 
 Accepted as Authorization: Bearer, x-api-key, x-goog-api-key or ?key=, as the
-OpenAI, Anthropic and Gemini SDKs send them. The key is then masked in the flow,
-so it never shows in mitmweb or in saved flows.
+OpenAI, Anthropic and Gemini SDKs send them. The key is masked in the flow as soon
+as its headers are read, so it never shows in mitmweb, in saved flows or in mitmdump's
+output, also when the body never arrives whole (the request hook then never runs).
 """
 
 from __future__ import annotations
@@ -53,10 +54,25 @@ def mask_client_credentials(req: http.Request, query_key: bool = True) -> None:
 class ClientAuth:
     def __init__(self, rt: Runtime):
         self.rt = rt
+        # flow id -> the request's own (header fields, path), held from requestheaders to request
+        self._held: dict[str, tuple[tuple, bytes]] = {}
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if not flow.live:
+            return  # a provider-side flow (flow_record), redacted already
+        req = flow.request
+        self._held[flow.id] = (req.headers.fields, req.data.path)
+        mask_client_credentials(req, query_key=not req.path.startswith(ADMIN_PREFIX))
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._held.pop(flow.id, None)  # e.g. the body never came: no request hook
 
     def request(self, flow: http.HTTPFlow) -> None:
+        held = self._held.pop(flow.id, None)
         if flow.response or flow.error or not flow.live:
             return
+        if held is not None:  # the key as sent, for this check only: masked again below
+            flow.request.headers.fields, flow.request.data.path = held
         settings = self.rt.settings
         keys = settings.server.api_keys
         path = flow.request.path.split("?", 1)[0]

@@ -20,13 +20,12 @@ from mitmproxy.proxy.layers.http import (
     HttpResponseHook,
 )
 
+from llmgate.redaction import SECRET_HEADERS, Redactor, scrub_message
 from llmgate.relay import restore
 from llmgate.runtime import UPSTREAM_MARK, Exchange, Runtime
 
 log = logging.getLogger("llmgate")
 
-SECRET_HEADERS = {"authorization", "x-api-key", "x-goog-api-key", "api-key", "proxy-authorization", "cookie",
-                  "code-token", "x-iflow-signature"}  # CodeGeeX's token; iFlow's replayable request signature
 REDACTED = "[redacted]"
 
 
@@ -37,9 +36,10 @@ def redacted_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     ]
 
 
-def upstream_flow(client: http.HTTPFlow, ex: Exchange, error: str | None) -> http.HTTPFlow:
+def upstream_flow(client: http.HTTPFlow, ex: Exchange, error: str | None, r: Redactor) -> http.HTTPFlow:
+    """The provider side; every configured secret scrubbed (an upstream may echo its key)."""
     up = ex.upstream
-    req = http.Request.make(up.method, up.url, up.body, redacted_headers(up.headers))
+    req = http.Request.make(up.method, r.text(up.url), r.bytes(up.body), redacted_headers(up.headers))
     if "key" in req.query:
         req.query["key"] = REDACTED
     req.timestamp_start = req.timestamp_end = ex.started
@@ -51,13 +51,14 @@ def upstream_flow(client: http.HTTPFlow, ex: Exchange, error: str | None) -> htt
         f.response = http.Response.make(
             ex.status, b"", list(ex.response_headers)
         )
-        f.response.raw_content = body  # exactly as received; headers untouched
+        f.response.raw_content = body  # as received (but for secrets); headers untouched
+        scrub_message(r, f.response)
         f.response.timestamp_start = ex.first_byte or ex.started
         f.response.timestamp_end = time.time()
         if ex.pipe and ex.pipe.upstream.truncated:
             error = error or f"stream capture truncated after {len(body)} of {ex.pipe.upstream.size} bytes"
     if error and f.response is None:
-        f.error = Error(error)
+        f.error = Error(r.text(error))
     f.metadata[UPSTREAM_MARK] = client.id
     f.metadata["llmgate"] = {"provider": ex.provider, "upstream_model": ex.model, "route": ex.how}
     if ex.pipe is not None:
@@ -99,15 +100,17 @@ class FlowRecorder:
         ex = self.rt.exchanges.pop(flow.id, None)
         if ex is None:
             return
+        r = self.rt.secrets.current()
         if ex.relay_saved is not None:
             restore(flow.request, ex.relay_saved)  # it pointed at the relay: show what the client sent
+        scrub_message(r, flow.request)  # for the record: the exchange is over
         if ex.pipe is not None:
             if flow.response is not None:
                 flow.response.raw_content = ex.pipe.client.bytes()
             flow.metadata["llmgate"]["stream"] = ex.pipe.outcome
         if not self._watched():
             return
-        up = upstream_flow(flow, ex, error)
+        up = upstream_flow(flow, ex, error, r)
         task = asyncio.get_running_loop().create_task(self._emit(up))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -379,7 +379,7 @@ class FrontDoor:
                     out_headers = [(k, v) for k, v in out_headers if k.lower() != b"content-type"]
                     out_headers.append((b"content-type", b"application/json; charset=UTF-8"))
                 read_timeout = (p.timeouts or self.rt.settings.server.timeouts).read
-                pipe = Pipe(resp, pl.transform(), out_headers, f"'{p.id}'", read_timeout)
+                pipe = Pipe(resp, self.rt.secrets.stream(pl.transform()), out_headers, f"'{p.id}'", read_timeout)
                 port = await self.rt.relay.ensure_started()
                 ex.pipe, ex.token = pipe, self.rt.relay.register(pipe)
                 ex.relay_saved = point_at_relay(flow.request, port, ex.token)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from llmgate.errors import GatewayError
+from llmgate.model_names import check_model_name
 from llmgate.settings import GatewaySettings, ProviderSettings
 
 MAX_ALIAS_DEPTH = 8
@@ -41,6 +42,7 @@ def members(
     header: str | None = None,
 ) -> list[Route]:
     """Every (provider, upstream model) that can serve `model`: its pool, in config order."""
+    check_model_name(model)  # it may end up in an upstream URL
     names, aliased = _expand(settings, model)
     if forced:
         p = provider_by_id(settings, forced, "in the request path")

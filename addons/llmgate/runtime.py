@@ -10,6 +10,7 @@ from typing import Callable
 from llmgate.catalog import ModelCatalog
 from llmgate.metrics import Metrics
 from llmgate.pool import PoolState
+from llmgate.redaction import Secrets
 from llmgate.relay import Pipe, StreamRelay
 from llmgate.request_log import RequestLog
 from llmgate.settings import GatewaySettings
@@ -50,6 +51,7 @@ class Runtime:
         self.relay = StreamRelay()
         self.exchanges: dict[str, Exchange] = {}
         self.reasoning = ReasoningMemory()
+        self.secrets = Secrets(self)  # what redaction scrubs from bodies
         self.pool = PoolState()
         self._state_path: str | None = None
         self.request_log: RequestLog | None = None

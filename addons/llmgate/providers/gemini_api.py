@@ -5,14 +5,21 @@ base_url is the bare origin, as in the google-genai SDK; the gateway appends
 """
 
 from typing import Any
+from urllib.parse import quote
 
 from converters.gemini import model_path
 from llmgate.providers.base import ProviderKind
 
 
+def _path(model: str) -> str:
+    """models/{model} with the name percent-encoded, '/' included: one path segment, always."""
+    prefix, _, name = model_path(model).partition("/")
+    return f"{prefix}/{quote(name, safe='')}"
+
+
 def _chat_url(base: str, model: str, stream: bool) -> str:
     method = "streamGenerateContent?alt=sse" if stream else "generateContent"
-    return f"{base}/v1beta/{model_path(model)}:{method}"
+    return f"{base}/v1beta/{_path(model)}:{method}"
 
 
 SERVED = {"generateContent", "embedContent"}  # methods the gateway routes to
@@ -37,6 +44,6 @@ KIND = ProviderKind(
     models_path="/v1beta/models?pageSize=1000",
     auth_headers=lambda key: {"x-goog-api-key": key},
     parse_models=_model_ids,
-    count_url=lambda base, model: f"{base}/v1beta/{model_path(model)}:countTokens",
-    embed_url=lambda base, model: f"{base}/v1beta/{model_path(model)}:batchEmbedContents",
+    count_url=lambda base, model: f"{base}/v1beta/{_path(model)}:countTokens",
+    embed_url=lambda base, model: f"{base}/v1beta/{_path(model)}:batchEmbedContents",
 )

@@ -1,0 +1,155 @@
+"""Configured secrets never leave the gateway in a body: scrubbed from what clients get and
+what flows record.
+
+An upstream may echo a key ("Incorrect API key provided: sk-...", an HTML error page, a
+debugging echo service). Every configured secret is replaced by "[redacted]": provider
+api_keys and secret header values, the access/refresh tokens of the subscription accounts
+loaded now, the client and admin keys. Secrets shorter than MIN_SECRET characters are not
+scrubbed: replacing such short strings would mangle ordinary text.
+
+Cost: a substring test per secret on the hot path (`in` on bytes is a fast search), the
+regex only when one is there. Streams keep back, between chunks, only a tail that is the
+beginning of a secret, so a secret split across two chunks is caught without buffering.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable
+
+from mitmproxy import http
+
+from llmgate.relay import StreamTransform
+
+MIN_SECRET = 8
+REDACTED = b"[redacted]"
+SECRET_HEADERS = {"authorization", "x-api-key", "x-goog-api-key", "api-key", "proxy-authorization", "cookie",
+                  "code-token", "x-iflow-signature"}  # CodeGeeX's token; iFlow's replayable request signature
+
+
+class Redactor:
+    """One compiled matcher for a fixed set of secrets."""
+
+    def __init__(self, secrets: Iterable[str]):
+        kept = sorted({s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET}, key=len, reverse=True)
+        # also their Bearer-less and JSON-escaped forms are these same bytes: secrets are plain ASCII tokens
+        self.secrets = tuple(s.encode("utf-8", "surrogateescape") for s in kept)
+        self._rx = re.compile(b"|".join(re.escape(s) for s in self.secrets)) if self.secrets else None
+
+    def __bool__(self) -> bool:
+        return self._rx is not None
+
+    def bytes(self, data: bytes) -> bytes:
+        if self._rx is None or not any(s in data for s in self.secrets):
+            return data
+        return self._rx.sub(REDACTED, data)
+
+    def text(self, text: str) -> str:
+        if self._rx is None:
+            return text
+        return self.bytes(text.encode("utf-8", "surrogateescape")).decode("utf-8", "surrogateescape")
+
+    def partial_tail(self, data: bytes) -> int:
+        """Where a secret that `data` ends in the middle of begins (len(data) if none)."""
+        cut = len(data)
+        for s in self.secrets:
+            i = data.find(s[:1], max(0, len(data) - len(s) + 1))
+            while i != -1:
+                if s.startswith(data[i:]):
+                    cut = min(cut, i)
+                    break
+                i = data.find(s[:1], i + 1)
+        return cut
+
+
+class Scrubbing:
+    """A stream transform whose output has the secrets scrubbed, also across chunk boundaries."""
+
+    __slots__ = ("_inner", "_r", "_carry")
+
+    def __init__(self, inner: StreamTransform, redactor: Redactor):
+        self._inner = inner
+        self._r = redactor
+        self._carry = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._carry + self._inner.feed(chunk)
+        data = self._r.bytes(data)
+        cut = self._r.partial_tail(data)
+        self._carry = data[cut:]
+        return data[:cut]
+
+    def finish(self) -> bytes:
+        return self._flush(self._inner.finish())
+
+    def fail(self, message: str, code: str = "upstream_error") -> bytes:
+        return self._flush(self._inner.fail(message, code))
+
+    def _flush(self, tail: bytes) -> bytes:
+        data, self._carry = self._carry + tail, b""
+        return self._r.bytes(data)
+
+
+def secrets_of(rt: Any) -> list[str]:
+    """Every secret the gateway holds now (see the module doc)."""
+    settings = rt.settings
+    found = [k for k, _ in settings.server.key_ids()] + list(settings.server.admin_keys)
+    for p in settings.providers:
+        found.append(p.api_key or "")
+        found += [v for k, v in p.headers.items() if k.lower() in SECRET_HEADERS]
+    for data in _credentials(rt):
+        found += [v for k, v in data.items() if "token" in k.lower() and isinstance(v, str)]
+    return found
+
+
+def _credentials(rt: Any) -> list[dict]:
+    """The credentials data of the subscription accounts loaded now."""
+    out = []
+    for _, accounts in list(rt._accounts.values()):
+        for a in getattr(accounts, "accounts", ()):
+            creds = getattr(a, "creds", None)
+            if creds is not None and isinstance(creds.data, dict):
+                out.append(creds.data)
+    return out
+
+
+class Secrets:
+    """The current Redactor of a runtime, rebuilt when the config or a loaded token changes."""
+
+    def __init__(self, rt: Any):
+        self.rt = rt
+        self._stamp: tuple = ()
+        self._redactor = Redactor(())
+
+    def current(self) -> Redactor:
+        # identities are enough: a reload makes new settings, a refresh or re-read new token data
+        stamp = (self.rt.settings, *_credentials(self.rt))
+        if len(stamp) != len(self._stamp) or any(a is not b for a, b in zip(stamp, self._stamp)):
+            self._redactor, self._stamp = Redactor(secrets_of(self.rt)), stamp
+        return self._redactor
+
+    def stream(self, transform: StreamTransform) -> StreamTransform:
+        r = self.current()
+        return Scrubbing(transform, r) if r else transform
+
+
+def scrub_message(r: Redactor, m: http.Message) -> None:
+    """A request's or response's body, as recorded or sent (identity-encoded bodies only:
+    the gateway asks upstreams for identity and writes its own bodies plain)."""
+    if m.raw_content and r and "content-encoding" not in m.headers:
+        scrubbed = r.bytes(m.raw_content)
+        if scrubbed is not m.raw_content:
+            m.content = scrubbed  # Content-Length follows
+
+
+class Redaction:
+    """Addon: scrubs each answer the gateway set before it is logged, recorded or sent.
+    Streams are scrubbed as they pass (Secrets.stream, in the relay's transform)."""
+
+    def __init__(self, rt: Any):
+        self.rt = rt
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        if flow.response is None or flow.response.stream or not flow.live:
+            return  # streams are scrubbed as they pass; provider-side flows by flow_record
+        scrub_message(self.rt.secrets.current(), flow.response)
