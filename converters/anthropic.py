@@ -174,7 +174,8 @@ def decode_request(data: dict[str, Any]) -> cn.Request:
     tools = data.get("tools")
     if tools is not None and not isinstance(tools, list):
         raise cn.ConversionError("'tools' must be an array.", "tools")
-    req.tools = [_tool(t, f"tools.{i}") for i, t in enumerate(tools or ())]
+    for i, t in enumerate(tools or ()):
+        _tool(t, f"tools.{i}", req)
     req.tool_choice, disable_parallel = _tool_choice(data.get("tool_choice"))
     if disable_parallel:
         req.parallel_tool_calls = False
@@ -282,19 +283,41 @@ def _result_content(content: Any, where: str) -> list[cn.Text | cn.Image]:
     return out
 
 
-def _tool(t: Any, where: str) -> cn.Tool:
+# Anthropic-defined client tools (the client runs them; only their schema is Anthropic's own)
+_CLIENT_TOOLS = {
+    "bash": {"type": "object", "properties": {
+        "command": {"type": "string", "description": "The bash command to run."},
+        "restart": {"type": "boolean", "description": "Restart the bash session."}}},
+    "text_editor": {"type": "object", "properties": {
+        "command": {"type": "string", "enum": ["view", "create", "str_replace", "insert", "undo_edit"]},
+        "path": {"type": "string"}, "file_text": {"type": "string"}, "old_str": {"type": "string"},
+        "new_str": {"type": "string"}, "insert_line": {"type": "integer"}, "insert_text": {"type": "string"},
+        "view_range": {"type": "array", "items": {"type": "integer"}}}, "required": ["command", "path"]},
+}
+
+
+def _tool(t: Any, where: str, req: cn.Request) -> None:
+    """A custom tool, an Anthropic-defined client tool (bash, text editor: kept, with their
+    schema), or a server tool (web search, code execution, ...: a cn.HostedTool)."""
     if not isinstance(t, dict):
         raise cn.ConversionError("Each tool must be an object.", where)
-    if t.get("type") not in (None, "custom"):
-        raise cn.ConversionError(f"Server tool {t.get('type')!r} is not supported through this gateway; "
-                                 "only custom tools (name, description, input_schema) are.", f"{where}.type")
+    kind = t.get("type")
+    if kind not in (None, "custom"):
+        if not isinstance(kind, str):
+            raise cn.ConversionError("A tool's 'type' must be a string.", f"{where}.type")
+        base = re.sub(r"_\d{8}$", "", kind)
+        if base in _CLIENT_TOOLS and isinstance(t.get("name"), str):
+            req.tools.append(cn.Tool(t["name"], f"The {base.replace('_', ' ')} tool.", _CLIENT_TOOLS[base]))
+        else:
+            req.hosted_tools.append(cn.HostedTool(base, {k: v for k, v in t.items() if k not in ("type", "name")}))
+        return
     name, desc = t.get("name"), t.get("description")
     if not isinstance(name, str) or not name:
         raise cn.ConversionError("A tool needs a 'name'.", f"{where}.name")
     if desc is not None and not isinstance(desc, str):
         raise cn.ConversionError("A tool's 'description' must be a string.", f"{where}.description")
     schema = _opt_dict(t.get("input_schema"), f"{where}.input_schema")
-    return cn.Tool(name, desc, schema, _opt_dict(t.get("cache_control"), f"{where}.cache_control"))
+    req.tools.append(cn.Tool(name, desc, schema, _opt_dict(t.get("cache_control"), f"{where}.cache_control")))
 
 
 def _tool_choice(choice: Any) -> tuple[cn.ToolChoice | None, bool]:
@@ -371,8 +394,9 @@ def encode_request(req: cn.Request) -> dict[str, Any]:
     if system:
         body["system"] = system
 
-    if req.tools:
-        body["tools"] = [_tool_out(t) for t in req.tools]
+    tools = [_tool_out(t) for t in req.tools] + [_web_search_out(h) for h in cn.hosted(req, ("web_search",))]
+    if tools:
+        body["tools"] = tools
         choice = _choice_out(req.tool_choice, req.parallel_tool_calls)
         if choice:
             body["tool_choice"] = choice
@@ -432,6 +456,19 @@ def encode_request(req: cn.Request) -> dict[str, Any]:
         if d not in req.dropped:
             req.dropped.append(d)
     return body
+
+
+WEB_SEARCH_TOOL = "web_search_20250305"
+_WEB_SEARCH_KEYS = ("max_uses", "allowed_domains", "blocked_domains", "user_location")
+
+
+def _web_search_out(h: cn.HostedTool) -> dict[str, Any]:
+    """Anthropic's web search server tool, with the settings it shares with the client's
+    (Responses keeps allowed_domains under `filters`)."""
+    config = {**h.config, **(h.config.get("filters") or {})}
+    out: dict[str, Any] = {"type": WEB_SEARCH_TOOL, "name": "web_search"}
+    out.update({k: config[k] for k in _WEB_SEARCH_KEYS if config.get(k)})
+    return out
 
 
 def _text_out(t: cn.Text) -> dict[str, Any]:
@@ -786,7 +823,7 @@ class StreamDecoder(SSEStreamDecoder):
         try:
             body = json.loads(data)
         except ValueError:
-            return []
+            return self._malformed(data)
         if not isinstance(body, dict):
             return []
         kind = body.get("type") if isinstance(body.get("type"), str) else name

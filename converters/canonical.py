@@ -87,6 +87,16 @@ class Tool:
 
 
 @dataclass(slots=True)
+class HostedTool:
+    """A tool the provider runs itself (Responses web_search, Anthropic web_search_*, Gemini googleSearch).
+
+    `kind` is format-neutral: "web_search" where every format has one, else the client's own type
+    name. Encoders map it where the provider has an equivalent, else name it in Request.dropped_tools."""
+    kind: str
+    config: dict = field(default_factory=dict)  # the client's own settings, for a same-kind target
+
+
+@dataclass(slots=True)
 class ToolChoice:
     mode: Literal["auto", "none", "required", "tool"]
     name: str | None = None  # with mode "tool"
@@ -104,6 +114,7 @@ class ResponseFormat:
 class Reasoning:
     effort: str | None = None  # minimal | low | medium | high (OpenAI style)
     budget_tokens: int | None = None  # Anthropic / Gemini 2.5 style
+    level: str | None = None  # Gemini 3 thinkingLevel, set only when fitted to such a model (converters/thinking.py)
     include_thoughts: bool = True
 
 
@@ -132,6 +143,11 @@ class Request:
     # tools whose calls carry one raw string, not JSON (Responses "custom" tools, e.g. Codex's
     # apply_patch): other formats see a function taking {"input": string}
     freeform_tools: list[str] = field(default_factory=list)
+    # Responses namespace members, offered to other providers as flat function names:
+    # flat name -> (namespace, member name), so calls go back in the namespace form
+    namespaced: dict[str, tuple[str, str]] = field(default_factory=dict)
+    hosted_tools: list[HostedTool] = field(default_factory=list)
+    dropped_tools: list[str] = field(default_factory=list)  # hosted tools the target has no equivalent of
 
 
 # --- response ----------------------------------------------------------------
@@ -228,6 +244,13 @@ class StreamError:
 
 Event = Union[MessageStart, BlockStart, TextDelta, ThinkingDelta, SignatureDelta, ArgumentsDelta,
               BlockStop, UsageUpdate, Finish, StreamError]
+
+
+def hosted(req: Request, kinds: tuple[str, ...] = ()) -> list[HostedTool]:
+    """The request's hosted tools the target has an equivalent of (`kinds`); the others are
+    named in req.dropped_tools (the gateway says so in a response header, never refuses)."""
+    req.dropped_tools += [h.kind for h in req.hosted_tools if h.kind not in kinds and h.kind not in req.dropped_tools]
+    return [h for h in req.hosted_tools if h.kind in kinds]
 
 
 def text_of(blocks: list[Block]) -> str:

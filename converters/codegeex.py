@@ -107,6 +107,7 @@ def encode_request(req: cn.Request, talk_id: str, machine_id: str) -> dict[str, 
     """Canonical -> CodeGeeX chatCodeSseV3 body (see the module docstring for the choices)."""
     if req.tools:
         raise cn.ConversionError(NO_TOOLS, "tools")
+    cn.hosted(req)  # named as dropped
     texts = [_message_text(m, f"messages.{i}") for i, m in enumerate(req.messages)]
     if not req.messages or req.messages[-1].role != "user":
         raise cn.ConversionError("CodeGeeX needs the conversation to end with a user message "

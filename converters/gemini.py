@@ -62,8 +62,13 @@ def encode_request(req: cn.Request, replay_thinking: bool = False) -> dict[str, 
     body: dict[str, Any] = {"contents": _contents(req, replay_thinking)}
     if req.system:
         body["systemInstruction"] = {"parts": [{"text": t.text} for t in req.system]}
+    # Gemini refuses a built-in tool beside function declarations ("Tool use with function calling
+    # is unsupported"): web search is mapped only when there are none
+    search = cn.hosted(req, () if req.tools else ("web_search",))
     if req.tools:
         body["tools"] = [{"functionDeclarations": [_declaration(t) for t in req.tools]}]
+    elif search:
+        body["tools"] = [{"googleSearch": {}}]
     if req.tool_choice:
         body["toolConfig"] = {"functionCallingConfig": _calling_config(req.tool_choice)}
     config = _generation_config(req)
@@ -160,7 +165,9 @@ def _generation_config(req: cn.Request) -> dict[str, Any]:
         if rf.type == "json_schema" and rf.schema:
             c["responseSchema"] = to_gemini_schema(rf.schema)
     r = req.reasoning
-    if r:
+    if r and r.level:  # fitted to a Gemini 3 model (converters/thinking.py)
+        c["thinkingConfig"] = {"includeThoughts": r.include_thoughts, "thinkingLevel": r.level}
+    elif r:
         budget = r.budget_tokens if r.budget_tokens is not None else _EFFORT_BUDGET.get(r.effort or "", None)
         thinking: dict[str, Any] = {"includeThoughts": r.include_thoughts and budget != 0}
         if budget is not None:
@@ -420,8 +427,9 @@ class StreamDecoder(SSEStreamDecoder):
 #   includeThoughts is kept. Only includeThoughts: false and nothing else -> None.
 # - toolConfig: ANY with one allowed name -> that tool; ANY with several ->
 #   required (the restriction is dropped and named); VALIDATED -> auto.
-# - Refused (ConversionError naming the parameter): non-function tools
-#   (googleSearch, codeExecution, urlContext, ...), candidateCount > 1, response
+# - Built-in tools (googleSearch, codeExecution, urlContext, ...) are hosted tools: mapped
+#   where the target has one (web search), else dropped and named in a response header.
+# - Refused (ConversionError naming the parameter): candidateCount > 1, response
 #   MIME types other than text/plain and application/json, executableCode /
 #   codeExecutionResult / toolCall parts. Dropped and named in req.dropped:
 #   safetySettings, cachedContent, responseModalities other than ["TEXT"],
@@ -553,7 +561,7 @@ def decode_request(data: Any, model: str) -> cn.Request:
                      system=_system_instruction(body.pop("systemInstruction", None)))
     req.include_usage = True  # Gemini streams always carry usageMetadata
     dropped: list[str] = []
-    req.tools = _client_tools(body.pop("tools", None), dropped)
+    req.tools = _client_tools(body.pop("tools", None), dropped, req.hosted_tools)
     req.tool_choice = _client_tool_choice(body.pop("toolConfig", None), dropped)
     _client_generation_config(req, body.pop("generationConfig", None), dropped)
     for key in ("model", "sessionId", "userPromptId"):  # envelope leftovers (Code Assist), nothing to honour
@@ -744,16 +752,23 @@ def _function_response(raw: Any, where: str, calls: _Calls) -> cn.ToolResult:
     return cn.ToolResult(call_id, content, is_error, name)
 
 
-def _client_tools(raw: Any, dropped: list[str]) -> list[cn.Tool]:
+_HOSTED = {"googleSearch": "web_search", "google_search": "web_search", "googleSearchRetrieval": "web_search",
+           "google_search_retrieval": "web_search", "codeExecution": "code_execution",
+           "code_execution": "code_execution"}
+
+
+def _client_tools(raw: Any, dropped: list[str], hosted: list[cn.HostedTool]) -> list[cn.Tool]:
+    """Function declarations; built-in tools (googleSearch, codeExecution, urlContext, ...) go to
+    `hosted` (mapped where the target has one, else dropped and named)."""
     out: list[cn.Tool] = []
     for i, t in enumerate(_arr(raw, "tools")):
         tool = _obj(t, f"tools.{i}")
         for key, value in tool.items():
             if value is None:
                 continue
-            if key != "functionDeclarations":
-                raise cn.ConversionError(f"Tool {key!r} is not supported through this gateway; only "
-                                         "functionDeclarations are.", f"tools.{i}.{key}")
+            if key not in ("functionDeclarations", "function_declarations"):
+                hosted.append(cn.HostedTool(_HOSTED.get(key, key), value if isinstance(value, dict) else {}))
+                continue
             for j, d in enumerate(_arr(value, f"tools.{i}.functionDeclarations")):
                 out.append(_client_declaration(d, f"tools.{i}.functionDeclarations.{j}", dropped))
     return out

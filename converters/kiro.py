@@ -312,6 +312,7 @@ def _assistant_message(turn: _Turn) -> dict[str, Any]:
 def encode_request(req: cn.Request, conversation_id: str, profile_arn: str | None = None) -> dict[str, Any]:
     """Canonical -> generateAssistantResponse body (the choices are in the module docstring)."""
     model = model_id(req.model)
+    cn.hosted(req)  # Kiro runs no tools itself: hosted ones are named as dropped
     turns = _turns(req)
     preamble = [t.text for t in req.system if t.text]
     budget = thinking_budget(req.reasoning)

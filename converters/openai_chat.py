@@ -507,6 +507,7 @@ def encode_request(req: cn.Request) -> dict[str, Any]:
     for name in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "user",
                  "parallel_tool_calls"):
         if getattr(req, name) is not None:
+    cn.hosted(req)  # no hosted tools in chat completions: all named as dropped
             body[name] = getattr(req, name)
     if req.max_tokens is not None:
         body["max_tokens"] = req.max_tokens

@@ -9,8 +9,14 @@ Choices the format forces:
   client must send the whole conversation in `input` (Codex does, with store: false).
   `store`, `metadata`, `user`, `truncation`, `include`, ... are accepted and dropped
   (listed in Request.dropped); upstream requests always carry store: false.
-- Function and custom tools; web_search, file_search, computer_use, local_shell, MCP ...
-  tools are refused (400, param tools.<i>.type). A custom tool (free-form input, e.g. Codex's
+- Function and custom tools, and namespace tools (Codex's multi_agent_v1: function/custom tools
+  grouped under a name). Other providers see each namespace member as a function named
+  "<namespace>__<name>" (Codex's own flat spelling, made fit for 64-char [A-Za-z0-9_-] names);
+  calls come back as items with `name` and `namespace` split again, as the Responses API and
+  Codex have them. Hosted tools (web_search, file_search, code_interpreter, image_generation,
+  computer_use_preview, mcp, local_shell, ...) become cn.HostedTool: mapped where the target has
+  an equivalent, else dropped and named (Request.dropped_tools); their past call items in the
+  input are skipped. A custom tool (free-form input, e.g. Codex's
   apply_patch) goes to other providers as a function taking {"input": string}, its grammar
   told in that parameter's description; its calls come back as custom_tool_call items with
   the unwrapped input, streamed as one custom_tool_call_input delta when the call is complete
@@ -47,10 +53,11 @@ Choices the format forces:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,9 +151,7 @@ def decode_request(data: Any) -> cn.Request:
     req.temperature = _opt(data, "temperature", float)
     req.top_p = _opt(data, "top_p", float)
     req.parallel_tool_calls = _opt(data, "parallel_tool_calls", bool)
-    tools = _opt(data, "tools", list) or []
-    req.tools = [_tool(t, i) for i, t in enumerate(tools)]
-    req.freeform_tools = [t["name"] for t in tools if t.get("type") == "custom"]
+    _tools(_opt(data, "tools", list) or [], req)
     req.tool_choice = _tool_choice(data.get("tool_choice"))
     text = _opt(data, "text", dict) or {}
     req.response_format = _text_format(text.get("format"))
@@ -205,7 +210,7 @@ def _input_item(item: Any, where: str, system: list[cn.Text], messages: list[cn.
             raise cn.ConversionError(f"Unsupported message role {role!r}.", f"{where}.role")
     elif kind == "function_call":
         call_id = _str(item, "call_id", where)
-        name = _str(item, "name", where)
+        name = _member_name(item, where)
         arguments = item.get("arguments")
         if isinstance(arguments, dict):  # lenient: an object instead of its JSON text
             arguments = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))
@@ -216,7 +221,7 @@ def _input_item(item: Any, where: str, system: list[cn.Text], messages: list[cn.
         _append(messages, "assistant", [call])
     elif kind == "custom_tool_call":
         call_id = _str(item, "call_id", where)
-        name = _str(item, "name", where)
+        name = _member_name(item, where)
         calls[call_id] = name
         raw = item.get("input")
         if not isinstance(raw, str):
@@ -236,6 +241,8 @@ def _input_item(item: Any, where: str, system: list[cn.Text], messages: list[cn.
         _append(messages, "user", [cn.ToolResult(call_id, content, name=calls.get(call_id))])
     elif kind == "reasoning":
         _append(messages, "assistant", [_reasoning_block(item, where)])
+    elif isinstance(kind, str) and kind.endswith(("_call", "_call_output")):
+        pass  # a hosted tool's past call (web_search_call, ...): the provider's own, nothing to replay
     elif kind == "item_reference":
         raise cn.ConversionError("item_reference is not supported: this gateway stores no items; send the "
                                  "items themselves in input.", f"{where}.type")
@@ -296,9 +303,9 @@ def _content(content: Any, where: str, key: str = "content") -> list[cn.Block]:
     return out
 
 
-def _freeform_tool(t: dict, i: int) -> cn.Tool:
+def _freeform_tool(t: dict, where: str) -> cn.Tool:
     """A custom tool as a function taking {"input": string}; its format told in the description."""
-    name = _str(t, "name", f"tools.{i}")
+    name = _str(t, "name", where)
     description = t.get("description") if isinstance(t.get("description"), str) else ""
     fmt = t.get("format") if isinstance(t.get("format"), dict) else {}
     about = "The raw input for the tool, as free-form text (not JSON)."
@@ -321,23 +328,80 @@ def freeform_input(arguments: str) -> str:
     return arguments
 
 
-def _tool(t: Any, i: int) -> cn.Tool:
-    kind = t.get("type") if isinstance(t, dict) else None
-    if kind == "custom":
-        return _freeform_tool(t, i)
-    if kind != "function":
-        raise cn.ConversionError(f"Tool type {kind!r} is not supported by this gateway: only function and "
-                                 "custom tools.", f"tools.{i}.type")
-    name = _str(t, "name", f"tools.{i}")
+_NAME_LIMIT = 64  # function names: OpenAI, Anthropic and Gemini all take 64 chars of [A-Za-z0-9_-]
+_NOT_NAME = re.compile(r"[^A-Za-z0-9_-]")
+_WEB_SEARCH = ("web_search", "web_search_preview")  # and dated spellings: web_search_2025_08_26, ...
+_HOSTED_CHOICES = (*_WEB_SEARCH, "file_search", "code_interpreter", "image_generation", "computer_use_preview",
+                   "computer_use", "mcp", "local_shell", "shell", "web_search_preview_2025_03_11")
+
+
+def flat_name(namespace: str, name: str) -> str:
+    """A namespace member's function name for other providers: Codex's "<namespace>__<name>",
+    with other characters replaced and, past the limit, cut and made unique by a hash suffix."""
+    flat = _NOT_NAME.sub("_", f"{namespace.rstrip('_')}__{name.lstrip('_')}")
+    if len(flat) <= _NAME_LIMIT:
+        return flat
+    return f"{flat[:_NAME_LIMIT - 9]}_{hashlib.sha256(flat.encode()).hexdigest()[:8]}"
+
+
+def _member_name(item: dict, where: str) -> str:
+    """A call item's tool name, flattened when it names a namespace."""
+    name = _str(item, "name", where)
+    namespace = item.get("namespace")
+    return flat_name(namespace, name) if isinstance(namespace, str) and namespace else name
+
+
+def _tools(tools: list, req: cn.Request) -> None:
+    for i, t in enumerate(tools):
+        kind = t.get("type") if isinstance(t, dict) else None
+        if kind == "namespace":
+            _namespace(t, i, req)
+        elif kind in ("function", "custom"):
+            req.tools.append(_tool(t, f"tools.{i}"))
+            if kind == "custom":
+                req.freeform_tools.append(req.tools[-1].name)
+        elif isinstance(kind, str) and kind:
+            web = kind in _WEB_SEARCH or kind.startswith(tuple(k + "_2" for k in _WEB_SEARCH))
+            config = {k: v for k, v in t.items() if k != "type"}
+            req.hosted_tools.append(cn.HostedTool("web_search" if web else kind, config))
+        else:
+            raise cn.ConversionError("Each tool needs a string 'type'.", f"tools.{i}.type")
+
+
+def _namespace(t: dict, i: int, req: cn.Request) -> None:
+    namespace = _str(t, "name", f"tools.{i}")
+    members = t.get("tools")
+    if not isinstance(members, list):
+        raise cn.ConversionError("A namespace tool's 'tools' must be an array.", f"tools.{i}.tools")
+    about = t.get("description") if isinstance(t.get("description"), str) else ""
+    for j, m in enumerate(members):
+        where = f"tools.{i}.tools.{j}"
+        if not isinstance(m, dict) or m.get("type") not in ("function", "custom"):
+            raise cn.ConversionError("Namespace members must be function or custom tools.", f"{where}.type")
+        tool = _tool(m, where)
+        flat = flat_name(namespace, tool.name)
+        req.namespaced[flat] = (namespace, tool.name)
+        tool.name = flat
+        if about:  # the namespace's description is what groups its members for the model
+            tool.description = f"[{namespace}: {about}] {tool.description or ''}".strip()
+        req.tools.append(tool)
+        if m["type"] == "custom":
+            req.freeform_tools.append(flat)
+
+
+def _tool(t: dict, where: str) -> cn.Tool:
+    if t.get("type") == "custom":
+        return _freeform_tool(t, where)
+    name = _str(t, "name", where)
     description = t.get("description")
     if description is not None and not isinstance(description, str):
-        raise cn.ConversionError("Tool description must be a string.", f"tools.{i}.description")
+        raise cn.ConversionError("Tool description must be a string.", f"{where}.description")
     params = t.get("parameters")
     if params is not None and not isinstance(params, dict):
-        raise cn.ConversionError("Tool parameters must be a JSON Schema object.", f"tools.{i}.parameters")
+        raise cn.ConversionError("Tool parameters must be a JSON Schema object.", f"{where}.parameters")
     strict = t.get("strict")
     if strict is not None and not isinstance(strict, bool):
-        raise cn.ConversionError("Tool strict must be a boolean.", f"tools.{i}.strict")
+        raise cn.ConversionError("Tool strict must be a boolean.", f"{where}.strict")
     return cn.Tool(name, description=description, parameters=params, strict=strict)
 
 
@@ -348,7 +412,9 @@ def _tool_choice(choice: Any) -> cn.ToolChoice | None:
         return cn.ToolChoice(choice)
     if isinstance(choice, dict) and choice.get("type") in ("function", "custom") \
             and isinstance(choice.get("name"), str):
-        return cn.ToolChoice("tool", choice["name"])
+        return cn.ToolChoice("tool", _member_name(choice, "tool_choice"))
+    if isinstance(choice, dict) and isinstance(choice.get("type"), str) and choice["type"] in _HOSTED_CHOICES:
+        return None  # a hosted tool forced: the provider may not have it, so the model chooses
     raise cn.ConversionError("tool_choice must be auto, none, required or {type: function, name}.", "tool_choice")
 
 
@@ -392,8 +458,9 @@ def encode_request(req: cn.Request) -> dict[str, Any]:
     if req.system:
         body["instructions"] = req.system[0].text
     body["input"] = items
-    if req.tools:
-        body["tools"] = [_tool_param(t) for t in req.tools]
+    tools = [_tool_param(t) for t in req.tools] + [{"type": "web_search"} for _ in cn.hosted(req, ("web_search",))]
+    if tools:
+        body["tools"] = tools
     if req.tool_choice:
         c = req.tool_choice
         body["tool_choice"] = {"type": "function", "name": c.name} if c.mode == "tool" else c.mode
@@ -553,12 +620,19 @@ def _reasoning_item(item_id: str, text: str, blob: str | None, status: str | Non
 
 
 def _call_item(item_id: str, call: cn.ToolCall, arguments: str, status: str,
-               freeform: bool = False) -> dict[str, Any]:
+               freeform: bool = False, namespaced: Mapping[str, tuple[str, str]] = {}) -> dict[str, Any]:
+    """A function_call (or custom_tool_call) item; a namespace member's call named as
+    {"name": member, "namespace": namespace}, as the Responses API sends it."""
+    item: dict[str, Any] = {"id": item_id, "type": "custom_tool_call" if freeform else "function_call",
+                            "call_id": call.id, "name": call.name}
+    if call.name in namespaced:
+        item["namespace"], item["name"] = namespaced[call.name]
     if freeform:
-        return {"id": item_id, "type": "custom_tool_call", "call_id": call.id, "name": call.name,
-                "input": freeform_input(arguments) if arguments else "", "status": status}
-    return {"id": item_id, "type": "function_call", "call_id": call.id, "name": call.name,
-            "arguments": arguments, "status": status}
+        item["input"] = freeform_input(arguments) if arguments else ""
+    else:
+        item["arguments"] = arguments
+    item["status"] = status
+    return item
 
 
 def _ending(finish: cn.FinishReason, detail: str | None) -> tuple[str, dict | None, dict | None]:
@@ -586,7 +660,8 @@ def response_object(rid: str, model: str, created: float, status: str, output: l
     }
 
 
-def encode_response(r: cn.Response, model: str, freeform: Collection[str] = ()) -> dict[str, Any]:
+def encode_response(r: cn.Response, model: str, freeform: Collection[str] = (),
+                    namespaced: Mapping[str, tuple[str, str]] = {}) -> dict[str, Any]:
     """Canonical -> a Response object carrying the client's model name. Never empty.
     Calls of the `freeform` tools are custom_tool_call items."""
     rid = response_id(r.id)
@@ -602,7 +677,8 @@ def encode_response(r: cn.Response, model: str, freeform: Collection[str] = ()) 
         elif isinstance(b, (cn.Thinking, cn.RedactedThinking)):
             output.append(_reasoning_item(_item_id("rs", rid, n), getattr(b, "text", ""), _blob(b)))
         elif isinstance(b, cn.ToolCall):
-            output.append(_call_item(_item_id("fc", rid, n), b, b.arguments, "completed", b.name in freeform))
+            output.append(_call_item(_item_id("fc", rid, n), b, b.arguments, "completed", b.name in freeform,
+                                     namespaced))
             answered = True
     if not answered:
         output.append(_text_item(_item_id("msg", rid, len(output)), "", item_status))
@@ -729,9 +805,10 @@ def _client_error_code(code: str, status: int) -> str:
 class StreamEncoder:
     """Canonical stream events -> Responses SSE: `event: <type>\\ndata: <json>\\n\\n`, sequence numbers from 0."""
 
-    def __init__(self, model: str, freeform: Collection[str] = ()):
+    def __init__(self, model: str, freeform: Collection[str] = (), namespaced: Mapping[str, tuple[str, str]] = {}):
         self.model = model
         self.freeform = frozenset(freeform)  # custom tools: their calls' input is sent whole, at the end
+        self.namespaced = namespaced  # flat name -> (namespace, name)
         self.id = "resp_gateway"
         self.created = int(time.time())
         self._seq = 0
@@ -841,7 +918,7 @@ class StreamEncoder:
             item.item_id = _item_id("fc", self.id, n)
             return self._ev("response.output_item.added", output_index=n,
                             item=_call_item(item.item_id, item.call, "", "in_progress",  # type: ignore[arg-type]
-                                            item.freeform))
+                                            item.freeform, self.namespaced))
         if item.kind == "reasoning":
             item.item_id = _item_id("rs", self.id, n)
             return self._ev("response.output_item.added", output_index=n, item=_reasoning_item(item.item_id, "", None))
@@ -878,7 +955,8 @@ class StreamEncoder:
         if item.kind == "message":
             return _text_item(item.item_id, item.text, status)
         if item.kind == "function_call":
-            return _call_item(item.item_id, item.call, item.text, status, item.freeform)  # type: ignore[arg-type]
+            return _call_item(item.item_id, item.call, item.text, status, item.freeform,  # type: ignore[arg-type]
+                              self.namespaced)
         blob = item.blob or (SIG_PREFIX + item.signature if item.signature else None)
         return _reasoning_item(item.item_id, item.text, blob, None if status == "completed" else status)
 
@@ -967,7 +1045,7 @@ class StreamDecoder(SSEStreamDecoder):
         try:
             body = json.loads(data)
         except ValueError:
-            return []
+            return self._malformed(data)
         if not isinstance(body, dict):
             return []
         kind = body.get("type") or name

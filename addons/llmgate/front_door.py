@@ -372,7 +372,7 @@ class FrontDoor:
                                     "stream" if stream else "generate", probe)
             if resp is None:
                 return
-            out_headers = client_headers(resp.raw_headers)
+            out_headers = client_headers(resp.raw_headers) + pl.headers
             ex = self.rt.exchanges[flow.id]
             if stream and resp.content_type == kind.stream_type:
                 if not sse:  # a Gemini client that asked for one JSON array

@@ -74,6 +74,14 @@ class ServerSettings(_Strict):
         return out
 
 
+class ThinkingLimits(_Strict):
+    """What a model takes for reasoning: a budget range, or levels (Gemini 3 / OpenAI efforts)."""
+    min_budget: int | None = Field(None, ge=0)
+    max_budget: int | None = Field(None, ge=0)
+    can_disable: bool | None = Field(None, description="budget 0 (thinking off) is accepted")
+    levels: list[Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]] | None = None
+
+
 class ProviderSettings(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     type: str
@@ -91,6 +99,8 @@ class ProviderSettings(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     timeouts: Timeouts | None = None
     enabled: bool = True
+    thinking: dict[str, ThinkingLimits] | None = Field(
+        None, description="model name or glob -> thinking limits, over the built-in table (converters/thinking.py)")
 
     @field_validator("type")
     @classmethod

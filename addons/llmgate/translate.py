@@ -11,10 +11,10 @@ import json
 import logging
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from converters import anthropic, codegeex, gemini, kiro, openai_chat, responses
+from converters import anthropic, codegeex, gemini, kiro, openai_chat, responses, thinking
 from converters import canonical as cn
 from converters.pipeline import Converting
 from llmgate.client_apis import ClientApi
@@ -26,6 +26,7 @@ from llmgate.settings import ProviderSettings
 log = logging.getLogger("llmgate")
 
 PASS_ON_ERROR = ("retry-after", "x-request-id")
+DROPPED_TOOLS = b"x-llmgate-dropped-tools"  # hosted tools the provider has no equivalent of
 
 
 @dataclass(slots=True)
@@ -36,6 +37,7 @@ class Plan:
     transform: Callable[[], StreamTransform]  # for a streamed answer
     response: Callable[[bytes], bytes]  # a 2xx upstream body -> the client's body
     error: Callable[[int, str, Any, bytes], GatewayError]  # (status, reason, headers, body) -> error
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # for the client's answer
 
 
 class ReasoningMemory:
@@ -129,11 +131,16 @@ def plan(client: ClientApi, kind: ProviderKind, p: ProviderSettings, upstream_mo
         req = client.decode_request(data, client_model)
         req.model, req.stream = upstream_model, stream  # Gemini clients say "stream" in the URL
         memory.restore(req)
+        req.reasoning = thinking.fit(req.reasoning, _thinking_limits(kind.wire, upstream_model, p))
         body = openai_chat.dumps(fmt.encode_request(req))
     except cn.ConversionError as e:
         raise GatewayError(400, str(e), code="unsupported_for_provider", param=e.param) from None
     if req.dropped:
         log.debug("provider %s cannot honour %s; dropped", p.id, ", ".join(req.dropped))
+    headers = []
+    if req.dropped_tools:
+        log.debug("provider %s has no %s tool; dropped", p.id, ", ".join(req.dropped_tools))
+        headers.append((DROPPED_TOOLS, ", ".join(req.dropped_tools).encode()))
 
     def response(upstream_body: bytes) -> bytes:
         r = fmt.decode_response(upstream_body, req) if fmt.raw else fmt.decode_response(json.loads(upstream_body))
@@ -149,7 +156,13 @@ def plan(client: ClientApi, kind: ProviderKind, p: ProviderSettings, upstream_mo
                                      client.stream_encoder(client_model, req, sse)),
         response=response,
         error=lambda status, reason, headers, b: error(p, status, reason, headers, b),
+        headers=headers,
     )
+
+
+def _thinking_limits(wire: str, model: str, p: ProviderSettings) -> thinking.Limits:
+    table = {k: v.model_dump() for k, v in p.thinking.items()} if p.thinking else None
+    return thinking.override(thinking.limits(wire, model), model, table)
 
 
 def _scrub(p: ProviderSettings, message: str) -> str:

@@ -294,7 +294,7 @@ def test_encode_request_turn_rules():
     ({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [
         {"type": "search_result", "source": "s", "title": "t", "content": []}]}]}]},
      "messages.0.content.0.content.0.type"),
-    ({"tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]}, "tools.0.type"),
+    ({"tools": [{"type": 7, "name": "web_search"}]}, "tools.0.type"),
     ({"tool_choice": {"type": "tool"}}, "tool_choice.name"),
     ({"thinking": {"type": "enabled"}}, "thinking.budget_tokens"),
     ({"system": [{"type": "image", "source": {}}]}, "system.0"),

@@ -427,9 +427,6 @@ def test_response_schema_in_gemini_form_becomes_json_schema():
 
 
 @pytest.mark.parametrize("body, param", [
-    ({"tools": [{"googleSearch": {}}]}, "tools.0.googleSearch"),
-    ({"tools": [{"code_execution": {}}]}, "tools.0.codeExecution"),
-    ({"tools": [{"functionDeclarations": [{"name": "f"}], "urlContext": {}}]}, "tools.0.urlContext"),
     ({"generationConfig": {"candidateCount": 2}}, "generationConfig.candidateCount"),
     ({"generationConfig": {"responseMimeType": "text/x.enum"}}, "generationConfig.responseMimeType"),
     ({"generationConfig": {"temperature": "hot"}}, "generationConfig.temperature"),

@@ -216,10 +216,9 @@ def test_gemini_signatures_survive_a_responses_client():
 @pytest.mark.parametrize("body, param", [
     ({"model": "m", "input": "x", "previous_response_id": "resp_1"}, "previous_response_id"),
     ({"model": "m", "input": "x", "conversation": "conv_1"}, "conversation"),
-    ({"model": "m", "input": "x", "tools": [{"type": "web_search"}]}, "tools.0.type"),
-    ({"model": "m", "input": "x", "tools": [{"type": "file_search", "vector_store_ids": ["v"]}]}, "tools.0.type"),
-    ({"model": "m", "input": "x", "tools": [{"type": "computer_use_preview", "display_width": 1,
-                                             "display_height": 1, "environment": "linux"}]}, "tools.0.type"),
+    ({"model": "m", "input": "x", "tools": [{"name": "untyped"}]}, "tools.0.type"),
+    ({"model": "m", "input": "x", "tools": [{"type": "namespace", "name": "ns", "tools": [{"type": "web_search"}]}]},
+     "tools.0.tools.0.type"),
     ({"model": "m", "input": [{"type": "item_reference", "id": "msg_1"}]}, "input.0.type"),
     ({"model": "m", "input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},
      "input.0.content.0.image_url"),
@@ -227,7 +226,7 @@ def test_gemini_signatures_survive_a_responses_client():
     ({"model": "m"}, "input"),
     ({"input": "x"}, "model"),
     ({"model": "m", "input": "x", "stream": "yes"}, "stream"),
-    ({"model": "m", "input": "x", "tool_choice": {"type": "web_search_preview"}}, "tool_choice"),
+    ({"model": "m", "input": "x", "tool_choice": {"type": "nonsense"}}, "tool_choice"),
 ])
 def test_unsupported_requests_are_400s(body, param):
     with pytest.raises(cn.ConversionError) as e:
