@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from converters import call_ids
 from converters import canonical as cn
-from converters.pipeline import relabel_body
-from converters.sse import Event, SSEParser, encode, encode_like
+from converters.json_limits import too_deep
+from converters.pipeline import relabel_all, relabel_body
+from converters.sse import Event, SSEParser, encode, encode_like, not_json
 
 
 class _Open(BaseModel):
@@ -40,6 +41,9 @@ class ChatRequest(_Open):
     stream_options: StreamOptions | None = None
 
 
+MAX_DEPTH = 128  # JSON nesting levels a request body may have (agents' tool schemas stay near 20)
+
+
 class RequestError(ValueError):
     """The client's request body is unusable; `param` names the offending field."""
 
@@ -48,12 +52,12 @@ class RequestError(ValueError):
         self.param = param
 
 
-def parse_request(body: bytes) -> tuple[dict[str, Any], ChatRequest]:
+def parse_request(body: bytes, max_depth: int = MAX_DEPTH) -> tuple[dict[str, Any], ChatRequest]:
     """Decode and validate a chat completion request body.
 
     Returns the raw JSON object (to forward) and the validated view of it.
     """
-    data = parse_json_object(body)
+    data = parse_json_object(body, max_depth)
     try:
         req = ChatRequest.model_validate(data)
     except ValidationError as e:
@@ -61,9 +65,11 @@ def parse_request(body: bytes) -> tuple[dict[str, Any], ChatRequest]:
     return data, req
 
 
-def parse_json_object(body: bytes) -> dict[str, Any]:
+def parse_json_object(body: bytes, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
     if not body:
         raise RequestError("The request body is empty; expected a JSON object.")
+    if too_deep(body, max_depth):
+        raise RequestError(f"The request body nests JSON more than {max_depth} levels deep.")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
@@ -178,7 +184,7 @@ class StreamRelabel:
         self.usage: dict | None = None
 
     def feed(self, chunk: bytes) -> bytes:
-        return b"".join(self._event(ev) for ev in self._parser.feed(chunk))
+        return relabel_all(self._parser.feed(chunk), self._event)
 
     def finish(self) -> bytes:
         """Upstream ended cleanly. Returns the remaining bytes for the client."""
@@ -211,7 +217,7 @@ class StreamRelabel:
         try:
             data = json.loads(ev.data)
         except ValueError:
-            return ev.raw
+            raise not_json(ev.data) from None
         if not isinstance(data, dict):
             return ev.raw
         if "error" in data:
@@ -501,13 +507,13 @@ def encode_request(req: cn.Request) -> dict[str, Any]:
     for m in req.messages:
         messages += _assistant_message(m) if m.role == "assistant" else _user_messages(m)
     body: dict[str, Any] = {"model": req.model, "messages": messages}
+    cn.hosted(req)  # no hosted tools in chat completions: all named as dropped
     if req.stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     for name in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "user",
                  "parallel_tool_calls"):
         if getattr(req, name) is not None:
-    cn.hosted(req)  # no hosted tools in chat completions: all named as dropped
             body[name] = getattr(req, name)
     if req.max_tokens is not None:
         body["max_tokens"] = req.max_tokens
@@ -662,7 +668,8 @@ class StreamDecoder:
         try:
             body = json.loads(data)
         except ValueError:
-            return []
+            self.finished = True  # not JSON: an error, never a normal stop
+            return self._close() + [cn.StreamError("The upstream " + not_json(data).message, "upstream_malformed")]
         if not isinstance(body, dict):
             return []
         if body.get("error"):
