@@ -32,13 +32,35 @@ VERSION = "0.1.0"
 _PROVIDER = re.compile(r"^/admin/providers/([^/]+)(?:/(enable|disable|test))?$")
 
 
+def _require_json(req: http.Request) -> None:
+    """Writes must say they are JSON, also without a body: a web page can send that content
+    type to another origin only after a CORS preflight, which this API never grants (a
+    text/plain or form POST, or a bodiless one, needs none)."""
+    media = (req.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise GatewayError(415, "Admin API writes (POST, PATCH, DELETE) need 'Content-Type: application/json', "
+                           "also without a body.", code="unsupported_media_type")
+
+
+def _no_env_references(body: dict[str, Any]) -> None:
+    """Only proxy.yaml edited by hand may read the environment: through the API, ${VAR} would let
+    whoever reaches it send any variable of the gateway's to a host of their choosing."""
+    from llmgate.config_edit import env_references
+
+    fields = env_references(body)
+    if fields:
+        raise GatewayError(400, f"{fields[0]}: ${{...}} environment references are not accepted through the admin "
+                           "API (it would expand them from the gateway's environment); send the value itself, or "
+                           "write the reference into proxy.yaml by hand.", code="invalid_request", param=fields[0])
+
+
 def _strict(entry: dict[str, Any]) -> None:
     """JSON from the API is checked strictly (no 0 for false, no number for a name); the YAML
     file keeps its usual rules."""
     from pydantic import ValidationError
 
     try:
-        # ${VAR} is filled in when the file is loaded: stand-ins of the right shape meanwhile
+        # ${VAR} written by hand in the file is filled in when it loads: stand-ins meanwhile
         checked = {k: ("http://interpolated.invalid" if k.endswith("url") else "interpolated")
                    if isinstance(v, str) and "${" in v else int(v) if isinstance(v, float) and v.is_integer() else v
                    for k, v in entry.items() if v is not None}
@@ -75,6 +97,8 @@ class AdminApi:
         method = flow.request.method
         path = flow.request.path.split("?", 1)[0].rstrip("/")
         query = dict(parse_qsl(flow.request.path.partition("?")[2], keep_blank_values=True))
+        if method in ("POST", "PATCH", "DELETE"):
+            _require_json(flow.request)
         body = self._json(flow.request.content) if method in ("POST", "PATCH") else {}
         routes = {
             ("GET", "/admin/status"): lambda: self.status(),
@@ -162,6 +186,7 @@ class AdminApi:
         pid = body.get("id")
         if not isinstance(pid, str) or not pid:
             raise GatewayError(400, "A provider needs an id.", code="invalid_request", param="id")
+        _no_env_references(body)
         _strict(body)
         entry = {k: v for k, v in body.items() if v is not None}  # null: not given
         return self._edit(lambda path: config_edit.add_provider(path, entry), pid)
@@ -175,8 +200,14 @@ class AdminApi:
             for key in ("id", "type", "base_url"):
                 if key in body and body[key] is None:
                     raise GatewayError(400, f"{key} cannot be removed.", code="invalid_request", param=key)
+            _no_env_references(body)
             current = config_edit.get_provider(self.config_path(), pid)
             _strict({k: v for k, v in {**current, **body}.items() if v is not None})
+            left = config_edit.secrets_left_behind(current, body)
+            if left:
+                raise GatewayError(400, f"This change sends the provider's requests to a new host; its "
+                                   f"{' and '.join(left)} would not go along: give them again in the same change "
+                                   "(null drops them).", code="invalid_request", param=left[0])
             new_id = body.get("id") if isinstance(body.get("id"), str) else pid
             return lambda: self._edit(lambda path: config_edit.update_provider(path, pid, body), new_id)
         if (method, action) == ("DELETE", None):
@@ -218,7 +249,7 @@ class AdminApi:
                 await self.rt.account_set(p, kind).pick().prepare(up, model, "generate")
             up.headers.update(p.headers)
             resp = await self.rt.upstream.send(up, p.timeouts or self.rt.settings.server.timeouts, f"'{pid}'")
-            body = await self.rt.upstream.read_body(resp, f"'{pid}'", limit=1 << 16)
+            body = await self.rt.upstream.read_body(resp, f"'{pid}'", limit=1 << 16, cut=True)
             out["status"] = resp.status
             out["ok"] = resp.status < 400
             if resp.status >= 400:

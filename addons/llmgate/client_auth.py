@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hmac
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 
 from llmgate.errors import GatewayError
 from llmgate.inbound import inbound_of
 from llmgate.responses import error_response
 from llmgate.runtime import Runtime
+from llmgate.settings import ServerSettings
+from llmgate.web_guard import host_refusal, page_refusal
 
 OPEN_PATHS = ("/health",)
 ADMIN_PREFIX = "/admin/"
@@ -77,8 +79,12 @@ class ClientAuth:
         keys = settings.server.api_keys
         path = flow.request.path.split("?", 1)[0]
         if path.startswith(ADMIN_PREFIX) or path in ADMIN_PATHS:
-            self._admin(flow, settings.server.admin_keys)
-        elif keys and path not in OPEN_PATHS:
+            self._admin(flow, settings.server)
+        elif not keys:  # no key to prove the caller: keep web pages out (web_guard)
+            if why := self._web_refusal(flow, settings.server, check_host=True):
+                flow.response = error_response(GatewayError(403, why, code="forbidden"),
+                                               inbound_of(flow, settings).api)
+        elif path not in OPEN_PATHS:
             key = presented_key(flow.request)
             err = None
             if key is None:
@@ -95,10 +101,28 @@ class ClientAuth:
                 flow.response = error_response(err, inbound_of(flow, settings).api)
         mask_client_credentials(flow.request, query_key=not path.startswith(ADMIN_PREFIX))
 
+    def configure(self, updated: set[str]) -> None:
+        # the Host check needs the Host the client sent, which reverse mode rewrites unless told not to
+        if "keep_host_header" in updated and not ctx.options.keep_host_header:
+            ctx.options.keep_host_header = True
+
     @staticmethod
-    def _admin(flow: http.HTTPFlow, admin_keys: list[str]) -> None:
-        """Admin routes: an admin key when server.admin_keys is set, else loopback clients only."""
-        if admin_keys:
+    def _web_refusal(flow: http.HTTPFlow, server: ServerSettings, check_host: bool) -> str | None:
+        req = flow.request
+        why = page_refusal(req.headers.get("sec-fetch-site"), req.headers.get("origin"), req.host_header,
+                           flow.client_conn.tls_established)
+        if why is None and check_host:  # with a key to check, a rebinding page has nothing to present
+            why = host_refusal(req.host_header, flow.client_conn.sockname, server.allowed_hosts)
+        return why
+
+    @classmethod
+    def _admin(cls, flow: http.HTTPFlow, server: ServerSettings) -> None:
+        """Admin routes: never for web pages of other origins; an admin key when server.admin_keys
+        is set, else loopback clients that name this gateway as their Host."""
+        admin_keys = server.admin_keys
+        if why := cls._web_refusal(flow, server, check_host=not admin_keys):
+            flow.response = error_response(GatewayError(403, why, code="forbidden"))
+        elif admin_keys:
             key = presented_key(flow.request) or ""
             if not any(hmac.compare_digest(key.encode(), k.encode()) for k in admin_keys):
                 flow.response = error_response(GatewayError(

@@ -22,6 +22,7 @@ import tempfile
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -34,7 +35,7 @@ from llmgate.settings import ConfigError, parse_settings
 
 __all__ = [
     "ConfigError", "DuplicateProvider", "UnknownProvider", "add_provider", "update_provider", "set_enabled",
-    "remove_provider", "list_providers", "get_provider", "read_config",
+    "remove_provider", "list_providers", "get_provider", "read_config", "env_references", "secrets_left_behind",
 ]
 
 _LOCK = threading.Lock()  # one read-modify-write at a time in this process
@@ -476,6 +477,50 @@ def _prepend_to_list(seq: CommentedSeq, text: str) -> None:
         seq.ca.comment[1] = toks
     else:
         seq.ca.comment[1].extend(toks)  # in place: the parent mapping shares this list
+
+
+# ---------------------------------------------------------------- edits from the admin API
+
+
+def env_references(value: Any, field: str = "") -> list[str]:
+    """The fields (dotted, [i] for list items) whose strings hold "${": an environment reference
+    that the gateway would expand when it loads the file."""
+    if isinstance(value, str):
+        return [field] if "${" in value else []
+    if isinstance(value, dict):
+        return [f for k, v in value.items() for f in env_references(v, f"{field}.{k}" if field else str(k))]
+    if isinstance(value, list):
+        return [f for i, v in enumerate(value) for f in env_references(v, f"{field}[{i}]")]
+    return []
+
+
+SECRET_FIELDS = ("api_key", "headers", "credentials")  # what a provider entry sends to its hosts
+_HOST_FIELDS = ("base_url", "fallback_urls", "token_url")
+_PORTS = {"http": 80, "https": 443}
+
+
+def _hosts(entry: dict[str, Any]) -> set[tuple]:
+    """The origins a provider's requests go to (None: its type's default)."""
+    urls = [entry.get("base_url"), entry.get("token_url"), *(entry.get("fallback_urls") or [])]
+    out: set[tuple] = set()
+    for u in urls:
+        try:
+            parts = urlsplit(u) if isinstance(u, str) else None
+            out.add((parts.scheme, parts.hostname, parts.port or _PORTS.get(parts.scheme)) if parts else None)
+        except ValueError:
+            out.add((u,))
+    return out
+
+
+def secrets_left_behind(current: dict[str, Any], changes: dict[str, Any]) -> list[str]:
+    """The secret fields of `current` that `changes` would send to a host they were not written
+    for: those the changes do not set themselves (empty when no new host appears)."""
+    if not any(k in changes for k in _HOST_FIELDS):
+        return []
+    changed = {**current, **changes}
+    if _hosts(changed) <= _hosts(current):
+        return []
+    return [f for f in SECRET_FIELDS if current.get(f) and f not in changes]
 
 
 # ---------------------------------------------------------------- reading

@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -53,6 +54,9 @@ class ServerSettings(_Strict):
     allowed_hosts: list[str] = Field(
         default_factory=list, description="host names clients use for this gateway, beside its own address and "
         "localhost (checked when no keys are set: DNS rebinding)")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="host names clients use for this gateway, beside its own address and "
+        "localhost (checked when no keys are set: DNS rebinding)")
     state_file: str | None = Field(None, description="SQLite file for cooldowns (default: beside proxy.yaml)")
     timeouts: Timeouts = Field(default_factory=Timeouts)
 
@@ -72,6 +76,11 @@ class ServerSettings(_Strict):
             else:
                 out.append((k, "key-" + hashlib.sha256(k.encode()).hexdigest()[:8]))
         return out
+
+
+_UNSAFE_URL = re.compile(r"[\s\x00-\x1f\x7f]")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: what a header name may be
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a header value may hold tabs, not other controls
 
 
 class ThinkingLimits(_Strict):
@@ -122,9 +131,18 @@ class ProviderSettings(_Strict):
     @field_validator("token_url")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^/\s]+", v):
-            raise ValueError("must be an http:// or https:// URL")
-        return v.rstrip("/") if v else v
+        if v is None:
+            return v
+        if _UNSAFE_URL.search(v):  # the HTTP client would refuse it on every request
+            raise ValueError("must not contain spaces, line breaks or control characters")
+        try:
+            parts = urlsplit(v)
+            parts.port  # noqa: B018 - raises for a port that is not a number
+        except ValueError as e:
+            raise ValueError(f"is not a valid URL ({e})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return v.rstrip("/")
 
     @field_validator("fallback_urls")
     @classmethod
@@ -132,6 +150,16 @@ class ProviderSettings(_Strict):
         if any(not u for u in v):
             raise ValueError("must be http:// or https:// URLs")
         return [cls._http_url(u) or "" for u in v]
+
+    @field_validator("headers")
+    @classmethod
+    def _header_fields(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not _TOKEN.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+            if _CONTROL.search(value):  # CR/LF would split the request; never echo the value (a secret?)
+                raise ValueError(f"the value of {name} must not contain line breaks or control characters")
+        return v
 
 
 
