@@ -128,7 +128,7 @@ def test_killed_before_the_answer_arrived_the_restart_says_login_at_once(qwen, s
     threading.Thread(target=chat_until_killed, args=(gw,), daemon=True).start()
     assert qwen.rotated.wait(20)
     kill9(gw)
-    assert json.loads(path.with_suffix(".lock").read_text())["pid"] == gw.p.pid  # left behind
+    assert path.with_suffix(".lock").exists()  # left behind by the dead process
     qwen.hold = False
     qwen.release.set()
 
