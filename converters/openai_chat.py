@@ -17,9 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from converters import call_ids
 from converters import canonical as cn
-from converters.json_limits import too_deep
-from converters.pipeline import relabel_all, relabel_body
-from converters.sse import Event, SSEParser, encode, encode_like, not_json
+from converters.pipeline import relabel_body
+from converters.sse import Event, SSEParser, encode, encode_like
 
 
 class _Open(BaseModel):
@@ -41,9 +40,6 @@ class ChatRequest(_Open):
     stream_options: StreamOptions | None = None
 
 
-MAX_DEPTH = 128  # JSON nesting levels a request body may have (agents' tool schemas stay near 20)
-
-
 class RequestError(ValueError):
     """The client's request body is unusable; `param` names the offending field."""
 
@@ -52,12 +48,12 @@ class RequestError(ValueError):
         self.param = param
 
 
-def parse_request(body: bytes, max_depth: int = MAX_DEPTH) -> tuple[dict[str, Any], ChatRequest]:
+def parse_request(body: bytes) -> tuple[dict[str, Any], ChatRequest]:
     """Decode and validate a chat completion request body.
 
     Returns the raw JSON object (to forward) and the validated view of it.
     """
-    data = parse_json_object(body, max_depth)
+    data = parse_json_object(body)
     try:
         req = ChatRequest.model_validate(data)
     except ValidationError as e:
@@ -65,11 +61,9 @@ def parse_request(body: bytes, max_depth: int = MAX_DEPTH) -> tuple[dict[str, An
     return data, req
 
 
-def parse_json_object(body: bytes, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+def parse_json_object(body: bytes) -> dict[str, Any]:
     if not body:
         raise RequestError("The request body is empty; expected a JSON object.")
-    if too_deep(body, max_depth):
-        raise RequestError(f"The request body nests JSON more than {max_depth} levels deep.")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
@@ -184,7 +178,7 @@ class StreamRelabel:
         self.usage: dict | None = None
 
     def feed(self, chunk: bytes) -> bytes:
-        return relabel_all(self._parser.feed(chunk), self._event)
+        return b"".join(self._event(ev) for ev in self._parser.feed(chunk))
 
     def finish(self) -> bytes:
         """Upstream ended cleanly. Returns the remaining bytes for the client."""
@@ -217,7 +211,7 @@ class StreamRelabel:
         try:
             data = json.loads(ev.data)
         except ValueError:
-            raise not_json(ev.data) from None
+            return ev.raw
         if not isinstance(data, dict):
             return ev.raw
         if "error" in data:
@@ -668,8 +662,7 @@ class StreamDecoder:
         try:
             body = json.loads(data)
         except ValueError:
-            self.finished = True  # not JSON: an error, never a normal stop
-            return self._close() + [cn.StreamError("The upstream " + not_json(data).message, "upstream_malformed")]
+            return []
         if not isinstance(body, dict):
             return []
         if body.get("error"):
