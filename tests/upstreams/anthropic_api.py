@@ -48,6 +48,10 @@ Validation, first failure only, in pydantic's words ("<loc>: <problem>"):
 Messages that are approximations (no capture of the real text to copy): invalid
 JSON, bad base64, blocks in the wrong role, the unknown tool_choice name.
 
+Scripted answers: make_app(..., brain=f) asks f("anthropic", body) first; a plan it returns
+(.text, or .calls as [(tool name, arguments)]) is the answer, None falls back to the rules
+below. tests/agents/brain.py drives the real coding-agent CLIs this way.
+
 Normal models answer "Echo: <text of the last user message>" (+ " [k image(s)]"),
 or "Tool results: a; b" when that message holds only tool_result blocks, or, when
 custom tools are defined, tool_choice is not none and that message has text, one
@@ -243,6 +247,7 @@ class UpstreamState:
     thoughts: dict[str, str] = field(default_factory=dict)  # signature -> thinking text
     redactions: set[str] = field(default_factory=set)  # redacted_thinking data issued
     cached_prefixes: set[str] = field(default_factory=set)  # sha256 of model + prefix
+    brain: Callable[[str, dict], Any] | None = None  # scripted answers (see the module doc)
 
     def issue_signature(self, thinking: str) -> str:
         signature = base64.b64encode(secrets.token_bytes(96)).decode()
@@ -970,7 +975,13 @@ def build_answer(state: UpstreamState, body: dict) -> Answer:
     if thinking_on(body):
         content.append(thinking_block(state, message, text))
     tokens = word_count(content[0].get("thinking", "")) if content else 0
-    uses = planned_tool_uses(body, message)
+    plan = state.brain("anthropic", body) if state.brain else None
+    if plan is not None:
+        text = plan.text or ""
+        uses = [{"type": "tool_use", "id": random_id("toolu_", 24), "name": name, "input": args}
+                for name, args in plan.calls]
+    else:
+        uses = planned_tool_uses(body, message)
     if uses:
         return Answer(content + uses, "tool_use", None, tokens + TOOL_USE_TOKENS * len(uses))
     text, stop_reason, stop_sequence = cut_text(text, body)
@@ -1408,11 +1419,11 @@ async def add_request_id(request: web.Request, response: web.StreamResponse) -> 
     response.headers["request-id"] = random_id("req_011C", 20)
 
 
-def make_app(api_key: str | None, models: list[str]) -> web.Application:
+def make_app(api_key: str | None, models: list[str], brain: Callable | None = None) -> web.Application:
     app = web.Application(
         middlewares=[serving.request_log, anthropic_errors], client_max_size=64 * 1024**2
     )
-    app[STATE] = UpstreamState(api_key=api_key, models=list(models))
+    app[STATE] = UpstreamState(api_key=api_key, models=list(models), brain=brain)
     app.on_response_prepare.append(add_request_id)
     app.router.add_post("/v1/messages", create_message)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)

@@ -69,6 +69,10 @@ Validation runs in the real service's order:
     position <n>" where n is that content's 1-based index (real errors show
     even positions: 2, 10, 32 for model turns of user/model histories).
 
+Scripted answers: make_app(..., brain=f) asks f("gemini", body) first; a plan it returns
+(.text, or .calls as [(tool name, arguments)]) is the answer, None falls back to the rules
+below. tests/agents/brain.py drives the real coding-agent CLIs this way.
+
 Normal models answer "Echo: <text of the last user turn>" (+ " [k image(s)]"
 for inline images), or "Tool results: <json>; <json>" after functionResponse
 parts, or call every declared function (ANY + allowedFunctionNames: only
@@ -240,6 +244,7 @@ class UpstreamState:
     models: list[str]
     counter: itertools.count = field(default_factory=lambda: itertools.count(1))
     signatures: set[bytes] = field(default_factory=set)
+    brain: Callable[[str, dict], Any] | None = None  # scripted answers (see the module doc)
 
     def issue_signature(self) -> str:
         raw = SIGNATURE_PREFIX + os.urandom(21)
@@ -1152,14 +1157,18 @@ def build_answer(state: UpstreamState, model: str, request: dict[str, Any]) -> A
     parts: list[dict[str, Any]] = []
     if thinking and thinking_config(request).get("includeThoughts"):
         parts.append({"text": thought_text, "thought": True})
-    calls = planned_calls(request)
+    plan = state.brain("gemini", request) if state.brain else None
+    if plan is not None:
+        calls = [{"functionCall": {"name": name, "args": args}} for name, args in plan.calls]
+    else:
+        calls = planned_calls(request)
     if calls:
         if model.startswith("gemini-3") or thinking:
             calls[0]["thoughtSignature"] = state.issue_signature()
         tokens = FUNCTION_CALL_TOKENS * len(calls)
         parts += calls
     else:
-        text = answer_text(request)
+        text = plan.text if plan is not None else answer_text(request)
         part: dict[str, Any] = {"text": text}
         if model.startswith("gemini-3"):
             part["thoughtSignature"] = state.issue_signature()
@@ -1715,11 +1724,11 @@ async def google_errors(request: web.Request, handler: Callable) -> web.StreamRe
         return web.Response(status=404, text=page, content_type="text/html")
 
 
-def make_app(api_key: str | None, models: list[str]) -> web.Application:
+def make_app(api_key: str | None, models: list[str], brain: Callable | None = None) -> web.Application:
     app = web.Application(
         middlewares=[serving.request_log, google_errors], client_max_size=64 * 1024**2
     )
-    app[STATE] = UpstreamState(api_key=api_key, models=list(models))
+    app[STATE] = UpstreamState(api_key=api_key, models=list(models), brain=brain)
     app.router.add_get(f"/{API_VERSION}/models", list_models)
     app.router.add_get(f"/{API_VERSION}/models/{{model:[^/:]+}}", get_model)
     app.router.add_post(

@@ -53,6 +53,10 @@ characters // 4 + 1 (token arrays: their length). The model is echoed as sent.
 fault-hang, fault-500, fault-429, fault-502-html and fault-cut answer
 /v1/embeddings with their (non-stream) fault too.
 
+Scripted answers: make_app(..., brain=f) asks f(wire, body) first ("openai"); a plan it
+returns (.text, or .calls as [(tool name, arguments)]) is the answer, None falls back to the
+rules above. tests/agents/brain.py drives the real coding-agent CLIs this way.
+
 Fault override (for pools of several doubles serving the same model name, where
 one of them must fail, and later recover, without a model name of its own):
 POST /__fault {"scenario": <scenario model>, "count": n, "retry_after": s}
@@ -157,6 +161,7 @@ class UpstreamState:
     models: list[str]
     counter: itertools.count = field(default_factory=lambda: itertools.count(1))
     fault: FaultOverride | None = None
+    brain: Callable[[str, dict], Any] | None = None  # scripted answers (see the module doc)
 
 
 @dataclass
@@ -710,8 +715,18 @@ def usage_for(body: dict[str, Any], answer: Answer) -> dict[str, Any]:
     }
 
 
+def scripted_answer(state: UpstreamState, body: dict[str, Any]) -> Answer | None:
+    plan = state.brain("openai", body) if state.brain else None
+    if plan is None:
+        return None
+    calls = [{"id": f"call_{i}_{name}", "type": "function",
+              "function": {"name": name, "arguments": compact(args)}}
+             for i, (name, args) in enumerate(plan.calls)]
+    return Answer(None if calls else plan.text, calls)
+
+
 def make_reply(state: UpstreamState, body: dict[str, Any]) -> Reply:
-    answer = build_answer(body)
+    answer = scripted_answer(state, body) or build_answer(body)
     return Reply(
         id=f"chatcmpl-test{next(state.counter)}",
         created=int(time.time()),
@@ -1229,11 +1244,11 @@ async def openai_errors(request: web.Request, handler: Callable) -> web.StreamRe
         return ApiError(404, message).response()
 
 
-def make_app(api_key: str | None, models: list[str]) -> web.Application:
+def make_app(api_key: str | None, models: list[str], brain: Callable | None = None) -> web.Application:
     app = web.Application(
         middlewares=[serving.request_log, openai_errors], client_max_size=64 * 1024**2
     )
-    app[STATE] = UpstreamState(api_key=api_key, models=list(models))
+    app[STATE] = UpstreamState(api_key=api_key, models=list(models), brain=brain)
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)

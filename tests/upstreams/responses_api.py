@@ -38,7 +38,11 @@ tests.upstreams.openai_compat. Validation (400 unless noted):
     prepended to this input; otherwise "Previous response with id '<id>' not
     found.". Hosted tools (web_search, file_search, ...) are accepted, echoed
     and never called; background is accepted and ignored (answers are
-    synchronous).
+    synchronous); client_metadata (Codex CLI's installation and turn ids) is accepted.
+
+Scripted answers: make_app(..., brain=f) asks f("responses", body) first; a plan it returns
+(.text, or .calls as [(tool name, arguments)]) is the answer, None falls back to the rules
+below. tests/agents/brain.py drives the real coding-agent CLIs this way.
 
 Normal models answer "Echo: <last user text>", or "Tool results: a; b" when
 the input ends with function_call_output items, or call every function tool
@@ -126,7 +130,7 @@ KNOWN_PARAMS = frozenset(
     "model input instructions tools tool_choice parallel_tool_calls"
     " max_output_tokens temperature top_p text reasoning stream store metadata"
     " user truncation include previous_response_id prompt_cache_key"
-    " service_tier safety_identifier background".split()
+    " service_tier safety_identifier background client_metadata".split()
 )
 REASONING_MODEL_PREFIXES = ("o", "gpt-5")
 EFFORTS = ("minimal", "low", "medium", "high")
@@ -157,6 +161,7 @@ HOSTED_TOOLS = {  # type -> (required key, kind); None: nothing required
     "local_shell": None,
     "image_generation": None,
     "custom": ("name", "a string"),
+    "namespace": ("name", "a string"),  # function tools grouped under a name (Codex CLI 0.17x)
     "file_search": ("vector_store_ids", "an array"),
     "code_interpreter": ("container", "an object"),
 }
@@ -856,8 +861,13 @@ def make_reply(state: ResponsesState, body: dict[str, Any]) -> Reply:
     output = [reasoning_item(state, body, subject_of(conversation))] if effort else []
     limit = body.get("max_output_tokens")
     budget = None if limit is None else max(limit - reasoning_tokens, 0)
-    calls = planned_calls(body, conversation)
-    items, visible, cut = fit_answer(answer_text(body, conversation), calls, budget)
+    plan = state.brain("responses", body) if state.brain else None
+    if plan is not None:
+        calls = [dict(call_item(i, name), arguments=compact(args)) for i, (name, args) in enumerate(plan.calls)]
+        text = plan.text or ""
+    else:
+        calls, text = planned_calls(body, conversation), answer_text(body, conversation)
+    items, visible, cut = fit_answer(text, calls, budget)
     output += items
     return Reply(
         id=new_id("resp"),
@@ -1213,11 +1223,11 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         return drop_connection(request)
 
 
-def make_app(api_key: str | None, models: list[str]) -> web.Application:
+def make_app(api_key: str | None, models: list[str], brain: Callable | None = None) -> web.Application:
     app = web.Application(
         middlewares=[serving.request_log, openai_errors], client_max_size=64 * 1024**2
     )
-    app[STATE] = ResponsesState(api_key=api_key, models=list(models))
+    app[STATE] = ResponsesState(api_key=api_key, models=list(models), brain=brain)
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/v1/responses", create_response)
     serving.add_request_log(app)
