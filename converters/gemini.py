@@ -325,7 +325,7 @@ class StreamDecoder(SSEStreamDecoder):
         try:
             body = json.loads(data)
         except ValueError:
-            return []
+            return self._malformed(data)
         if not isinstance(body, dict):
             return []
         body = body.get("response", body) if "candidates" not in body else body

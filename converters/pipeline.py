@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Protocol
+from typing import Callable, Protocol
 
 from converters import canonical as cn
-from converters.sse import Event, SSEParser, encode_like
+from converters.sse import Event, SSEParser, StreamFault, encode_like, not_json
 
 
 class StreamDecoder(Protocol):
@@ -67,6 +67,11 @@ class SSEStreamDecoder:
                 out += self._event(ev.data, ev.event)
         return out
 
+    def _malformed(self, data: str) -> list[cn.Event]:
+        """An event that is not JSON: the stream ends with an error, never as a normal stop."""
+        self.finished = True
+        return self._close_all() + [cn.StreamError("The upstream " + not_json(data).message, "upstream_malformed")]
+
     def _event(self, data: str, name: str | None) -> list[cn.Event]:
         raise NotImplementedError
 
@@ -92,7 +97,7 @@ class SSERelabel:
         self.errored = False  # an error event went to the client
 
     def feed(self, chunk: bytes) -> bytes:
-        return b"".join(self._pass(ev) for ev in self._sse.feed(chunk))
+        return relabel_all(self._sse.feed(chunk), self._pass)
 
     def finish(self) -> bytes:
         out = b"".join(self._pass(ev) for ev in self._sse.close())
@@ -113,7 +118,7 @@ class SSERelabel:
         try:
             data = json.loads(ev.data)
         except ValueError:
-            return self._frame(ev, None)
+            raise not_json(ev.data) from None
         if not isinstance(data, dict):
             return self._frame(ev, None)
         return self._frame(ev, data if self._watch(ev.event, data) else None)
@@ -134,14 +139,24 @@ class SSERelabel:
         raise NotImplementedError
 
 
+def relabel_all(events: list[Event], relabel: Callable[[Event], bytes]) -> bytes:
+    """The relabelled events of one read; a StreamFault carries those made before it."""
+    out: list[bytes] = []
+    try:
+        for ev in events:
+            out.append(relabel(ev))
+    except StreamFault as f:
+        f.before = b"".join(out)
+        raise
+    return b"".join(out)
+
+
 def relabel_body(body: bytes, model: str, key: str = "model") -> bytes:
     """A passed-through JSON response with the client's model name under `key`.
 
-    Bodies that are not JSON objects, or carry no such key, are returned unchanged."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return body
+    Raises ValueError for a body that is not JSON (an HTML page from a proxy in between is
+    no answer); JSON that is not an object, or has no such key, is returned unchanged."""
+    data = json.loads(body)
     if not isinstance(data, dict) or key not in data or data[key] == model:
         return body
     data[key] = model

@@ -10,6 +10,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+MAX_EVENT = 16 << 20  # bytes of one event (or one line) held while it is incomplete
+
+
+class StreamFault(ValueError):
+    """An upstream stream that cannot go on: an event too large to hold, or one that is not
+    what the format allows (invalid JSON). The relay ends the client's stream with an error
+    event of the client's format. The message follows the upstream's name ("sent ...").
+    `before`: output already made from the same read."""
+
+    def __init__(self, message: str, code: str = "upstream_malformed"):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.before = b""
+
+
+def not_json(data: str) -> StreamFault:
+    return StreamFault(f"sent a stream event that is not valid JSON: {data[:80]!r}.")
+
 
 @dataclass(slots=True)
 class Event:
@@ -26,10 +45,13 @@ class Event:
 
 
 class SSEParser:
-    """Feed it chunks; it returns the events completed so far."""
+    """Feed it chunks; it returns the events completed so far. An incomplete event that
+    has grown past max_event bytes raises StreamFault at the next feed or close."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_event: int = MAX_EVENT) -> None:
+        self.max_event = max_event
         self._buf = bytearray()  # unconsumed bytes (an incomplete line)
+        self._scan = 0  # where the search for a line end resumes in _buf (none before it)
         self._raw = bytearray()  # raw bytes of the event being assembled
         self._cur = Event()
         self._data: list[str] = []
@@ -37,6 +59,7 @@ class SSEParser:
         self._bom_checked = False
 
     def feed(self, chunk: bytes) -> list[Event]:
+        self._check_size()
         self._buf += chunk
         if not self._bom_checked and len(self._buf) >= 3:
             self._bom_checked = True
@@ -48,6 +71,7 @@ class SSEParser:
         """End of stream. A last line without its line end is dropped, as the
         spec says; complete lines of an event that lacks only its blank line are
         kept (and the blank line added to its raw bytes)."""
+        self._check_size()
         events = self._drain(final=True)
         self._buf.clear()
         if self._has_fields or self._cur.comments:
@@ -60,15 +84,22 @@ class SSEParser:
         """Bytes received but not yet part of a completed event."""
         return bytes(self._raw + self._buf)
 
+    def _check_size(self) -> None:
+        if len(self._buf) + len(self._raw) > self.max_event:
+            raise StreamFault(f"sent a stream event larger than the gateway's limit of "
+                              f"{self.max_event >> 20} MiB.", "upstream_event_too_large")
+
     def _drain(self, final: bool) -> list[Event]:
         events: list[Event] = []
         buf = self._buf
         start = 0
         n = len(buf)
+        scan = self._scan  # a long line arriving in many reads is searched once, not once per read
         while start < n:
-            cr = buf.find(b"\r", start)
-            lf = buf.find(b"\n", start)
+            cr = buf.find(b"\r", max(start, scan))
+            lf = buf.find(b"\n", max(start, scan))
             if cr == -1 and lf == -1:
+                scan = n
                 break
             if cr != -1 and (lf == -1 or cr < lf):
                 end = cr
@@ -77,6 +108,7 @@ class SSEParser:
                 elif final:
                     nxt = cr + 1
                 else:
+                    scan = cr
                     break  # a CR at the end of the read: wait to see if LF follows
             else:
                 end = lf
@@ -92,6 +124,7 @@ class SSEParser:
                 continue
             self._field(line)
         del buf[:start]
+        self._scan = max(0, scan - start)
         return events
 
     def _field(self, line: bytes) -> None:

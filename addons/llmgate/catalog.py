@@ -12,13 +12,14 @@ from typing import Any
 from llmgate.errors import GatewayError
 from llmgate.providers import PROVIDER_TYPES
 from llmgate.settings import ProviderSettings, Timeouts
-from llmgate.upstream import Upstream, UpstreamRequest
+from llmgate.upstream import MAX_ERROR_BODY, Upstream, UpstreamRequest
 
 log = logging.getLogger(__name__)
 
 FRESH_FOR = 600.0  # seconds a discovered list is trusted
 RETRY_AFTER = 30.0  # seconds before a failed discovery is tried again on demand
-DISCOVERY_TIMEOUTS = Timeouts(connect=5, read=15)
+DISCOVERY_TIMEOUTS = Timeouts(connect=5, read=15, total=60)
+MAX_MODEL_LIST = 16 << 20  # bytes; a module constant until server.limits exists in settings
 
 
 @dataclass
@@ -92,9 +93,10 @@ class ModelCatalog:
                 await self.account_for(p, kind).prepare(req, "", "models")
                 req.headers.update(p.headers)
             resp = await self._upstream.send(req, DISCOVERY_TIMEOUTS, f"'{p.id}'")
-            body = await self._upstream.read_body(resp, f"'{p.id}'", limit=8 << 20)
             if resp.status != 200:
+                body = await self._upstream.read_body(resp, f"'{p.id}'", limit=MAX_ERROR_BODY, cut=True)
                 raise GatewayError(resp.status, f"models endpoint answered {resp.status}: {body[:200]!r}")
+            body = await self._upstream.read_body(resp, f"'{p.id}'", limit=MAX_MODEL_LIST)
             e.models = kind.parse_models(json.loads(body))
             e.fetched_at, e.error = time.monotonic(), None
             log.info("provider %s: discovered %d models", p.id, len(e.models))

@@ -18,12 +18,13 @@ from typing import Protocol
 import aiohttp
 from mitmproxy import http
 
-from llmgate.upstream import describe
+from converters.sse import StreamFault
+from llmgate.upstream import broke_off
 
 log = logging.getLogger(__name__)
 
 CLAIM_TIMEOUT = 30.0  # seconds a registered stream waits for mitmproxy to fetch it
-CAPTURE_LIMIT = 8 << 20  # bytes of each side of a stream kept for inspection
+CAPTURE_LIMIT = 1 << 20  # bytes of each side of a stream kept for inspection (per stream: many may be open)
 
 
 class StreamTransform(Protocol):
@@ -55,9 +56,13 @@ class Capture:
 
 class Pipe:
     """One upstream stream: read and converted from the moment it is opened,
-    queued (bounded, so a slow client slows the upstream), then sent on."""
+    queued (bounded, so a slow client slows the upstream), then sent on.
 
-    QUEUE_SIZE = 64
+    What a client that stops reading can hold: this queue (a few reads of at most ~64 KiB
+    each, aiohttp's buffer size), the relay socket's and mitmproxy's write buffers (it drains
+    before reading more), and the kernel's socket buffers."""
+
+    QUEUE_SIZE = 4
 
     def __init__(self, resp: aiohttp.ClientResponse, transform: StreamTransform,
                  headers: list[tuple[bytes, bytes]], who: str, read_timeout: float):
@@ -83,6 +88,9 @@ class Pipe:
                     if out:
                         await self._queue.put(out)
                 tail, self.outcome = self.transform.finish(), "complete"
+            except StreamFault as f:  # an event too large or malformed: the rest is not read
+                tail = f.before + self.transform.fail(f"Upstream {self.who} {f.message}", f.code)
+                self.outcome = "upstream-error"
             except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
                 tail = self.transform.fail(
                     f"Upstream {self.who} sent nothing for {self.read_timeout:g} s; the stream was cut off.",
@@ -91,8 +99,13 @@ class Pipe:
                 self.outcome = "upstream-error"
             except aiohttp.ClientError as e:
                 tail = self.transform.fail(
-                    f"Upstream {self.who} broke off the stream: {describe(e)}.", "upstream_disconnected"
+                    f"Upstream {self.who} {broke_off(e, self.upstream.size, 'the stream')}.", "upstream_disconnected"
                 )
+                self.outcome = "upstream-error"
+            except Exception:  # a converter bug must end this stream with an error, not hang it
+                log.exception("stream conversion failed")
+                tail = self.transform.fail("The gateway failed converting the stream; its log has the details.",
+                                           "internal_error")
                 self.outcome = "upstream-error"
         finally:
             self.resp.close()

@@ -181,6 +181,14 @@ def _passed(headers: Any) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() in PASS_ON_ERROR}
 
 
+def key_refused(p: ProviderSettings, status: int, message: str) -> GatewayError:
+    """The provider refused the key configured for it. Not a 401: SDKs would tell the user
+    that their own key is wrong. (Subscription accounts refresh and retry before this.)"""
+    return GatewayError(502, _scrub(p, f"Provider '{p.id}' refused the credentials configured for it "
+                                       f"(upstream {status}: {message}); check them in the gateway's config."),
+                        code="provider_auth_failed")
+
+
 def openai_error(p: ProviderSettings, status: int, reason: str, headers: Any, body: bytes) -> GatewayError:
     """An OpenAI-compatible upstream's own error: same status, its message and code kept."""
     message, code, param, native = None, None, None, None
@@ -196,18 +204,20 @@ def openai_error(p: ProviderSettings, status: int, reason: str, headers: Any, bo
     if not message:
         text = body[:300].decode("utf-8", "replace").strip() or "(empty body)"
         message = f"Upstream '{p.id}' answered {status} {reason}: {text}"
+    if status == 401 or code == "invalid_api_key":
+        return key_refused(p, status, message)
     return GatewayError(status, _scrub(p, message), code=code if isinstance(code, str) else None,
                         param=param if isinstance(param, str) else None, headers=_passed(headers), native=native)
 
 
 def google_error(p: ProviderSettings, status: int, reason: str, headers: Any, body: bytes) -> GatewayError:
-    """A Google-format error. Gemini says 400 API_KEY_INVALID for a bad key: that is a 401 here."""
+    """A Google-format error. Gemini says 400 API_KEY_INVALID for a bad key."""
     message, status_name = gemini.decode_error(status, body)
     if not status_name:
         message = f"Upstream '{p.id}' answered {status} {reason}: {message or '(empty body)'}"
     native = _native(p, "google", body) if status_name else None
-    if "API_KEY_INVALID" in body.decode("utf-8", "replace") or "API key not valid" in message:
-        status, native = 401, None
+    if status == 401 or "API_KEY_INVALID" in body.decode("utf-8", "replace") or "API key not valid" in message:
+        return key_refused(p, status, message)
     code = (status_name or "").lower() or None
     passed = _passed(headers)
     delay = gemini.retry_delay(body)
@@ -220,6 +230,8 @@ def anthropic_error(p: ProviderSettings, status: int, reason: str, headers: Any,
     message, kind = anthropic.decode_error(status, body)
     if not kind:
         message = f"Upstream '{p.id}' answered {status} {reason}: {message or '(empty body)'}"
+    if status == 401 or kind == "authentication_error":
+        return key_refused(p, status, message)
     return GatewayError(status, _scrub(p, message), code=kind, headers=_passed(headers),
                         native=_native(p, "anthropic", body) if kind else None)
 
@@ -229,6 +241,8 @@ def decoded_error(decode: Callable[[int, bytes], tuple[str, str | None]], keep_c
     code by the format's decode_error, status kept, provider key scrubbed."""
     def error(p: ProviderSettings, status: int, reason: str, headers: Any, body: bytes) -> GatewayError:
         message, code = decode(status, body)
+        if status == 401:
+            return key_refused(p, status, message or reason)
         return GatewayError(status, _scrub(p, f"Upstream '{p.id}' answered {status}: {message or reason}"),
                             code=code if keep_code else None, headers=_passed(headers))
     return error

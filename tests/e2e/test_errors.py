@@ -100,8 +100,12 @@ def test_upstream_html_error_becomes_json(gateway):
 
 
 def test_upstream_rejects_provider_key(client):
-    with pytest.raises(openai.AuthenticationError) as e:
+    """The provider refusing the gateway's key is not the client's key being wrong: a 502
+    the SDK does not report as an authentication error, naming the provider."""
+    with pytest.raises(openai.InternalServerError) as e:
         client.chat.completions.create(model="wrongkey-model", messages=HELLO)
+    assert e.value.status_code == 502 and e.value.body["code"] == "provider_auth_failed"
+    assert "'wrongkey' refused the credentials configured for it" in e.value.message
     assert "Incorrect API key" in e.value.message
 
 

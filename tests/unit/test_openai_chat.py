@@ -38,7 +38,8 @@ def test_rename_model():
     body = b'{"id":"x","model":"gpt-4o-2024-08-06","choices":[]}'
     assert json.loads(oc.rename_model(body, "gpt-4o"))["model"] == "gpt-4o"
     assert oc.rename_model(b'{"model":"same"}', "same") == b'{"model":"same"}'
-    assert oc.rename_model(b"not json", "m") == b"not json"
+    with pytest.raises(ValueError):  # an HTML page is no answer: the caller says so
+        oc.rename_model(b"<html>not json</html>", "m")
 
 
 def chunk(model, **delta_or_finish):
