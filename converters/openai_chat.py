@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from converters import call_ids
 from converters import canonical as cn
-from converters.pipeline import relabel_body
-from converters.sse import Event, SSEParser, encode, encode_like
+from converters.pipeline import relabel_all, relabel_body
+from converters.sse import Event, SSEParser, encode, encode_like, not_json
 
 
 class _Open(BaseModel):
@@ -178,7 +178,7 @@ class StreamRelabel:
         self.usage: dict | None = None
 
     def feed(self, chunk: bytes) -> bytes:
-        return b"".join(self._event(ev) for ev in self._parser.feed(chunk))
+        return relabel_all(self._parser.feed(chunk), self._event)
 
     def finish(self) -> bytes:
         """Upstream ended cleanly. Returns the remaining bytes for the client."""
@@ -211,7 +211,7 @@ class StreamRelabel:
         try:
             data = json.loads(ev.data)
         except ValueError:
-            return ev.raw
+            raise not_json(ev.data) from None
         if not isinstance(data, dict):
             return ev.raw
         if "error" in data:
@@ -662,7 +662,8 @@ class StreamDecoder:
         try:
             body = json.loads(data)
         except ValueError:
-            return []
+            self.finished = True  # not JSON: an error, never a normal stop
+            return self._close() + [cn.StreamError("The upstream " + not_json(data).message, "upstream_malformed")]
         if not isinstance(body, dict):
             return []
         if body.get("error"):

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable
 from typing import Any, Callable
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from mitmproxy import ctx, http
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -58,6 +58,15 @@ COUNTERS = {"anthropic": (anthropic.count_request, anthropic.count_of),
 def client_headers(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[bytes, bytes]]:
     """The upstream's response headers that make sense to pass on to the client."""
     return [(k, v) for k, v in raw if k.lower().decode("latin-1") not in HOP_BY_HOP]
+
+
+def _redirect_target(location: str) -> str:
+    """Where a redirect points, by host only (its path or query may carry tokens)."""
+    try:
+        host = urlsplit(location).hostname
+    except ValueError:
+        host = None
+    return f"host {host}" if host else "another path" if location else "nowhere (no Location)"
 
 
 def _parse_body(raw: bytes) -> dict[str, Any]:
@@ -320,7 +329,7 @@ class FrontDoor:
             up.headers.update(p.headers)  # the entry's own headers have the last word
             ex.upstream = up
             try:
-                resp = await self.rt.upstream.send(up, timeouts, who)
+                resp = await self.rt.upstream.send(up, timeouts, who, stream=purpose == "stream")
             except GatewayError as e:
                 if last_host or e.status not in (502, 504):
                     raise
@@ -344,9 +353,16 @@ class FrontDoor:
             flow.comment = flow.comment[:-1] + f", account {account.name})"
         ex.first_byte = time.time()
         ex.status = resp.status
-        ex.response_headers = resp.raw_headers
+        # bodies are kept decoded: the provider-side flow must not claim an encoding
+        ex.response_headers = tuple((k, v) for k, v in resp.raw_headers if k.lower() != b"content-encoding")
+        if 300 <= resp.status < 400:  # never followed: the request carries the provider's key
+            resp.close()
+            raise GatewayError(502, f"Upstream {who} redirected the request ({resp.status}) to "
+                               f"{_redirect_target(resp.headers.get('Location', ''))}; the "
+                               "gateway does not follow redirects: check the provider's base_url.",
+                               code="upstream_redirect")
         if resp.status >= 400:
-            ex.response_body = await self.rt.upstream.read_body(resp, who, limit=MAX_ERROR_BODY)
+            ex.response_body = await self.rt.upstream.read_body(resp, who, limit=MAX_ERROR_BODY, cut=True)
             specific = account.error(resp.status, resp.headers, ex.response_body) if account is not None else None
             raise specific or error(resp.status, resp.reason or "", resp.headers, ex.response_body)
         pool.success(p.id, ex.account, route.model)
@@ -374,7 +390,11 @@ class FrontDoor:
                 return
             out_headers = client_headers(resp.raw_headers) + pl.headers
             ex = self.rt.exchanges[flow.id]
-            if stream and resp.content_type == kind.stream_type:
+            if stream and resp.content_type != kind.stream_type:
+                resp.close()
+                raise GatewayError(502, f"Upstream '{p.id}' answered a streaming request with "
+                                   f"{resp.content_type or 'no content type'}, not a stream.", code="upstream_error")
+            if stream:
                 if not sse:  # a Gemini client that asked for one JSON array
                     out_headers = [(k, v) for k, v in out_headers if k.lower() != b"content-type"]
                     out_headers.append((b"content-type", b"application/json; charset=UTF-8"))
@@ -388,8 +408,8 @@ class FrontDoor:
             try:
                 client_body = pl.response(ex.response_body)
             except ValueError:
-                raise GatewayError(502, f"Upstream '{p.id}' sent a response that is not valid JSON.",
-                                   code="upstream_error") from None
+                raise GatewayError(502, f"Upstream '{p.id}' answered {resp.status} with a body that is not valid "
+                                   f"JSON ({resp.content_type}).", code="upstream_error") from None
             flow.response = http.Response.make(resp.status, client_body, out_headers)
 
         await self._failover(flow, ib, model, data, attempt)
