@@ -173,9 +173,10 @@ class FileLock:
                 log.warning("credentials lock %s cannot be created (%s); locking %s instead",
                             self.path, e.strerror or e, self.fallback)
                 self.path = self.fallback
-                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def _create(self) -> None:
+        if self.path == self.fallback:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
         try:
             os.write(fd, self._id.encode())
@@ -339,7 +340,7 @@ class CredentialsFile:
     def _write(self, data: dict[str, Any], journal: dict[str, Any] | None) -> tuple[int, int]:
         """(worker thread) The journal first, then the file; the file's new stamp."""
         jpath = self._journal()
-        if journal is not None and jpath is not None:
+        if journal is not None and jpath is not None:  # again on retries: its folder may be back
             try:
                 write_atomic(jpath, {"path": str(self.path), **journal})
             except OSError as e:
@@ -349,12 +350,12 @@ class CredentialsFile:
         st = self.path.stat()
         return st.st_mtime_ns, st.st_size
 
-    async def _persist(self, journal: bool) -> None:
+    async def _persist(self) -> None:
         """Write the tokens held in memory; on failure keep them and retry later (backoff)."""
         pending, data = self._pending, self.data
         self._retry_at = self._clock() + self._backoff  # concurrent requests do not pile up writes
         try:
-            stamp = await asyncio.to_thread(self._write, data, pending if journal else None)
+            stamp = await asyncio.to_thread(self._write, data, pending)
         except OSError as e:
             kept = "the gateway's journal" if self._journal() and self._journal().exists() else \
                 "memory only (a restart loses them)"
@@ -373,7 +374,7 @@ class CredentialsFile:
         if self.needs_login:
             raise LoginRequired(self.needs_login)
         if self._pending is not None and self._clock() >= self._retry_at:
-            await self._persist(journal=False)
+            await self._persist()
         if self.fresh() and not force:
             return self.data
         if self._refreshing is None or self._refreshing.done():
@@ -401,6 +402,6 @@ class CredentialsFile:
                 was, new = {**was, **prev["was"]}, {**prev["new"], **new}
             self._pending = {"was": was, "new": new}
             self.data = {**base, **new}
-            await self._persist(journal=True)
+            await self._persist()
             log.info("credentials %s refreshed", self.path)
             return self.data

@@ -186,11 +186,14 @@ def test_an_unwritable_folder_refreshes_under_the_gateways_own_lock(tmp_path):
     assert not list(journal.glob("*.lock"))
 
 
-def test_without_any_lock_the_account_answers_503_naming_the_folder(tmp_path):
+@pytest.mark.parametrize("own_folder", [False, True])
+def test_without_any_lock_the_account_answers_503_naming_the_folder(tmp_path, own_folder):
     path = tmp_path / "ro" / "c.json"
     creds(path)
     p = SimpleNamespace(id="qwen", token_url=None)
     account = OAuthAccount(p, SimpleNamespace(pool=SimpleNamespace(store=None)), path, None, "qwen")
+    if own_folder:  # the gateway's own folder cannot be made either
+        account.creds.journal_dir = path.parent / "gw"
     with immutable(path.parent), pytest.raises(GatewayError) as e:
         asyncio.run(account.token())
     assert e.value.status == 503 and e.value.code == "provider_credentials_unwritable"
