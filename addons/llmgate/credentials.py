@@ -190,6 +190,11 @@ class FileLock:
         """Remove the lock if its owner is gone; True when the caller should try again."""
         try:
             age = time.time() - os.lstat(self.path).st_mtime
+        except FileNotFoundError:
+            return True
+        except OSError:  # cannot even tell its age: wait for it
+            return False
+        try:
             text = _read_lock(self.path)
         except FileNotFoundError:
             return True
@@ -245,6 +250,7 @@ class CredentialsFile:
         self._journal_read = False
         self._clock = clock
         self._retry_at, self._backoff = 0.0, RETRY_FIRST
+        self._writing = asyncio.Lock()
 
     @property
     def name(self) -> str:
@@ -352,20 +358,26 @@ class CredentialsFile:
 
     async def _persist(self) -> None:
         """Write the tokens held in memory; on failure keep them and retry later (backoff)."""
-        pending, data = self._pending, self.data
         self._retry_at = self._clock() + self._backoff  # concurrent requests do not pile up writes
-        try:
-            stamp = await asyncio.to_thread(self._write, data, pending)
-        except OSError as e:
-            kept = "the gateway's journal" if self._journal() and self._journal().exists() else \
-                "memory only (a restart loses them)"
-            log.error("credentials %s: cannot write the refreshed tokens (%s); they stay in use from %s; "
-                      "retrying in %g s", self.path, e.strerror or e, kept, self._backoff)
-            self._backoff = min(self._backoff * 2, RETRY_MAX)
-            return
+        async with self._writing:  # in order: an older write finishing last would bring back a dead token
+            pending, data = self._pending, self.data
+            if pending is None:
+                return
+            try:
+                stamp = await asyncio.to_thread(self._write, data, pending)
+            except OSError as e:
+                self._write_failed(e)
+                return
         if self._pending is pending:
             self._stamp = stamp
             self._written()
+
+    def _write_failed(self, e: OSError) -> None:
+        jpath = self._journal()
+        kept = "the gateway's journal" if jpath and jpath.exists() else "memory only (a restart loses them)"
+        log.error("credentials %s: cannot write the refreshed tokens (%s); they stay in use from %s; "
+                  "retrying in %g s", self.path, e.strerror or e, kept, self._backoff)
+        self._backoff = min(self._backoff * 2, RETRY_MAX)
 
     async def access(self, refresh: Refresher, force: bool = False) -> dict[str, Any]:
         """The credentials, refreshed first when (nearly) expired or when `force` (after a 401).
