@@ -8,6 +8,7 @@ the request log's own thread.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -19,6 +20,16 @@ from llmgate.runtime import UPSTREAM_MARK, Runtime
 
 INBOUND = "llmgate_in"  # flow.metadata: {"inbound", "endpoint", "model", "stream"}, set by front_door
 LOGGED = frozenset(("chat", "responses", "messages", "gemini", "embeddings", "count_tokens"))
+# a stream's last event in each client format: OpenAI chat [DONE], Anthropic message_stop, Responses'
+# terminal response.* events, a Gemini chunk carrying finishReason (a key, never escaped text)
+TERMINAL = re.compile(rb'^data: ?\[DONE\]|^event: ?(message_stop|response\.(completed|incomplete|failed))\b'
+                      rb'|"finishReason"\s*:', re.M)
+
+
+def terminal_sent(sent: bytes) -> bool:
+    """Whether a stream's final event reached the client: if it then hangs up (Codex closes
+    at response.completed), the exchange still succeeded."""
+    return TERMINAL.search(sent) is not None
 
 
 def error_code(body: bytes | None) -> str | None:
@@ -69,6 +80,8 @@ class Accounting:
             first = ex.pipe.first_sent
             sent = ex.pipe.client.bytes()
             tokens = usage.of_stream(sent)
+            if ex.pipe.outcome == "client-gone" and terminal_sent(sent):
+                ex.pipe.outcome = "complete"  # the answer was whole; what the client did next is its own
             outcome = ex.pipe.outcome
             error = None if outcome == "complete" else outcome.replace("-", "_")
         else:
@@ -76,7 +89,9 @@ class Accounting:
             sent = flow.response.content if flow.response is not None else None
             tokens = usage.of_body(sent) if status < 400 and sent else None
             error = error_code(sent) if status >= 400 else None
-        if flow.response is None:
+        if flow.response is None and streamed and error is None:
+            status = 200  # the relay's answer, whole, though mitmproxy dropped the flow's response
+        elif flow.response is None:
             error = "client_gone"
         row: dict[str, Any] = {
             "ts": start, "key_id": flow.metadata.get(KEY_ID), "inbound": info.get("inbound"),

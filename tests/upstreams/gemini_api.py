@@ -955,6 +955,25 @@ def check_ranges(config: dict[str, Any], model: str) -> None:
         raise invalid("You can only set only one of thinking budget and thinking level.")
     if thinking.get("thinkingBudget") == 0 and model.startswith("gemini-2.5-pro"):
         raise invalid("Budget 0 is invalid. This model only works in thinking mode.")
+    check_thinking(thinking, model)
+
+
+# the real API's accepted thinking: budget range per 2.5 model (0 = off where allowed, -1 = dynamic),
+# levels per Gemini 3 model
+BUDGETS = {"gemini-2.5-flash-lite": (512, 24576), "gemini-2.5-flash": (1, 24576), "gemini-2.5-pro": (128, 32768)}
+LEVELS = {"gemini-3-flash": ("MINIMAL", "LOW", "MEDIUM", "HIGH"), "gemini-3": ("LOW", "HIGH")}
+
+
+def check_thinking(thinking: dict[str, Any], model: str) -> None:
+    budget, level = thinking.get("thinkingBudget"), thinking.get("thinkingLevel")
+    family = next((f for f in BUDGETS if model.startswith(f)), None)
+    if budget not in (None, 0, -1) and family and not BUDGETS[family][0] <= budget <= BUDGETS[family][1]:
+        low, high = BUDGETS[family]
+        raise invalid(f"The thinking budget {budget} is invalid. Please choose a value between {low} and {high}.")
+    if level is not None:
+        accepted = next((v for f, v in LEVELS.items() if model.startswith(f)), ())
+        if str(level).upper() not in accepted:
+            raise invalid(f"Thinking level {level} is not supported for this model.")
 
 
 def check_function_turns(contents: list[dict[str, Any]]) -> None:
