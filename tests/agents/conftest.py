@@ -156,8 +156,10 @@ class Run:
     def explain(self) -> str:
         bad = [f"{r['endpoint']} {r['model']} -> {r['status']} {r['error'] or ''}".strip()
                for r in self.rows if r["status"] != 200 or r["error"]]
+        said = next((ln.strip() for ln in self.output.splitlines() if "error" in ln.lower()), "")[:300]
         tail = "\n".join(self.output.strip().splitlines()[-15:])
-        return f"{self.agent} via {self.backend}: rc={self.rc}; failed exchanges: {bad}\n--- output tail:\n{tail}"
+        return (f"{self.agent} via {self.backend}: rc={self.rc}; failed exchanges: {bad}; agent said: {said}"
+                f"\n--- output tail:\n{tail}")
 
 
 @pytest.fixture(scope="session")
@@ -268,7 +270,7 @@ def pytest_runtest_makereport(item, call):
 
 def first_line(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("E ")]
-    return (lines[0][1:].strip() if lines else text.strip().splitlines()[-1])[:160]
+    return (lines[0][1:].strip() if lines else text.strip().splitlines()[-1])[:400]
 
 
 def pytest_sessionfinish(session):
@@ -285,7 +287,7 @@ def compat_markdown() -> str:
            "scripted model (tests/agents/brain.py). Backend = the wire format the gateway speaks upstream;",
            "the agent's own format is passthrough, the others are converted. Do not edit by hand.", "",
            "| agent | backend | " + " | ".join(caps) + " |", "|---|---|" + "---|" * len(caps)]
-    notes = []
+    notes: dict[str, int] = {}  # reason -> its number
     for agent in AGENTS:
         version = lock.get(f"node_modules/{PACKAGES[agent]}", {}).get("version", "?")
         for backend in BACKENDS:
@@ -293,8 +295,7 @@ def compat_markdown() -> str:
             for cap in caps:
                 mark, why = OUTCOMES.get((agent, backend, cap), ("-", ""))
                 if why and mark != "pass":
-                    notes.append(f"{len(notes) + 1}. {agent} / {backend} / {cap}: {why}")
-                    mark += f" [{len(notes)}]"
+                    mark += f" [{notes.setdefault(why, len(notes) + 1)}]"
                 cells.append(mark)
             native = " (native)" if NATIVE[agent] == backend else ""
             out.append(f"| {agent} {version} | {backend}{native} | " + " | ".join(cells) + " |")
@@ -304,4 +305,4 @@ def compat_markdown() -> str:
                              "the backend and the session continues over its thinking turns; images = a PNG "
                              "read by the agent's tool reaches the backend; housekeeping = every exchange of the "
                              "session (titles, counts, checks included) answered 200 without error.", "",
-                             *notes, ""])
+                             *(f"{n}. {why}" for why, n in notes.items()), ""])

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from tests.agents.brain import FILES
-from tests.agents.conftest import AGENTS, BACKENDS
+from tests.agents.brain import FILES, images_in
+from tests.agents.conftest import AGENTS, BACKENDS, NATIVE
 
 pytestmark = pytest.mark.timeout(900)  # the first test installs the CLIs and runs every session
 THINKERS = {"claude": "thinking", "codex": "reasoning", "gemini": "thinkingConfig"}  # what each asks for
@@ -55,7 +55,10 @@ def test_thinking(run):
         assert asked, f"no upstream request asked for {wanted}\n{run.explain()}"
 
 
-def test_image(run):
+def test_image(run, sessions):
+    native = sessions[(run.agent, NATIVE[run.agent])]  # passthrough: what the agent itself sends
+    if not images_in([r["body"] for r in native.upstream]):
+        pytest.skip(f"{run.agent} sends no image of the PNG it read, even on its own wire format")
     seen = re.search(r"DONE images=(\d+)", run.output)
     assert seen and int(seen.group(1)) >= 1, f"the PNG the agent read did not reach the backend\n{run.explain()}"
 

@@ -23,7 +23,9 @@ Errors: {"type": "error", "error": {"type", "message"}}; every response carries
 a request-id header. Auth (only when --api-key is given): x-api-key, or
 Authorization: Bearer (what the SDK's auth_token sends); missing or wrong ->
 401 authentication_error "invalid x-api-key". Then every /v1 call needs the
-anthropic-version header (400 otherwise); anthropic-beta is accepted (see the log).
+anthropic-version header (400 otherwise); anthropic-beta is accepted (see the log), and
+context-management-2025-06-27 / advanced-tool-use-2025-11-20 unlock context_management and
+tools' defer_loading.
 
 Validation, first failure only, in pydantic's words ("<loc>: <problem>"):
  1. structure: required fields ("max_tokens: Field required"), unknown fields
@@ -405,6 +407,21 @@ def in_range(value: float, loc: str, low: float | None = None, high: float | Non
 def optional_field(body: dict, key: str, kind: str) -> Any:
     """body[key] if present (and of the right kind), else None."""
     return expect(body[key], kind, key) if key in body else None
+
+
+def without_beta_fields(body: Any, request: web.Request) -> Any:
+    """The body without the fields its anthropic-beta header unlocks (what Claude Code sends:
+    context_management, and defer_loading on tools), for the checks that know none of them."""
+    betas = {b.strip() for b in request.headers.get("anthropic-beta", "").split(",")}
+    if not isinstance(body, dict):
+        return body
+    body = dict(body)
+    if "context-management-2025-06-27" in betas:
+        body.pop("context_management", None)
+    if "advanced-tool-use-2025-11-20" in betas and isinstance(body.get("tools"), list):
+        body["tools"] = [{k: v for k, v in t.items() if k != "defer_loading"} if isinstance(t, dict) else t
+                         for t in body["tools"]]
+    return body
 
 
 def validate_create(body: Any) -> None:
@@ -1385,7 +1402,7 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     check_headers(request, state.api_key)
     body = await read_json(request)
-    validate_create(body)
+    validate_create(without_beta_fields(body, request))
     require_model(state, body["model"])
     validate_semantics(state, body, body["model"])
     scenario = SCENARIOS.get(body["model"], respond_normally)
@@ -1399,7 +1416,7 @@ async def count_tokens(request: web.Request) -> web.Response:
     state = request.app[STATE]
     check_headers(request, state.api_key)
     body = await read_json(request)
-    validate_count(body)
+    validate_count(without_beta_fields(body, request))
     require_model(state, body["model"])
     validate_semantics(state, body, body["model"])
     return web.json_response({"input_tokens": prompt_tokens(body)})
