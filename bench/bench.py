@@ -206,6 +206,7 @@ def main() -> None:
               f"overhead {t_gw - t_direct:.2f} ms (target <= 3 ms)")
         converter_costs()
         pool_selection_cost()
+        redaction_cost()
     finally:
         for p in procs:
             p.stop()
@@ -268,6 +269,40 @@ def pool_selection_cost(requests: int = 20000) -> None:
                         break
             times.append((time.perf_counter() - start) / requests * 1e6)
         print(f"  {strategy:34} {statistics.median(times):6.1f} us (mitmproxy itself: ~1400 us of CPU per request)")
+
+
+def redaction_cost(n: int = 20000) -> None:
+    """CPU of scrubbing configured secrets (llmgate/redaction.py), 12 unrelated secrets of
+    ~30 characters: per non-streamed body (no secret in it: the usual case) and per stream chunk."""
+    from llmgate.redaction import Redactor, Scrubbing
+
+    prefixes = ("sk-", "AIza", "ya29.", "1//", "sk-ant-", "gsk_", "xai-", "", "", "", "", "")
+    secrets = [p + "".join(chr(97 + (i * 7 + j * 13) % 26) for j in range(26)) for i, p in enumerate(prefixes)]
+    r = Redactor(secrets)
+    text = b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor. " * 1000
+    event = {"id": "c", "object": "chat.completion.chunk", "model": "gpt-4o-mini",
+             "choices": [{"index": 0, "delta": {"content": "some token text "}}]}
+    chunk = b"data: " + json.dumps(event).encode() + b"\n\n"
+
+    class Passing:
+        feed = staticmethod(lambda c: c)
+
+    def per_call(f, arg) -> float:
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(n):
+                f(arg)
+            times.append((time.perf_counter() - start) / n * 1e6)
+        return statistics.median(times)
+
+    print(f"\nsecret scrubbing CPU, 12 secrets (median of 5 x {n}):")
+    for size in (1 << 10, 16 << 10, 64 << 10):
+        print(f"  {size >> 10:2d} KB body, no secret in it        {per_call(r.bytes, text[:size]):8.2f} us")
+    print(f"   1 KB body, one secret in it       {per_call(r.bytes, text[:1000] + secrets[7].encode()):8.2f} us")
+    print(f"  stream chunk, {len(chunk)} B (whole event)   {per_call(Scrubbing(Passing(), r).feed, chunk):8.2f} us")
+    print(f"  stream chunk, {len(chunk) - 9} B (cut in a word) "
+          f"{per_call(Scrubbing(Passing(), r).feed, chunk[:-9]):8.2f} us")
 
 
 if __name__ == "__main__":
