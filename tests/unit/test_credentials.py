@@ -15,7 +15,7 @@ from llmgate.accounts import OAuthAccount
 from llmgate.credentials import CredentialsFile, FileLock, LoginRequired, RefreshFailed, write_atomic
 from llmgate.errors import GatewayError
 
-from tests.unwritable import immutable
+from tests.unwritable import fill, immutable, small_disk
 
 
 def creds(path, **kw):
@@ -149,6 +149,23 @@ def test_tokens_the_file_cannot_take_stay_in_use_and_are_written_later(tmp_path,
         "access_token": "a3", "refresh_token": "r3", "custom": "kept", "expiry_date": 0}
     assert not list(journal.glob("*.json"))
     assert issuer.sent == ["r1", "r2"]
+
+
+def test_a_full_disk_keeps_the_tokens_and_the_write_follows_when_space_is_back(tmp_path):
+    folder, journal = tmp_path / "full", tmp_path / "gw"
+    issuer, clock = Issuer(), Clock()
+    with small_disk(folder):
+        path = folder / "c.json"
+        creds(path)
+        fill(folder / "filler")
+        f = CredentialsFile(path, "", journal_dir=journal, clock=clock)
+        assert asyncio.run(f.access(issuer))["refresh_token"] == "r2"  # the lock went to the gateway's folder
+        assert on_disk(path) == "r1" and list(journal.glob("*.json"))
+        (folder / "filler").unlink()
+        clock.now = 1e6
+        asyncio.run(f.access(issuer))
+        assert on_disk(path) == "r2" and not list(journal.glob("*.json"))
+        assert sorted(os.listdir(folder)) == ["c.json"]  # no temp file or empty lock left behind
 
 
 def test_a_restart_takes_the_journalled_tokens_while_the_file_has_the_replaced_ones(tmp_path):
