@@ -5,6 +5,7 @@ can hold the token endpoint's answer after the rotation and be told when it happ
 import asyncio
 import json
 import threading
+import time
 
 import httpx
 import pytest
@@ -138,4 +139,32 @@ def test_killed_before_the_answer_arrived_the_restart_says_login_at_once(qwen, s
     error = r.json()["error"]
     assert error["code"] == "provider_login_required" and f"--credentials {path}" in error["message"]
     assert not path.with_suffix(".lock").exists()
+    assert "Traceback" not in gw.output
+
+
+def test_a_read_only_folder_without_any_lock_is_a_503_in_the_callers_format(qwen, setup, tmp_path):
+    path, start = setup
+    own = tmp_path / "llmgate-credentials"  # the gateway's own folder, beside its state file
+    own.mkdir()
+    gw = start()
+    with immutable(path.parent), immutable(own):
+        r = httpx.post(gw.base + "/v1/messages", timeout=20,
+                       json={"model": "coder-model", "max_tokens": 50, "messages": HELLO["messages"]},
+                       headers={"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"})
+        assert r.status_code == 503, r.text
+        body = r.json()
+        assert body["type"] == "error" and str(path.parent) in body["error"]["message"]
+        assert "writable" in body["error"]["message"]
+        assert qwen.oauth()["refresh_calls"] == 0  # no refresh without a lock
+    with immutable(path.parent):  # the gateway's folder is back: refreshed under its lock there
+        assert chat(gw).status_code == 200
+        assert json.loads(path.read_text())["refresh_token"] not in qwen.oauth()["valid_refresh_tokens"]
+    current = qwen.oauth()["current_refresh_token"]
+    for _ in range(50):  # the file catches up at the first request after the retry backoff (1 s)
+        assert chat(gw).status_code == 200
+        if json.loads(path.read_text())["refresh_token"] == current:
+            break
+        time.sleep(0.1)
+    assert json.loads(path.read_text())["refresh_token"] == current
+    assert qwen.oauth()["refresh_calls"] == 1
     assert "Traceback" not in gw.output
