@@ -64,7 +64,11 @@ class ClientAuth:
             return  # a provider-side flow (flow_record), redacted already
         req = flow.request
         self._held[flow.id] = (req.headers.fields, req.data.path)
+        self._mask(req)
+
+    def _mask(self, req: http.Request) -> None:
         mask_client_credentials(req, query_key=not req.path.startswith(ADMIN_PREFIX))
+        req.data.path = self.rt.secrets.current().bytes(req.data.path)  # e.g. an admin key as ?key=
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._held.pop(flow.id, None)  # e.g. the body never came: no request hook
@@ -99,7 +103,7 @@ class ClientAuth:
                     flow.metadata[KEY_ID] = kid  # who asked, for the request log (never the key)
             if err is not None:  # in the caller's own error format
                 flow.response = error_response(err, inbound_of(flow, settings).api)
-        mask_client_credentials(flow.request, query_key=not path.startswith(ADMIN_PREFIX))
+        self._mask(flow.request)
 
     def configure(self, updated: set[str]) -> None:
         # the Host check needs the Host the client sent, which reverse mode rewrites unless told not to
