@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sqlite3
 import time
@@ -97,14 +98,16 @@ class AdminApi:
         method = flow.request.method
         path = flow.request.path.split("?", 1)[0].rstrip("/")
         query = dict(parse_qsl(flow.request.path.partition("?")[2], keep_blank_values=True))
-        if method in ("POST", "PATCH", "DELETE"):
+
+        def body() -> dict[str, Any]:  # read by write routes only, so 404 and 405 come first
             _require_json(flow.request)
-        body = self._json(flow.request.content) if method in ("POST", "PATCH") else {}
+            return self._json(flow.request.content)
+
         routes = {
             ("GET", "/admin/status"): lambda: self.status(),
             ("GET", "/admin/providers"): lambda: {"providers": [self.describe(p) for p in self.rt.settings.providers]},
-            ("POST", "/admin/providers"): lambda: self.add(body),
-            ("POST", "/admin/reset"): lambda: self.reset(body),
+            ("POST", "/admin/providers"): lambda: self.add(body()),
+            ("POST", "/admin/reset"): lambda: self.reset(body()),
             ("GET", "/admin/requests"): lambda: self.history(query),
             ("GET", "/admin/stats"): lambda: self.stats(query),
             ("GET", "/admin/keys"): lambda: self.keys(),
@@ -144,7 +147,7 @@ class AdminApi:
     async def status(self) -> dict[str, Any]:
         logged = await self._read(request_log.count) if self.rt.request_log is not None else 0
         return {"version": VERSION, "uptime_s": round(time.time() - self.rt.started, 3),
-                "config": self.config_path(), "providers": len(self.rt.settings.providers),
+                "config": os.path.abspath(self.config_path()), "providers": len(self.rt.settings.providers),
                 "request_log": str(self.rt.request_log.path) if self.rt.request_log is not None else None,
                 "requests_logged": logged}
 
@@ -191,12 +194,14 @@ class AdminApi:
         entry = {k: v for k, v in body.items() if v is not None}  # null: not given
         return self._edit(lambda path: config_edit.add_provider(path, entry), pid)
 
-    def _provider_route(self, method: str, pid: str, action: str | None, body: dict[str, Any]) -> Callable[[], Any]:
+    def _provider_route(self, method: str, pid: str, action: str | None,
+                        read: Callable[[], dict[str, Any]]) -> Callable[[], Any]:
         from llmgate import config_edit
 
         if self.rt.settings.provider(pid) is None:
             raise GatewayError(404, f"Unknown provider '{pid}'.", code="provider_not_found")
         if (method, action) == ("PATCH", None):
+            body = read()
             for key in ("id", "type", "base_url"):
                 if key in body and body[key] is None:
                     raise GatewayError(400, f"{key} cannot be removed.", code="invalid_request", param=key)
@@ -205,16 +210,20 @@ class AdminApi:
             _strict({k: v for k, v in {**current, **body}.items() if v is not None})
             left = config_edit.secrets_left_behind(current, body)
             if left:
-                raise GatewayError(400, f"This change sends the provider's requests to a new host; its "
+                # 409: refused for the entry's current state, not for the change itself
+                raise GatewayError(409, f"This change sends the provider's requests to a new host; its stored "
                                    f"{' and '.join(left)} would not go along: give them again in the same change "
-                                   "(null drops them).", code="invalid_request", param=left[0])
+                                   "(null drops them).", code="secret_not_carried", param=left[0])
             new_id = body.get("id") if isinstance(body.get("id"), str) else pid
             return lambda: self._edit(lambda path: config_edit.update_provider(path, pid, body), new_id)
         if (method, action) == ("DELETE", None):
+            read()
             return lambda: self._edit(lambda path: config_edit.remove_provider(path, pid), pid)
         if method == "POST" and action in ("enable", "disable"):
+            read()
             return lambda: self._edit(lambda path: config_edit.set_enabled(path, pid, action == "enable"), pid)
         if (method, action) == ("POST", "test"):
+            body = read()
             if "model" in body and not (isinstance(body["model"], str) and body["model"]):
                 raise GatewayError(400, "model must be a non-empty string.", code="invalid_request", param="model")
             return lambda: self.test(pid, body.get("model"))

@@ -200,7 +200,9 @@ class Admin:
 
     def __init__(self, url: str, admin_key: str | None):
         self.url = url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
+        # JSON on every call: the API refuses writes without it (a web page could forge those)
+        self.headers = {"Content-Type": "application/json",
+                        **({"Authorization": f"Bearer {admin_key}"} if admin_key else {})}
 
     def call(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None,
              timeout: float = 30.0) -> Any:
@@ -527,12 +529,24 @@ def _edit_result(action: str, pid: str, result: dict[str, Any], as_json: bool, o
 
 
 def _offline_or_online(url: str, admin_key: str | None, config: Path, online: Callable[[Admin], dict[str, Any]],
-                       offline: Callable[[Path], dict[str, Any]]) -> tuple[dict[str, Any], Path | None]:
+                       offline: Callable[[Path], dict[str, Any]],
+                       change: Any = None) -> tuple[dict[str, Any], Path | None]:
+    from llmgate.config_edit import env_references
+
     try:
-        return online(Admin(url, admin_key)), None
+        admin = Admin(url, admin_key)
+        if not env_references(change):
+            return online(admin), None
+        served = admin.call("GET", "/admin/status")["config"]
     except GatewayDown:
         _require_config(config)
         return offline(config), config
+    # ${VAR} is refused by the API (only the file may read the gateway's environment): write the
+    # file, as its owner may, and the gateway reloads it
+    if not (config.exists() and Path(served).exists() and config.samefile(served)):
+        raise CliError(f"${{VAR}} references go into proxy.yaml by hand, not through the admin API; the gateway "
+                       f"at {url} reads {served}: pass --config {served} to edit it from here")
+    return offline(config), None
 
 
 @providers_app.command(name="add")
@@ -573,7 +587,7 @@ def providers_add(
         return {"provider": add_provider(path, entry)}
 
     result, offline_path = _offline_or_online(
-        url, admin_key, config, lambda a: a.call("POST", "/admin/providers", entry), offline)
+        url, admin_key, config, lambda a: a.call("POST", "/admin/providers", entry), offline, entry)
     _edit_result("added", pid, result, as_json, offline_path)
 
 
@@ -620,7 +634,7 @@ def providers_edit(
         return {"provider": update_provider(path, id, changes)}
 
     result, offline_path = _offline_or_online(
-        url, admin_key, config, lambda a: a.call("PATCH", f"/admin/providers/{_seg(id)}", changes), offline)
+        url, admin_key, config, lambda a: a.call("PATCH", f"/admin/providers/{_seg(id)}", changes), offline, changes)
     _edit_result("changed", id, result, as_json, offline_path)
 
 

@@ -79,6 +79,11 @@ class ServerSettings(_Strict):
 
 
 _UNSAFE_URL = re.compile(r"[\s\x00-\x1f\x7f]")
+# an absolute http(s) URL with an ASCII host (docs/admin-openapi.yaml's HttpUrl is the same, minus [IPv6])
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+_HTTP_URL = re.compile(r"https?://(?:[A-Za-z0-9._~%!$&'()*+,;=:-]*@)?"
+                       r"(?:[A-Za-z0-9._~%!$&'()*+,;=-]+|\[[0-9A-Fa-f:.]+\])"
+                       rf"(?::{_PORT}?)?(?:[/?#][^\s\x00-\x1f\x7f]*)?")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: what a header name may be
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a header value may hold tabs, not other controls
 
@@ -135,13 +140,12 @@ class ProviderSettings(_Strict):
             return v
         if _UNSAFE_URL.search(v):  # the HTTP client would refuse it on every request
             raise ValueError("must not contain spaces, line breaks or control characters")
+        if not _HTTP_URL.fullmatch(v):
+            raise ValueError("must be an http:// or https:// URL with a host (and a port up to 65535)")
         try:
-            parts = urlsplit(v)
-            parts.port  # noqa: B018 - raises for a port that is not a number
+            urlsplit(v)  # checks what the pattern does not: an [IPv6] host
         except ValueError as e:
             raise ValueError(f"is not a valid URL ({e})") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
         return v.rstrip("/")
 
     @field_validator("fallback_urls")

@@ -249,13 +249,14 @@ def test_moving_a_provider_does_not_take_its_secrets_along(gw, attacker):
     before = gw.config_path.read_text()
     for pid, secret_field in (("up", "api_key"), ("hdr", "api_key")):
         r = httpx.patch(gw.base + f"/admin/providers/{pid}", json={"base_url": attacker.base + "/v1"})
-        assert r.status_code == 400 and r.json()["error"]["param"] == secret_field, r.text
+        assert r.status_code == 409 and r.json()["error"]["param"] == secret_field, r.text
+        assert r.json()["error"]["code"] == "secret_not_carried"
         tested = httpx.post(gw.base + f"/admin/providers/{pid}/test", json={"model": "gpt-4o-mini"}).json()
         assert tested["ok"] is True, tested
     r = httpx.patch(gw.base + "/admin/providers/hdr", json={"base_url": attacker.base + "/v1", "api_key": "new"})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "headers", r.text
+    assert r.status_code == 409 and r.json()["error"]["param"] == "headers", r.text
     r = httpx.patch(gw.base + "/admin/providers/up", json={"fallback_urls": [attacker.base + "/v1"]})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "api_key", r.text
+    assert r.status_code == 409 and r.json()["error"]["param"] == "api_key", r.text
     assert_untouched(gw, attacker, before)
     # same host, another path: the key stays where it was written for
     r = httpx.patch(gw.base + "/admin/providers/up", json={"base_url": gw_up(gw) + "/v1/"})

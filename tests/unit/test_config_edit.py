@@ -4,6 +4,7 @@ validate before writing and write atomically."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -164,9 +165,9 @@ def test_awkward_strings_load_back_as_the_same_strings(tmp_path: Path, value: st
     p = tmp_path / "proxy.yaml"
     p.write_text("providers: []\n")
     ce.add_provider(p, {"id": "a", "type": "openai", "base_url": "http://a/v1", "models": [value],
-                        "headers": {value or "h": value}, "project": value})
+                        "headers": {"X-Awkward": value}, "project": value})  # header names are tokens
     prov = load_settings(p)[0].provider("a")
-    assert prov.models == [value] and prov.headers == {value or "h": value} and prov.project == value
+    assert prov.models == [value] and prov.headers == {"X-Awkward": value} and prov.project == value
 
 
 def test_update_none_removes_a_key_and_rename_checks_duplicates(cfg: Path):
@@ -308,3 +309,62 @@ def test_readers_get_plain_data(cfg: Path):
                             "models": ["m1", "m2"]}
     assert type(providers[1]) is dict and type(providers[1]["models"]) is list
     assert ce.get_provider(cfg, "local")["api_key"] == "${LOCAL_KEY:-}"
+
+
+# ---------------------------------------------------------------- admin API policy (issue 12)
+
+
+def test_env_references_name_every_field_holding_one():
+    body = {"id": "x", "api_key": "${K}", "headers": {"A": "ok", "X-Key": "Bearer ${K}"},
+            "fallback_urls": ["http://a", "http://${H}/v1"], "models": ["m"], "weight": 2, "enabled": None}
+    assert ce.env_references(body) == ["api_key", "headers.X-Key", "fallback_urls[1]"]
+    assert ce.env_references({"api_key": "$HOME {x}", "models": None}) == []
+    assert ce.env_references(None) == []
+
+
+CURRENT = {"id": "p", "type": "openai", "base_url": "https://api.example/v1", "api_key": "${K}",
+           "headers": {"X-Token": "t"}}
+
+
+@pytest.mark.parametrize("changes, left", [
+    ({"base_url": "https://evil.example/v1"}, ["api_key", "headers"]),
+    ({"base_url": "https://evil.example/v1", "api_key": "new"}, ["headers"]),
+    ({"base_url": "https://evil.example/v1", "api_key": None, "headers": None}, []),
+    ({"base_url": "http://api.example/v1"}, ["api_key", "headers"]),  # another scheme: another origin
+    ({"base_url": "https://api.example:8443/v1"}, ["api_key", "headers"]),
+    ({"fallback_urls": ["https://evil.example/v1"]}, ["api_key", "headers"]),
+    ({"token_url": "https://evil.example/token"}, ["api_key", "headers"]),
+    ({"base_url": "https://API.example:443/v2"}, []),  # the same origin, another path
+    ({"fallback_urls": ["https://api.example/v1beta"]}, []),
+    ({"weight": 3, "api_key": "x"}, []),
+])
+def test_secrets_stay_with_the_hosts_they_were_written_for(changes, left):
+    assert ce.secrets_left_behind(CURRENT, changes) == left
+
+
+def test_secrets_left_behind_includes_credentials_and_ignores_absent_secrets():
+    sub = {"id": "q", "type": "qwen", "credentials": "~/.qwen/oauth_creds.json"}
+    assert ce.secrets_left_behind(sub, {"base_url": "https://evil.example"}) == ["credentials"]
+    assert ce.secrets_left_behind({"id": "n", "type": "openai", "base_url": "http://a/v1"},
+                                  {"base_url": "http://b/v1"}) == []
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("headers", {"X-A": "a\r\nX-Injected: 1"}, "the value of X-A must not contain line breaks"),
+    ("headers", {"X A": "a"}, "'X A' is not a valid HTTP header name"),
+    ("base_url", "http://h/v1 x", "must not contain spaces"),
+    ("base_url", "http://h:99999/v1", "port up to 65535"),
+    ("token_url", "https://h/token\t", "must not contain spaces"),
+    ("fallback_urls", ["http://ok/v1", "http://h\x00/v1"], "control characters"),
+])
+def test_hand_written_bad_fields_are_refused_naming_field_and_line(tmp_path: Path, field, value, message):
+    """The YAML path meets the same rules as the API (settings.ProviderSettings)."""
+    import yaml
+
+    p = tmp_path / "proxy.yaml"
+    entry = {"id": "a", "type": "openai", "base_url": "http://a/v1", field: value}
+    p.write_text(yaml.safe_dump({"providers": [entry]}, sort_keys=False))
+    with pytest.raises(ConfigError) as e:
+        load_settings(p)
+    assert re.search(rf"proxy\.yaml:\d+: providers\[0\]\.{field}: .*{re.escape(message)}", str(e.value)), e.value
+    assert "X-Injected" not in str(e.value)  # a header's value (perhaps a secret) is never echoed
