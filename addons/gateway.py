@@ -18,6 +18,7 @@ from llmgate.contentviews import ContentViews  # noqa: E402
 from llmgate.flow_limit import FlowLimit  # noqa: E402
 from llmgate.flow_record import FlowRecorder  # noqa: E402
 from llmgate.front_door import FrontDoor  # noqa: E402
+from llmgate.limits import ClientLimits  # noqa: E402
 from llmgate.redaction import Redaction  # noqa: E402
 from llmgate.runtime import Runtime  # noqa: E402
 
@@ -25,6 +26,7 @@ runtime = Runtime()
 
 addons = [
     ConfigWatch(runtime),
+    ClientLimits(runtime),  # body size, connection timeouts and cap, HTTP/1.0 answers
     ClientAuth(runtime),
     Redaction(runtime),  # before Accounting and FlowRecorder, which record answers
     FrontDoor(runtime),

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from converters import call_ids
 from converters import canonical as cn
+from converters.json_limits import too_deep
 from converters.pipeline import relabel_all, relabel_body
 from converters.sse import Event, SSEParser, encode, encode_like, not_json
 
@@ -40,6 +41,9 @@ class ChatRequest(_Open):
     stream_options: StreamOptions | None = None
 
 
+MAX_DEPTH = 128  # JSON nesting levels a request body may have (agents' tool schemas stay near 20)
+
+
 class RequestError(ValueError):
     """The client's request body is unusable; `param` names the offending field."""
 
@@ -48,12 +52,12 @@ class RequestError(ValueError):
         self.param = param
 
 
-def parse_request(body: bytes) -> tuple[dict[str, Any], ChatRequest]:
+def parse_request(body: bytes, max_depth: int = MAX_DEPTH) -> tuple[dict[str, Any], ChatRequest]:
     """Decode and validate a chat completion request body.
 
     Returns the raw JSON object (to forward) and the validated view of it.
     """
-    data = parse_json_object(body)
+    data = parse_json_object(body, max_depth)
     try:
         req = ChatRequest.model_validate(data)
     except ValidationError as e:
@@ -61,9 +65,11 @@ def parse_request(body: bytes) -> tuple[dict[str, Any], ChatRequest]:
     return data, req
 
 
-def parse_json_object(body: bytes) -> dict[str, Any]:
+def parse_json_object(body: bytes, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
     if not body:
         raise RequestError("The request body is empty; expected a JSON object.")
+    if too_deep(body, max_depth):
+        raise RequestError(f"The request body nests JSON more than {max_depth} levels deep.")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:

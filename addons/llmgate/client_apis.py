@@ -14,7 +14,7 @@ from typing import Any, Callable
 from converters import anthropic, gemini, openai_chat, responses
 from converters import canonical as cn
 from converters.pipeline import StreamEncoder, relabel_body
-from llmgate.errors import GatewayError
+from llmgate.errors import GatewayError, anthropic_type, google_status
 from llmgate.relay import StreamTransform
 
 
@@ -43,19 +43,14 @@ def _openai_error(err: GatewayError) -> dict[str, Any]:
 
 
 def _anthropic_error(err: GatewayError) -> dict[str, Any]:
-    body = anthropic.error_body(err.status, err.message)
-    if err.code in anthropic.ERROR_TYPES:  # an Anthropic upstream's own error type survives
-        body["error"]["type"] = err.code
-    return body
-
+    # an Anthropic upstream's own error type survives
+    kind = err.code if err.code in anthropic.ERROR_TYPES else anthropic_type(err.status)
+    return {"type": "error", "error": {"type": kind, "message": err.message}}
 
 
 def _google_error(err: GatewayError) -> dict[str, Any]:
-    body = gemini.error_body(err.status, err.message)
-    status = (err.code or "").upper()
-    if status in gemini.STATUS_NAMES:  # a Google upstream's own status survives
-        body["error"]["status"] = status
-    return body
+    # a Google upstream's own status survives where it fits the HTTP status
+    return {"error": {"code": err.status, "message": err.message, "status": google_status(err.status, err.code)}}
 
 
 def _same_body(data: dict[str, Any], raw: bytes, model: str) -> bytes:

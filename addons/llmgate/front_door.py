@@ -33,6 +33,7 @@ from llmgate.failover import (
     is_rate_limit,
 )
 from llmgate.inbound import ROUTES_HINT, Inbound, inbound_of
+from llmgate.limits import request_body
 from llmgate.pool import Cooling
 from llmgate.providers import PROVIDER_TYPES
 from llmgate.providers.base import ProviderKind
@@ -69,9 +70,9 @@ def _redirect_target(location: str) -> str:
     return f"host {host}" if host else "another path" if location else "nowhere (no Location)"
 
 
-def _parse_body(raw: bytes) -> dict[str, Any]:
+def _parse_body(raw: bytes, max_depth: int) -> dict[str, Any]:
     try:
-        return openai_chat.parse_json_object(raw)
+        return openai_chat.parse_json_object(raw, max_depth)
     except openai_chat.RequestError as e:
         raise GatewayError(400, str(e), code="invalid_request", param=e.param) from None
 
@@ -143,7 +144,8 @@ class FrontDoor:
             flow.response = await self.admin.handle(flow)
             return
         self._allow(flow.request.method, ib.method)
-        raw = flow.request.content or b""
+        raw = request_body(flow.request, settings.server.limits)
+        depth = settings.server.limits.max_depth
         catalog = self.rt.catalog
         if ib.endpoint == "health":
             flow.response = await listings.health(self.rt, settings)
@@ -155,18 +157,18 @@ class FrontDoor:
             flow.response = await listings.one_model(catalog, settings, ib)
         elif ib.endpoint == "chat":
             try:
-                data, req = openai_chat.parse_request(raw)
+                data, req = openai_chat.parse_request(raw, depth)
             except openai_chat.RequestError as e:
                 raise GatewayError(400, str(e), code="invalid_request", param=e.param) from None
             await self._generate(flow, ib, data, raw, req.model, bool(req.stream))
         elif ib.endpoint in ("messages", "responses"):
-            data = _parse_body(raw)
+            data = _parse_body(raw, depth)
             await self._generate(flow, ib, data, raw, _model_field(data), _stream_field(data))
         elif ib.endpoint == "count_tokens":
-            data = _parse_body(raw)
+            data = _parse_body(raw, depth)
             await self._count(flow, ib, data, raw, _model_field(data))
         elif ib.endpoint == "gemini":
-            data = _parse_body(raw)
+            data = _parse_body(raw, depth)
             model = unquote(ib.model or "").removeprefix("models/")
             if ib.action == "countTokens":
                 await self._count(flow, ib, gemini.count_body_of(data), raw, model)
@@ -176,7 +178,7 @@ class FrontDoor:
                 stream = ib.action == "streamGenerateContent"
                 await self._generate(flow, ib, data, raw, model, stream, sse=flow.request.query.get("alt") == "sse")
         elif ib.endpoint == "embeddings":
-            data = _parse_body(raw)
+            data = _parse_body(raw, depth)
             await self._embed(flow, ib, data, raw, _model_field(data))
 
     @staticmethod

@@ -48,6 +48,19 @@ class ClientKey(_Strict):
     key: str
 
 
+class Limits(_Strict):
+    """Bounds on what a client may send, and for how long it may hold a connection."""
+
+    max_body: int = Field(32 << 20, ge=1024, description="bytes of a request body as sent")
+    max_decompressed: int = Field(64 << 20, ge=1024, description="bytes of a request body once decompressed")
+    max_depth: int = Field(128, ge=8, le=10000, description="nesting levels of a JSON request body")
+    idle_timeout: float = Field(75.0, gt=0, description="seconds a connection may stay silent between requests")
+    header_timeout: float = Field(30.0, gt=0, description="seconds to send a request's headers, from its first byte")
+    body_timeout: float = Field(120.0, gt=0, description="seconds to send a request's body, after its headers")
+    max_connections: int | None = Field(
+        None, ge=1, description="open client connections at most (default: from the process's file limit)")
+
+
 class ServerSettings(_Strict):
     api_keys: list[str | ClientKey] = Field(default_factory=list, description="a key, or {name, key}")
     admin_keys: list[str] = Field(default_factory=list, description="keys for /admin/...; none: loopback only")
@@ -59,6 +72,7 @@ class ServerSettings(_Strict):
         "localhost (checked when no keys are set: DNS rebinding)")
     state_file: str | None = Field(None, description="SQLite file for cooldowns (default: beside proxy.yaml)")
     timeouts: Timeouts = Field(default_factory=Timeouts)
+    limits: Limits = Field(default_factory=Limits)
 
     @field_validator("api_keys")
     @classmethod
