@@ -291,3 +291,28 @@ def test_empty_file_at_start_up_is_an_error(tmp_path, caplog):
     with taddons.context(cw) as tctx, caplog.at_level(logging.ERROR):
         tctx.configure(cw, gateway_config=str(tmp_path / "proxy.yaml"))
     assert "proxy.yaml: has no settings (empty)" in caplog.text
+
+
+def test_opening_a_locked_state_file_does_not_stall_the_event_loop(tmp_path):
+    import sqlite3
+
+    state = tmp_path / "elsewhere.sqlite"
+    holder = sqlite3.connect(state)
+    holder.execute("BEGIN EXCLUSIVE")  # another process busy with the file: opening it waits
+
+    async def body(w):
+        w.write(f"server: {{state_file: '{state}'}}\nproviders: [{{id: b, type: openai, base_url: 'http://i/v1'}}]\n")
+        reload = asyncio.get_running_loop().create_task(w.poll())
+        ticks = 0
+        while ticks < 100 and not reload.done():  # other tasks run while the reload waits
+            await asyncio.sleep(0)
+            ticks += 1
+        assert ticks == 100 and w.rt.settings.provider("b") is None
+        holder.rollback()
+        await reload
+        assert w.rt.settings.provider("b") is not None and w.rt.pool.store.path == state
+
+    try:
+        Watched(tmp_path, "providers: [{id: a, type: openai, base_url: 'http://h/v1'}]\n").run(body)
+    finally:
+        holder.close()
