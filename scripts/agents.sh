@@ -18,6 +18,9 @@ if [ ! -f "$dest/.installed" ]; then
   # (partial mirrors); npm install --no-save then installs the same locked versions.
   flags=(--ignore-scripts --no-audit --no-fund --loglevel=error)
   (cd "$work" && { npm ci "${flags[@]}" 2>/dev/null || npm install --no-save "${flags[@]}"; } >&2)
+  # the install scripts needed: Claude Code's and opencode's put their native binaries in place
+  (cd "$work" && node node_modules/@anthropic-ai/claude-code/install.cjs >&2 \
+     && cd node_modules/opencode-ai && node postinstall.mjs >&2)
   touch "$work/.installed"
   rm -rf "$dest" && mv "$work" "$dest"
 fi

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MARK = re.compile(r"LLMGATE-TASK dir=([\w/.\-]+)")
-WRITERS = ("Write", "write_file")  # Claude Code; Gemini CLI and Qwen Code
+WRITERS = ("Write", "write_file", "write")  # Claude Code; Gemini CLI and Qwen Code; opencode
 SHELLS = {"exec_command": "cmd", "shell": "command", "Bash": "command", "run_shell_command": "command"}
-READERS = ("Read", "read_file", "view_image")
-PATH_KEYS = ("file_path", "absolute_path", "path")
+READERS = ("Read", "read_file", "view_image", "read")
+PATH_KEYS = ("file_path", "absolute_path", "path", "filePath")
 FILES = {"A.txt": "alpha", "B.txt": "beta", "C.txt": "gamma"}
 IMAGE = "pic.png"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -50,15 +51,17 @@ BACKENDS = {
 # the model names the agents ask for, all routed to the backend's model by aliases
 AGENT_MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-haiku-4-5-20251001", "gpt-5",
                 "gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "qwen3-coder-plus"]
-AGENTS = ["claude", "codex", "gemini", "qwen"]
-NATIVE = {"claude": "anthropic", "codex": "openai-responses", "gemini": "gemini", "qwen": "openai"}
+AGENTS = ["claude", "codex", "gemini", "qwen", "opencode"]
+NATIVE = {"claude": "anthropic", "codex": "openai-responses", "gemini": "gemini", "qwen": "openai",
+          "opencode": "openai"}
 PACKAGES = {"claude": "@anthropic-ai/claude-code", "codex": "@openai/codex", "gemini": "@google/gemini-cli",
             "qwen": "@qwen-code/qwen-code", "opencode": "opencode-ai"}
 QUIET = {  # telemetry, update checks, error reports, IDE integration: off everywhere
     "DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1",
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "CLAUDE_CODE_IDE_SKIP_AUTO_INSTALL": "1",
     "GEMINI_CLI_TRUST_WORKSPACE": "true", "QWEN_CODE_SUPPRESS_YOLO_WARNING": "1", "NO_COLOR": "1",
-    "CI": "1", "TERM": "dumb",
+    "OPENCODE_DISABLE_AUTOUPDATE": "1", "OPENCODE_DISABLE_MODELS_FETCH": "1", "OPENCODE_DISABLE_SHARE": "1",
+    "OPENCODE_DISABLE_LSP_DOWNLOAD": "1", "CI": "1", "TERM": "dumb",
 }
 SETTINGS = {  # ~/.gemini/settings.json and ~/.qwen/settings.json
     "privacy": {"usageStatisticsEnabled": False}, "telemetry": {"enabled": False},
@@ -96,6 +99,14 @@ def agent_setup(agent: str, home: Path, gateway: str, key: str) -> tuple[list[st
         (home / ".gemini" / "settings.json").write_text(json.dumps(settings))
         return (["gemini", "-p", task, "-m", "gemini-2.5-pro", "--approval-mode", "auto_edit"],
                 {"GOOGLE_GEMINI_BASE_URL": gateway, "GEMINI_API_KEY": key})
+    if agent == "opencode":
+        (home / ".config" / "opencode").mkdir(parents=True)
+        (home / ".config" / "opencode" / "opencode.json").write_text(json.dumps({
+            "autoupdate": False, "share": "disabled", "model": "llmgate/qwen3-coder-plus",
+            "provider": {"llmgate": {"npm": "@ai-sdk/openai-compatible", "name": "llmgate",
+                                     "options": {"baseURL": gateway + "/v1", "apiKey": "{env:LLMGATE_API_KEY}"},
+                                     "models": {"qwen3-coder-plus": {}}}}}))
+        return ["opencode", "run", task], {"LLMGATE_API_KEY": key}
     (home / ".qwen").mkdir()
     settings = {**SETTINGS, "security": {"auth": {"selectedType": "openai"}}}
     (home / ".qwen" / "settings.json").write_text(json.dumps(settings))
@@ -156,7 +167,9 @@ class Run:
     def explain(self) -> str:
         bad = [f"{r['endpoint']} {r['model']} -> {r['status']} {r['error'] or ''}".strip()
                for r in self.rows if r["status"] != 200 or r["error"]]
-        said = next((ln.strip() for ln in self.output.splitlines() if "error" in ln.lower()), "")[:300]
+        quoted = re.search(r'"message":\s*"((?:[^"\\]|\\.)+)"', self.output)
+        said = quoted.group(1) if quoted else next(
+            (ln.strip() for ln in self.output.splitlines() if "error" in ln.lower()), "")[:300]
         tail = "\n".join(self.output.strip().splitlines()[-15:])
         return (f"{self.agent} via {self.backend}: rc={self.rc}; failed exchanges: {bad}; agent said: {said}"
                 f"\n--- output tail:\n{tail}")
@@ -206,7 +219,7 @@ def run_session(agent: str, name: str, stack: Stack, agent_bin: Path, tmp: Path)
     (home / "work" / IMAGE).write_bytes(png())
     args, env = agent_setup(agent, home, stack.gateway.base, f"sk-agent-{agent}")
     env = {"PATH": f"{agent_bin}:{os.environ['PATH']}", "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-           "XDG_CACHE_HOME": str(home / ".cache"), "TMPDIR": str(home), **QUIET, **env}
+           "XDG_CACHE_HOME": str(home / ".cache"), "XDG_DATA_HOME": str(home / ".local" / "share"), "TMPDIR": str(home), **QUIET, **env}
     start = time.monotonic()
     rc, out = run_bounded(args, home / "work", env, RUN_TIMEOUT)
     return Run(agent, name, rc, out, home / "work", time.monotonic() - start)
@@ -214,12 +227,12 @@ def run_session(agent: str, name: str, stack: Stack, agent_bin: Path, tmp: Path)
 
 @pytest.fixture(scope="session")
 def sessions(agent_bin, versions, tmp_path_factory) -> dict[tuple[str, str], Run]:
-    """Every (agent, backend) session, run side by side, four at a time."""
+    """Every (agent, backend) session, run side by side, five at a time."""
     tmp = Path(tempfile.mkdtemp(prefix="agents-", dir=tmp_path_factory.getbasetemp()))
     stacks = {name: start_stack(name, b, tmp) for name, b in BACKENDS.items()}
     runnable = [(a, n) for a in AGENTS if not versions[a].startswith("UNAVAILABLE") for n in BACKENDS]
     try:
-        with ThreadPoolExecutor(4) as pool:
+        with ThreadPoolExecutor(5) as pool:
             futures = {c: pool.submit(run_session, c[0], c[1], stacks[c[1]], agent_bin, tmp) for c in runnable}
             runs = {c: f.result() for c, f in futures.items()}
         for (agent, name), run in runs.items():
