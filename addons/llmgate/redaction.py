@@ -27,6 +27,7 @@ from llmgate.relay import StreamTransform
 MIN_SECRET = 8
 SMALL = 512  # bytes up to which one regex search beats a substring test per secret
 REDACTED = b"[redacted]"
+CREDENTIAL_WORDS = ("token", "key", "secret")  # access_token, refreshToken, apiKey (iFlow), clientSecret (Kiro)
 SECRET_HEADERS = {"authorization", "x-api-key", "x-goog-api-key", "api-key", "proxy-authorization", "cookie",
                   "code-token", "x-iflow-signature"}  # CodeGeeX's token; iFlow's replayable request signature
 
@@ -110,7 +111,7 @@ def secrets_of(rt: Any) -> list[str]:
         found.append(p.api_key or "")
         found += [v for k, v in p.headers.items() if k.lower() in SECRET_HEADERS]
     for data in _credentials(rt):
-        found += [v for k, v in data.items() if "token" in k.lower() and isinstance(v, str)]
+        found += [v for k, v in data.items() if isinstance(v, str) and any(w in k.lower() for w in CREDENTIAL_WORDS)]
     return found
 
 

@@ -23,7 +23,9 @@ CLIENT_KEY = "sk-client-0123456789abcdef"
 ADMIN_KEY = "adm-0123456789abcdef"
 PROVIDER_KEY = "sk-provider-9876543210fedcba"
 GEMINI_KEY = "AIza-gemini-key-0123456789"
-SECRETS = (CLIENT_KEY, ADMIN_KEY, PROVIDER_KEY, GEMINI_KEY)
+ACCESS_TOKEN = "qwen-access-token-0123456789"  # a subscription account's, from its credentials file
+REFRESH_TOKEN = "qwen-refresh-token-0123456789"
+SECRETS = (CLIENT_KEY, ADMIN_KEY, PROVIDER_KEY, GEMINI_KEY, ACCESS_TOKEN, REFRESH_TOKEN)
 HELLO = [{"role": "user", "content": "hello"}]
 
 
@@ -120,6 +122,9 @@ def gemini_up():
 
 
 def config(echo: EchoUpstream, gemini_up, tmp_path) -> dict:
+    creds = tmp_path / "oauth_creds.json"
+    creds.write_text(json.dumps({"access_token": ACCESS_TOKEN, "refresh_token": REFRESH_TOKEN, "token_type": "Bearer",
+                                 "expiry_date": int((time.time() + 3600) * 1000)}))
     return {
         "server": {"api_keys": [CLIENT_KEY], "admin_keys": [ADMIN_KEY], "timeouts": {"connect": 3, "read": 5}},
         "log": {"file": str(tmp_path / "requests.sqlite"), "capture_bodies": True},
@@ -128,6 +133,8 @@ def config(echo: EchoUpstream, gemini_up, tmp_path) -> dict:
              "models": list(EchoUpstream.MODELS)},
             {"id": "gem", "type": "gemini", "base_url": gemini_up.base, "api_key": GEMINI_KEY,
              "models": ["gemini-2.5-flash"]},
+            {"id": "sub", "type": "qwen", "base_url": echo.base + "/v1", "credentials": str(creds),
+             "models": ["echo-ok"]},
         ],
     }
 
@@ -214,15 +221,21 @@ def test_keys_echoed_by_an_upstream_are_scrubbed_everywhere(recorded, tmp_path):
     text = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
         model="echo-stream", messages=HELLO, stream=True) if ch.choices)
     assert text == "key [redacted] end"
+    # a subscription account's access token, echoed
+    ok = c.chat.completions.create(model="sub/echo-ok", messages=HELLO)
+    assert ok.choices[0].message.content == "your key is [redacted]"
+    text = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+        model="sub/echo-stream", messages=HELLO, stream=True) if ch.choices)
+    assert text == "key [redacted] end"
     # a client that pastes a key into its prompt does not see it recorded either
     c.chat.completions.create(model="echo-ok", messages=[{"role": "user", "content": f"is {ADMIN_KEY} mine?"}])
 
     raw, flows = saved(g, path)
     assert_no_secret(raw, g.output)
-    assert sum("llmgate.upstream_of" in f.metadata for f in flows) == 5  # both sides were recorded
+    assert sum("llmgate.upstream_of" in f.metadata for f in flows) == 7  # both sides were recorded
     db = sqlite3.connect(tmp_path / "requests.sqlite")
     rows = db.execute("select request_body, response_body from requests").fetchall()
-    assert len(rows) == 5
+    assert len(rows) == 7
     assert_no_secret(*(b for row in rows for b in row if b))
 
 

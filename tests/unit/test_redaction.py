@@ -85,11 +85,13 @@ def runtime(creds: list[dict]) -> SimpleNamespace:
 
 def test_the_secrets_a_gateway_holds():
     rt = runtime([{"access_token": TOKEN, "refresh_token": "refresh-abcdefgh", "token_type": "Bearer",
-                   "resource_url": "portal.qwen.ai"}])
+                   "resource_url": "portal.qwen.ai"},
+                  {"accessToken": "kiro-access-1", "clientSecret": "kiro-client-secret", "clientId": "public-id",
+                   "apiKey": "iflow-api-key-1", "expiresAt": "2026-01-01T00:00:00Z"}])
     found = set(secrets_of(rt))
     assert {"client-key-123", "named-key-456", "admin-key-789", KEY, "header-secret-1", TOKEN,
-            "refresh-abcdefgh"} <= found
-    assert "not-a-secret" not in found and "portal.qwen.ai" not in found
+            "refresh-abcdefgh", "kiro-access-1", "kiro-client-secret", "iflow-api-key-1"} <= found
+    assert not {"not-a-secret", "portal.qwen.ai", "public-id", "2026-01-01T00:00:00Z"} & found
 
 
 def test_rebuilt_when_the_config_or_a_token_changes():
