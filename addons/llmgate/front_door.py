@@ -37,7 +37,7 @@ from llmgate.limits import request_body
 from llmgate.pool import Cooling
 from llmgate.providers import PROVIDER_TYPES
 from llmgate.providers.base import ProviderKind
-from llmgate.relay import Pipe, point_at_relay
+from llmgate.relay import Pipe, bound_socket_buffers, point_at_relay
 from llmgate.responses import error_response, json_response
 from llmgate.routing import Route, members
 from llmgate.runtime import UPSTREAM_MARK, Exchange, Runtime
@@ -119,6 +119,7 @@ class FrontDoor:
         ex = self.rt.exchanges.get(flow.id)
         if ex is not None and ex.pipe is not None and flow.response is not None:
             flow.response.stream = True  # the relay sends converted events: pass them straight on
+            bound_socket_buffers(flow)
 
     def response(self, flow: http.HTTPFlow) -> None:
         ex = self.rt.exchanges.get(flow.id)

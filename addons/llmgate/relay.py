@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 import time
 from typing import Protocol
 
 import aiohttp
-from mitmproxy import http
+from mitmproxy import ctx, http
 
 from converters.sse import StreamFault
 from llmgate.upstream import broke_off
@@ -24,7 +25,12 @@ from llmgate.upstream import broke_off
 log = logging.getLogger(__name__)
 
 CLAIM_TIMEOUT = 30.0  # seconds a registered stream waits for mitmproxy to fetch it
-CAPTURE_LIMIT = 1 << 20  # bytes of each side of a stream kept for inspection (per stream: many may be open)
+# Kernel socket buffers a stream may fill when its client stops reading. Left to autotuning,
+# each grows to net.ipv4.tcp_wmem/tcp_rmem's max (4 MiB and more): 200 such clients then push
+# the kernel's TCP memory into pressure, and every other connection slows to a crawl.
+SOCKET_BUFFER = 256 << 10
+READ_SIZE = 64 << 10  # bytes per upstream read at most: what one queued item can hold
+CAPTURE_LIMIT = 256 << 10  # bytes of each side of a stream kept for inspection (per stream: many may be open)
 
 
 class StreamTransform(Protocol):
@@ -58,11 +64,11 @@ class Pipe:
     """One upstream stream: read and converted from the moment it is opened,
     queued (bounded, so a slow client slows the upstream), then sent on.
 
-    What a client that stops reading can hold: this queue (a few reads of at most ~64 KiB
-    each, aiohttp's buffer size), the relay socket's and mitmproxy's write buffers (it drains
-    before reading more), and the kernel's socket buffers."""
+    What a client that stops reading can hold: this queue (two reads of READ_SIZE), the
+    captures, aiohttp's read buffer, the relay's and mitmproxy's write buffers (both drain
+    before reading more) and the kernel's socket buffers (bound_socket_buffers)."""
 
-    QUEUE_SIZE = 4
+    QUEUE_SIZE = 2
 
     def __init__(self, resp: aiohttp.ClientResponse, transform: StreamTransform,
                  headers: list[tuple[bytes, bytes]], who: str, read_timeout: float):
@@ -82,7 +88,7 @@ class Pipe:
     async def _pull(self) -> None:
         try:
             try:
-                async for chunk in self.resp.content.iter_any():
+                async for chunk in self.resp.content.iter_chunked(READ_SIZE):
                     self.upstream.add(chunk)
                     out = self.transform.feed(chunk)
                     if out:
@@ -143,6 +149,21 @@ class Pipe:
                 pass  # run() is busy writing and will find the connection closed
 
 
+def bound_socket_buffers(flow: http.HTTPFlow) -> None:
+    """Cap the kernel buffers of a streamed flow's client socket (send) and of mitmproxy's
+    end of the relay hop (receive); the relay's own end is capped when it accepts."""
+    server = ctx.master.addons.get("proxyserver")
+    handler = server.connections.get(flow.client_conn.id) if server is not None else None
+    if handler is None:
+        return
+    for conn, option in ((flow.client_conn, socket.SO_SNDBUF), (flow.server_conn, socket.SO_RCVBUF)):
+        io = handler.transports.get(conn)
+        extra = getattr(io.writer, "get_extra_info", None) if io is not None else None  # not on WireGuard streams
+        sock = extra("socket") if extra is not None else None
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+
+
 def point_at_relay(req: http.Request, port: int, token: str) -> tuple:
     """Aim a client request at the relay, bodiless; returns what restore() needs.
 
@@ -194,6 +215,7 @@ class StreamRelay:
         self._expire(token)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
         try:
             while True:
                 try:
