@@ -39,7 +39,8 @@ def redacted_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
 def upstream_flow(client: http.HTTPFlow, ex: Exchange, error: str | None, r: Redactor) -> http.HTTPFlow:
     """The provider side; every configured secret scrubbed (an upstream may echo its key)."""
     up = ex.upstream
-    req = http.Request.make(up.method, r.text(up.url), r.bytes(up.body), redacted_headers(up.headers))
+    req = http.Request.make(up.method, r.text(up.url), up.body, redacted_headers(up.headers))
+    scrub_message(r, req)
     if "key" in req.query:
         req.query["key"] = REDACTED
     req.timestamp_start = req.timestamp_end = ex.started

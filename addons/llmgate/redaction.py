@@ -109,10 +109,15 @@ def secrets_of(rt: Any) -> list[str]:
     found = [k for k, _ in settings.server.key_ids()] + list(settings.server.admin_keys)
     for p in settings.providers:
         found.append(p.api_key or "")
-        found += [v for k, v in p.headers.items() if k.lower() in SECRET_HEADERS]
+        found += [v for k, v in p.headers.items() if k.lower() in SECRET_HEADERS or _credential_name(k, "auth")]
     for data in _credentials(rt):
-        found += [v for k, v in data.items() if isinstance(v, str) and any(w in k.lower() for w in CREDENTIAL_WORDS)]
+        found += [v for k, v in data.items() if isinstance(v, str) and _credential_name(k)]
     return found
+
+
+def _credential_name(name: str, *more: str) -> bool:
+    name = name.lower()
+    return any(w in name for w in CREDENTIAL_WORDS + more)
 
 
 def _credentials(rt: Any) -> list[dict]:
@@ -147,9 +152,15 @@ class Secrets:
 
 
 def scrub_message(r: Redactor, m: http.Message) -> None:
-    """A request's or response's body, as recorded or sent (identity-encoded bodies only:
-    the gateway asks upstreams for identity and writes its own bodies plain)."""
-    if m.raw_content and r and "content-encoding" not in m.headers:
+    """A request's or response's headers and body, as recorded or sent (identity-encoded bodies
+    only: the gateway asks upstreams for identity and writes its own bodies plain)."""
+    if not r:
+        return
+    fields = m.headers.fields
+    joined = b"\n".join(v for _, v in fields)  # one search for all of them
+    if r.bytes(joined) is not joined:
+        m.headers.fields = tuple((k, r.bytes(v)) for k, v in fields)
+    if m.raw_content and "content-encoding" not in m.headers:
         scrubbed = r.bytes(m.raw_content)
         if scrubbed is not m.raw_content:
             m.content = scrubbed  # Content-Length follows

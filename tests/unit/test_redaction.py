@@ -74,7 +74,8 @@ def settings(**over) -> GatewaySettings:
         "server": {"api_keys": ["client-key-123", {"name": "ci", "key": "named-key-456"}],
                    "admin_keys": ["admin-key-789"]},
         "providers": [{"id": "a", "type": "openai", "base_url": "http://x/v1", "api_key": KEY,
-                       "headers": {"X-Api-Key": "header-secret-1", "X-Title": "not-a-secret"}}],
+                       "headers": {"X-Api-Key": "header-secret-1", "X-Title": "not-a-secret",
+                                   "X-Auth-Token": "header-secret-2"}}],
         **over})
 
 
@@ -90,7 +91,7 @@ def test_the_secrets_a_gateway_holds():
                    "apiKey": "iflow-api-key-1", "expiresAt": "2026-01-01T00:00:00Z"}])
     found = set(secrets_of(rt))
     assert {"client-key-123", "named-key-456", "admin-key-789", KEY, "header-secret-1", TOKEN,
-            "refresh-abcdefgh", "kiro-access-1", "kiro-client-secret", "iflow-api-key-1"} <= found
+            "refresh-abcdefgh", "kiro-access-1", "kiro-client-secret", "iflow-api-key-1", "header-secret-2"} <= found
     assert not {"not-a-secret", "portal.qwen.ai", "public-id", "2026-01-01T00:00:00Z"} & found
 
 
@@ -135,3 +136,19 @@ def test_large_bodies_and_secrets_with_regex_characters():
     assert r.bytes(body) == b"x" * 5000 + b"[redacted]" + b"y" * 5000 + b"[redacted]"
     s = Scrubbing(Passing(), r)
     assert s.feed(b"see a]b^c-") == b"see " and s.feed(b"d\\e.f*g!") == b"[redacted]!"
+
+
+def test_headers_and_bodies_of_a_recorded_message():
+    from mitmproxy import http
+
+    from llmgate.redaction import scrub_message
+
+    r = Redactor([KEY])
+    m = http.Response.make(401, f"bad key {KEY}", {"X-Echo": f"key={KEY}", "Content-Type": "text/plain"})
+    scrub_message(r, m)
+    assert m.headers["X-Echo"] == "key=[redacted]" and m.content == b"bad key [redacted]"
+    assert m.headers["content-length"] == str(len(m.content))
+    gz = http.Response.make(200, b"", {"Content-Encoding": "gzip"})
+    gz.raw_content = KEY.encode()  # encoded bodies are not touched (the gateway asks for identity)
+    scrub_message(r, gz)
+    assert gz.raw_content == KEY.encode()
