@@ -15,6 +15,7 @@ Pure functions: each returns why a request is refused, or None.
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from mitmproxy.net.http import url
@@ -35,13 +36,18 @@ def host_refusal(host_header: str | None, sockname: tuple | None, allowed_hosts:
     """A Host that is not ours: a DNS-rebinding page (browsers always send Host)."""
     if not host_header:
         return None
+    return _host_refusal(host_header, str(sockname[0]) if sockname else None, tuple(allowed_hosts))
+
+
+@lru_cache(maxsize=1024)  # a handful of Host values in practice; parsing one costs ~20 us
+def _host_refusal(host_header: str, own_address: str | None, allowed_hosts: tuple[str, ...]) -> str | None:
     try:
         name, _ = url.parse_authority(host_header, check=True)
     except ValueError:
         return "The Host header is not a valid host name."
     name = name.lower().rstrip(".")
     ip = _ip(name)
-    own = _ip(str(sockname[0])) if sockname else None
+    own = _ip(own_address) if own_address else None
     if name == "localhost" or (ip is not None and (ip.is_loopback or ip == own)):
         return None
     if name in (h.lower().rstrip(".") for h in allowed_hosts):
