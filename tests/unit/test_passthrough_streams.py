@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from converters import anthropic, gemini, responses
-from converters.sse import SSEParser
+from converters import anthropic, gemini, openai_chat, responses
+from converters import canonical as cn
+from converters.sse import SSEParser, StreamFault
 
 ANTHROPIC_STREAM = (
     b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","type":"message",'
@@ -104,3 +105,44 @@ def test_responses_rename_and_failed_event():
     name, body = events(run(responses.StreamRelabel("codex"), cut))[-1]
     assert name == "response.failed" and body["sequence_number"] == 2
     assert body["response"]["id"] == "resp_1" and body["response"]["error"]["code"] == "server_error"
+
+
+# --- malformed events: an error, never relayed raw, never a normal stop ------------------------
+
+BAD = b'data: {"choices": [\n\n'
+
+
+@pytest.mark.parametrize("relabel, good", [
+    (lambda: anthropic.StreamRelabel("m"), ANTHROPIC_STREAM[:ANTHROPIC_STREAM.index(b"event: content_block_start")]),
+    (lambda: gemini.StreamRelabel("m"), GEMINI_STREAM[:GEMINI_STREAM.index(b"\r\n\r\n") + 4]),
+    (lambda: gemini.StreamRelabel("m", sse=False), GEMINI_STREAM[:GEMINI_STREAM.index(b"\r\n\r\n") + 4]),
+    (lambda: responses.StreamRelabel("m"), RESPONSES_STREAM[:RESPONSES_STREAM.index(b"event: response.output")]),
+    (lambda: openai_chat.StreamRelabel("m"), b'data: {"choices":[{"delta":{"content":"Hi"}}]}\n\n'),
+])
+def test_a_malformed_event_stops_a_relabel_with_what_came_before_it(relabel, good):
+    r = relabel()
+    with pytest.raises(StreamFault) as e:
+        r.feed(good + BAD + good)
+    assert e.value.code == "upstream_malformed" and "not valid JSON" in e.value.message
+    out = e.value.before + r.fail("Upstream 'x' " + e.value.message, e.value.code)
+    assert b'{"choices": [' not in out and b"not valid JSON" in out
+    if isinstance(r, gemini.StreamRelabel) and not r.sse:
+        assert json.loads(out)[-1]["error"]["message"].startswith("Upstream 'x' sent")  # still one JSON array
+    else:  # the format's own error event: Anthropic's and OpenAI's/Gemini's "error", Responses' response.failed
+        last = events(out)[-1][1]
+        assert last.get("type") in ("error", "response.failed") or "error" in last, last
+
+
+@pytest.mark.parametrize("decoder, good", [
+    (anthropic.StreamDecoder, ANTHROPIC_STREAM[:ANTHROPIC_STREAM.index(b"event: content_block_stop")]),
+    (gemini.StreamDecoder, GEMINI_STREAM[:GEMINI_STREAM.index(b"\r\n\r\n") + 4]),
+    (responses.StreamDecoder, RESPONSES_STREAM[:RESPONSES_STREAM.index(b"event: response.completed")]),
+    (openai_chat.StreamDecoder, b'data: {"choices":[{"delta":{"content":"Hi"}}]}\n\n'),
+])
+def test_a_malformed_event_ends_a_decoded_stream_with_an_error(decoder, good):
+    d = decoder()
+    out = d.feed(good + BAD) + d.feed(b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\n') + d.finish()
+    errors = [e for e in out if isinstance(e, cn.StreamError)]
+    assert [e.code for e in errors] == ["upstream_malformed"]
+    assert not any(isinstance(e, cn.Finish) for e in out)
+    assert isinstance(out[-1], cn.StreamError)

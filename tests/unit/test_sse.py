@@ -88,3 +88,35 @@ def test_encode_round_trip():
     assert (ev.event, ev.id, ev.data) == ("message_start", "7", "line1\nline2")
     ev.comments.append("note")
     assert encode_like(ev, "new") == b": note\nevent: message_start\nid: 7\ndata: new\n\n"
+
+
+# --- bounds ----------------------------------------------------------------------------------
+
+def test_an_event_past_the_limit_fails_at_the_next_read_after_the_complete_ones():
+    from converters.sse import StreamFault
+
+    p = SSEParser(max_event=100)
+    events = p.feed(b"data: ok\n\ndata: " + b"a" * 120)  # the complete event still comes out
+    assert [e.data for e in events] == ["ok"]
+    with pytest.raises(StreamFault) as e:
+        p.feed(b"a")
+    assert e.value.code == "upstream_event_too_large"
+    p = SSEParser(max_event=10)
+    p.feed(b"data: " + b"a" * 20)
+    with pytest.raises(StreamFault):  # also when the upstream ends right there
+        p.close()
+
+
+def test_an_event_of_many_lines_counts_toward_the_limit():
+    from converters.sse import StreamFault
+
+    p = SSEParser(max_event=100)
+    p.feed(b"data: x\n" * 20)  # 160 bytes, no blank line yet
+    with pytest.raises(StreamFault):
+        p.feed(b"data: x\n\n")
+
+
+def test_a_long_line_in_many_reads_is_one_event():
+    line = b"data: " + b"b" * 50_000 + b"\r\n\r\n"
+    events = parse_in_pieces(line, list(range(1, len(line), 97)))
+    assert [len(e.data) for e in events] == [50_000]
