@@ -35,7 +35,8 @@ class ClientApi:
     def error_body(self, err: GatewayError) -> bytes:
         if err.native is not None and err.native[0] == self.error_shape:
             return err.native[1]
-        return json.dumps(self.error_json(err), ensure_ascii=False, separators=(",", ":")).encode()
+        # "replace": a message may quote a client's lone surrogate ("\ud800" is valid JSON, not UTF-8)
+        return json.dumps(self.error_json(err), ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
 
 
 def _openai_error(err: GatewayError) -> dict[str, Any]:

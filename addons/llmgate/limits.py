@@ -8,7 +8,8 @@
 - Client connections: closed when silent between requests (idle_timeout), when a request's
   headers (header_timeout) or body (body_timeout) take too long, and the oldest idle ones
   make room when max_connections are open; with no idle one, a newcomer is answered 503.
-- An HTTP/1.0 client gets an HTTP/1.0 answer, delimited by the connection's end, never chunked.
+- An HTTP/1.0 client gets an HTTP/1.0 answer, delimited by the connection's end, never chunked;
+  an answer to HEAD has no body.
 """
 
 from __future__ import annotations
@@ -212,6 +213,10 @@ class ClientLimits:
 
     def response(self, flow: http.HTTPFlow) -> None:
         _http10(flow)
+        if flow.request.method == "HEAD" and flow.response is not None:
+            # an answer the gateway made (a 404, a 405) must not send its body: the client
+            # would read those bytes as the start of the next answer on the connection
+            flow.response.raw_content = b""
         self._phase(flow, "idle")
 
     def error(self, flow: http.HTTPFlow) -> None:

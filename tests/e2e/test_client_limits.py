@@ -4,7 +4,9 @@ slow connections, too many of them, HTTP/1.0; every refusal in the caller's own 
 from __future__ import annotations
 
 import gzip
+import random
 import json
+import os
 import resource
 import socket
 import time
@@ -198,6 +200,15 @@ def test_unknown_route_shapes(gw, route, expected):
     assert r.status_code == 404 and error_of(route, r)[0] == expected
 
 
+@pytest.mark.parametrize("route", ["openai", "responses", "anthropic"])
+def test_lone_surrogate_model_name_is_answered(gw, route):
+    """"\ud800" is valid JSON but not UTF-8: quoting it in the error must not break the answer."""
+    path, body = ROUTES[route]
+    r = httpx.post(gw.base + path, content=json.dumps(dict(body, model="\ud800")).encode(), headers=AUTH, timeout=10)
+    assert 400 <= r.status_code < 500
+    error_of(route, r)
+
+
 # --- HTTP/1.0 ---------------------------------------------------------------------------
 
 def test_http10_stream_is_not_chunked(gw):
@@ -215,6 +226,20 @@ def test_http10_plain_answer(gw):
     request = f"GET /v1/models HTTP/1.0\r\nAuthorization: Bearer {CLIENT_KEY}\r\n\r\n".encode()
     head, _, payload = raw_exchange(gw.port, request).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.0 200") and json.loads(payload)["data"]
+
+
+def test_head_answers_have_no_body_and_keep_the_connection_usable(gw):
+    """Claude Code opens with HEAD /; the gateway's 404 for it must not leak a body into the
+    next answer on the same connection."""
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        s.sendall(f"HEAD / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CLIENT_KEY}\r\n\r\n".encode()
+                  + f"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CLIENT_KEY}\r\n\r\n".encode())
+        data = b""
+        while data.count(b"HTTP/1.1 ") < 2 or not data.rstrip().endswith(b"}"):
+            data += s.recv(65536)
+    first, second = data.split(b"\r\n\r\n", 1)
+    assert first.startswith(b"HTTP/1.1 404")
+    assert second.startswith(b"HTTP/1.1 200"), second[:100]
 
 
 # --- connections ------------------------------------------------------------------------
@@ -286,3 +311,121 @@ def test_connection_cap_evicts_idle_ones_first(gw):
     finally:
         for s in socks:
             s.close()
+
+
+# --- fuzz -------------------------------------------------------------------------------
+
+FUZZ_SECONDS = 45
+FUZZ_ROUTES = [  # (method, path, body, the API whose error shape the caller gets)
+    ("POST", "/v1/chat/completions", CHAT, "openai"),
+    ("POST", "/up/v1/chat/completions", CHAT, "openai"),
+    ("POST", "/v1/responses", ROUTES["responses"][1], "openai"),
+    ("POST", "/v1/embeddings", {"model": "gpt-4o-mini", "input": "hi"}, "openai"),
+    ("POST", "/v1/messages", ROUTES["anthropic"][1], "anthropic"),
+    ("POST", "/anthropic/messages", ROUTES["anthropic"][1], "anthropic"),
+    ("POST", "/v1/messages/count_tokens", ROUTES["anthropic"][1], "anthropic"),
+    *[("POST", f"/v1beta/models/gpt-4o-mini:{m}", body, "gemini") for m, body in [
+        ("generateContent", ROUTES["gemini"][1]), ("streamGenerateContent", ROUTES["gemini"][1]),
+        ("countTokens", ROUTES["gemini"][1]), ("embedContent", {"content": {"parts": [{"text": "hi"}]}}),
+        ("batchEmbedContents", {"requests": [{"content": {"parts": [{"text": "hi"}]}}]})]],
+    ("GET", "/v1/models", None, "openai"),
+    ("GET", "/v1/models/gpt-4o-mini", None, "openai"),
+    ("GET", "/v1beta/models", None, "gemini"),
+    ("GET", "/v1beta/models/gpt-4o-mini", None, "gemini"),
+    ("GET", "/health", None, "openai"),
+    ("POST", "/v1/nothing/here", {}, None),  # unknown: the shape is guessed from path and headers
+    ("POST", "/v1beta/nothing", {}, None),
+]
+ODD_VALUES = [None, True, 0, -1, 10 ** 30, 1.5e308, "", "x" * 5000, "\ud800", [], {}, [[[]]], {"a": {"b": None}},
+              "gpt-4o-mini", "no-such-model", "../../etc/passwd", "\u0000", -0.0]
+
+
+def _mutate_value(rng, value, depth=0):
+    """The value with one part somewhere replaced by something of another type."""
+    if isinstance(value, dict) and value and depth < 4 and rng.random() < 0.7:
+        key = rng.choice(list(value))
+        return {**value, key: _mutate_value(rng, value[key], depth + 1)}
+    if isinstance(value, list) and value and depth < 4 and rng.random() < 0.7:
+        i = rng.randrange(len(value))
+        return value[:i] + [_mutate_value(rng, value[i], depth + 1)] + value[i + 1:]
+    if isinstance(value, dict) and rng.random() < 0.3:
+        return {**value, rng.choice(["stream", "model", "tools", "n", "max_tokens", "x"]): rng.choice(ODD_VALUES)}
+    return rng.choice(ODD_VALUES)
+
+
+def _fuzz_body(rng, body) -> tuple[bytes, dict]:
+    """A malformed body (and headers that claim things about it)."""
+    text = json.dumps(body if body is not None else {}).encode()
+    how = rng.randrange(12)
+    if how == 0:
+        return bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))), {}
+    if how == 1:
+        return text[:rng.randrange(len(text))], {}
+    if how == 2:  # invalid UTF-8 inside a string
+        return text.replace(b"hello", b"hel\xff\xfelo").replace(b"hi", b"h\xc3"), {}
+    if how == 3:
+        return b"\xef\xbb\xbf" + text, {}
+    if how == 4:
+        return b"[" * rng.randrange(100, 5000) + b"]" * rng.randrange(100, 5000), {}
+    if how == 5:
+        return text.replace(b"}", b', "n": ' + b"9" * rng.choice([20, 400, 5000]) + b"}", 1), {}
+    if how == 6:
+        return text.replace(b"}", b', "t": NaN, "u": -Infinity}', 1), {}
+    if how == 7:
+        coding = rng.choice(["gzip", "br", "zstd", "deflate", "gzip, br", "bogus"])
+        return (gzip.compress(text)[: rng.randrange(5, 40)] if rng.random() < 0.5 else text), {"Content-Encoding": coding}
+    if how == 8:
+        return text, {"Content-Type": rng.choice(["text/plain", "application/x-www-form-urlencoded", "\x01", ""])}
+    if how == 9:
+        return json.dumps(rng.choice([[], "x", 1, None])).encode(), {}
+    if how == 10:
+        return text, {"anthropic-version": rng.choice(["", "x" * 3000, "2023-06-01"]),
+                      "model-provider": rng.choice(["", "nope", "up", "dead\x7f"])}
+    return json.dumps(_mutate_value(rng, body if body is not None else {}), allow_nan=True).encode(), {}
+
+
+def _error_api(api: str | None, path: str, headers: dict) -> str:
+    """Known routes answer in their API; unknown ones guess from the path and headers."""
+    known = {p for _, p, _, a in FUZZ_ROUTES if a} - {"/v1/models", "/v1/models/gpt-4o-mini"}
+    if path in known:
+        return api
+    if "/v1beta" in path:
+        return "gemini"
+    return "anthropic" if "anthropic-version" in headers or "/messages" in path else "openai"
+
+
+def test_fuzz_routes_never_5xx_and_always_answer_in_the_callers_format(gw):
+    rng = random.Random(int(os.environ.get("FUZZ_SEED", "12")))  # another seed: FUZZ_SEED=n
+    failures: list[str] = []
+    deadline = time.monotonic() + FUZZ_SECONDS
+    sent = 0
+    with httpx.Client(base_url=gw.base, timeout=20, limits=httpx.Limits(keepalive_expiry=0.5)) as http:
+        while time.monotonic() < deadline and sent < 3000:
+            method, path, body, api = rng.choice(FUZZ_ROUTES)
+            content, headers = _fuzz_body(rng, body)
+            if rng.random() < 0.15:
+                method = rng.choice(["PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "FOO", "GET", "POST"])
+            if rng.random() < 0.2:
+                path += rng.choice(["?alt=sse", "?key=", "?%zz", "/", "%00", ";x"])
+            headers = {**AUTH, "Content-Type": "application/json", **headers}
+            try:
+                r = http.request(method, path, content=content, headers=headers)
+            except httpx.HTTPError as e:
+                failures.append(f"{method} {path} {content[:60]!r} {headers}: {e!r}")
+                continue
+            sent += 1
+            what = f"{method} {path} {content[:80]!r} {headers} -> {r.status_code} {r.text[:200]}"
+            if r.status_code >= 500:
+                failures.append(what)
+            elif r.status_code >= 400 and method != "HEAD":
+                try:
+                    data = r.json()
+                    if isinstance(data, list):  # streamGenerateContent without alt=sse: one array
+                        r = httpx.Response(r.status_code, headers=r.headers, json=data[0])
+                    error_of(_error_api(api, path.split("?")[0], headers), r)
+                except Exception as e:  # noqa: BLE001 - any shape problem is a finding
+                    failures.append(f"{what}: {e!r}")
+    assert sent > 200
+    assert not failures, f"{len(failures)} of {sent}:\n" + "\n".join(failures[:20])
+    r = httpx.post(gw.base + "/v1/chat/completions", json=CHAT, headers=AUTH, timeout=10)
+    assert r.status_code == 200  # still serving
