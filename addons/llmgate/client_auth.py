@@ -9,6 +9,7 @@ output, also when the body never arrives whole (the request hook then never runs
 from __future__ import annotations
 
 import hmac
+import weakref
 
 from mitmproxy import ctx, http
 
@@ -56,14 +57,15 @@ def mask_client_credentials(req: http.Request, query_key: bool = True) -> None:
 class ClientAuth:
     def __init__(self, rt: Runtime):
         self.rt = rt
-        # flow id -> the request's own (header fields, path), held from requestheaders to request
-        self._held: dict[str, tuple[tuple, bytes]] = {}
+        # flow -> the request's own (header fields, path), from requestheaders to request (weak:
+        # a flow that never reaches either hook takes its entry with it)
+        self._held: weakref.WeakKeyDictionary[http.HTTPFlow, tuple[tuple, bytes]] = weakref.WeakKeyDictionary()
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if not flow.live:
             return  # a provider-side flow (flow_record), redacted already
         req = flow.request
-        self._held[flow.id] = (req.headers.fields, req.data.path)
+        self._held[flow] = (req.headers.fields, req.data.path)
         self._mask(req)
 
     def _mask(self, req: http.Request) -> None:
@@ -71,10 +73,10 @@ class ClientAuth:
         req.data.path = self.rt.secrets.current().bytes(req.data.path)  # e.g. an admin key as ?key=
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self._held.pop(flow.id, None)  # e.g. the body never came: no request hook
+        self._held.pop(flow, None)  # e.g. the body never came: no request hook
 
     def request(self, flow: http.HTTPFlow) -> None:
-        held = self._held.pop(flow.id, None)
+        held = self._held.pop(flow, None)
         if flow.response or flow.error or not flow.live:
             return
         if held is not None:  # the key as sent, for this check only: masked again below
