@@ -73,7 +73,11 @@ class ClientAuth:
         req.data.path = self.rt.secrets.current().bytes(req.data.path)  # e.g. an admin key as ?key=
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self._held.pop(flow, None)  # e.g. the body never came: no request hook
+        # e.g. the body never came: no request hook. Masked again in case requestheaders
+        # never saw this flow (it was in flight while the script reloaded).
+        self._held.pop(flow, None)
+        if flow.live:
+            self._mask(flow.request)
 
     def request(self, flow: http.HTTPFlow) -> None:
         held = self._held.pop(flow, None)
