@@ -148,9 +148,11 @@ class Conn:
     """What the sweep knows of one client connection."""
 
     client: connection.Client
-    phase: str = "idle"  # idle (between requests) | body (headers read) | busy (being answered)
-    since: float = field(default_factory=time.monotonic)  # when the phase began
-    activity: float | None = None  # mitmproxy's last-activity stamp when the phase began
+    since: float = field(default_factory=time.monotonic)  # when it last became idle (or opened)
+    # requests in progress (several at once on HTTP/2): flow id -> when its body began, None once read
+    flows: dict[str, float | None] = field(default_factory=dict)
+    over: bool = False  # opened over max_connections: its requests are answered 503
+    activity: float | None = None  # mitmproxy's last-activity stamp a tick into the idle time
     bytes_at: float | None = None  # when bytes of a next request were first seen
 
 
@@ -179,34 +181,37 @@ class ClientLimits:
     def client_connected(self, client: connection.Client) -> None:
         cap = self.limits.max_connections or default_max_connections()
         while len(self.conns) >= cap:
-            idle = min((c for c in self.conns.values() if c.phase == "idle"), key=lambda c: c.since, default=None)
+            idle = min((c for c in self.conns.values() if not c.flows), key=lambda c: c.since, default=None)
             if idle is None:
                 break  # everyone is being served: the newcomer gets a 503 (requestheaders)
             self._close(idle, "making room for a new connection")
-        self.conns[client.id] = Conn(client, since=self.clock())
-        if len(self.conns) > cap:
-            self.conns[client.id].phase = "over"
+        self.conns[client.id] = Conn(client, since=self.clock(), over=len(self.conns) >= cap)
 
     def client_disconnected(self, client: connection.Client) -> None:
         self.conns.pop(client.id, None)
 
-    def _phase(self, flow: http.HTTPFlow, phase: str) -> None:
+    def _ended(self, flow: http.HTTPFlow) -> None:
         c = self.conns.get(flow.client_conn.id)
-        if c is not None and c.phase != "over":
-            c.phase, c.since, c.activity, c.bytes_at = phase, self.clock(), None, None
+        if c is not None and flow.id in c.flows:
+            del c.flows[flow.id]
+            if not c.flows:
+                c.since, c.activity, c.bytes_at = self.clock(), None, None
 
     # --- requests -------------------------------------------------------------------
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         c = self.conns.get(flow.client_conn.id)
-        if c is not None and c.phase == "over":
+        if c is None:
+            return
+        c.flows[flow.id] = self.clock()
+        if c.over:
             self._refuse(flow, GatewayError(503, "The gateway has too many open connections; retry shortly.",
                                             code="too_many_connections", headers={"Retry-After": "1"}))
-            return
-        self._phase(flow, "body")
 
     def request(self, flow: http.HTTPFlow) -> None:
-        self._phase(flow, "busy")
+        c = self.conns.get(flow.client_conn.id)
+        if c is not None and flow.id in c.flows:
+            c.flows[flow.id] = None  # the body is in
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         _http10(flow)
@@ -217,10 +222,10 @@ class ClientLimits:
             # an answer the gateway made (a 404, a 405) must not send its body: the client
             # would read those bytes as the start of the next answer on the connection
             flow.response.raw_content = b""
-        self._phase(flow, "idle")
+        self._ended(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self._phase(flow, "idle")
+        self._ended(flow)
 
     def _refuse(self, flow: http.HTTPFlow, err: GatewayError) -> None:
         """Answer (once the body is in: mitmproxy reads it first) and end the connection."""
@@ -245,11 +250,11 @@ class ClientLimits:
         """Why this connection should be closed now, if it should. `activity`: mitmproxy's
         last-activity stamp for it (moves when the client sends bytes)."""
         lim = self.limits
-        if c.phase == "body" and now - c.since > lim.body_timeout:
-            return f"its request body took over {lim.body_timeout:g} s"
-        if c.phase not in ("idle", "over"):
+        if any(start is not None and now - start > lim.body_timeout for start in c.flows.values()):
+            return f"a request body took over {lim.body_timeout:g} s"
+        if c.flows:  # being answered: an answer may take long, the upstream timeouts bound it
             return None
-        if c.activity is None:  # a tick into the phase (the answer's own events are done): note where activity stood
+        if c.activity is None:  # a tick into the idle time (the answer's own events are done): note activity
             if now - c.since >= TICK:
                 c.activity = activity
         elif c.bytes_at is None and activity != c.activity:

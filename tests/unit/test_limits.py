@@ -170,7 +170,28 @@ def test_trickled_headers_close_after_header_timeout_even_when_never_silent():
 
 def test_body_timeout_and_busy_connections():
     cl = sweep(Limits(body_timeout=5, idle_timeout=1), [0.0])
-    body = Conn(FakeClient("a"), phase="body", since=0.0)
-    busy = Conn(FakeClient("b"), phase="busy", since=0.0)
+    body = Conn(FakeClient("a"), since=0.0, flows={"f1": None, "f2": 0.0})  # HTTP/2: one answered, one uploading
+    busy = Conn(FakeClient("b"), since=0.0, flows={"f3": None})
     assert cl.overdue(body, 1.0, 4.9) is None and "body" in cl.overdue(body, 1.0, 5.1)
     assert cl.overdue(busy, 1.0, 10_000) is None  # a long answer is never cut by these limits
+
+
+class FakeFlow:
+    def __init__(self, fid: str, client: FakeClient):
+        self.id, self.client_conn = fid, client
+
+
+def test_a_connection_is_idle_only_when_all_its_requests_ended():
+    now = [0.0]
+    cl = sweep(Limits(idle_timeout=10, max_connections=2), now)
+    client = FakeClient("c")
+    cl.client_connected(client)
+    a, b = FakeFlow("a", client), FakeFlow("b", client)
+    for f in (a, b):
+        cl.requestheaders(f)
+        cl.request(f)
+    now[0] = 50
+    cl.error(a)  # one stream of the connection ended; the other is still being answered
+    assert cl.overdue(cl.conns["c"], 1.0, 100) is None
+    cl.error(b)
+    assert cl.conns["c"].since == 50 and cl.overdue(cl.conns["c"], 1.0, 70) == "idle for 10 s"
