@@ -14,6 +14,7 @@ from llmgate.catalog import ModelCatalog
 from llmgate.client_apis import ANTHROPIC, GEMINI
 from llmgate.errors import GatewayError
 from llmgate.inbound import Inbound
+from llmgate.model_names import check_model_name
 from llmgate.providers import PROVIDER_TYPES
 from llmgate.responses import json_response
 from llmgate.routing import Route, members, provider_by_id
@@ -107,6 +108,7 @@ async def one_model(catalog: ModelCatalog, settings: GatewaySettings, ib: Inboun
     name = unquote(ib.model or "")
     if ib.api is GEMINI:
         name = name.removeprefix("models/")
+    check_model_name(name)  # as for generation: 400 rather than 404 for a name no provider could have
     seen = await listed(catalog, settings, ib.forced)
     if name not in seen:
         raise GatewayError(404, f"The model '{name}' does not exist or is not served by this gateway. "

@@ -255,6 +255,9 @@ def test_model_names_cannot_steer_the_upstream_url(recorded, gemini_up, echo):
     r = httpx.post(g.base + "/v1/messages", headers={"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"},
                    json={"model": "gem/a#b", "max_tokens": 5, "messages": HELLO})
     assert r.status_code == 400 and r.json()["type"] == "error"
+    for url in ("/v1/models/a%2F..%2Fb", "/v1beta/models/a%23b", "/v1/models/a%20b"):  # a model's page, too
+        r = httpx.get(g.base + url, headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+        assert r.status_code == 400 and "Invalid model name" in r.text
     assert gemini_up.paths == []
     # what is allowed reaches the upstream as one encoded path segment
     for model in ("gem/a/b", "gem/a%2e%2e", "gem/a:b"):
