@@ -1,5 +1,5 @@
-"""Configured secrets never leave the gateway in a body: scrubbed from what clients get and
-what flows record.
+"""Configured secrets never leave the gateway: scrubbed from what clients get (bodies,
+streams, headers) and from what flows and the request log record.
 
 An upstream may echo a key ("Incorrect API key provided: sk-...", an HTML error page, a
 debugging echo service). Every configured secret is replaced by "[redacted]": provider
