@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import http_exceptions
+from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
 from yarl import URL
 
 from llmgate.errors import GatewayError
@@ -20,7 +21,7 @@ MAX_ERROR_BODY = 1 << 20  # bytes of an upstream error body we read (the rest is
 # Limits on what an upstream may send. Module constants until server.limits exists in settings.
 MAX_BODY = 64 << 20  # a non-streamed answer, decoded
 # encodings aiohttp decodes (in bounded steps); any other would reach the client still encoded
-DECODABLE = {"", "identity", "gzip", "deflate", "br", "zstd", "x-gzip"}
+DECODABLE = {"", "identity", "gzip", "deflate", *(["br"] if HAS_BROTLI else []), *(["zstd"] if HAS_ZSTD else [])}
 
 
 @dataclass(slots=True)

@@ -133,8 +133,9 @@ def test_finish_reasons_are_not_normal_stops(client, model, finish):
 
 
 def test_errors_in_openai_shape(client):
-    with pytest.raises(openai.AuthenticationError) as e:  # Gemini says 400 API_KEY_INVALID
+    with pytest.raises(openai.InternalServerError) as e:  # Gemini says 400 API_KEY_INVALID: the provider's key
         client.chat.completions.create(model="bad-key-model", messages=HELLO)
+    assert e.value.status_code == 502 and e.value.body["code"] == "provider_auth_failed"
     assert "API key not valid" in e.value.message
     with pytest.raises(openai.RateLimitError) as e:
         client.chat.completions.create(model="gem/fault-429", messages=HELLO)

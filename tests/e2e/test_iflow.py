@@ -56,9 +56,10 @@ def test_signed_requests_are_accepted(client, iflow, model):
 
 
 def test_a_key_iflow_refuses_is_its_error(client):
-    with pytest.raises(openai.AuthenticationError) as e:
+    with pytest.raises(openai.InternalServerError) as e:  # the provider's key, not the client's: a 502
         client.chat.completions.create(model="iflow-bad/qwen3-coder-plus", messages=HELLO)
-    assert e.value.body["code"] == "invalid_api_key"
+    assert e.value.status_code == 502 and e.value.body["code"] == "provider_auth_failed"
+    assert "'iflow-bad' refused" in e.value.message
     assert "sk-not-a-key" not in json.dumps(e.value.body)
 
 
