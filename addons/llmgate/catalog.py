@@ -36,6 +36,7 @@ class ModelCatalog:
         self._upstream = upstream
         self._entries: dict[str, _Entry] = {}
         self.account_for: Any = None  # (provider, kind) -> an account, for list endpoints that need a login
+        self.scrub: Any = lambda body: body  # secrets out of an answer that is logged (runtime sets it)
 
     def models(self, p: ProviderSettings) -> list[str] | None:
         """The provider's models as known now (None: not known yet)."""
@@ -95,7 +96,7 @@ class ModelCatalog:
             resp = await self._upstream.send(req, DISCOVERY_TIMEOUTS, f"'{p.id}'")
             if resp.status != 200:
                 body = await self._upstream.read_body(resp, f"'{p.id}'", limit=MAX_ERROR_BODY, cut=True)
-                raise GatewayError(resp.status, f"models endpoint answered {resp.status}: {body[:200]!r}")
+                raise GatewayError(resp.status, f"models endpoint answered {resp.status}: {self.scrub(body)[:200]!r}")
             body = await self._upstream.read_body(resp, f"'{p.id}'", limit=MAX_MODEL_LIST)
             e.models = kind.parse_models(json.loads(body))
             e.fetched_at, e.error = time.monotonic(), None

@@ -52,6 +52,7 @@ class Runtime:
         self.exchanges: dict[str, Exchange] = {}
         self.reasoning = ReasoningMemory()
         self.secrets = Secrets(self)  # what redaction scrubs from bodies
+        self.catalog.scrub = lambda body: self.secrets.current().bytes(body)
         self.pool = PoolState()
         self._state_path: str | None = None
         self.request_log: RequestLog | None = None

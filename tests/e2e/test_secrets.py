@@ -25,7 +25,8 @@ PROVIDER_KEY = "sk-provider-9876543210fedcba"
 GEMINI_KEY = "AIza-gemini-key-0123456789"
 ACCESS_TOKEN = "qwen-access-token-0123456789"  # a subscription account's, from its credentials file
 REFRESH_TOKEN = "qwen-refresh-token-0123456789"
-SECRETS = (CLIENT_KEY, ADMIN_KEY, PROVIDER_KEY, GEMINI_KEY, ACCESS_TOKEN, REFRESH_TOKEN)
+LISTING_KEY = "sk-listing-key-the-upstream-refuses"
+SECRETS = (CLIENT_KEY, ADMIN_KEY, PROVIDER_KEY, GEMINI_KEY, ACCESS_TOKEN, REFRESH_TOKEN, LISTING_KEY)
 HELLO = [{"role": "user", "content": "hello"}]
 
 
@@ -46,6 +47,9 @@ class EchoUpstream:
 
     async def models(self, request: web.Request) -> web.Response:
         self.paths.append(request.raw_path)
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if key == LISTING_KEY:
+            return web.json_response({"error": {"message": f"Incorrect API key provided: {key}."}}, status=401)
         return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in self.MODELS]})
 
     async def other(self, request: web.Request) -> web.Response:
@@ -133,6 +137,7 @@ def config(echo: EchoUpstream, gemini_up, tmp_path) -> dict:
              "models": list(EchoUpstream.MODELS)},
             {"id": "gem", "type": "gemini", "base_url": gemini_up.base, "api_key": GEMINI_KEY,
              "models": ["gemini-2.5-flash"]},
+            {"id": "listing", "type": "openai", "base_url": echo.base + "/v1", "api_key": LISTING_KEY},
             {"id": "sub", "type": "qwen", "base_url": echo.base + "/v1", "credentials": str(creds),
              "models": ["echo-ok"]},
         ],
@@ -227,6 +232,9 @@ def test_keys_echoed_by_an_upstream_are_scrubbed_everywhere(recorded, tmp_path):
     text = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
         model="sub/echo-stream", messages=HELLO, stream=True) if ch.choices)
     assert text == "key [redacted] end"
+    # model discovery that fails logs the upstream's answer
+    assert httpx.get(g.base + "/v1/models", headers={"Authorization": f"Bearer {CLIENT_KEY}"}).status_code == 200
+    g.wait_for("provider listing: model discovery failed")
     # a client that pastes a key into its prompt does not see it recorded either
     c.chat.completions.create(model="echo-ok", messages=[{"role": "user", "content": f"is {ADMIN_KEY} mine?"}])
 
