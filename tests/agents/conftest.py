@@ -90,7 +90,10 @@ def agent_setup(agent: str, home: Path, gateway: str, key: str) -> tuple[list[st
             'model = "gpt-5"\nmodel_provider = "llmgate"\ncheck_for_update_on_startup = false\n\n'
             '[model_providers.llmgate]\nname = "llmgate"\n'
             f'base_url = "{gateway}/v1"\nwire_api = "responses"\nenv_key = "LLMGATE_API_KEY"\n\n'
-            '[analytics]\nenabled = false\n')
+            '[analytics]\nenabled = false\n\n'
+            # two sandboxed commands at once race over the /tmp/.codex mount (bwrap: "Can't mount
+            # tmpfs on /newroot/tmp/.codex"); the work folder stays writable without /tmp
+            '[sandbox_workspace_write]\nexclude_slash_tmp = true\n')
         return (["codex", "exec", "--skip-git-repo-check", "-s", "workspace-write", task],
                 {"LLMGATE_API_KEY": key, "CODEX_HOME": str(home / ".codex")})
     if agent == "gemini":
@@ -170,8 +173,9 @@ class Run:
         quoted = re.search(r'"message":\s*"((?:[^"\\]|\\.)+)"', self.output)
         said = quoted.group(1) if quoted else next(
             (ln.strip() for ln in self.output.splitlines() if "error" in ln.lower()), "")[:300]
-        tail = "\n".join(self.output.strip().splitlines()[-15:])
-        return (f"{self.agent} via {self.backend}: rc={self.rc}; failed exchanges: {bad}; agent said: {said}"
+        files = sorted(p.name for p in self.work.iterdir())
+        tail = "\n".join(self.output.strip().splitlines()[-25:])
+        return (f"{self.agent} via {self.backend}: rc={self.rc}; failed exchanges: {bad}; agent said: {said}; files: {files}"
                 f"\n--- output tail:\n{tail}")
 
 
@@ -226,11 +230,15 @@ def run_session(agent: str, name: str, stack: Stack, agent_bin: Path, tmp: Path)
 
 
 @pytest.fixture(scope="session")
-def sessions(agent_bin, versions, tmp_path_factory) -> dict[tuple[str, str], Run]:
-    """Every (agent, backend) session, run side by side, five at a time."""
+def sessions(request, agent_bin, versions, tmp_path_factory) -> dict[tuple[str, str], Run]:
+    """The (agent, backend) sessions the selected tests read (and each agent's native one),
+    run side by side, five at a time."""
     tmp = Path(tempfile.mkdtemp(prefix="agents-", dir=tmp_path_factory.getbasetemp()))
-    stacks = {name: start_stack(name, b, tmp) for name, b in BACKENDS.items()}
-    runnable = [(a, n) for a in AGENTS if not versions[a].startswith("UNAVAILABLE") for n in BACKENDS]
+    wanted = {i.callspec.params["run"] for i in request.session.items
+              if "run" in getattr(getattr(i, "callspec", None), "params", {})}
+    wanted |= {(a, NATIVE[a]) for a, _ in wanted}
+    stacks = {name: start_stack(name, b, tmp) for name, b in BACKENDS.items() if any(n == name for _, n in wanted)}
+    runnable = [c for c in sorted(wanted) if not versions[c[0]].startswith("UNAVAILABLE")]
     try:
         with ThreadPoolExecutor(5) as pool:
             futures = {c: pool.submit(run_session, c[0], c[1], stacks[c[1]], agent_bin, tmp) for c in runnable}
