@@ -8,6 +8,9 @@
 - Client connections: closed when silent between requests (idle_timeout), when a request's
   headers (header_timeout) or body (body_timeout) take too long, and the oldest idle ones
   make room when max_connections are open; with no idle one, a newcomer is answered 503.
+- Request heads (and chunk-size lines) are bounded by max_header_bytes: mitmproxy 12.2 buffers
+  them without limit (its "FIXME: protect against header size DoS"), so its HTTP/1 reader is
+  wrapped to answer 431 and close once a head grows past that.
 - An HTTP/1.0 client gets an HTTP/1.0 answer, delimited by the connection's end, never chunked;
   an answer to HEAD has no body.
 """
@@ -25,6 +28,9 @@ from typing import Callable
 import brotli
 import zstandard
 from mitmproxy import connection, ctx, http
+from mitmproxy.net.http import http1
+from mitmproxy.proxy import commands
+from mitmproxy.proxy.layers.http import _http1
 
 from llmgate.errors import GatewayError
 from llmgate.inbound import inbound_of
@@ -138,6 +144,32 @@ def request_body(req: http.Request, limits: Limits) -> bytes:
     return body
 
 
+_head_limit = [Limits().max_header_bytes]  # set from the config by the addon
+
+
+def _bounded(read: Callable, slack: int) -> Callable:
+    """An Http1Server reader state that closes the connection when its unparsed buffer (an
+    incomplete head, or chunk-size line) passes the limit; `slack`: what one read may add."""
+    def state(self, event):
+        yield from read(self, event)
+        if self.state.__func__ is state and len(self.buf) > _head_limit[0] + slack:
+            err = GatewayError(431, f"The request head is larger than {_head_limit[0]} bytes.",
+                               code="request_header_too_large", headers={"Connection": "close"})
+            yield commands.SendData(self.conn, http1.assemble_response(error_response(err)))
+            yield commands.CloseConnection(self.conn)
+            self.state = self.done
+    state.original = read  # type: ignore[attr-defined]
+    return state
+
+
+def bound_http1_heads() -> None:
+    """Wrap mitmproxy's HTTP/1 server reader (once, also across script reloads)."""
+    server = _http1.Http1Server
+    for name, slack in (("read_headers", 0), ("read_body", 1 << 16)):
+        read = getattr(server, name)
+        setattr(server, name, _bounded(getattr(read, "original", read), slack))
+
+
 def default_max_connections() -> int:
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     return max(8, (soft - FDS_RESERVED) // FDS_PER_CONNECTION)
@@ -167,6 +199,9 @@ class ClientLimits:
     @property
     def limits(self) -> Limits:
         return self.rt.settings.server.limits
+
+    def load(self, loader) -> None:
+        bound_http1_heads()
 
     def running(self) -> None:
         self._apply_backstop()
@@ -285,6 +320,7 @@ class ClientLimits:
         """mitmproxy's body_size_limit stops bodies with no Content-Length (chunked) while
         they arrive; twice max_body so that a too-large Content-Length still reaches
         requestheaders, which answers in the caller's format."""
+        _head_limit[0] = self.limits.max_header_bytes
         backstop = 2 * self.limits.max_body
         if backstop != self._backstop:
             self._backstop = backstop
