@@ -175,7 +175,8 @@ class Run:
             (ln.strip() for ln in self.output.splitlines() if "error" in ln.lower()), "")[:300]
         files = sorted(p.name for p in self.work.iterdir())
         tail = "\n".join(self.output.strip().splitlines()[-25:])
-        return (f"{self.agent} via {self.backend}: rc={self.rc}; failed exchanges: {bad}; agent said: {said}; files: {files}"
+        return (f"{self.agent} via {self.backend}: rc={self.rc}; failed exchanges: {bad}; agent said: {said}; "
+                f"files: {files}"
                 f"\n--- output tail:\n{tail}")
 
 
@@ -223,7 +224,8 @@ def run_session(agent: str, name: str, stack: Stack, agent_bin: Path, tmp: Path)
     (home / "work" / IMAGE).write_bytes(png())
     args, env = agent_setup(agent, home, stack.gateway.base, f"sk-agent-{agent}")
     env = {"PATH": f"{agent_bin}:{os.environ['PATH']}", "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-           "XDG_CACHE_HOME": str(home / ".cache"), "XDG_DATA_HOME": str(home / ".local" / "share"), "TMPDIR": str(home), **QUIET, **env}
+           "XDG_CACHE_HOME": str(home / ".cache"), "XDG_DATA_HOME": str(home / ".local" / "share"),
+           "TMPDIR": str(home), **QUIET, **env}
     start = time.monotonic()
     rc, out = run_bounded(args, home / "work", env, RUN_TIMEOUT)
     return Run(agent, name, rc, out, home / "work", time.monotonic() - start)

@@ -37,7 +37,8 @@ def first_turn(wire: str) -> tuple[object, str, dict, dict]:
 
 def calls_in(wire: str, answer: dict) -> list[tuple[str, object]]:
     if wire == "openai":
-        return [(c["function"]["name"], c["function"]["arguments"]) for c in answer["choices"][0]["message"]["tool_calls"]]
+        return [(c["function"]["name"], c["function"]["arguments"])
+                for c in answer["choices"][0]["message"]["tool_calls"]]
     if wire == "anthropic":
         return [(b["name"], b["input"]) for b in answer["content"] if b["type"] == "tool_use"]
     if wire == "gemini":
