@@ -45,13 +45,9 @@ FDS_PER_CONNECTION = 4  # client socket, upstream socket, both ends of a relay h
 FDS_RESERVED = 64  # listeners, state and log files, the relay's own
 
 
-class BodyError(GatewayError):
-    pass
-
-
-def _too_large(limit: int) -> BodyError:
-    return BodyError(413, f"The request body is larger than {limit} bytes once decompressed.",
-                     code="request_too_large")
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(413, f"The request body is larger than {limit} bytes once decompressed.",
+                        code="request_too_large")
 
 
 def _inflate(data: bytes, wbits: int, limit: int) -> bytes:
@@ -120,12 +116,13 @@ def decode(data: bytes, content_encoding: str, limit: int) -> bytes:
     """The body with its Content-Encoding undone (codings listed in the order applied)."""
     for coding in reversed([c.strip().lower() for c in content_encoding.split(",") if c.strip()]):
         if coding not in DECODERS:
-            raise BodyError(415, f"Content-Encoding '{coding}' is not supported; use gzip, deflate, br or zstd.",
-                            code="unsupported_encoding", headers={"Accept-Encoding": "gzip, deflate, br, zstd"})
+            raise GatewayError(415, f"Content-Encoding '{coding}' is not supported; use gzip, deflate, br or zstd.",
+                               code="unsupported_encoding", headers={"Accept-Encoding": "gzip, deflate, br, zstd"})
         try:
             data = DECODERS[coding](data, limit)
         except (zlib.error, brotli.error, zstandard.ZstdError) as e:
-            raise BodyError(400, f"The request body is not valid {coding} data ({e}).", code="invalid_encoding") from None
+            raise GatewayError(400, f"The request body is not valid {coding} data ({e}).",
+                               code="invalid_encoding") from None
     return data
 
 
@@ -134,8 +131,8 @@ def request_body(req: http.Request, limits: Limits) -> bytes:
     it cannot be decoded, as sent but no longer claiming an encoding), so nothing later
     (request log, mitmweb) inflates it unbounded."""
     raw = req.raw_content or b""
-    if len(raw) > limits.max_body:  # a chunked body mitmproxy let through
-        raise BodyError(413, f"The request body is larger than {limits.max_body} bytes.", code="request_too_large")
+    if len(raw) > limits.max_body:  # body_size_limit lets through up to twice as much
+        raise GatewayError(413, f"The request body is larger than {limits.max_body} bytes.", code="request_too_large")
     encoding = req.headers.pop("content-encoding", "")
     if not encoding:
         return raw

@@ -302,7 +302,7 @@ def test_slowloris_headers_are_cut_off(gw):
                 break
         assert closed
         elapsed = time.monotonic() - t0
-        assert 0.9 < elapsed < 4  # header_timeout is 1 s (plus the sweep's tick)
+        assert 0.9 < elapsed < 6  # header_timeout is 1 s (plus the sweep's ticks)
         r = httpx.post(gw.base + "/v1/chat/completions", json=CHAT, headers=AUTH, timeout=10)
         assert r.status_code == 200
 
@@ -389,7 +389,8 @@ def _fuzz_body(rng, body) -> tuple[bytes, dict]:
         return text.replace(b"}", b', "t": NaN, "u": -Infinity}', 1), {}
     if how == 7:
         coding = rng.choice(["gzip", "br", "zstd", "deflate", "gzip, br", "bogus"])
-        return (gzip.compress(text)[: rng.randrange(5, 40)] if rng.random() < 0.5 else text), {"Content-Encoding": coding}
+        body = gzip.compress(text)[: rng.randrange(5, 40)] if rng.random() < 0.5 else text
+        return body, {"Content-Encoding": coding}
     if how == 8:
         return text, {"Content-Type": rng.choice(["text/plain", "application/x-www-form-urlencoded", "\x01", ""])}
     if how == 9:
