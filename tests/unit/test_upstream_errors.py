@@ -52,3 +52,22 @@ def test_inbound_routes():
     assert (ib.endpoint, ib.model) == ("model", "openrouter/meta/llama")
     assert match("/v1/nothing", True, providers).api.name == "anthropic"
     assert match("/v1beta/nothing", False, providers).api.name == "gemini"
+
+
+def test_a_provider_refusing_its_own_key_is_a_502_never_a_401():
+    from llmgate.translate import anthropic_error, google_error
+
+    cases = [
+        (upstream_error, 401, b'{"error":{"message":"Incorrect API key","code":"invalid_api_key"}}'),
+        (upstream_error, 403, b'{"error":{"message":"key revoked","code":"invalid_api_key"}}'),
+        (anthropic_error, 401, b'{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}'),
+        (google_error, 400, b'{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.",'
+                            b'"status":"INVALID_ARGUMENT","details":[{"reason":"API_KEY_INVALID"}]}}'),
+    ]
+    for error, status, body in cases:
+        e = error(P, status, "", CIMultiDict(), body)
+        assert (e.status, e.code, e.native) == (502, "provider_auth_failed", None), (status, body)
+        assert e.message.startswith("Provider 'lms' refused the credentials configured for it")
+    # a permission answer about the request (not the key) stays what it is
+    e = upstream_error(P, 403, "", CIMultiDict(), b'{"error":{"message":"not an embeddings model"}}')
+    assert e.status == 403
