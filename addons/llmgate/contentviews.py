@@ -7,6 +7,9 @@
 
 Both are read-only views and never raise on malformed input: they render what they could
 decode and end with a `# ...` line saying where and why decoding stopped.
+
+The views that read like an LLM exchange (one per wire format, chosen by the flow's path
+over these generic ones) are in llm_views.py and registered here too.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import struct
 
 from mitmproxy import contentviews
 from mitmproxy.contentviews import Contentview, Metadata
+
+from llmgate.llm_views import LLM_VIEWS
 
 SSE_TYPE = "text/event-stream"
 AWS_EVENTSTREAM_TYPE = "application/vnd.amazon.eventstream"
@@ -204,7 +209,7 @@ class AWSEventStreamContentview(Contentview):
 
 sse_view = SSEContentview()
 aws_eventstream_view = AWSEventStreamContentview()
-VIEWS: tuple[Contentview, ...] = (sse_view, aws_eventstream_view)
+VIEWS: tuple[Contentview, ...] = (sse_view, aws_eventstream_view, *LLM_VIEWS)
 
 
 def register() -> None:
