@@ -222,13 +222,6 @@ class ClientLimits:
     def client_disconnected(self, client: connection.Client) -> None:
         self.conns.pop(client.id, None)
 
-    def _ended(self, flow: http.HTTPFlow) -> None:
-        c = self.conns.get(flow.client_conn.id)
-        if c is not None and flow.id in c.flows:
-            del c.flows[flow.id]
-            if not c.flows:
-                c.since, c.activity, c.bytes_at = self.clock(), None, None
-
     # --- requests -------------------------------------------------------------------
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -258,6 +251,16 @@ class ClientLimits:
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._ended(flow)
+
+    def _ended(self, flow: http.HTTPFlow) -> None:
+        # a body the front door never read (a 405, a 401...) keeps its bytes as sent but stops
+        # claiming an encoding: the request log or mitmweb would inflate a bomb whole
+        flow.request.headers.pop("content-encoding", None)
+        c = self.conns.get(flow.client_conn.id)
+        if c is not None and flow.id in c.flows:
+            del c.flows[flow.id]
+            if not c.flows:
+                c.since, c.activity, c.bytes_at = self.clock(), None, None
 
     def _refuse(self, flow: http.HTTPFlow, err: GatewayError) -> None:
         """Answer (once the body is in: mitmproxy reads it first) and end the connection."""

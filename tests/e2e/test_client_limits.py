@@ -49,7 +49,7 @@ def error_of(route: str, r: httpx.Response) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def gw(upstream, tmp_path_factory):
-    cfg = gateway_config(upstream, limits=LIMITS)
+    cfg = {**gateway_config(upstream, limits=LIMITS), "log": {"capture_bodies": True}}
     g = Gateway(cfg, tmp_path_factory.mktemp("limits") / "proxy.yaml")
     yield g
     g.stop()
@@ -127,6 +127,22 @@ def test_gzip_bomb_is_a_413_without_inflating(gw, route):
     kind, _ = error_of(route, r)
     assert kind == {"anthropic": "request_too_large", "gemini": "INVALID_ARGUMENT"}[route]
     assert vm_hwm_kib(gw.p.pid) - before < 64 << 10  # peak RSS grew by less than 64 MiB
+
+
+@pytest.mark.parametrize("how", ["no key", "unknown route", "wrong method"])
+def test_bomb_on_a_refused_request_is_never_inflated(gw, how):
+    """The request log keeps bodies (capture_bodies): one the front door never read must not
+    be inflated on the way there either."""
+    bomb = gzip.compress(b"\0" * (512 << 20), compresslevel=9)
+    method, path, headers = {"no key": ("POST", "/v1/messages", {}), "unknown route": ("POST", "/v1/nothing", AUTH),
+                             "wrong method": ("PUT", "/v1/chat/completions", AUTH)}[how]
+    before = vm_hwm_kib(gw.p.pid)
+    r = httpx.request(method, gw.base + path, content=bomb, timeout=30,
+                      headers={**headers, "Content-Encoding": "gzip"})
+    assert r.status_code in (401, 404, 405)
+    assert vm_hwm_kib(gw.p.pid) - before < 64 << 10
+    r = httpx.post(gw.base + "/v1/chat/completions", json=CHAT, headers=AUTH, timeout=10)
+    assert r.status_code == 200
 
 
 def test_unknown_encoding_is_a_415(gw):

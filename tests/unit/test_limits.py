@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
+from types import SimpleNamespace
 
 import brotli
 import pytest
@@ -179,6 +180,7 @@ def test_body_timeout_and_busy_connections():
 class FakeFlow:
     def __init__(self, fid: str, client: FakeClient):
         self.id, self.client_conn = fid, client
+        self.request = SimpleNamespace(headers={"content-encoding": "gzip"})
 
 
 def test_a_connection_is_idle_only_when_all_its_requests_ended():
@@ -194,4 +196,5 @@ def test_a_connection_is_idle_only_when_all_its_requests_ended():
     cl.error(a)  # one stream of the connection ended; the other is still being answered
     assert cl.overdue(cl.conns["c"], 1.0, 100) is None
     cl.error(b)
+    assert b.request.headers == {}  # an unread body no longer claims an encoding
     assert cl.conns["c"].since == 50 and cl.overdue(cl.conns["c"], 1.0, 70) == "idle for 10 s"
