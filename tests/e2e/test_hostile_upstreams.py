@@ -179,7 +179,7 @@ def test_a_cut_stream_says_what_happened_in_words(gw):
 
 # --- clients that never read ---------------------------------------------------------------
 
-def test_streams_nobody_reads_cost_bounded_memory_and_others_are_served(gw):
+def test_streams_nobody_reads_cost_bounded_memory_and_others_are_served(gw, hostile):
     body = json.dumps({"model": "firehose", "messages": HELLO, "stream": True}).encode()
     request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CLIENT_KEY}\r\n"
                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
@@ -205,4 +205,8 @@ def test_streams_nobody_reads_cost_bounded_memory_and_others_are_served(gw):
     finally:
         for s in socks:
             s.close()
+    deadline = time.monotonic() + 30  # the clients left: the gateway stops reading their upstreams
+    while (left := httpx.get(hostile.base + "/__active").json()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left == 0
     assert chat(gw, "ok").status_code == 200

@@ -13,6 +13,7 @@ Endpoints:
     POST /v1/chat/completions  the scenario named by the request's model (below)
     POST /huge/v1/chat/completions  the same
     GET/DELETE /__requests     the request log (tests/upstreams/serving.py)
+    GET  /__active             how many firehose streams are still being sent
     anything else              404
 
 Scenarios (the request's "model"; `stream` picks the stream variant where there is one):
@@ -48,6 +49,7 @@ from tests.upstreams import serving
 SCENARIOS = ["ok", "huge-body", "long-line", "drip", "html", "json-for-stream", "redirect", "gzip",
              "weird-encoding", "bad-json-event", "cut", "firehose"]
 MIB = 1 << 20
+ACTIVE = web.AppKey("active", list)
 
 
 def chunk(model: str, delta: dict, finish: str | None = None) -> bytes:
@@ -181,9 +183,17 @@ async def firehose(request: web.Request, model: str, stream: bool) -> web.Stream
     request.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
     resp = await stream_of(request)
     piece = chunk(model, {"content": "x" * (16 << 10)})
-    await resp.write(chunk(model, {"role": "assistant", "content": ""}))
-    while True:  # ends when the gateway closes the connection (the write raises)
-        await resp.write(piece)
+    request.app[ACTIVE][0] += 1
+    try:
+        await resp.write(chunk(model, {"role": "assistant", "content": ""}))
+        while True:  # ends when the gateway closes the connection (the write raises)
+            await resp.write(piece)
+    finally:
+        request.app[ACTIVE][0] -= 1
+
+
+async def active(request: web.Request) -> web.Response:
+    return web.json_response(request.app[ACTIVE][0])
 
 
 HANDLERS = {"ok": ok, "huge-body": huge_body, "long-line": long_line, "drip": drip, "html": html,
@@ -194,6 +204,8 @@ HANDLERS = {"ok": ok, "huge-body": huge_body, "long-line": long_line, "drip": dr
 def make_app(api_key: str | None = None, model_names: list[str] | None = None) -> web.Application:
     app = web.Application(middlewares=[serving.request_log])
     serving.add_request_log(app)
+    app[ACTIVE] = [0]
+    app.router.add_get("/__active", active)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/huge/v1/models", huge_models)
     app.router.add_post("/v1/chat/completions", chat)
