@@ -247,3 +247,279 @@ def test_addon_registers_views_idempotently():
 def test_views_listed(view_name):
     with taddons.context(ContentViews()):
         assert view_name in contentviews.registry.available_views()
+
+
+# ------------------------------------------------------------------ LLM views (llm_views.py)
+# Sample bodies are made with the gateway's own encoders from one canonical exchange, so each
+# format is the one the gateway sends and receives; Kiro frames use encode_frame above.
+
+from converters import anthropic as anthropic_wire  # noqa: E402
+from converters import canonical as cn  # noqa: E402
+from converters import codegeex as codegeex_wire  # noqa: E402
+from converters import gemini as gemini_wire  # noqa: E402
+from converters import kiro as kiro_wire  # noqa: E402
+from converters import openai_chat as openai_wire  # noqa: E402
+from converters import responses as responses_wire  # noqa: E402
+from llmgate import llm_views  # noqa: E402
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+WEATHER = cn.Tool("get_weather", "Look up the weather.\nMore lines.", {
+    "type": "object", "required": ["city"],
+    "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}, "days": {"type": "array",
+                                                                                       "items": {"type": "integer"}}}})
+
+
+def canonical_request(tools: bool = True) -> cn.Request:
+    return cn.Request(
+        model="m1", system=[cn.Text("Be brief.")], stream=True, temperature=0.2, max_tokens=100,
+        reasoning=cn.Reasoning(budget_tokens=2048), tools=[WEATHER] if tools else [],
+        messages=[
+            cn.Message("user", [cn.Text("Weather in Paris?"), cn.Image("image/png", PNG)]),
+            cn.Message("assistant", [cn.ToolCall("call_1", "get_weather", '{"city":"Paris"}')]),
+            cn.Message("user", [cn.ToolResult("call_1", [cn.Text("sunny, 21C")], name="get_weather")]),
+        ] if tools else [cn.Message("user", [cn.Text("Weather in Paris?")]),
+                         cn.Message("assistant", [cn.Text("Sunny.")]), cn.Message("user", [cn.Text("And Rome?")])])
+
+
+EVENTS = [
+    cn.MessageStart("r1", "m1"), cn.BlockStart(0, cn.Thinking("")), cn.ThinkingDelta(0, "Let me look."),
+    cn.BlockStop(0), cn.BlockStart(1, cn.Text("")), cn.TextDelta(1, "Checking "), cn.TextDelta(1, "Rome ✓"),
+    cn.BlockStop(1), cn.BlockStart(2, cn.ToolCall("call_2", "get_weather", "")),
+    cn.ArgumentsDelta(2, '{"city":'), cn.ArgumentsDelta(2, '"Rome"}'), cn.BlockStop(2),
+    cn.UsageUpdate(cn.Usage(input_tokens=10, output_tokens=5, cached_tokens=2, reasoning_tokens=1)),
+    cn.Finish("tool_calls"),
+]
+RESPONSE = cn.Response("r1", "m1", [cn.Text("Checking Rome ✓"), cn.ToolCall("call_2", "get_weather", '{"city":"Rome"}')],
+                       "tool_calls", cn.Usage(input_tokens=10, output_tokens=5))
+
+# format -> (client-side path, request body, SSE stream, whole JSON answer)
+FORMATS = {
+    "LLM OpenAI Chat": ("/v1/chat/completions", openai_wire.encode_request(canonical_request()),
+                        openai_wire.StreamEncoder("m1", True).encode(EVENTS), openai_wire.encode_response(RESPONSE, "m1")),
+    "LLM OpenAI Responses": ("/v1/responses", responses_wire.encode_request(canonical_request()),
+                             responses_wire.StreamEncoder("m1").encode(EVENTS),
+                             responses_wire.encode_response(RESPONSE, "m1")),
+    "LLM Anthropic Messages": ("/v1/messages", anthropic_wire.encode_request(canonical_request()),
+                               anthropic_wire.StreamEncoder("m1").encode(EVENTS),
+                               anthropic_wire.encode_response(RESPONSE, "m1")),
+    "LLM Gemini": ("/v1beta/models/m1:streamGenerateContent", gemini_wire.encode_request(canonical_request()),
+                   gemini_wire.StreamEncoder("m1").encode(EVENTS), gemini_wire.encode_response(RESPONSE, "m1")),
+}
+
+
+def llm_exchange(path: str, req: bytes, resp: bytes, resp_type: str, status: int = 200, view: str = "auto"):
+    f = tflow.tflow(req=http.Request.make("POST", "http://127.0.0.1:8080" + path, req,
+                                          {"content-type": "application/json"}),
+                    resp=http.Response.make(status, resp, {"content-type": resp_type}))
+    with taddons.context(ContentViews()):
+        return contentviews.prettify_message(f.request, f, view), contentviews.prettify_message(f.response, f, view)
+
+
+def assert_request_shown(text: str, tool_calls: bool = True) -> None:
+    lines = text.split("\n")
+    assert lines[0] == "model: m1"
+    assert "stream: true" in lines[1]
+    assert any(line.startswith("sampling: ") and "max_tokens=100" in line and "temperature=0.2" in line
+               for line in lines)
+    assert lines[lines.index("## system") + 1] == "Be brief."
+    user = lines.index("## user")
+    assert lines[user + 1: user + 3] == ["Weather in Paris?", "[image image/png, 70 bytes]"]
+    assert "-> tool call get_weather (call_" in text
+    assert '  "city": "Paris"' in lines  # the arguments parsed and indented
+    assert any(line.startswith("<- tool result") and "call_" in line for line in lines)
+    assert "sunny, 21C" in lines
+    assert lines[lines.index("## tools (1)") + 1] == (
+        "get_weather(city: string, unit?: \"c\"|\"f\", days?: integer[]) - Look up the weather.")
+
+
+def assert_answer_shown(text: str, thinking: bool = True) -> list[str]:
+    """The assembled message comes first; returns the event lines after it."""
+    lines = text.split("\n")
+    assert lines[0].startswith("## assistant (model m1, id ")
+    head = lines[: lines.index("## events") if "## events" in lines else len(lines)]
+    if thinking:
+        assert head[1:4] == ["[thinking]", "Let me look.", "[/thinking]"]
+    assert "Checking Rome ✓" in head
+    assert head[head.index("Checking Rome ✓") + 1].startswith("-> tool call get_weather (call_")
+    assert '  "city": "Rome"' in head
+    assert "finish: tool_calls" in head
+    assert any(line.startswith("usage: 10 in") and "5 out" in line for line in head)
+    events = [i for i, line in enumerate(lines) if line.startswith("## events (")]
+    return lines[events[0] + 1:] if events else []
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_llm_view_stream_exchange(name):
+    path, body, stream, _ = FORMATS[name]
+    req, resp = llm_exchange(path, json.dumps(body).encode(), stream, "text/event-stream")
+    assert (req.view_name, resp.view_name) == (name, name)
+    assert_request_shown(req.text)
+    events = assert_answer_shown(resp.text, thinking=True)
+    assert len(events) >= 4 and all(len(e) <= 200 for e in events)
+    assert not any(e.startswith("data: ") for e in events)
+
+
+def test_llm_view_openai_events_and_done_sentinel():
+    _, _, stream, _ = FORMATS["LLM OpenAI Chat"]
+    events = assert_answer_shown(llm_exchange("/v1/chat/completions", b"{}", stream, "text/event-stream")[1].text)
+    assert events[-2] == "── [DONE] (end of stream) ──" and events[-1] == ""
+    assert "[DONE]" not in "\n".join(events[:-2])
+    # the id, model and object a chunk repeats are left out after the first one
+    assert '"model":"m1"' in events[0] and '"model"' not in events[2]
+    assert events[2].startswith('chat.completion.chunk {"created":') and '"content":"Checking "' in events[2]
+
+
+def test_llm_view_anthropic_event_names_and_indexes():
+    _, _, stream, _ = FORMATS["LLM Anthropic Messages"]
+    events = assert_answer_shown(llm_exchange("/v1/messages", b"{}", stream, "text/event-stream")[1].text)
+    assert events[0].startswith('message_start {"message":{')
+    assert events[1] == 'content_block_start {"index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}'
+    assert events[6] == 'content_block_delta {"index":1,"delta":{"type":"text_delta","text":"Rome ✓"}}'
+    assert events[-2] == "message_stop {}"
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_llm_view_whole_json_answer(name):
+    path, body, _, answer = FORMATS[name]
+    path = path.replace(":streamGenerateContent", ":generateContent")
+    resp = llm_exchange(path, json.dumps(body).encode(), json.dumps(answer).encode(), "application/json")[1]
+    assert resp.view_name == name
+    assert_answer_shown(resp.text, thinking=False)
+    assert "## events" not in resp.text
+
+
+def test_llm_view_gemini_json_array_and_code_assist_envelope():
+    chunks = json.loads(gemini_wire.StreamEncoder("m1", sse=False).encode(EVENTS))
+    resp = llm_exchange("/v1beta/models/m1:streamGenerateContent", b"{}", json.dumps(chunks).encode(),
+                        "application/json")[1]
+    events = assert_answer_shown(resp.text)
+    assert events[0].startswith('chunk {"candidates":')
+    # the Code Assist envelope, both ways, on the provider-side path
+    body = gemini_wire.wrap_code_assist(gemini_wire.encode_request(canonical_request()), "m1", "proj-1")
+    stream = gemini_wire.StreamEncoder("m1", code_assist=True).encode(EVENTS)
+    req, resp = llm_exchange("/v1internal:streamGenerateContent?alt=sse", json.dumps(body).encode(), stream,
+                             "text/event-stream")
+    assert (req.view_name, resp.view_name) == ("LLM Gemini", "LLM Gemini")
+    assert_request_shown(req.text)
+    assert "thinking: budget_tokens=2048" in req.text
+    assert assert_answer_shown(resp.text)[0].startswith('data {"response":{"candidates":')
+
+
+def test_llm_view_kiro():
+    body = kiro_wire.encode_request(canonical_request(), "conv-1")
+    stream = (event_frame("assistantResponseEvent", {"content": "<thinking>Let me look.</thinking>"})
+              + event_frame("assistantResponseEvent", {"content": "Checking Rome ✓"})
+              + event_frame("toolUseEvent", {"toolUseId": "call_2", "name": "get_weather", "input": '{"city":'})
+              + event_frame("toolUseEvent", {"toolUseId": "call_2", "name": "get_weather", "input": '"Rome"}',
+                                             "stop": True})
+              + event_frame("meteringEvent", {"unit": "credit", "usage": 0.25}))
+    req, resp = llm_exchange("/generateAssistantResponse", json.dumps(body).encode(), stream,
+                             "application/vnd.amazon.eventstream")
+    assert (req.view_name, resp.view_name) == ("LLM Kiro", "LLM Kiro")
+    assert req.text.startswith("model: m1\nstream: true\n")
+    assert "-> tool call get_weather (call_1):" in req.text and "<- tool result (call_1):" in req.text
+    assert "get_weather(city: string, unit?: \"c\"|\"f\", days?: integer[]) - Look up the weather." in req.text
+    lines = resp.text.split("\n")
+    assert lines[1:4] == ["[thinking]", "Let me look.", "[/thinking]"]
+    assert lines[4] == "Checking Rome ✓" and lines[5] == "-> tool call get_weather (call_2):"
+    assert "finish: tool_calls" in lines
+    events = lines[lines.index(next(x for x in lines if x.startswith("## events"))) + 1:]
+    assert events[0] == 'assistantResponseEvent {"content":"<thinking>Let me look.</thinking>"}'
+    assert events[4] == 'meteringEvent {"unit":"credit","usage":0.25}'
+
+
+def test_llm_view_codegeex():
+    body = codegeex_wire.encode_request(canonical_request(tools=False), "talk-1", "machine-1")
+    stream = (b'event: add\ndata: {"id":"g1","model":"codegeex-4","text":"Sunny "}\n\n'
+              b'event: add\ndata: {"text":"too."}\n\n'
+              b'event: finish\ndata: {"text":"Sunny too.","finish_reason":"stop"}\n\n')
+    req, resp = llm_exchange("/prod/code/chatCodeSseV3/chat", json.dumps(body).encode(), stream,
+                             "text/event-stream")
+    assert (req.view_name, resp.view_name) == ("LLM CodeGeeX", "LLM CodeGeeX")
+    assert req.text.endswith("\n\n## user\nBe brief.\n\nWeather in Paris?\n\n## assistant\nSunny.\n\n"
+                             "## user\nAnd Rome?\n")
+    lines = resp.text.split("\n")
+    assert lines[:2] == ["## assistant (model codegeex-4, id g1)", "Sunny too."]
+    assert "finish: stop" in lines
+    assert 'finish {"text":"Sunny too.","finish_reason":"stop"}' in lines
+
+
+def test_llm_view_malformed_bodies_never_raise():
+    req, resp = llm_exchange("/v1/messages", b'{"model": "m1", "messages": [', b"data: {oops\n\n",
+                             "text/event-stream")
+    assert req.view_name == "LLM Anthropic Messages"
+    assert req.text.startswith("# not decoded as a Anthropic Messages request: JSONDecodeError")
+    assert "finish: error (The upstream sent a stream event that is not valid JSON" in resp.text
+    assert resp.text.rstrip().endswith("data {oops")
+    # decodable JSON of the wrong shape
+    assert llm_exchange("/v1/chat/completions", b"[1]", b"{}", "application/json")[0].text.startswith(
+        "# not decoded as a OpenAI Chat request: ConversionError")
+    # a stream cut short: what arrived, then why it is not complete
+    _, _, stream, _ = FORMATS["LLM Anthropic Messages"]
+    cut = llm_exchange("/v1/messages", b"{}", stream[: stream.index(b"event: content_block_stop\ndata: "
+                                                                          b'{"type":"content_block_stop","index":1')],
+                       "text/event-stream")[1].text
+    assert cut.split("\n")[4] == "Checking Rome ✓"
+    assert "finish: error (The upstream stream ended before the response was complete (no message_stop).)" in cut
+    # a corrupt Kiro frame
+    bad = bytearray(KIRO)
+    bad[len(event_frame("assistantResponseEvent", {"content": "Hel"})) + 40] ^= 0xFF
+    text = llm_exchange("/generateAssistantResponse", b"{}", bytes(bad), "application/vnd.amazon.eventstream")[1].text
+    assert text.split("\n")[1] == "Hel"
+    assert "finish: error (The Kiro event stream is corrupt (ChecksumMismatch" in text
+    assert "# frames not listed past here: ChecksumMismatch" in text
+    # JSON nested beyond the limit is refused before json.loads recurses (called directly: mitmproxy's
+    # own GraphQL view logs a RecursionError for such a body when it is asked for its priority)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert llm_views.render_request(llm_views.RESPONSES, deep, "/v1/responses") == [
+        "# not decoded as a OpenAI Responses request: ValueError: the JSON nests deeper than 128 levels"]
+    assert "nests deeper than" in llm_views.render_response(llm_views.RESPONSES, deep, "application/json")[0]
+
+
+def test_llm_view_caps_the_work(monkeypatch):
+    monkeypatch.setattr(llm_views, "MAX_DECODE", 300)
+    _, body, stream, answer = FORMATS["LLM OpenAI Chat"]
+    req, resp = llm_exchange("/v1/chat/completions", json.dumps(body).encode(), stream, "text/event-stream")
+    assert req.text.startswith(f"# the body has {len(json.dumps(body))} bytes, more than the 300 this view decodes")
+    assert resp.text.startswith(f"# only the first 300 of {len(stream)} bytes were decoded\n## assistant")
+    whole = llm_exchange("/v1/chat/completions", b"{}", json.dumps(answer).encode() + b" " * 300, "application/json")
+    assert whole[1].text.startswith("# only the first 300 of") and "cannot be read" in whole[1].text
+
+
+def test_llm_view_event_lines_capped(monkeypatch):
+    monkeypatch.setattr(llm_views, "MAX_EVENT_LINES", 3)
+    _, _, stream, _ = FORMATS["LLM Anthropic Messages"]
+    text = llm_exchange("/v1/messages", b"{}", stream, "text/event-stream")[1].text
+    assert text.rstrip().split("\n")[-4:-1][-1].startswith("content_block_delta")
+    assert text.rstrip().endswith("# 11 more events not shown")
+
+
+@pytest.mark.parametrize(("path", "status", "expected"), [
+    ("/v1/chat/completions", 429, "JSON"),  # an error answer reads best as JSON
+    ("/v1/messages/count_tokens", 200, "JSON"),
+    ("/v1/models", 200, "JSON"),
+    ("/openrouter/v1/chat/completions?x=1", 200, "LLM OpenAI Chat"),  # forced provider, query
+    ("/api/v1/chat/completions", 200, "LLM OpenAI Chat"),  # an OpenAI-compatible upstream
+    ("/backend-api/codex/responses", 200, "LLM OpenAI Responses"),
+    ("/anthropic/messages", 200, "LLM Anthropic Messages"),
+    ("/v1beta/models/gemini-2.5-pro:generateContent", 200, "LLM Gemini"),
+    ("/v1internal:generateContent", 200, "LLM Gemini"),
+])
+def test_llm_view_chosen_by_path(path, status, expected):
+    assert llm_exchange(path, b"{}", b'{"error": {"message": "x"}}', "application/json", status)[1].view_name \
+        == expected
+
+
+def test_generic_views_still_chosen_off_the_llm_paths():
+    _, _, stream, _ = FORMATS["LLM Anthropic Messages"]
+    assert llm_exchange("/elsewhere", b"{}", stream, "text/event-stream")[1].view_name == "SSE"
+    assert llm_exchange("/elsewhere", b"{}", KIRO, "application/vnd.amazon.eventstream")[1].view_name \
+        == "AWS EventStream"
+    # and can be picked by hand on an LLM flow
+    assert llm_exchange("/v1/messages", b"{}", stream, "text/event-stream", view="sse")[1].view_name == "SSE"
+
+
+@pytest.mark.parametrize("view_name", [w.name.lower() for w in llm_views.WIRES])
+def test_llm_views_listed(view_name):
+    with taddons.context(ContentViews()):
+        assert view_name in contentviews.registry.available_views()
