@@ -317,9 +317,9 @@ class ClientLimits:
             io.handler.cancel(reason)
 
     def _apply_backstop(self) -> None:
-        """mitmproxy's body_size_limit stops bodies with no Content-Length (chunked) while
-        they arrive; twice max_body so that a too-large Content-Length still reaches
-        requestheaders, which answers in the caller's format."""
+        """mitmproxy's body_size_limit stops a body while it arrives, but answers with its own
+        page before any hook runs: twice max_body, so that a body just over the limit still
+        reaches the front door's 413 in the caller's format. Also the head limit, from the config."""
         _head_limit[0] = self.limits.max_header_bytes
         backstop = 2 * self.limits.max_body
         if backstop != self._backstop:
