@@ -68,9 +68,6 @@ class ServerSettings(_Strict):
     allowed_hosts: list[str] = Field(
         default_factory=list, description="host names clients use for this gateway, beside its own address and "
         "localhost (checked when no keys are set: DNS rebinding)")
-    allowed_hosts: list[str] = Field(
-        default_factory=list, description="host names clients use for this gateway, beside its own address and "
-        "localhost (checked when no keys are set: DNS rebinding)")
     state_file: str | None = Field(None, description="SQLite file for cooldowns (default: beside proxy.yaml)")
     timeouts: Timeouts = Field(default_factory=Timeouts)
     limits: Limits = Field(default_factory=Limits)
