@@ -29,7 +29,8 @@ Choices the format forces (encode_request, for an Anthropic upstream):
 - response_format json_object / json_schema: Anthropic has no JSON mode that works
   on every model, so the request gets a last system block telling the model to
   answer with one JSON object only (and, for json_schema, the schema itself).
-- temperature is clamped to Anthropic's range [0, 1]; seed, presence_penalty and
+- temperature is clamped to Anthropic's range [0, 1]; top_p next to it is dropped for the
+  models that refuse both (thinking.anthropic_one_sampler); seed, presence_penalty and
   frequency_penalty have no Anthropic equivalent and are dropped.
 - tool_choice is sent only with tools; parallel_tool_calls=False becomes
   disable_parallel_tool_use. Trailing whitespace of a final assistant (prefill)
@@ -67,6 +68,7 @@ from converters import call_ids
 from converters import canonical as cn
 from converters.pipeline import SSERelabel, SSEStreamDecoder
 from converters.sse import encode
+from converters.thinking import anthropic_one_sampler
 
 DEFAULT_MAX_TOKENS = 4096
 MIN_BUDGET = 1024
@@ -434,7 +436,7 @@ def encode_request(req: cn.Request) -> dict[str, Any]:
         else:
             body["temperature"] = req.temperature if t == req.temperature else t
     if req.top_p is not None:
-        if budget and req.top_p < 0.95:
+        if (budget and req.top_p < 0.95) or ("temperature" in body and anthropic_one_sampler(req.model)):
             dropped.append("top_p")
         else:
             body["top_p"] = req.top_p

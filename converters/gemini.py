@@ -13,6 +13,9 @@ Choices the format forces:
   Files-API URIs; the converter does no I/O): send images as data: URLs.
 - Tool results become functionResponse {"name", "response": {"content": text}}
   ({"error": text} for error results); their images follow as inlineData parts.
+- Tool parameters go as Gemini's Schema (converters/gemini_schema.py), except for a tool with
+  a free-form object parameter, which that Schema refuses: its JSON Schema goes as
+  parametersJsonSchema instead.
 - Thinking is not replayed to the public Gemini API (a signature from another provider
   would be refused). For Code Assist (encode_request(req, replay_thinking=True)), signed
   thinking goes back as thought parts with their thoughtSignature: Antigravity's Claude models
@@ -31,7 +34,7 @@ from typing import Any
 
 from converters import call_ids
 from converters import canonical as cn
-from converters.gemini_schema import to_gemini_schema
+from converters.gemini_schema import open_object, to_gemini_schema
 from converters.pipeline import SSERelabel, SSEStreamDecoder
 
 SKIP_SIGNATURE = "skip_thought_signature_validator"  # Google's documented placeholder
@@ -138,7 +141,9 @@ def _declaration(t: cn.Tool) -> dict[str, Any]:
     if t.description:
         d["description"] = t.description
     params = to_gemini_schema(t.parameters) if t.parameters else None
-    if params and params.get("properties"):
+    if params and open_object(params):  # a free-form object Gemini's Schema cannot say
+        d["parametersJsonSchema"] = {k: v for k, v in t.parameters.items() if k != "$schema"}
+    elif params and params.get("properties"):
         d["parameters"] = params
     return d
 

@@ -94,9 +94,13 @@ Limits
   ``{"type": "OBJECT", "description": "(schema too large to convert)"}``.
 
 Notes on Gemini behaviour that this cannot fix: an OBJECT without properties
-(e.g. ``dict[str, Any]``) is rejected by some model versions ("should be
-non-empty for OBJECT type"); the root of ``parameters`` should be an OBJECT,
-which the caller must ensure if the client's root is a union.
+(e.g. ``dict[str, Any]``, Qwen Code's free-form ``arguments``) is refused
+("...properties: should be non-empty for OBJECT type"); :func:`open_object`
+finds one, and the caller then sends the client's JSON Schema as
+``parametersJsonSchema`` (which takes free-form objects, as Gemini CLI's own
+tools use it) so the model still answers with an object. The root of
+``parameters`` should be an OBJECT, which the caller must ensure if the client's
+root is a union.
 """
 
 from __future__ import annotations
@@ -106,7 +110,7 @@ import math
 from typing import Any
 from urllib.parse import unquote
 
-__all__ = ["ALLOWED_KEYS", "to_gemini_schema"]
+__all__ = ["ALLOWED_KEYS", "open_object", "to_gemini_schema"]
 
 # Order used for the output dicts (readability only).
 _KEY_ORDER = (
@@ -202,6 +206,20 @@ def to_gemini_schema(schema: Any) -> dict:
         return {"type": "OBJECT", "description": "(schema too large to convert)"}
     except Exception:  # last resort; the rules above are meant to make this unreachable
         return {"type": "OBJECT"}
+
+
+def open_object(converted: dict) -> bool:
+    """Whether a :func:`to_gemini_schema` result holds an OBJECT without properties below its
+    root, which Gemini's Schema refuses. (At the root it means a tool without parameters.)"""
+    nodes = [converted]
+    while nodes:
+        node = nodes.pop()
+        if node is not converted and node.get("type") == "OBJECT" and not node.get("properties"):
+            return True
+        nodes += [*(node.get("properties") or {}).values(), *node.get("anyOf", ())]
+        if isinstance(node.get("items"), dict):
+            nodes.append(node["items"])
+    return False
 
 
 def _sanitize(schema: Any) -> dict:

@@ -20,6 +20,7 @@ from converters import canonical as cn
 from converters.json_limits import too_deep
 from converters.pipeline import relabel_all, relabel_body
 from converters.sse import Event, SSEParser, encode, encode_like, not_json
+from converters.thinking import OPENAI_SAMPLING, openai_refuses_sampling
 
 
 class _Open(BaseModel):
@@ -492,8 +493,9 @@ class StreamEncoder:
 
 # --- canonical -> OpenAI chat (for OpenAI-compatible upstreams) ---------------
 # Thinking is not replayed (OpenAI-compatible servers have no field for it in
-# requests); max_tokens rather than max_completion_tokens, which more servers know;
-# top_k, which OpenAI lacks, is dropped.
+# requests); max_tokens rather than max_completion_tokens, which more servers know (but
+# OpenAI's reasoning models, which refuse it, get max_completion_tokens and none of the sampling
+# parameters they refuse: thinking.openai_refuses_sampling); top_k, which OpenAI lacks, is dropped.
 
 _EFFORT_OF_BUDGET = ((1024, "low"), (8192, "medium"))
 _FINISH_FROM_OPENAI = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
@@ -511,12 +513,17 @@ def encode_request(req: cn.Request) -> dict[str, Any]:
     if req.stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
+    refused = openai_refuses_sampling(req.model, req.reasoning.effort if req.reasoning else None)
     for name in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "user",
                  "parallel_tool_calls"):
-        if getattr(req, name) is not None:
+        if getattr(req, name) is None:
+            continue
+        if refused and name in OPENAI_SAMPLING:
+            req.dropped.append(name)
+        else:
             body[name] = getattr(req, name)
-    if req.max_tokens is not None:
-        body["max_tokens"] = req.max_tokens
+    if req.max_tokens is not None:  # reasoning models refuse max_tokens
+        body["max_completion_tokens" if refused else "max_tokens"] = req.max_tokens
     if req.stop:
         body["stop"] = req.stop
     if req.tools:

@@ -8,7 +8,9 @@ Choices the format forces:
   `item_reference` items and `background` are refused with a 400 naming the parameter; the
   client must send the whole conversation in `input` (Codex does, with store: false).
   `store`, `metadata`, `user`, `truncation`, `include`, ... are accepted and dropped
-  (listed in Request.dropped); upstream requests always carry store: false.
+  (listed in Request.dropped); upstream requests always carry store: false. temperature and
+  top_p are dropped (and named) for OpenAI reasoning models that refuse them
+  (thinking.openai_refuses_sampling).
 - Function and custom tools, and namespace tools (Codex's multi_agent_v1: function/custom tools
   grouped under a name). Other providers see each namespace member as a function named
   "<namespace>__<name>" (Codex's own flat spelling, made fit for 64-char [A-Za-z0-9_-] names);
@@ -64,6 +66,7 @@ from typing import Any
 from converters import call_ids
 from converters import canonical as cn
 from converters.pipeline import SSERelabel, SSEStreamDecoder
+from converters.thinking import openai_refuses_sampling
 
 SIG_PREFIX = "llmgate.sig:"
 REDACTED_PREFIX = "llmgate.redacted:"
@@ -466,9 +469,15 @@ def encode_request(req: cn.Request) -> dict[str, Any]:
         body["tool_choice"] = {"type": "function", "name": c.name} if c.mode == "tool" else c.mode
     if req.parallel_tool_calls is not None:
         body["parallel_tool_calls"] = req.parallel_tool_calls
-    for src, dst in (("max_tokens", "max_output_tokens"), ("temperature", "temperature"), ("top_p", "top_p")):
-        if getattr(req, src) is not None:
-            body[dst] = getattr(req, src)
+    if req.max_tokens is not None:
+        body["max_output_tokens"] = req.max_tokens
+    refused = openai_refuses_sampling(req.model, req.reasoning.effort if req.reasoning else None)
+    for name in ("temperature", "top_p"):
+        if getattr(req, name) is not None:
+            if refused:
+                req.dropped.append(name)
+            else:
+                body[name] = getattr(req, name)
     rf = req.response_format
     if rf:
         fmt: dict[str, Any] = {"type": rf.type}

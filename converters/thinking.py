@@ -9,11 +9,15 @@ reasoning models an effort. `limits(wire, model)` is the table; a provider's pro
 
 The common scale: effort low / medium / high ~ budgets 1024 / 8192 / 24576 tokens; none and
 minimal ~ 0 (off where the target can turn thinking off, else its least).
+
+Model families also decide which sampling parameters a target refuses (`openai_refuses_sampling`,
+`anthropic_one_sampler`): the encoders drop those and name them in req.dropped.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -58,6 +62,36 @@ def limits(wire: str, model: str) -> Limits:
     if wire in ("openai_chat", "responses"):
         return OPENAI_EFFORTS
     return Limits()
+
+
+# OpenAI reasoning models: o-series and the GPT-5 family, except the non-reasoning chat ones
+_OPENAI_REASONING = re.compile(r"(o\d+|gpt-5)([.-]|$)")
+_GPT5_0 = re.compile(r"gpt-5(-|$)")  # gpt-5, -mini, -nano, -codex: never sampling parameters
+_CLAUDE_VERSION = re.compile(r"claude-(?:[a-z]+-)?(\d+)(?:[-.](\d)(?!\d))?")
+OPENAI_SAMPLING = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+
+
+def _name(model: str) -> str:
+    return model.lower().rsplit("/", 1)[-1]
+
+
+def openai_refuses_sampling(model: str, effort: str | None) -> bool:
+    """OpenAI reasoning models answer 400 "Unsupported parameter" to OPENAI_SAMPLING; GPT-5.1 and
+    later (but their codex models) take them only while not reasoning (effort none, their default)."""
+    m = _name(model)
+    if not _OPENAI_REASONING.match(m) or "-chat" in m:
+        return False
+    if m.startswith("gpt-5") and not _GPT5_0.match(m) and "codex" not in m:
+        return effort not in (None, "none")
+    return True
+
+
+def anthropic_one_sampler(model: str) -> bool:
+    """Claude Opus 4.1 and every Claude from 4.5 on refuse temperature and top_p together
+    ("cannot both be specified for this model"); Claude 3.x, Sonnet 4 and Opus 4 take both.
+    Names that are not Claude's (Anthropic-compatible servers) are left alone."""
+    found = _CLAUDE_VERSION.search(_name(model))
+    return bool(found) and (int(found.group(1)), int(found.group(2) or 0)) >= (4, 1)
 
 
 def override(base: Limits, model: str, table: dict[str, dict[str, Any]] | None) -> Limits:

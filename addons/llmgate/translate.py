@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from converters import anthropic, codegeex, gemini, kiro, openai_chat, responses, thinking
+from converters import anthropic, call_ids, codegeex, gemini, kiro, openai_chat, responses, thinking
 from converters import canonical as cn
 from converters.pipeline import Converting
 from llmgate.client_apis import ClientApi
@@ -79,12 +79,29 @@ class ReasoningMemory:
                 m.content[:] = kept + [b for b in m.content if not isinstance(b, cn.Thinking)]
 
 
-class _Remembering:
-    """A stream decoder that also hands each finished answer's blocks to the memory."""
+def fresh_call_ids(blocks: list[cn.Block], taken: set[str]) -> None:
+    """Tool calls whose id the conversation already holds get a new one (a signature it carries
+    kept): some OpenAI-compatible servers number calls per answer (call_0, call_1, ...), and a
+    client that keys calls by id (Claude Code) then drops a later call as a repeat."""
+    for b in blocks:
+        if isinstance(b, cn.ToolCall):
+            if b.id in taken:
+                b.id = call_ids.new_call_id(call_ids.signature_of(b.id))
+            taken.add(b.id)
 
-    def __init__(self, decoder: Any, memory: ReasoningMemory):
+
+def _call_ids(req: cn.Request) -> set[str]:
+    return {b.id for m in req.messages for b in m.content if isinstance(b, cn.ToolCall)}
+
+
+class _Remembering:
+    """A stream decoder that also hands each finished answer's blocks to the memory (and gives
+    its tool calls ids the conversation does not hold yet)."""
+
+    def __init__(self, decoder: Any, memory: ReasoningMemory, taken: set[str]):
         self._decoder = decoder
         self._memory = memory
+        self._taken = taken
         self._blocks: dict[int, cn.Block] = {}
 
     def feed(self, chunk: bytes) -> list[cn.Event]:
@@ -97,6 +114,7 @@ class _Remembering:
         for e in events:
             if isinstance(e, cn.BlockStart) and isinstance(e.block, (cn.Thinking, cn.RedactedThinking, cn.ToolCall)):
                 b = e.block
+                fresh_call_ids([b], self._taken)
                 self._blocks[e.index] = (cn.Thinking(b.text, b.signature, b.encrypted_content)
                                          if isinstance(b, cn.Thinking) else b)
             elif isinstance(e, cn.ThinkingDelta) and isinstance(self._blocks.get(e.index), cn.Thinking):
@@ -144,6 +162,7 @@ def plan(client: ClientApi, kind: ProviderKind, p: ProviderSettings, upstream_mo
 
     def response(upstream_body: bytes) -> bytes:
         r = fmt.decode_response(upstream_body, req) if fmt.raw else fmt.decode_response(json.loads(upstream_body))
+        fresh_call_ids(r.content, _call_ids(req))
         memory.remember(r.content)
         if r.finish == "error" and client.wire in ("openai_chat", "anthropic"):  # no finish reason says it
             raise GatewayError(502, f"Upstream '{p.id}' stopped the response: {r.finish_detail}.",
@@ -152,7 +171,8 @@ def plan(client: ClientApi, kind: ProviderKind, p: ProviderSettings, upstream_mo
 
     return Plan(
         url=url, body=body, accept=accept,
-        transform=lambda: Converting(_Remembering(fmt.StreamDecoder(req) if fmt.raw else fmt.StreamDecoder(), memory),
+        transform=lambda: Converting(_Remembering(fmt.StreamDecoder(req) if fmt.raw else fmt.StreamDecoder(), memory,
+                                                  _call_ids(req)),
                                      client.stream_encoder(client_model, req, sse)),
         response=response,
         error=lambda status, reason, headers, b: error(p, status, reason, headers, b),

@@ -322,7 +322,7 @@ def facts_of(upstream: str, body: dict[str, Any]) -> Facts:
             results=[m["content"] for m in msgs if m["role"] == "tool"],
             images=[_data_url_image(p["image_url"]["url"]) for m in msgs if m["role"] == "user"
                     and isinstance(m["content"], list) for p in m["content"] if p["type"] == "image_url"],
-            max_tokens=body["max_tokens"], tool_choice=body["tool_choice"],
+            max_tokens=body.get("max_tokens", body.get("max_completion_tokens")), tool_choice=body["tool_choice"],
         )
     if upstream == "anthropic":
         def blocks(role, kind):

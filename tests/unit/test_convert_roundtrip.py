@@ -38,6 +38,8 @@ from hypothesis import strategies as st
 
 from converters import anthropic, call_ids, gemini, openai_chat, responses
 from converters import canonical as cn
+from converters.gemini_schema import open_object, to_gemini_schema
+from converters.thinking import anthropic_one_sampler
 
 FORMATS = ("openai", "anthropic", "gemini", "responses")
 CLIENT_MODEL = "client-model"
@@ -473,18 +475,27 @@ def anthropic_request(req: cn.Request) -> cn.Request:
     temperature = req.temperature
     if temperature is not None:
         temperature = min(max(temperature, 0.0), 1.0)  # "temperature is clamped to Anthropic's range [0, 1]"
+    # "top_p next to it is dropped for the models that refuse both"
+    top_p = None if temperature is not None and anthropic_one_sampler(req.model) else req.top_p
     return _request(
         req, messages=_anthropic_turns(req), system=system,
         tools=[cn.Tool(t.name, t.description or None, t.parameters or DEFAULT_PARAMS, t.cache_control)
                for t in req.tools],
         tool_choice=choice, parallel_tool_calls=parallel,
         max_tokens=req.max_tokens or anthropic.DEFAULT_MAX_TOKENS,  # "max_tokens (default 4096)"
-        temperature=temperature,
+        temperature=temperature, top_p=top_p,
         # "seed, presence_penalty and frequency_penalty have no Anthropic equivalent and are dropped"
         seed=None, presence_penalty=None, frequency_penalty=None,
         response_format=None,
         include_usage=True,  # "Anthropic streams always carry usage" (decode_request)
     )
+
+
+def _gemini_params(schema: dict | None) -> dict | None:
+    """"a tool with a free-form object parameter ... its JSON Schema goes as parametersJsonSchema"."""
+    if schema and open_object(to_gemini_schema(schema)):
+        return {k: v for k, v in schema.items() if k != "$schema"}
+    return gemini_schema(schema) if schema and schema.get("properties") else None
 
 
 def gemini_schema(schema: dict) -> dict:
@@ -559,9 +570,7 @@ def gemini_request(req: cn.Request) -> cn.Request:
         rf = None
     return _request(
         req, messages=relabel(messages), system=[cn.Text(t.text) for t in req.system if t.text],
-        tools=[cn.Tool(t.name, t.description or None,
-                       gemini_schema(t.parameters) if t.parameters and t.parameters.get("properties") else None)
-               for t in req.tools],
+        tools=[cn.Tool(t.name, t.description or None, _gemini_params(t.parameters)) for t in req.tools],
         parallel_tool_calls=None,  # no Gemini field
         stop=req.stop[:5],  # stopSequences: at most 5
         response_format=rf,

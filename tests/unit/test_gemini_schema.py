@@ -10,8 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from converters import canonical as cn
+from converters import gemini
 from converters import gemini_schema as gs
-from converters.gemini_schema import ALLOWED_KEYS, to_gemini_schema
+from converters.gemini_schema import ALLOWED_KEYS, open_object, to_gemini_schema
 
 GEMINI_TYPES = {"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT"}
 FORMATS = {"STRING": {"enum", "date-time"}, "INTEGER": {"int32", "int64"}, "NUMBER": {"float", "double"}}
@@ -873,3 +875,21 @@ def test_schema_shaped_documents(doc):
     _check_property(doc)
     # the same schema below the root: inside properties, a nullable union, and a wrong required
     _check_property({"type": "object", "properties": {"p": doc, "q": {"anyOf": [doc, {"type": "null"}]}}, "required": ["p", "z"]})
+
+
+def test_free_form_object_parameters_go_as_json_schema():
+    """Qwen Code's tool with {"arguments": {"type": "object"}}: Gemini's Schema refuses an OBJECT
+    without properties, so the declaration carries the JSON Schema instead (agent test 6)."""
+    schema = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+              "properties": {"name": {"type": "string"}, "arguments": {"type": "object"}}}
+    assert open_object(to_gemini_schema(schema))
+    assert not open_object(to_gemini_schema({"type": "object", "properties": {"a": {"type": "string"}}}))
+    assert not open_object(to_gemini_schema({"type": "object", "properties": {}}))  # no parameters
+    nested = {"type": "object", "properties": {"xs": {"type": "array", "items": {"type": "object"}}}}
+    assert open_object(to_gemini_schema(nested))
+    req = cn.Request("gemini-2.5-pro", [cn.Message("user", [cn.Text("hi")])],
+                     tools=[cn.Tool("tool_call", "d", schema), cn.Tool("plain", "", {"type": "object", "properties": {
+                         "a": {"type": "string"}}})])
+    decls = gemini.encode_request(req)["tools"][0]["functionDeclarations"]
+    assert decls[0]["parametersJsonSchema"] == {k: v for k, v in schema.items() if k != "$schema"}
+    assert "parameters" not in decls[0] and decls[1]["parameters"]["properties"]["a"] == {"type": "STRING"}
