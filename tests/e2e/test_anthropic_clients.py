@@ -152,7 +152,9 @@ def test_gemini_thoughts_arrive_as_thinking_blocks(client, gemini_up, model, str
           "messages": [{"role": "user", "content": "weather and time?"}]}
     msg = stream_final(client, **kw) if stream else client.messages.create(**kw)
     sent = generate_requests(gemini_up)[-1]["body"]
-    assert sent["generationConfig"]["thinkingConfig"] == {"includeThoughts": True, "thinkingBudget": 2048}
+    # Gemini 3 takes a thinkingLevel (a budget is legacy there): 2048 ~ medium, which 3 Pro lacks -> high
+    depth = {"thinkingLevel": "high"} if model == GEMINI3_MODEL else {"thinkingBudget": 2048}
+    assert sent["generationConfig"]["thinkingConfig"] == {"includeThoughts": True, **depth}
     assert [b.type for b in msg.content] == ["thinking", "tool_use", "tool_use"]
     assert msg.content[0].thinking == "Thinking about: weather and time?"
     assert msg.content[0].signature == ""
