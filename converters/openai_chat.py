@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from converters import call_ids
 from converters import canonical as cn
-from converters.json_limits import too_deep
+from converters.json_limits import exceeds
 from converters.pipeline import relabel_all, relabel_body
 from converters.sse import Event, SSEParser, encode, encode_like, not_json
 from converters.thinking import OPENAI_SAMPLING, openai_refuses_sampling
@@ -53,12 +53,13 @@ class RequestError(ValueError):
         self.param = param
 
 
-def parse_request(body: bytes, max_depth: int = MAX_DEPTH) -> tuple[dict[str, Any], ChatRequest]:
+def parse_request(body: bytes, max_depth: int = MAX_DEPTH,
+                  max_values: int | None = None) -> tuple[dict[str, Any], ChatRequest]:
     """Decode and validate a chat completion request body.
 
     Returns the raw JSON object (to forward) and the validated view of it.
     """
-    data = parse_json_object(body, max_depth)
+    data = parse_json_object(body, max_depth, max_values)
     try:
         req = ChatRequest.model_validate(data)
     except ValidationError as e:
@@ -66,11 +67,14 @@ def parse_request(body: bytes, max_depth: int = MAX_DEPTH) -> tuple[dict[str, An
     return data, req
 
 
-def parse_json_object(body: bytes, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+def parse_json_object(body: bytes, max_depth: int = MAX_DEPTH, max_values: int | None = None) -> dict[str, Any]:
     if not body:
         raise RequestError("The request body is empty; expected a JSON object.")
-    if too_deep(body, max_depth):
+    broken = exceeds(body, max_depth, max_values)
+    if broken == "depth":
         raise RequestError(f"The request body nests JSON more than {max_depth} levels deep.")
+    if broken == "values":
+        raise RequestError(f"The request body holds more than {max_values} JSON values (server.limits.max_values).")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:

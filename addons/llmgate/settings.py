@@ -54,6 +54,8 @@ class Limits(_Strict):
     max_body: int = Field(32 << 20, ge=1024, description="bytes of a request body as sent")
     max_decompressed: int = Field(64 << 20, ge=1024, description="bytes of a request body once decompressed")
     max_depth: int = Field(128, ge=8, le=10000, description="nesting levels of a JSON request body")
+    max_values: int = Field(2_000_000, ge=1000, description="values and keys in a JSON request body (each "
+                            "becomes a Python object: memory, not bytes, is what they cost)")
     max_header_bytes: int = Field(64 << 10, ge=4096, description="bytes of a request's head (request line and headers)")
     idle_timeout: float = Field(75.0, gt=0, description="seconds a connection may stay silent between requests")
     header_timeout: float = Field(30.0, gt=0, description="seconds to send a request's headers, from its first byte")

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from converters import openai_chat
-from converters.json_limits import too_deep
+from converters.json_limits import exceeds, too_deep
 from llmgate.client_apis import ANTHROPIC, GEMINI, OPENAI_CHAT, RESPONSES
 from llmgate.errors import GatewayError
 from llmgate.limits import TICK, ClientLimits, Conn, decode
@@ -198,3 +198,17 @@ def test_a_connection_is_idle_only_when_all_its_requests_ended():
     cl.error(b)
     assert b.request.headers == {}  # an unread body no longer claims an encoding
     assert cl.conns["c"].since == 50 and cl.overdue(cl.conns["c"], 1.0, 70) == "idle for 10 s"
+
+
+def test_value_count_is_bounded_before_parsing():
+    """32 MiB of `[],` would be ten million lists (about a gigabyte) once parsed: refused first."""
+    flat = b"[" + b"[]," * 50_000 + b"[]]"
+    assert exceeds(flat, 128, 10_000) == "values"
+    assert exceeds(flat, 128, 110_000) is None  # 50,002 lists and 50,000 commas
+    # strings, keys and numbers count too; a string's own commas and colons do not
+    obj = b'{"a":"x,y:z","b":[1,2,3],"c":{"d":null}}'
+    # 4 commas + 4 colons + 3 containers + 1: an estimate near the 13 values and keys it holds
+    assert exceeds(obj, 128, 12) is None
+    assert exceeds(obj, 128, 11) == "values"
+    with pytest.raises(openai_chat.RequestError, match="max_values"):
+        openai_chat.parse_json_object(flat, 128, 10_000)
