@@ -289,13 +289,15 @@ EVENTS = [
     cn.UsageUpdate(cn.Usage(input_tokens=10, output_tokens=5, cached_tokens=2, reasoning_tokens=1)),
     cn.Finish("tool_calls"),
 ]
-RESPONSE = cn.Response("r1", "m1", [cn.Text("Checking Rome ✓"), cn.ToolCall("call_2", "get_weather", '{"city":"Rome"}')],
-                       "tool_calls", cn.Usage(input_tokens=10, output_tokens=5))
+RESPONSE = cn.Response("r1", "m1", [cn.Text("Checking Rome ✓"),
+                                   cn.ToolCall("call_2", "get_weather", '{"city":"Rome"}')], "tool_calls",
+                       cn.Usage(input_tokens=10, output_tokens=5))
 
 # format -> (client-side path, request body, SSE stream, whole JSON answer)
 FORMATS = {
     "LLM OpenAI Chat": ("/v1/chat/completions", openai_wire.encode_request(canonical_request()),
-                        openai_wire.StreamEncoder("m1", True).encode(EVENTS), openai_wire.encode_response(RESPONSE, "m1")),
+                        openai_wire.StreamEncoder("m1", True).encode(EVENTS),
+                        openai_wire.encode_response(RESPONSE, "m1")),
     "LLM OpenAI Responses": ("/v1/responses", responses_wire.encode_request(canonical_request()),
                              responses_wire.StreamEncoder("m1").encode(EVENTS),
                              responses_wire.encode_response(RESPONSE, "m1")),
@@ -373,7 +375,8 @@ def test_llm_view_anthropic_event_names_and_indexes():
     _, _, stream, _ = FORMATS["LLM Anthropic Messages"]
     events = assert_answer_shown(llm_exchange("/v1/messages", b"{}", stream, "text/event-stream")[1].text)
     assert events[0].startswith('message_start {"message":{')
-    assert events[1] == 'content_block_start {"index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}'
+    assert events[1] == ('content_block_start {"index":0,"content_block":{"type":"thinking","thinking":"",'
+                         '"signature":""}}')
     assert events[6] == 'content_block_delta {"index":1,"delta":{"type":"text_delta","text":"Rome ✓"}}'
     assert events[-2] == "message_stop {}"
 
@@ -477,13 +480,24 @@ def test_llm_view_malformed_bodies_never_raise():
 
 
 def test_llm_view_caps_the_work(monkeypatch):
-    monkeypatch.setattr(llm_views, "MAX_DECODE", 300)
     _, body, stream, answer = FORMATS["LLM OpenAI Chat"]
-    req, resp = llm_exchange("/v1/chat/completions", json.dumps(body).encode(), stream, "text/event-stream")
-    assert req.text.startswith(f"# the body has {len(json.dumps(body))} bytes, more than the 300 this view decodes")
+    whole, request = json.dumps(answer).encode(), json.dumps(body).encode()
+    assert 300 < len(whole) < len(request)
+    monkeypatch.setattr(llm_views, "MAX_STREAM", 300)
+    monkeypatch.setattr(llm_views, "MAX_JSON", len(whole))
+    req, resp = llm_exchange("/v1/chat/completions", request, stream, "text/event-stream")
+    assert req.text == f"# the body has {len(request)} bytes, more than the {len(whole)} this view decodes: " \
+                       "see the JSON view\n"
     assert resp.text.startswith(f"# only the first 300 of {len(stream)} bytes were decoded\n## assistant")
-    whole = llm_exchange("/v1/chat/completions", b"{}", json.dumps(answer).encode() + b" " * 300, "application/json")
-    assert whole[1].text.startswith("# only the first 300 of") and "cannot be read" in whole[1].text
+    assert "finish: error" in resp.text  # what was cut off is not shown as complete
+    assert assert_answer_shown(llm_exchange("/v1/chat/completions", b"{}", whole, "application/json")[1].text,
+                               thinking=False) == []
+    big = llm_exchange("/v1/chat/completions", b"{}", whole + b" ", "application/json")[1].text
+    assert big.startswith(f"# the body has {len(whole) + 1} bytes, more than the {len(whole)}")
+    chunks = gemini_wire.StreamEncoder("m1", sse=False).encode(EVENTS)  # a stream as one JSON array
+    monkeypatch.setattr(llm_views, "MAX_JSON", len(chunks))
+    assert llm_exchange("/v1beta/models/m1:streamGenerateContent", b"{}", chunks, "application/json")[1].text == (
+        f"# a stream of {len(chunks)} bytes, more than the 300 this view decodes: see the JSON view\n")
 
 
 def test_llm_view_event_lines_capped(monkeypatch):
