@@ -52,12 +52,14 @@ class Wire:
 
 # ---------------------------------------------------------------- requests without a decoder
 
+def _kiro_result(r: dict) -> cn.ToolResult:
+    texts = [cn.Text(c.get("text", "")) for c in r.get("content") or () if isinstance(c, dict)]
+    return cn.ToolResult(r.get("toolUseId", "?"), texts, r.get("status") == "error")
+
+
 def _kiro_user(m: dict) -> list[cn.Block]:
     ctx = m.get("userInputMessageContext") or {}
-    out: list[cn.Block] = [cn.ToolResult(r.get("toolUseId", "?"), [cn.Text(c.get("text", "")) for c in
-                                         r.get("content") or () if isinstance(c, dict)],
-                                         r.get("status") == "error")
-                           for r in ctx.get("toolResults") or () if isinstance(r, dict)]
+    out: list[cn.Block] = [_kiro_result(r) for r in ctx.get("toolResults") or () if isinstance(r, dict)]
     out += [cn.Image(f"image/{i.get('format', '?')}", (i.get("source") or {}).get("bytes", ""))
             for i in m.get("images") or () if isinstance(i, dict)]
     return out + [cn.Text(m.get("content", ""))]
