@@ -57,6 +57,7 @@ Responses and streams (for an Anthropic client):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -750,9 +751,19 @@ _COUNTED = ("model", "messages", "system", "tools", "tool_choice", "thinking")
 
 
 def count_request(req: cn.Request) -> dict[str, Any]:
-    """Canonical -> a POST /v1/messages/count_tokens body (the fields that endpoint takes)."""
-    body = encode_request(req)
+    """Canonical -> a POST /v1/messages/count_tokens body (the fields that endpoint takes).
+    Tool results whose call is not in the request count as text: Gemini CLI counts a turn of
+    tool results on its own, and the endpoint refuses a tool_result without its tool_use."""
+    calls = {b.id for m in req.messages for b in m.content if isinstance(b, cn.ToolCall)}
+    messages = [cn.Message(m.role, [c for b in m.content for c in _counted(b, calls)]) for m in req.messages]
+    body = encode_request(dataclasses.replace(req, messages=messages))
     return {k: body[k] for k in _COUNTED if k in body}
+
+
+def _counted(b: cn.Block, calls: set[str]) -> list[cn.Block]:
+    if not isinstance(b, cn.ToolResult) or b.call_id in calls:
+        return [b]
+    return [cn.Text(cn.text_of(b.content) or "(tool result)"), *(c for c in b.content if isinstance(c, cn.Image))]
 
 
 def count_of(body: Any) -> int:
