@@ -3,10 +3,14 @@ PORT ?= 8143
 HOST ?= 127.0.0.1
 CONFIG ?= proxy.yaml
 
-.PHONY: setup run web test bench
+.PHONY: setup setup-test run web test bench
 
+# what running needs (mitmproxy and a few libraries); setup-test adds the SDKs and test tools
 setup:
-	@scripts/setup.sh
+	@scripts/setup.sh run
+
+setup-test:
+	@scripts/setup.sh test
 
 run: setup
 	.venv/bin/mitmdump -s addons/gateway.py --mode reverse:http://127.0.0.1:1@$(PORT) \
@@ -16,8 +20,8 @@ web: setup
 	.venv/bin/mitmweb -s addons/gateway.py --mode reverse:http://127.0.0.1:1@$(PORT) \
 		--listen-host $(HOST) --set connection_strategy=lazy --set gateway_config=$(CONFIG)
 
-test: setup
+test: setup-test
 	.venv/bin/python -m pytest -q
 
-bench: setup
+bench: setup-test
 	.venv/bin/python bench/bench.py
