@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/ (whose bench.py would shadow the folder)
 
 import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402

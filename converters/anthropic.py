@@ -1133,9 +1133,7 @@ class StreamRelabel(SSERelabel):
         elif kind == "error":
             self.errored = True
         elif kind == "message_start" and isinstance(data.get("message"), dict):
-            if data["message"].get("model") != self.model:
-                data["message"]["model"] = self.model
-                return True
+            return self._rename(data["message"], "model")
         return False
 
     def _error(self, message: str, code: str) -> bytes:

@@ -1174,10 +1174,7 @@ class StreamRelabel(SSERelabel):
         if (isinstance(cands, list) and any(isinstance(c, dict) and c.get("finishReason") for c in cands)) \
                 or (not cands and (data.get("promptFeedback") or {}).get("blockReason")):
             self.finished = True
-        if data.get("modelVersion", self.model) != self.model:
-            data["modelVersion"] = self.model
-            return True
-        return False
+        return "modelVersion" in data and self._rename(data, "modelVersion")
 
     def _frame(self, ev: Any, renamed: dict | None) -> bytes:
         if self.sse:
@@ -1185,7 +1182,9 @@ class StreamRelabel(SSERelabel):
         if ev.data is None:
             return b""
         self._sent += 1
-        data = _dumps(renamed).encode() if renamed is not None else ev.data.encode()
+        data = ev.data.encode()
+        if renamed is not None:
+            data = self._spliced(data) or _dumps(renamed).encode()
         return (b"[" if self._sent == 1 else b",\r\n") + data
 
     def _end(self) -> bytes:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from converters import call_ids
 from converters import canonical as cn
 from converters.json_limits import exceeds
-from converters.pipeline import relabel_all, relabel_body
+from converters.pipeline import relabel_all, relabel_body, splice_model
 from converters.sse import Event, SSEParser, encode, encode_like, not_json
 from converters.thinking import OPENAI_SAMPLING, openai_refuses_sampling
 
@@ -232,6 +232,9 @@ class StreamRelabel:
         if data.get("usage"):
             self.usage = data["usage"]
         if "model" in data and data["model"] != self.model:
+            spliced = splice_model(ev.raw, "model", data["model"], self.model)
+            if spliced is not None:
+                return spliced
             data["model"] = self.model
             return encode_like(ev, dumps(data).decode())
         return ev.raw

@@ -95,6 +95,7 @@ class SSERelabel:
         self._sse = SSEParser()
         self.finished = False  # the upstream's final event was seen
         self.errored = False  # an error event went to the client
+        self._was: tuple[str, object] = ("", None)  # (key, old value) _rename replaced in this event
 
     def feed(self, chunk: bytes) -> bytes:
         return relabel_all(self._sse.feed(chunk), self._pass)
@@ -121,12 +122,30 @@ class SSERelabel:
             raise not_json(ev.data) from None
         if not isinstance(data, dict):
             return self._frame(ev, None)
+        self._was = ("", None)
         return self._frame(ev, data if self._watch(ev.event, data) else None)
 
+    def _rename(self, obj: dict, key: str) -> bool:
+        """Give obj[key] (obj: the event's data or a dict in it) the client's model name.
+        True if that changed the event; the old value is kept for splicing (_spliced)."""
+        old = obj.get(key)
+        if old == self.model:
+            return False
+        self._was = (key, old)
+        obj[key] = self.model
+        return True
+
+    def _spliced(self, raw: bytes) -> bytes | None:
+        """`raw` with the value _rename replaced, every other byte kept; None if unsafe."""
+        return splice_model(raw, *self._was, self.model)
+
     def _frame(self, ev: Event, renamed: dict | None) -> bytes:
-        """The event for the client: its raw bytes, or re-encoded when renamed."""
+        """The event for the client: its raw bytes, with the model spliced in or re-encoded when renamed."""
         if renamed is None:
             return ev.raw
+        spliced = self._spliced(ev.raw)
+        if spliced is not None:
+            return spliced
         return encode_like(ev, json.dumps(renamed, ensure_ascii=False, separators=(",", ":")))
 
     def _end(self) -> bytes:
@@ -149,6 +168,25 @@ def relabel_all(events: list[Event], relabel: Callable[[Event], bytes]) -> bytes
         f.before = b"".join(out)
         raise
     return b"".join(out)
+
+
+def splice_model(raw: bytes, key: str, old: object, new: str) -> bytes | None:
+    """`raw` (an event's bytes) with the JSON member `"key":old` (or `"key": old`) set to `new`,
+    every other byte kept. None (re-encode instead) unless `"key"` occurs once in `raw`, unescaped.
+
+    Why a byte search is safe: inside a JSON string every quote is escaped, so a `"key"` not
+    preceded by a backslash and followed by a colon is a member name, never content."""
+    if not isinstance(old, str):
+        return None
+    name = json.dumps(key).encode()
+    if raw.count(name) != 1:
+        return None
+    for sep in (b":", b": "):
+        member = name + sep + json.dumps(old, ensure_ascii=False).encode()
+        i = raw.find(member)
+        if i > 0 and raw[i - 1] != 0x5C:  # 0x5C: a backslash
+            return raw[:i] + name + sep + json.dumps(new, ensure_ascii=False).encode() + raw[i + len(member):]
+    return None
 
 
 def relabel_body(body: bytes, model: str, key: str = "model") -> bytes:

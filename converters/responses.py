@@ -1182,10 +1182,7 @@ class StreamRelabel(SSERelabel):
             return False
         self._rid = resp.get("id") or self._rid
         self._created = resp.get("created_at") or self._created
-        if resp.get("model") != self.model:
-            resp["model"] = self.model
-            return True
-        return False
+        return self._rename(resp, "model")
 
     def _error(self, message: str, code: str) -> bytes:
         error = {"code": _client_error_code(code, 502), "message": message}

@@ -60,15 +60,20 @@ class Capture:
         return b"".join(self.parts)
 
 
+class _ClientGone(Exception):
+    """The relay connection failed while writing: mitmproxy closed it because the client left."""
+
+
 class Pipe:
-    """One upstream stream: read and converted from the moment it is opened,
-    queued (bounded, so a slow client slows the upstream), then sent on.
+    """One upstream stream: read and converted from the moment it is opened, each read's
+    output written to the relay connection before the next read (one task, no queue hop).
 
-    What a client that stops reading can hold: this queue (two reads of READ_SIZE), the
-    captures, aiohttp's read buffer, the relay's and mitmproxy's write buffers (both drain
-    before reading more) and the kernel's socket buffers (bound_socket_buffers)."""
+    Until mitmproxy fetches the stream, at most BACKLOG outputs wait and reading pauses.
+    What a client that stops reading can hold: one read, the captures, aiohttp's read buffer,
+    the relay's and mitmproxy's write buffers (both drain before reading more) and the
+    kernel's socket buffers (bound_socket_buffers)."""
 
-    QUEUE_SIZE = 2
+    BACKLOG = 2
 
     def __init__(self, resp: aiohttp.ClientResponse, transform: StreamTransform,
                  headers: list[tuple[bytes, bytes]], who: str, read_timeout: float):
@@ -81,72 +86,108 @@ class Pipe:
         self.client = Capture()  # bytes sent on to the client
         self.outcome = "pending"  # complete | upstream-error | client-gone | unclaimed
         self.first_sent: float | None = None  # when the first bytes went to the client (time to first token)
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(self.QUEUE_SIZE)
+        self._writer: asyncio.StreamWriter | None = None  # the relay connection, once mitmproxy fetched the stream
+        self._backlog: list[bytes] = []  # output made before that
+        self._claimed = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._ended: asyncio.Future[bool] = loop.create_future()  # run()'s answer
         # read at once: aiohttp drops buffered data when the connection dies before it is read
-        self._puller = asyncio.get_running_loop().create_task(self._pull())
+        self._puller = loop.create_task(self._pull())
 
     async def _pull(self) -> None:
+        ok = False
         try:
-            try:
-                async for chunk in self.resp.content.iter_chunked(READ_SIZE):
-                    self.upstream.add(chunk)
-                    out = self.transform.feed(chunk)
-                    if out:
-                        await self._queue.put(out)
-                tail, self.outcome = self.transform.finish(), "complete"
-            except StreamFault as f:  # an event too large or malformed: the rest is not read
-                tail = f.before + self.transform.fail(f"Upstream {self.who} {f.message}", f.code)
-                self.outcome = "upstream-error"
-            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-                tail = self.transform.fail(
-                    f"Upstream {self.who} sent nothing for {self.read_timeout:g} s; the stream was cut off.",
-                    "upstream_timeout",
-                )
-                self.outcome = "upstream-error"
-            except aiohttp.ClientError as e:
-                tail = self.transform.fail(
-                    f"Upstream {self.who} {broke_off(e, self.upstream.size, 'the stream')}.", "upstream_disconnected"
-                )
-                self.outcome = "upstream-error"
-            except Exception:  # a converter bug must end this stream with an error, not hang it
-                log.exception("stream conversion failed")
-                tail = self.transform.fail("The gateway failed converting the stream; its log has the details.",
-                                           "internal_error")
-                self.outcome = "upstream-error"
+            tail = await self._convert()
+            if tail:
+                await self._send(tail)
+            await self._send(b"")
+            ok = True
+        except _ClientGone:
+            self.outcome = "client-gone"
+        finally:
+            if not self._ended.done():
+                self._ended.set_result(ok)
+
+    async def _convert(self) -> bytes:
+        """Read, convert and send the stream; returns its last bytes (an end or error event)."""
+        try:
+            async for chunk in self.resp.content.iter_chunked(READ_SIZE):
+                self.upstream.add(chunk)
+                out = self.transform.feed(chunk)
+                if out:
+                    await self._send(out)
+            tail, self.outcome = self.transform.finish(), "complete"
+        except StreamFault as f:  # an event too large or malformed: the rest is not read
+            tail = f.before + self.transform.fail(f"Upstream {self.who} {f.message}", f.code)
+            self.outcome = "upstream-error"
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            tail = self.transform.fail(
+                f"Upstream {self.who} sent nothing for {self.read_timeout:g} s; the stream was cut off.",
+                "upstream_timeout",
+            )
+            self.outcome = "upstream-error"
+        except aiohttp.ClientError as e:
+            tail = self.transform.fail(
+                f"Upstream {self.who} {broke_off(e, self.upstream.size, 'the stream')}.", "upstream_disconnected"
+            )
+            self.outcome = "upstream-error"
+        except _ClientGone:
+            raise
+        except Exception:  # a converter bug must end this stream with an error, not hang it
+            log.exception("stream conversion failed")
+            tail = self.transform.fail("The gateway failed converting the stream; its log has the details.",
+                                       "internal_error")
+            self.outcome = "upstream-error"
         finally:
             self.resp.close()
-        if tail:
-            await self._queue.put(tail)
-        await self._queue.put(None)
+        return tail
+
+    async def _send(self, data: bytes) -> None:
+        """One HTTP chunk to the relay connection (b"": the last), or to the backlog before it exists."""
+        w = self._writer
+        if w is None:
+            self._backlog.append(data)
+            if len(self._backlog) >= self.BACKLOG:
+                await self._claimed.wait()
+            return
+        self._write(w, data)
+        try:
+            await w.drain()
+        except (ConnectionError, RuntimeError):
+            raise _ClientGone from None
+
+    def _write(self, w: asyncio.StreamWriter, data: bytes) -> None:
+        if not data:
+            w.write(b"0\r\n\r\n")
+            return
+        if self.first_sent is None:
+            self.first_sent = time.time()
+        self.client.add(data)
+        w.write(b"%x\r\n%b\r\n" % (len(data), data))
 
     async def run(self, writer: asyncio.StreamWriter) -> bool:
         """Send the stream as a chunked HTTP/1.1 response. False if the connection is unusable."""
         head = [b"HTTP/1.1 200 OK", *(k + b": " + v for k, v in self.headers), b"Transfer-Encoding: chunked"]
         writer.write(b"\r\n".join(head) + b"\r\n\r\n")
+        for data in self._backlog:
+            self._write(writer, data)
+        self._backlog.clear()
+        self._writer = writer
+        self._claimed.set()
         try:
-            while (data := await self._queue.get()) is not None:
-                if self.first_sent is None:
-                    self.first_sent = time.time()
-                self.client.add(data)
-                writer.write(b"%x\r\n%b\r\n" % (len(data), data))
-                await writer.drain()
-            writer.write(b"0\r\n\r\n")
             await writer.drain()
-            return True
         except (ConnectionError, RuntimeError):
-            self.outcome = "client-gone"  # mitmproxy closed the relay connection: the client left
-            self._puller.cancel()
+            self.abandon("client-gone")
             return False
+        return await self._ended
 
     def abandon(self, outcome: str) -> None:
         """Stop reading the upstream (which closes it), e.g. because the client left."""
         if not self._puller.done():
             self.outcome = outcome
             self._puller.cancel()
-            try:
-                self._queue.put_nowait(None)  # wake run() if it waits for data
-            except asyncio.QueueFull:
-                pass  # run() is busy writing and will find the connection closed
+        if not self._ended.done():
+            self._ended.set_result(False)  # wake run() at once
 
 
 def bound_socket_buffers(flow: http.HTTPFlow) -> None:
