@@ -31,6 +31,7 @@ Scenarios (the request's "model"; `stream` picks the stream variant where there 
                     finish_reason stop and [DONE]
     cut             stream: role and "Hel", then the connection is aborted mid-chunk
     firehose        stream: 16 KiB content chunks without end, as fast as they are read
+    linger          stream: the whole ok stream, [DONE] included, then 2 s before the body ends
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from aiohttp import web
 from tests.upstreams import serving
 
 SCENARIOS = ["ok", "huge-body", "long-line", "drip", "html", "json-for-stream", "redirect", "gzip",
-             "weird-encoding", "bad-json-event", "cut", "firehose"]
+             "weird-encoding", "bad-json-event", "cut", "firehose", "linger"]
 MIB = 1 << 20
 ACTIVE = web.AppKey("active", list)
 
@@ -192,13 +193,23 @@ async def firehose(request: web.Request, model: str, stream: bool) -> web.Stream
         request.app[ACTIVE][0] -= 1
 
 
+async def linger(request: web.Request, model: str, stream: bool) -> web.StreamResponse:
+    if not stream:
+        return await ok(request, model, stream)
+    resp = await stream_of(request)
+    await resp.write(ok_stream(model))
+    await asyncio.sleep(2)
+    return resp
+
+
 async def active(request: web.Request) -> web.Response:
     return web.json_response(request.app[ACTIVE][0])
 
 
 HANDLERS = {"ok": ok, "huge-body": huge_body, "long-line": long_line, "drip": drip, "html": html,
             "json-for-stream": json_for_stream, "redirect": redirect, "gzip": compressed,
-            "weird-encoding": weird_encoding, "bad-json-event": bad_json_event, "cut": cut, "firehose": firehose}
+            "weird-encoding": weird_encoding, "bad-json-event": bad_json_event, "cut": cut, "firehose": firehose,
+            "linger": linger}
 
 
 def make_app(api_key: str | None = None, model_names: list[str] | None = None) -> web.Application:
