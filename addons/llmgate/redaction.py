@@ -22,14 +22,17 @@ from typing import Any, Iterable
 
 from mitmproxy import http
 
+from llmgate.providers import PROVIDER_TYPES
 from llmgate.relay import StreamTransform
 
 MIN_SECRET = 8
 SMALL = 512  # bytes up to which one regex search beats a substring test per secret
 REDACTED = b"[redacted]"
 CREDENTIAL_WORDS = ("token", "key", "secret")  # access_token, refreshToken, apiKey (iFlow), clientSecret (Kiro)
-SECRET_HEADERS = {"authorization", "x-api-key", "x-goog-api-key", "api-key", "proxy-authorization", "cookie",
-                  "code-token", "x-iflow-signature"}  # CodeGeeX's token; iFlow's replayable request signature
+# headers that carry a credential whatever the provider, and those each kind declares its own
+# (ProviderKind.secret_header_names: its key's header and what its accounts set)
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"}).union(
+    *(kind.secret_header_names() for kind in PROVIDER_TYPES.values()))
 
 
 class Redactor:

@@ -6,7 +6,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
 
 import yaml
@@ -14,13 +14,17 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from llmgate.providers import PROVIDER_TYPES
+from llmgate.providers.base import ProviderKind
 
 
 class ConfigError(Exception):
@@ -110,17 +114,24 @@ class ThinkingLimits(_Strict):
     levels: list[Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]] | None = None
 
 
+# Fields only some kinds take: each kind names its own (ProviderKind.config_fields). On an entry of
+# another kind they are an error in proxy.yaml, and read as None in code.
+KIND_FIELDS = {
+    "credentials": "credentials file, or a glob naming one file per account",
+    "token_url": "OAuth token endpoint (default: the official one)",
+    "project": "Code Assist project id (default: discovered)",
+    "command": "the local CLI to run (default: claude on PATH)",
+}
+
+
 class ProviderSettings(_Strict):
+    """The fields every kind takes; each kind's model (PROVIDER_MODELS) adds its own."""
+
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     type: str
     base_url: str = Field(None, validate_default=True)  # type: ignore[assignment]  # required unless the type has a default
     api_key: str | None = None
-    # subscription types (qwen, gemini-cli, antigravity, iflow)
-    credentials: str | None = Field(None, description="credentials file, or a glob naming one file per account")
-    token_url: str | None = Field(None, description="OAuth token endpoint (default: the official one)")
-    project: str | None = Field(None, description="Code Assist project id (default: discovered)")
     fallback_urls: list[str] = Field(default_factory=list, description="hosts tried after base_url fails")
-    command: str | None = Field(None, description="the local CLI to run (claude-code; default: claude on PATH)")
     weight: int = Field(1, ge=1, description="share of requests under the weighted strategy")
     max_concurrency: int | None = Field(None, ge=1, description="requests in flight per account at most")
     models: list[str] | None = None
@@ -129,6 +140,11 @@ class ProviderSettings(_Strict):
     enabled: bool = True
     thinking: dict[str, ThinkingLimits] | None = Field(
         None, description="model name or glob -> thinking limits, over the built-in table (converters/thinking.py)")
+
+    def __getattr__(self, name: str) -> Any:
+        if name in KIND_FIELDS:  # another kind's field: this kind does not take it
+            return None
+        return super().__getattr__(name)  # type: ignore[misc]
 
     @field_validator("type")
     @classmethod
@@ -147,7 +163,7 @@ class ProviderSettings(_Strict):
             raise ValueError("Field required")
         return cls._http_url(v) if isinstance(v, str) else v
 
-    @field_validator("token_url")
+    @field_validator("token_url", check_fields=False)  # on the kinds that take it
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
         if v is None:
@@ -179,6 +195,35 @@ class ProviderSettings(_Strict):
                 raise ValueError(f"the value of {name} must not contain line breaks or control characters")
         return v
 
+
+def _kind_model(type_: str, kind: ProviderKind) -> type[ProviderSettings]:
+    name = "".join(w.capitalize() for w in type_.split("-")) + "Settings"
+    own: dict[str, Any] = {f: (str | None, Field(None, description=KIND_FIELDS[f])) for f in kind.config_fields}
+    return create_model(name, __base__=ProviderSettings, __module__=__name__, type=(Literal[type_], ...), **own)
+
+
+PROVIDER_MODELS: dict[str, type[ProviderSettings]] = {t: _kind_model(t, k) for t, k in PROVIDER_TYPES.items()}
+globals().update({m.__name__: m for m in PROVIDER_MODELS.values()})  # importable by name, as pickle wants
+# one entry of `providers:`, validated by the model its `type` names
+ProviderEntry = Annotated[Union[tuple(PROVIDER_MODELS.values())], Field(discriminator="type")]
+PROVIDER_ENTRY: TypeAdapter[ProviderSettings] = TypeAdapter(ProviderEntry)
+
+
+def entry_error(err: ErrorDetails) -> tuple[tuple, str]:
+    """A provider entry's validation error as (location in the entry, message). The union puts the
+    entry's type into the location (providers.0.openai.command): it goes, and names the type in
+    an unknown-field message; a missing or unknown type is an error of `type`."""
+    loc, msg = tuple(err["loc"]), err["msg"].removeprefix("Value error, ")
+    if err["type"] == "union_tag_invalid":
+        tag = err.get("ctx", {}).get("tag")
+        return ("type",), f"unknown provider type {tag!r}; known: {', '.join(sorted(PROVIDER_TYPES))}"
+    if err["type"] == "union_tag_not_found":
+        return ("type",), "Field required"
+    kind = loc[0] if loc and loc[0] in PROVIDER_TYPES else None
+    loc = loc[1:] if kind else loc
+    if err["type"] == "extra_forbidden":
+        msg = f"unknown field for type {kind}" if kind else "unknown field"
+    return loc, msg
 
 
 Strategy = Literal["round-robin", "least-busy", "fill-first", "weighted"]
@@ -218,7 +263,7 @@ class LogSettings(_Strict):
 class GatewaySettings(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     log: LogSettings = Field(default_factory=LogSettings)
-    providers: list[ProviderSettings] = Field(default_factory=list)
+    providers: list[ProviderEntry] = Field(default_factory=list)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
 
     @model_validator(mode="after")
@@ -379,11 +424,13 @@ def parse_settings(text: str, source: str = "proxy.yaml") -> tuple[GatewaySettin
         lines = []
         for err in e.errors():
             loc = tuple(p for p in err["loc"] if p not in ("function-after",))
+            if loc[:1] == ("providers",) and len(loc) > 1 and isinstance(loc[1], int):
+                rest, msg = entry_error({**err, "loc": loc[2:]})
+                loc = loc[:2] + rest
+            else:
+                msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
             line = _line_of(root, loc)
             where = _fmt_loc(loc) or "(top level)"
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown field"
             lines.append(f"{source}:{line}: {where}: {msg}" if line else f"{source}: {where}: {msg}")
         raise ConfigError("invalid config\n  " + "\n  ".join(lines)) from None
     return settings, warnings

@@ -164,7 +164,7 @@ def test_var_references_are_written_and_returned_uninterpolated(cfg: Path, monke
 def test_awkward_strings_load_back_as_the_same_strings(tmp_path: Path, value: str):
     p = tmp_path / "proxy.yaml"
     p.write_text("providers: []\n")
-    ce.add_provider(p, {"id": "a", "type": "openai", "base_url": "http://a/v1", "models": [value],
+    ce.add_provider(p, {"id": "a", "type": "gemini-cli", "base_url": "http://a", "models": [value],
                         "headers": {"X-Awkward": value}, "project": value})  # header names are tokens
     prov = load_settings(p)[0].provider("a")
     assert prov.models == [value] and prov.headers == {"X-Awkward": value} and prov.project == value
@@ -362,7 +362,7 @@ def test_hand_written_bad_fields_are_refused_naming_field_and_line(tmp_path: Pat
     import yaml
 
     p = tmp_path / "proxy.yaml"
-    entry = {"id": "a", "type": "openai", "base_url": "http://a/v1", field: value}
+    entry = {"id": "a", "type": "qwen" if field == "token_url" else "openai", "base_url": "http://a/v1", field: value}
     p.write_text(yaml.safe_dump({"providers": [entry]}, sort_keys=False))
     with pytest.raises(ConfigError) as e:
         load_settings(p)

@@ -91,4 +91,6 @@ KIND = ProviderKind(
     default_models=MODELS,
     accounts=_accounts,
     credentials="~/.llmgate/antigravity/*.json",
+    config_fields=("credentials", "token_url", "project"),
+    secret_headers=("Authorization",),  # the OAuth access token
 )

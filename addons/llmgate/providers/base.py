@@ -26,6 +26,14 @@ class ProviderKind:
     credentials: str | None = None  # default credentials file (a glob may name several accounts)
     stream_type: str = "text/event-stream"  # the content type of its streamed answers
     reauth_statuses: tuple[int, ...] = (401,)  # answers that mean "refresh the token and try again"
+    # proxy.yaml fields this kind takes beyond the common ones (settings.KIND_FIELDS names them)
+    config_fields: tuple[str, ...] = ()
+    # headers its accounts set that carry a credential (auth_headers' own are counted already)
+    secret_headers: tuple[str, ...] = ()
+
+    def secret_header_names(self) -> frozenset[str]:
+        """Lowercased names of every header that carries this kind's credentials: redacted in flows."""
+        return frozenset(h.lower() for h in (*self.auth_headers("probe"), *self.secret_headers))
 
     def headers(self, api_key: str | None, accept: str = "application/json") -> dict[str, str]:
         """What every request to this kind carries before the entry's own headers: JSON body,

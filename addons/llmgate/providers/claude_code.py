@@ -64,5 +64,7 @@ KIND = ProviderKind(
     count_url=lambda base, model: base + "/v1/messages/count_tokens",
     default_base_url=PLACEHOLDER,
     default_models=("opus", "sonnet", "haiku"),
+    config_fields=("command",),
+    secret_headers=("x-api-key",),  # the shim's own key
     accounts=lambda p, rt: AccountSet(p, lambda path: LocalCli(p, rt), fixed=[LocalCli(p, rt)]),
 )

@@ -198,4 +198,6 @@ KIND = ProviderKind(
     default_models=MODELS,
     accounts=_accounts,
     credentials="~/.gemini/oauth_creds.json",
+    config_fields=("credentials", "token_url", "project"),
+    secret_headers=("Authorization",),  # the OAuth access token
 )

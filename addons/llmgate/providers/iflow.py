@@ -80,4 +80,6 @@ KIND = ProviderKind(
     default_models=("qwen3-coder-plus", "qwen3-max", "kimi-k2", "glm-4.6", "deepseek-v3.2"),
     accounts=_accounts,
     credentials="~/.iflow/oauth_creds.json",
+    config_fields=("credentials",),
+    secret_headers=("Authorization", "x-iflow-signature"),  # the key, and a replayable signature made with it
 )

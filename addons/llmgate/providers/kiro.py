@@ -174,6 +174,8 @@ KIND = ProviderKind(
     default_models=MODELS,
     accounts=_accounts,
     credentials="~/.aws/sso/cache/kiro-auth-token.json",
+    config_fields=("credentials", "token_url"),
+    secret_headers=("Authorization",),  # the OAuth access token
     stream_type="application/vnd.amazon.eventstream",
     reauth_statuses=(401, 403),  # Kiro says 403 for an expired token
 )

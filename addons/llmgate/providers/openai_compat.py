@@ -28,4 +28,5 @@ KIND = ProviderKind(
     auth_headers=_bearer,
     parse_models=_model_ids,
     embed_url=lambda base, model: base + "/embeddings",
+    secret_headers=("api-key",),  # Azure OpenAI's key header, given in `headers:`
 )

@@ -126,4 +126,6 @@ KIND = ProviderKind(
     default_models=("coder-model", "vision-model"),
     accounts=_accounts,
     credentials="~/.qwen/oauth_creds.json",
+    config_fields=("credentials", "token_url"),
+    secret_headers=("Authorization",),  # the OAuth access token
 )
