@@ -25,7 +25,7 @@ from llmgate import request_log
 from llmgate.errors import GatewayError
 from llmgate.providers import PROVIDER_TYPES
 from llmgate.responses import json_response
-from llmgate.settings import ConfigError, ProviderSettings
+from llmgate.settings import PROVIDER_ENTRY, ConfigError, ProviderSettings, entry_error
 from llmgate.upstream import UpstreamRequest
 
 OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "admin-openapi.yaml"
@@ -65,11 +65,11 @@ def _strict(entry: dict[str, Any]) -> None:
         checked = {k: ("http://interpolated.invalid" if k.endswith("url") else "interpolated")
                    if isinstance(v, str) and "${" in v else int(v) if isinstance(v, float) and v.is_integer() else v
                    for k, v in entry.items() if v is not None}
-        ProviderSettings.model_validate(checked, strict=True)
+        PROVIDER_ENTRY.validate_python(checked, strict=True)
     except ValidationError as e:
-        first = e.errors()[0]
-        field = ".".join(str(x) for x in first["loc"])
-        raise GatewayError(400, f"{field}: {first['msg']}", code="invalid_request", param=field or None) from None
+        loc, msg = entry_error(e.errors()[0])
+        field = ".".join(str(x) for x in loc)
+        raise GatewayError(400, f"{field}: {msg}", code="invalid_request", param=field or None) from None
 
 
 def _iso(ts: float) -> str:
