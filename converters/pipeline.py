@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Callable, Protocol
 
@@ -178,15 +179,23 @@ def splice_model(raw: bytes, key: str, old: object, new: str) -> bytes | None:
     preceded by a backslash and followed by a colon is a member name, never content."""
     if not isinstance(old, str):
         return None
-    name = json.dumps(key).encode()
+    name, members = _members(key, old, new)
     if raw.count(name) != 1:
         return None
-    for sep in (b":", b": "):
-        member = name + sep + json.dumps(old, ensure_ascii=False).encode()
+    for member, renamed in members:
         i = raw.find(member)
         if i > 0 and raw[i - 1] != 0x5C:  # 0x5C: a backslash
-            return raw[:i] + name + sep + json.dumps(new, ensure_ascii=False).encode() + raw[i + len(member):]
+            return raw[:i] + renamed + raw[i + len(member):]
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def _members(key: str, old: str, new: str) -> tuple[bytes, tuple[tuple[bytes, bytes], ...]]:
+    """`"key"`, and the spellings of `"key":old` splice_model looks for with their replacements
+    (a stream names the same model in every event: built once, not per event)."""
+    name = json.dumps(key).encode()
+    was, now = (json.dumps(v, ensure_ascii=False).encode() for v in (old, new))
+    return name, tuple((name + sep + was, name + sep + now) for sep in (b":", b": "))
 
 
 def relabel_body(body: bytes, model: str, key: str = "model") -> bytes:

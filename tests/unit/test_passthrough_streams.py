@@ -146,3 +146,33 @@ def test_a_malformed_event_ends_a_decoded_stream_with_an_error(decoder, good):
     assert [e.code for e in errors] == ["upstream_malformed"]
     assert not any(isinstance(e, cn.Finish) for e in out)
     assert isinstance(out[-1], cn.StreamError)
+
+
+# --- the model renamed by splicing the event's bytes: every other byte kept ---------------------
+
+def test_openai_rename_keeps_every_other_byte():
+    chunk = (b'data: {"id":"c1", "model": "gpt-x", "choices":[{"index":0,"delta":{"content":"caf\\u00e9 \\"model\\":'
+             b'\\"gpt-x\\""},"finish_reason":null}]}\n\n')
+    out = openai_chat.StreamRelabel("alias").feed(chunk)
+    assert out == chunk.replace(b'"model": "gpt-x"', b'"model": "alias"')
+    assert json.loads(out[6:])["choices"][0]["delta"]["content"] == 'café "model":"gpt-x"'
+
+
+def test_gemini_rename_keeps_every_other_byte():
+    out = run(gemini.StreamRelabel("flash"), GEMINI_STREAM)
+    assert out == GEMINI_STREAM.replace(b'"modelVersion":"gemini-x-001"', b'"modelVersion":"flash"')
+
+
+@pytest.mark.parametrize("chunk", [
+    b'data: {"model":"gpt-x","choices":[],"meta":{"model":"gpt-x"}}\n\n',  # a second member of that name
+    b'data: {"choices":[],"model":"gpt-x","name":"model"}\n\n',  # the name as a value
+    b'data: {"choices":[],"model" : "gpt-x"}\n\n',  # spacing the splice does not look for
+    b'data: {"choices":[],"model":"gpt\\u002dx"}\n\n',  # the value escaped
+    b'data: {"choices":[{"delta":{"content":"x\\\\"}}],"model":"gpt-x"}\n\n',  # a string ending in a backslash
+])
+def test_a_model_member_the_splice_cannot_vouch_for_is_re_encoded(chunk):
+    out = openai_chat.StreamRelabel("alias").feed(chunk)
+    body = json.loads(out[6:])
+    assert body["model"] == "alias"
+    assert {k: v for k, v in body.items() if k != "model"} == {
+        k: v for k, v in json.loads(chunk[6:]).items() if k != "model"}

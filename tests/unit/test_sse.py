@@ -120,3 +120,35 @@ def test_a_long_line_in_many_reads_is_one_event():
     line = b"data: " + b"b" * 50_000 + b"\r\n\r\n"
     events = parse_in_pieces(line, list(range(1, len(line), 97)))
     assert [len(e.data) for e in events] == [50_000]
+
+
+# Events of one `data:` line with LF endings take a fast path at event boundaries; whatever
+# the split, it must parse exactly as the line loop does (one byte at a time never takes it).
+LF_STREAM = (
+    b'data: {"a":1}\n\n'
+    b'data:{"b":"caf\xc3\xa9 \xff"}\n\n'
+    b"\n"  # a stray blank line
+    b"data: x\ndata: y\n\n"
+    b": comment\ndata: z\n\n"
+    b"event: e\ndata: w\n\n"
+    b"data\n\n"  # a field without a colon
+    b"data: [DONE]\n\n"
+)
+
+
+@pytest.mark.parametrize("cuts", [[], [16], [16, 40], [15], [17, 18, 19]] + [[c] for c in range(1, len(LF_STREAM))])
+def test_single_line_events_parse_as_the_line_loop_does(cuts):
+    slow = parse_in_pieces(LF_STREAM, list(range(1, len(LF_STREAM))))
+    fast = parse_in_pieces(LF_STREAM, cuts)
+    assert summary(fast) == summary(slow)
+    assert [e.raw for e in fast] == [e.raw for e in slow]
+    assert b"".join(e.raw for e in fast) == LF_STREAM.replace(b"\n\n\n", b"\n\n", 1)
+
+
+def test_a_read_of_whole_events_is_parsed_at_once():
+    events = SSEParser().feed(b"\xef\xbb\xbf: hi\n\n" + b'data: {"n":1}\n\n' * 3 + b"data: par")
+    assert [e.data for e in events] == [None, '{"n":1}', '{"n":1}', '{"n":1}']
+    p = SSEParser()
+    p.feed(b"data: 1\n\n")
+    assert [e.data for e in p.feed(b"data: 2\n\ndata: 3\n\ndata: 4")] == ["2", "3"]
+    assert [e.data for e in p.feed(b"\n\n")] == ["4"]
