@@ -10,6 +10,7 @@ from typing import Callable
 
 from mitmproxy import ctx, exceptions
 
+from llmgate import first_run
 from llmgate.runtime import Runtime
 from llmgate.settings import ConfigError, GatewaySettings, load_settings
 
@@ -23,9 +24,15 @@ SETTLE_SECONDS = 3.0
 
 class ConfigWatch:
     def __init__(self, rt: Runtime, poll_seconds: float = POLL_SECONDS, settle_seconds: float = SETTLE_SECONDS,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 detect: Callable[[], first_run.Detection] = first_run.detect):
         self.rt = rt
         rt.reload = self._apply
+        rt.first_run = None  # what `auto: true` found (listings.health shows it)
+        self.detect = detect
+        self._file: GatewaySettings | None = None  # the file's own settings, before anything found is added
+        self._detection: first_run.Detection | None = None
+        self._detected_at = 0.0
         self.poll_seconds = poll_seconds
         self.settle_seconds = settle_seconds
         self.clock = clock
@@ -61,8 +68,11 @@ class ConfigWatch:
         path = ctx.options.gateway_config
         stamp = _stat(path)
         settings, warnings = load_settings(path)
+        # once running (an admin API edit, in the event loop) the last probe of local servers serves
+        reuse = settings.auto and self._running and self._detection
+        detection = self._detection if reuse else self._detect(settings)
         self._open_files(settings, path)
-        self._commit(settings, warnings, path, stamp)
+        self._commit(settings, detection, warnings, path, stamp)
 
     async def check(self) -> None:
         """One poll: reload if the file changed, reading and opening files in a worker thread so
@@ -70,18 +80,35 @@ class ConfigWatch:
         path = ctx.options.gateway_config
         stamp = _stat(path)
         if stamp == self._stamp:
+            await self._redetect()
             return
         try:
             settings, warnings = await asyncio.to_thread(load_settings, path)
-            if self._hold(stamp, settings, path):
+            detection = await asyncio.to_thread(self._detect, settings)
+            if self._hold(stamp, first_run.merge(settings, detection)[0] if detection else settings, path):
                 return
             await asyncio.to_thread(self._open_files, settings, path)
         except Exception as e:  # noqa: BLE001 - whatever the cause, the last good config stays
             self._stamp, self._held = stamp, None
             log.error("config reload failed, keeping the previous config: %s", _reason(e))
             return
-        self._commit(settings, warnings, path, stamp)
+        self._commit(settings, detection, warnings, path, stamp)
         self._kick_discovery()
+
+    def _detect(self, settings: GatewaySettings) -> first_run.Detection | None:
+        """What this machine has, when the file asks for it (blocking: probes local servers)."""
+        self._detected_at = self.clock()
+        return self.detect() if settings.auto else None
+
+    async def _redetect(self) -> None:
+        """With `auto: true`, look again now and then: a local server started or a CLI logged in
+        since is served without a restart (API keys come from the environment: fixed)."""
+        if not (self._file and self._file.auto) or self.clock() - self._detected_at < first_run.REDETECT_SECONDS:
+            return
+        detection = await asyncio.to_thread(self._detect, self._file)
+        if detection and self._detection and detection.found != self._detection.found:
+            self._commit(self._file, detection, [], ctx.options.gateway_config, self._stamp)
+            self._kick_discovery()
 
     def _hold(self, stamp: tuple | None, new: GatewaySettings, path: str) -> bool:
         """True while a reload that removes every key or provider waits for the file to settle."""
@@ -107,10 +134,12 @@ class ConfigWatch:
         log_file = settings.log.file or os.path.join(config_dir, "llmgate-requests.sqlite")
         self.rt.open_request_log(log_file if settings.log.enabled else None, settings.log.retention_days)
 
-    def _commit(self, settings: GatewaySettings, warnings: list[str], path: str, stamp: tuple | None) -> None:
-        self._stamp = stamp
+    def _commit(self, file: GatewaySettings, detection: first_run.Detection | None, warnings: list[str], path: str,
+                stamp: tuple | None) -> None:
+        self._stamp, self._file, self._detection = stamp, file, detection
+        settings, report = first_run.merge(file, detection) if detection else (file, None)
         old = {p.id: p for p in self.rt.settings.providers}
-        self.rt.settings = settings
+        self.rt.settings, self.rt.first_run = settings, report
         # discovered model lists stay valid only for providers whose settings did not change
         self.rt.catalog.forget({p.id for p in settings.providers if old.get(p.id) == p})
         for w in warnings:
@@ -119,6 +148,8 @@ class ConfigWatch:
             "config %s: %d provider(s): %s", path, len(settings.providers),
             ", ".join(f"{p.id} ({p.type})" for p in settings.providers) or "-",
         )
+        for level, line in report.lines() if report else ():
+            log.log(level, "%s", line)
 
     def _kick_discovery(self) -> None:
         loop = asyncio.get_running_loop()

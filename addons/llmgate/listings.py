@@ -35,6 +35,7 @@ async def health(rt: Any, settings: GatewaySettings) -> http.Response:
     accounts routable now, and when each cooling one returns. 503 only when nothing is routable."""
     catalog = rt.catalog
     await refresh(catalog, settings.providers)
+    found = getattr(rt, "first_run", None)  # what `auto: true` found (llmgate/first_run.py)
     report = []
     for p in settings.providers:
         st = catalog.status(p)
@@ -47,7 +48,8 @@ async def health(rt: Any, settings: GatewaySettings) -> http.Response:
                 ok, st = False, {**st, "error": "; ".join(f"{a.name}: {a.needs_login}" for a in accounts)
                                  or "no credentials file found"}
         state = "disabled" if not p.enabled else "ok" if ok else "unavailable" if "error" in st else "unknown"
-        report.append({"id": p.id, "type": p.type, "state": state, **st})
+        auto = found and found.source_of(p.id)
+        report.append({"id": p.id, "type": p.type, "state": state, **st, **({"auto_detected": auto} if auto else {})})
     pools = {}
     for name in await listed(catalog, settings, None):
         try:
@@ -57,7 +59,7 @@ async def health(rt: Any, settings: GatewaySettings) -> http.Response:
         pools[name] = _pool_health(rt, routes)
     routable = sum(1 for v in pools.values() if v["routable"])
     body = {"status": "ok" if routable else "unavailable", "routable_models": routable, "providers": report,
-            "models": pools}
+            "models": pools, **({"auto": found.health()} if found else {})}
     return json_response(200 if routable else 503, body)
 
 

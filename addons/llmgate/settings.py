@@ -261,6 +261,8 @@ class LogSettings(_Strict):
 
 
 class GatewaySettings(_Strict):
+    auto: bool = Field(False, description="also serve the providers found on this machine: API keys in the "
+                       "environment, local servers, coding-CLI logins (llmgate/first_run.py)")
     server: ServerSettings = Field(default_factory=ServerSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     providers: list[ProviderEntry] = Field(default_factory=list)
