@@ -14,6 +14,7 @@ if _root not in sys.path:
 from llmgate.accounting import Accounting  # noqa: E402
 from llmgate.client_auth import ClientAuth  # noqa: E402
 from llmgate.config_watch import ConfigWatch  # noqa: E402
+from llmgate.console.addon import Console  # noqa: E402
 from llmgate.contentviews import ContentViews  # noqa: E402
 from llmgate.flow_limit import FlowLimit  # noqa: E402
 from llmgate.flow_record import FlowRecorder  # noqa: E402
@@ -30,6 +31,7 @@ addons = [
     ClientAuth(runtime),
     Redaction(runtime),  # before Accounting and FlowRecorder, which record answers
     FrontDoor(runtime),
+    Console(runtime),  # /ui, which FrontDoor leaves to it
     Accounting(runtime),  # before FlowRecorder, which drops the exchange
     FlowRecorder(runtime),
     ContentViews(),  # SSE and AWS event-stream bodies, readable in mitmweb

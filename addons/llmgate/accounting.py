@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any
+from typing import Any, Callable
 
 from mitmproxy import http
 
@@ -47,6 +47,7 @@ def error_code(body: bytes | None) -> str | None:
 class Accounting:
     def __init__(self, rt: Runtime):
         self.rt = rt
+        self.subscribers: list[Callable[[dict[str, Any]], None]] = []  # each logged row, e.g. the console's feed
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._record(flow)
@@ -69,6 +70,8 @@ class Accounting:
         if self.rt.request_log is not None:
             self.rt.request_log.add(row)
         self.rt.metrics.observe(row)
+        for publish in self.subscribers:
+            publish(row)
 
     def row(self, flow: http.HTTPFlow, info: dict[str, Any]) -> dict[str, Any]:
         ex = self.rt.exchanges.get(flow.id)

@@ -23,6 +23,7 @@ from llmgate.web_guard import host_refusal, page_refusal
 OPEN_PATHS = ("/health",)
 ADMIN_PREFIX = "/admin/"
 ADMIN_PATHS = ("/metrics",)
+CONSOLE = "/ui"  # the web console: admin routes, with a login session instead of a key per request
 KEY_ID = "llmgate_key"
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 REDACTED = "[redacted]"
@@ -90,6 +91,8 @@ class ClientAuth:
         path = flow.request.path.split("?", 1)[0]
         if path.startswith(ADMIN_PREFIX) or path in ADMIN_PATHS:
             self._admin(flow, settings.server)
+        elif path == CONSOLE or path.startswith(CONSOLE + "/"):
+            self._admin(flow, settings.server, console=True)
         elif not keys:  # no key to prove the caller: keep web pages out (web_guard)
             if why := self._web_refusal(flow, settings.server, check_host=True):
                 flow.response = error_response(GatewayError(403, why, code="forbidden"),
@@ -126,12 +129,15 @@ class ClientAuth:
         return why
 
     @classmethod
-    def _admin(cls, flow: http.HTTPFlow, server: ServerSettings) -> None:
+    def _admin(cls, flow: http.HTTPFlow, server: ServerSettings, console: bool = False) -> None:
         """Admin routes: never for web pages of other origins; an admin key when server.admin_keys
-        is set, else loopback clients that name this gateway as their Host."""
+        is set, else loopback clients that name this gateway as their Host. The console checks
+        its own login session."""
         admin_keys = server.admin_keys
         if why := cls._web_refusal(flow, server, check_host=not admin_keys):
             flow.response = error_response(GatewayError(403, why, code="forbidden"))
+        elif admin_keys and console:
+            return
         elif admin_keys:
             key = presented_key(flow.request) or ""
             if not any(hmac.compare_digest(key.encode(), k.encode()) for k in admin_keys):

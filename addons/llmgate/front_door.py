@@ -144,6 +144,8 @@ class FrontDoor:
         if ib.endpoint == "admin":
             flow.response = await self.admin.handle(flow)
             return
+        if ib.endpoint == "ui":
+            return  # the web console: llmgate/console's addon, next in the chain, answers
         self._allow(flow.request.method, ib.method)
         raw = request_body(flow.request, settings.server.limits)
         depth = settings.server.limits.max_depth

@@ -3,6 +3,7 @@
 Routes (each also under /{provider}/... to force a provider):
   GET  /health
   /admin/...                                 the management API (llmgate/admin_api.py; admin keys)
+  /ui, /ui/...                               the web console (llmgate/console; admin keys or loopback)
   GET  /metrics                              Prometheus metrics (admin keys)
   GET  /v1/models, /v1/models/{model}        OpenAI shape; Anthropic's with an anthropic-version header
   POST /v1/chat/completions                  OpenAI chat
@@ -66,6 +67,8 @@ def match(path: str, anthropic_version: bool, is_provider: Callable[[str], bool]
         return Inbound("health", OPENAI_CHAT)
     if path.startswith("/admin/") and not forced:
         return Inbound("admin", OPENAI_CHAT, "*")  # llmgate/admin_api.py checks methods
+    if (path == "/ui" or path.startswith("/ui/")) and not forced:
+        return Inbound("ui", OPENAI_CHAT, "*")  # the web console (llmgate/console)
     if path == "/metrics" and not forced:
         return Inbound("metrics", OPENAI_CHAT)
     if path in _POSTS:
