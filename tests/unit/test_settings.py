@@ -79,7 +79,7 @@ def test_shipped_example_is_valid():
     import pathlib
 
     s, _ = load_settings(pathlib.Path(__file__).parents[2] / "proxy.yaml")
-    assert [p.id for p in s.providers] == ["lmstudio", "ollama"]
+    assert s.auto and s.providers == [] and s.routing.default is None  # nothing that may not exist (issue 15)
 
 
 # --- hardening: bounded YAML, unreadable files, empty files (issue 12) ------------------------
