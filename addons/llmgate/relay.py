@@ -190,6 +190,85 @@ class Pipe:
             self._ended.set_result(False)  # wake run() at once
 
 
+class _InProcess(asyncio.Transport):
+    """One end of an in-process connection: what it writes is what the other end's protocol
+    receives, with no socket, syscall or poll in between. Flow control as on a socket: a
+    reader whose buffer is full pauses the other end's writer (its drain waits)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, peername: tuple[str, int]):
+        super().__init__()
+        self._loop = loop
+        self._extra = {"peername": peername, "sockname": ("127.0.0.1", 0), "socket": None}
+        self._closing = False
+        self.protocol: asyncio.StreamReaderProtocol
+        self.peer: _InProcess
+
+    def get_extra_info(self, name: str, default=None):
+        return self._extra.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def write(self, data) -> None:
+        if not self._closing and not self.peer._closing:
+            self.peer.protocol.data_received(bytes(data))
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        if not self.peer._closing:
+            self.peer.protocol.eof_received()
+
+    def get_write_buffer_size(self) -> int:
+        return 0  # written data is in the other end's reader at once
+
+    def pause_reading(self) -> None:
+        self.peer.protocol.pause_writing()
+
+    def resume_reading(self) -> None:
+        self.peer.protocol.resume_writing()
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self._loop.call_soon(self.protocol.connection_lost, None)
+            self.peer.close()
+
+    def abort(self) -> None:
+        self.close()
+
+
+def in_process_pair(peername: tuple[str, int]) -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter], ...]:
+    """Two connected (reader, writer) ends, as asyncio.open_connection and a server's callback get them."""
+    loop = asyncio.get_running_loop()
+    a, b = _InProcess(loop, peername), _InProcess(loop, ("127.0.0.1", 0))
+    a.peer, b.peer = b, a
+    ends = []
+    for t in (a, b):
+        reader = asyncio.StreamReader(loop=loop)
+        t.protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        t.protocol.connection_made(t)
+        ends.append((reader, asyncio.StreamWriter(t, t.protocol, reader, loop)))
+    return tuple(ends)
+
+
+_RELAYS: dict[int, "StreamRelay"] = {}  # relays running in this process, by port
+_tcp_open_connection = asyncio.open_connection
+
+
+async def _open_connection(host=None, port=None, **kwds):
+    """asyncio.open_connection, except that a connection to a relay of this process (mitmproxy
+    fetching a stream) is made in process: the hop costs no socket, syscalls or polling."""
+    relay = _RELAYS.get(port) if host == "127.0.0.1" else None
+    if relay is None:
+        return await _tcp_open_connection(host, port, **kwds)
+    # yield once, as a connect does: mitmproxy registers the connection's task after starting it
+    # (eagerly), and data it sends before that would find no writer
+    await asyncio.sleep(0)
+    return relay.connect_in_process()
+
+
 def bound_socket_buffers(flow: http.HTTPFlow) -> None:
     """Cap the kernel buffers of a streamed flow's client socket (send) and of mitmproxy's
     end of the relay hop (receive); the relay's own end is capped when it accepts."""
@@ -229,6 +308,7 @@ class StreamRelay:
         self._pipes: dict[str, Pipe] = {}
         self._server: asyncio.base_events.Server | None = None
         self._starting: asyncio.Lock | None = None
+        self._serving: set[asyncio.Task] = set()  # in-process connections being served
         self.port: int = 0
 
     async def ensure_started(self) -> int:
@@ -238,8 +318,19 @@ class StreamRelay:
                 if self._server is None:
                     self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
                     self.port = self._server.sockets[0].getsockname()[1]
+                    _RELAYS[self.port] = self
+                    asyncio.open_connection = _open_connection  # mitmproxy's server connections dial through it
                     log.debug("stream relay listening on 127.0.0.1:%d", self.port)
         return self.port
+
+    def connect_in_process(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to this relay without a socket (the listening one stays: its port names
+        the relay, and any client outside this process still reaches it)."""
+        ours, theirs = in_process_pair(("127.0.0.1", self.port))
+        task = asyncio.get_running_loop().create_task(self._serve(*theirs))
+        self._serving.add(task)
+        task.add_done_callback(self._serving.discard)
+        return ours
 
     def register(self, pipe: Pipe) -> str:
         token = secrets.token_urlsafe(16)
@@ -256,7 +347,9 @@ class StreamRelay:
         self._expire(token)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
         try:
             while True:
                 try:
@@ -282,5 +375,6 @@ class StreamRelay:
         for token in list(self._pipes):
             self._expire(token)
         if self._server is not None:
+            _RELAYS.pop(self.port, None)
             self._server.close()
             self._server = None
