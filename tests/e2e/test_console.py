@@ -1,0 +1,266 @@
+"""The web console (/ui) as a user meets it: a real mitmdump with addons/gateway.py, the openai
+SDK sending requests through it to strict local doubles, and headless Chromium (Debian's,
+driven by playwright) logging in and clicking through the pages. Plus what a hostile page or a
+stolen cookie cannot do, sent as raw bytes.
+
+Needs the Python package `playwright` (its driver only) and /usr/bin/chromium; skipped otherwise.
+"""
+
+import json
+import re
+import shutil
+import socket
+import time
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from tests.e2e.conftest import CLIENT_KEY, UPSTREAM_KEY
+from tests.harness import Gateway, Upstream
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
+expect = sync_api.expect
+
+ADMIN_KEY = "adm-console-key-0123456789"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="module")
+def up():
+    u = Upstream("openai_compat", "--api-key", UPSTREAM_KEY, "--models", "gpt-4o-mini,qwen3-coder-30b")
+    yield u
+    u.stop()
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    u = Upstream("qwen_portal", "--poll-interval", "0.3")
+    yield u
+    u.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(up, qwen, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("console")
+    cfg = {"server": {"api_keys": [CLIENT_KEY], "admin_keys": [ADMIN_KEY], "timeouts": {"connect": 3, "read": 5}},
+           "log": {"capture_bodies": True},
+           "providers": [
+               {"id": "up", "type": "openai", "base_url": up.base + "/v1", "api_key": UPSTREAM_KEY,
+                "models": ["gpt-4o-mini"]},
+               {"id": "qw", "type": "qwen", "base_url": qwen.base + "/v1", "credentials": str(folder / "qwen.json"),
+                "token_url": qwen.base + "/api/v1/oauth2/token"}]}
+    g = Gateway(cfg, folder / "proxy.yaml")
+    yield g
+    g.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(gw, browser):
+    """A browser tab logged in to the console, as a user does it."""
+    context = browser.new_context()
+    pg = context.new_page()
+    pg.goto(gw.base + "/ui/")
+    expect(pg).to_have_url(gw.base + "/ui/login")
+    pg.fill("#key", ADMIN_KEY)
+    pg.click("button[type=submit]")
+    expect(pg.locator("h1")).to_have_text("Dashboard")
+    yield pg
+    context.close()
+
+
+def client(gw):
+    return openai.OpenAI(base_url=gw.base + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20)
+
+
+def test_login_sets_a_strict_http_only_cookie_scoped_to_the_console(gw, page):
+    (cookie,) = page.context.cookies()
+    assert cookie["name"] == "llmgate_ui" and ADMIN_KEY not in cookie["value"]
+    assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict" and cookie["path"] == "/ui"
+    assert page.evaluate("document.cookie") == ""  # scripts cannot read it
+
+
+def test_a_wrong_key_does_not_log_in(gw, browser):
+    context = browser.new_context()
+    pg = context.new_page()
+    pg.goto(gw.base + "/ui/login")
+    pg.fill("#key", "not-the-admin-key")
+    pg.click("button[type=submit]")
+    expect(pg.locator("#message")).to_contain_text("not an admin key")
+    assert context.cookies() == []
+    pg.goto(gw.base + "/ui/providers")
+    expect(pg).to_have_url(gw.base + "/ui/login")
+    context.close()
+
+
+def test_add_a_provider_from_its_kinds_form_and_test_it(gw, up, page):
+    page.goto(gw.base + "/ui/providers")
+    page.click("a.button:text-is('openai')")
+    expect(page.locator("h1")).to_have_text("Add a openai provider")
+    page.fill("#f-id", "added")
+    page.fill("#f-base_url", up.base + "/v1")
+    page.fill("#f-api_key", UPSTREAM_KEY)
+    page.fill("#f-models", "qwen3-coder-30b")
+    page.click("button[type=submit]")
+    expect(page).to_have_url(gw.base + "/ui/providers")
+    row = page.locator("tr", has=page.locator("span#added"))
+    expect(row).to_contain_text("qwen3-coder-30b")
+    entry = next(p for p in yaml.safe_load(gw.config_path.read_text())["providers"] if p["id"] == "added")
+    assert entry == {"id": "added", "type": "openai", "base_url": up.base + "/v1", "api_key": UPSTREAM_KEY,
+                     "models": ["qwen3-coder-30b"], "enabled": True}
+    row.locator("button:text-is('Test')").click()
+    expect(row.locator("output")).to_contain_text("ok: qwen3-coder-30b, HTTP 200")
+    # edit: only what changed is sent, the stored key stays
+    row.locator("a:text-is('Edit')").click()
+    expect(page.locator("#f-api_key")).to_have_value("")
+    page.fill("#f-weight", "3")
+    page.click("button[type=submit]")
+    expect(page).to_have_url(gw.base + "/ui/providers")
+    entry = next(p for p in yaml.safe_load(gw.config_path.read_text())["providers"] if p["id"] == "added")
+    assert entry["weight"] == 3 and entry["api_key"] == UPSTREAM_KEY
+    row = page.locator("tr", has=page.locator("span#added"))
+    row.locator("button:text-is('Disable')").click()
+    expect(row).to_contain_text("disabled")
+    page.once("dialog", lambda d: d.accept())
+    row.locator("button:text-is('Remove')").click()
+    expect(page.locator("span#added")).to_have_count(0)
+    assert "added" not in gw.config_path.read_text()
+
+
+def test_a_request_appears_in_the_live_feed_and_its_detail_shows_the_bodies(gw, page):
+    page.goto(gw.base + "/ui/requests")
+    expect(page.locator("#feed-state")).to_have_text("live")
+    answer = client(gw).chat.completions.create(model="gpt-4o-mini",
+                                                messages=[{"role": "user", "content": "console feed check"}])
+    assert answer.choices[0].message.content == "Echo: console feed check"
+    feed = page.locator("#feed tbody tr").first
+    expect(feed).to_contain_text("gpt-4o-mini")
+    expect(feed).to_contain_text("200")
+    # the history (the request log, written in batches) links to the request's detail
+    for _ in range(50):
+        page.goto(gw.base + "/ui/requests?model=gpt-4o-mini")
+        if page.locator("table:not(#feed) tbody a").count():
+            break
+        time.sleep(0.2)
+    page.locator("table:not(#feed) tbody a").first.click()
+    expect(page.locator("h2", has_text="request body")).to_be_visible()
+    expect(page.locator("pre").first).to_contain_text("console feed check")
+    expect(page.locator("pre").nth(1)).to_contain_text("Echo: console feed check")
+    page.goto(gw.base + "/ui/requests?model=no-such-model")
+    expect(page.locator("table:not(#feed) tbody")).to_contain_text("no requests match")
+
+
+def test_reset_a_cooldown_from_the_dashboard(gw, up, page):
+    httpx.post(up.base + "/__fault", json={"scenario": "fault-429", "count": 1, "retry_after": 600}).raise_for_status()
+    with pytest.raises(openai.RateLimitError):
+        client(gw).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    page.goto(gw.base + "/ui/")
+    cooling = page.locator(".cooldown")
+    expect(cooling).to_contain_text("ends in")
+    assert re.search(r"ends in (9|10)m", cooling.first.inner_text())
+    page.locator("td", has=cooling).locator("button:text-is('Reset')").first.click()
+    expect(page.locator(".cooldown")).to_have_count(0)
+    answer = client(gw).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "again"}])
+    assert answer.choices[0].message.content == "Echo: again"
+    expect(page.locator("svg[aria-label='Requests per minute'] rect").first).to_be_attached()
+
+
+def test_qwen_device_login_against_the_local_double(gw, qwen, page):
+    httpx.post(f"{qwen.base}/__oauth/reset").raise_for_status()
+    page.goto(gw.base + "/ui/logins")
+    section = page.locator("section.login-entry", has=page.locator("h2", has_text="qw"))
+    expect(section).to_contain_text("no credentials file")
+    section.locator("button:text-is('Start device login')").click()
+    shown = section.locator("p.login")
+    expect(shown).to_contain_text("confirm the code")
+    assert shown.locator("a").get_attribute("href").startswith(qwen.base)
+    code = re.search(r"confirm the code (\S+?)\.", shown.inner_text()).group(1)
+    httpx.post(f"{qwen.base}/__oauth/approve", params={"user_code": code}).raise_for_status()
+    expect(section.locator("p.login")).to_contain_text("Logged in", timeout=20_000)
+    expect(section.locator("tbody")).to_contain_text("usable")
+    expect(section.locator("tbody")).to_contain_text("UTC")  # token expiry and file time
+
+
+def test_usage_and_config_pages(gw, page):
+    page.goto(gw.base + "/ui/usage?by=model")
+    expect(page.locator("table")).to_contain_text("gpt-4o-mini")
+    expect(page.locator("svg[aria-label='Tokens by model'] rect").first).to_be_attached()
+    page.goto(gw.base + "/ui/config")
+    text = page.locator("pre.config").inner_text()
+    assert "providers:" in text and "[redacted]" in text
+    assert UPSTREAM_KEY not in text and ADMIN_KEY not in text and CLIENT_KEY not in text
+    expect(page.locator("body")).to_contain_text("Last reload")
+
+
+# --- what other pages and stolen sessions cannot do -----------------------------------------
+
+def session_of(page) -> tuple[str, str]:
+    """(cookie value, CSRF token) of the logged-in tab."""
+    page.goto(page.url.split("/ui")[0] + "/ui/")
+    return page.context.cookies()[0]["value"], page.locator("meta[name=csrf-token]").get_attribute("content")
+
+
+def raw(port: int, method: str, path: str, headers: list[tuple[str, str]], body: bytes = b"") -> tuple[int, bytes]:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", *(f"{k}: {v}" for k, v in headers),
+             f"Content-Length: {len(body)}", "Connection: close", "", ""]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall("\r\n".join(lines).encode() + body)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, payload = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), payload
+
+
+def test_a_cross_site_form_post_is_refused(gw, browser, page):
+    """A page on another site auto-submits a form to a console action, in the same browser."""
+    target = f"{gw.base}/ui/api/providers/up/disable"
+    evil = browser.contexts[-1].new_page()  # the logged-in context: its cookie exists
+    evil.route("http://evil.test/", lambda r: r.fulfill(content_type="text/html", body=(
+        f'<form method=post action="{target}" enctype="text/plain"><input name=x value=1></form>'
+        "<script>document.forms[0].submit()</script>")))
+    evil.goto("http://evil.test/")
+    evil.wait_for_url(target)
+    assert json.loads(evil.locator("body").inner_text())["error"]["code"] == "forbidden"
+    evil.close()
+    cookie, token = session_of(page)
+    # even with the session cookie (a browser without SameSite) and the token, other sites are refused
+    status, _ = raw(gw.port, "POST", "/ui/api/providers/up/disable", [
+        ("Cookie", f"llmgate_ui={cookie}"), ("X-CSRF-Token", token), ("Content-Type", "application/json"),
+        ("Origin", "https://evil.example"), ("Sec-Fetch-Site", "cross-site")])
+    assert status == 403
+    assert yaml.safe_load(gw.config_path.read_text())["providers"][0].get("enabled", True) is True
+
+
+def test_writes_need_the_session_csrf_token_and_json(gw, page):
+    cookie, token = session_of(page)
+    base = [("Cookie", f"llmgate_ui={cookie}"), ("Sec-Fetch-Site", "same-origin")]
+    body = b'{"provider": "up"}'
+    status, answer = raw(gw.port, "POST", "/ui/api/reset", [*base, ("Content-Type", "application/json")], body)
+    assert status == 403 and json.loads(answer)["error"]["code"] == "csrf_failed"
+    status, answer = raw(gw.port, "POST", "/ui/api/reset",
+                         [*base, ("Content-Type", "application/json"), ("X-CSRF-Token", token + "x")], body)
+    assert status == 403 and json.loads(answer)["error"]["code"] == "csrf_failed"
+    status, _ = raw(gw.port, "POST", "/ui/api/reset", [*base, ("Content-Type", "text/plain"), ("X-CSRF-Token", token)],
+                    body)
+    assert status == 415
+    status, answer = raw(gw.port, "POST", "/ui/api/reset",
+                         [*base, ("Content-Type", "application/json"), ("X-CSRF-Token", token)], body)
+    assert status == 200 and json.loads(answer)["provider"] == "up"
+    # no session: no console, whatever the token
+    status, _ = raw(gw.port, "POST", "/ui/api/reset", [("Content-Type", "application/json"), ("X-CSRF-Token", token)],
+                    body)
+    assert status == 401
+    status, _ = raw(gw.port, "GET", "/ui/config", [("Cookie", "llmgate_ui=forged")])
+    assert status == 303
