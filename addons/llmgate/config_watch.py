@@ -40,6 +40,7 @@ class ConfigWatch:
         self._held: tuple[tuple | None, float] | None = None  # (stamp, since) of a reload waiting to settle
         self._task: asyncio.Task | None = None
         self._running = False
+        self.last_reload: tuple[float, str | None] | None = None  # (when, why it failed): the web console shows it
 
     def load(self, loader):
         loader.add_option("gateway_config", str, "proxy.yaml", "Path of the gateway's config file (YAML).")
@@ -90,6 +91,7 @@ class ConfigWatch:
             await asyncio.to_thread(self._open_files, settings, path)
         except Exception as e:  # noqa: BLE001 - whatever the cause, the last good config stays
             self._stamp, self._held = stamp, None
+            self.last_reload = (time.time(), _reason(e))
             log.error("config reload failed, keeping the previous config: %s", _reason(e))
             return
         self._commit(settings, detection, warnings, path, stamp)
@@ -137,6 +139,7 @@ class ConfigWatch:
     def _commit(self, file: GatewaySettings, detection: first_run.Detection | None, warnings: list[str], path: str,
                 stamp: tuple | None) -> None:
         self._stamp, self._file, self._detection = stamp, file, detection
+        self.last_reload = (time.time(), None)
         settings, report = first_run.merge(file, detection) if detection else (file, None)
         old = {p.id: p for p in self.rt.settings.providers}
         self.rt.settings, self.rt.first_run = settings, report

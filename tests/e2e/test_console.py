@@ -212,7 +212,9 @@ def session_of(page) -> tuple[str, str]:
 
 
 def raw(port: int, method: str, path: str, headers: list[tuple[str, str]], body: bytes = b"") -> tuple[int, bytes]:
-    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", *(f"{k}: {v}" for k, v in headers),
+    if not any(k.lower() == "host" for k, _ in headers):
+        headers = [("Host", f"127.0.0.1:{port}"), *headers]
+    lines = [f"{method} {path} HTTP/1.1", *(f"{k}: {v}" for k, v in headers),
              f"Content-Length: {len(body)}", "Connection: close", "", ""]
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.sendall("\r\n".join(lines).encode() + body)
@@ -264,3 +266,36 @@ def test_writes_need_the_session_csrf_token_and_json(gw, page):
     assert status == 401
     status, _ = raw(gw.port, "GET", "/ui/config", [("Cookie", "llmgate_ui=forged")])
     assert status == 303
+
+
+def test_loopback_without_admin_keys_needs_no_login_but_keeps_csrf(up, browser, tmp_path):
+    cfg = {"providers": [{"id": "up", "type": "openai", "base_url": up.base + "/v1", "api_key": UPSTREAM_KEY,
+                          "models": ["gpt-4o-mini"]}]}
+    g = Gateway(cfg, tmp_path / "proxy.yaml")
+    context = browser.new_context()
+    try:
+        pg = context.new_page()
+        pg.goto(g.base + "/ui/")
+        expect(pg.locator("h1")).to_have_text("Dashboard")  # no login form
+        (cookie,) = context.cookies()  # a session all the same: it carries the CSRF token
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        pg.locator("button:text-is('Reset')").first.click()
+        expect(pg.locator("#message")).to_have_text("")
+        status, answer = raw(g.port, "POST", "/ui/api/reset", [
+            ("Cookie", f"llmgate_ui={cookie['value']}"), ("Content-Type", "application/json")], b'{"provider": "up"}')
+        assert status == 403 and json.loads(answer)["error"]["code"] == "csrf_failed"
+        # a DNS-rebinding page names its own host: refused before any session is made
+        status, answer = raw(g.port, "GET", "/ui/", [("Host", f"rebind.evil.example:{g.port}")])
+        assert status == 403 and "is not this gateway's address" in json.loads(answer)["error"]["message"]
+        # the config page tells when the last reload failed
+        g.write_config("providers: [")
+        pg.goto(g.base + "/ui/config")
+        for _ in range(50):
+            if "failed" in pg.locator("body").inner_text():
+                break
+            time.sleep(0.2)
+            pg.reload()
+        expect(pg.locator("body")).to_contain_text("failed")
+    finally:
+        context.close()
+        g.stop()

@@ -38,8 +38,9 @@ def mask_config(text: str, redact: Callable[[str], str]) -> str:
         data = yaml.safe_load(text)
     except yaml.YAMLError:
         data = None
-    for value in sorted(set(_secret_values(data)), key=len, reverse=True):
-        text = re.sub(rf"(?m)(?<=[:\-] )([\"']?){re.escape(value)}\1(?=\s*(#|$|,|\]|\}}))", MASK, text)
+    for value in sorted(set(_secret_values(data)), key=len, reverse=True):  # a whole scalar, block or flow style
+        text = re.sub(rf"(?m)(?:(?<=[:\-,\[{{] )|(?<=[\[{{,]))([\"']?){re.escape(value)}\1(?=\s*(#|$|,|\]|\}}))",
+                      MASK, text)
     return redact(text)
 
 

@@ -1,0 +1,133 @@
+"""The console's pure parts: sessions and CSRF (injected clock), config masking, the live feed's
+bounds, form fields from a kind's schema, charts."""
+
+import asyncio
+import json
+
+from llmgate.console import charts, pages, queries, session
+from llmgate.console.feed import MAX_FEEDS, QUEUE, Feeds
+from llmgate.settings import PROVIDER_MODELS
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_session_lives_until_its_ttl():
+    clock = Clock()
+    store = session.Sessions(clock)
+    s = store.open("adm-key-123456789")
+    assert store.get(s.sid, ["adm-key-123456789"]) is s
+    clock.now += session.TTL - 1
+    assert store.get(s.sid, ["adm-key-123456789"]) is s
+    clock.now += 1
+    assert store.get(s.sid, ["adm-key-123456789"]) is None
+    assert store.get(None, []) is None and store.get("forged", ["adm-key-123456789"]) is None
+
+
+def test_a_session_ends_when_its_key_leaves_admin_keys():
+    store = session.Sessions(Clock())
+    s = store.open("old-key-123456789")
+    assert store.get(s.sid, ["new-key-123456789"]) is None
+    assert store.get(s.sid, ["old-key-123456789"]) is None  # gone for good, not only hidden
+
+
+def test_a_keyless_session_ends_once_admin_keys_are_configured():
+    store = session.Sessions(Clock())
+    s = store.open(None)
+    assert store.get(s.sid, []) is s
+    assert store.get(s.sid, ["adm-key-123456789"]) is None
+
+
+def test_sessions_are_bounded_oldest_first():
+    store = session.Sessions(Clock())
+    first = store.open(None)
+    for _ in range(session.MAX_SESSIONS):
+        store.open(None)
+    assert store.get(first.sid, []) is None and len(store._by_id) == session.MAX_SESSIONS
+
+
+def test_csrf_and_cookie():
+    s = session.Sessions(Clock()).open("adm-key-123456789")
+    assert session.csrf_ok(s, s.csrf) and not session.csrf_ok(s, None) and not session.csrf_ok(s, s.csrf[:-1])
+    assert "adm-key" not in session.cookie(s, False)
+    parts = session.cookie(s, False).split("; ")
+    assert parts[0] == f"llmgate_ui={s.sid}" and {"Path=/ui", "HttpOnly", "SameSite=Strict"} <= set(parts)
+    assert "Secure" in session.cookie(s, True).split("; ")
+    assert session.cookie(None, False).startswith("llmgate_ui=; Path=/ui; Max-Age=0")
+
+
+def test_config_secrets_are_masked_whatever_their_length():
+    text = ("server:\n  admin_keys: [abc]\n  api_keys:\n    - \"k1\"\n  allowed_hosts: [gw.internal]\n"
+            "providers:\n  - id: up\n    api_key: short  # the key\n    token_url: https://x/token\n"
+            "    headers: {Authorization: Bearer xyz}\n    max_tokens: 5\n")
+    out = queries.mask_config(text, lambda t: t.replace("gw.internal", "[known]"))
+    assert "abc" not in out and "k1" not in out and "short" not in out and "xyz" not in out
+    assert "# the key" in out and "https://x/token" in out and "[known]" in out and "id: up" in out
+    assert out.count("[redacted]") == 4
+
+
+def test_form_fields_follow_the_kinds_schema():
+    props = PROVIDER_MODELS["qwen"].model_json_schema()["properties"]
+    assert {k: pages.field_type(v) for k, v in props.items() if k in
+            ("base_url", "weight", "enabled", "models", "headers", "credentials")} == {
+        "base_url": "text", "weight": "number", "enabled": "bool", "models": "list", "headers": "json",
+        "credentials": "text"}
+    form = pages.provider_form("qwen", PROVIDER_MODELS["qwen"].model_json_schema(),
+                               {"id": "q", "type": "qwen", "api_key": "sk-secret-value"}, {"id"})
+    assert "sk-secret-value" not in form and 'name="token_url"' in form and "data-changed-only" in form
+
+
+def test_charts_escape_labels():
+    svg = charts.bars("<t>", [("<script>", 1.5), ("b", 0)])
+    assert "<script>" not in svg and "&lt;script&gt;: 1.5" in svg and svg.count("<rect") == 2
+
+
+def test_the_feed_is_bounded_and_sends_no_bodies():
+    async def run() -> None:
+        feeds = Feeds()
+        opened = [feeds.new() for _ in range(MAX_FEEDS)]
+        assert feeds.new() is None
+        for i in range(QUEUE + 5):
+            feeds.publish({"model": f"m{i}", "request_body": b"secret body"})
+        assert opened[0].dropped == 5
+        item = opened[0]._queue.get_nowait()
+        assert item["model"] == "m0" and "request_body" not in item
+        opened[0].abandon("client-gone")
+        assert opened[0] not in feeds.open and feeds.new() is not None
+
+    asyncio.run(run())
+
+
+class Writer:
+    """A StreamWriter that ends the feed once one event was sent."""
+
+    def __init__(self, feed) -> None:
+        self.feed = feed
+        self.data = b""
+
+    def write(self, b: bytes) -> None:
+        self.data += b
+
+    async def drain(self) -> None:
+        if b"data: " in self.data:
+            self.feed.abandon("done")
+
+
+def test_feed_writes_server_sent_events():
+    async def run() -> bytes:
+        f = Feeds().new()
+        f.publish({"model": "gpt", "status": 200})
+        w = Writer(f)
+        assert await f.run(w) is True
+        return w.data
+
+    out = asyncio.run(run())
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert b"Content-Type: text/event-stream" in head and b"Transfer-Encoding: chunked" in head
+    event = body.split(b"data: ", 1)[1].split(b"\n\n")[0]
+    assert json.loads(event)["model"] == "gpt" and body.endswith(b"0\r\n\r\n")
