@@ -3,7 +3,7 @@ PORT ?= 8143
 HOST ?= 127.0.0.1
 CONFIG ?= proxy.yaml
 
-.PHONY: setup setup-test run web test bench
+.PHONY: setup setup-test run web test bench screenshots
 
 # what running needs (mitmproxy and a few libraries); setup-test adds the SDKs and test tools
 setup:
@@ -25,3 +25,7 @@ test: setup-test
 
 bench: setup-test
 	.venv/bin/python bench/bench.py
+
+# PNGs of each web console page (/ui) for the README, in docs/screenshots/ (needs Debian's chromium)
+screenshots: setup-test
+	.venv/bin/python scripts/console_screenshots.py

@@ -299,3 +299,9 @@ def test_loopback_without_admin_keys_needs_no_login_but_keeps_csrf(up, browser, 
     finally:
         context.close()
         g.stop()
+
+
+def test_a_bad_filter_is_explained_on_a_page(gw, page):
+    page.goto(gw.base + "/ui/requests?status=teapot")
+    expect(page.locator("p.error")).to_contain_text("status and limit must be integers")
+    expect(page.locator("header nav")).to_be_visible()

@@ -173,7 +173,10 @@ class Console:
             raise GatewayError(405, "Method not allowed here.", code="method_not_allowed")
         if parts == ["feed"]:
             return await self._feed(flow)
-        html = await self._page(parts, query, s)
+        try:
+            html = await self._page(parts, query, s)
+        except GatewayError as e:  # e.g. a filter that is not a number: said on a page, not as JSON
+            return page(pages.layout("Error", f'<p class=error>{pages.e(e.message)}</p>', s.csrf), e.status)
         if html is None:
             return page(pages.layout("Not found", "<p>No such console page.</p>", s.csrf), 404)
         return page(pages.layout(html[0], html[1], s.csrf, html[2]))

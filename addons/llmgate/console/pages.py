@@ -191,8 +191,9 @@ def request_cells(r: dict[str, Any], link: bool = True) -> list[str]:
 
 
 def requests_page(rows: list[dict[str, Any]], q: dict[str, str]) -> str:
-    inputs = "".join(f'<label>{k} <input name="{k}" value="{e(q.get(k, ""))}" size=12></label>'
-                     for k in ("provider", "model", "key", "status", "since"))
+    hints = {"status": "e.g. 429", "since": "ISO time, UTC"}
+    inputs = "".join(f'<label>{k} <input name="{k}" value="{e(q.get(k, ""))}" size=12 '
+                     f'placeholder="{hints.get(k, "")}"></label>' for k in ("provider", "model", "key", "status", "since"))
     form = f'<form class=filters method=get action="/ui/requests">{inputs}<button>Filter</button></form>'
     live = ('<h2>Live feed <small id="feed-state">connecting…</small></h2>'
             + table(REQUEST_COLUMNS, [], "waiting for requests…", id_="feed"))
