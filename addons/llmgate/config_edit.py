@@ -31,7 +31,8 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 from ruamel.yaml.tokens import CommentToken
 from ruamel.yaml.util import load_yaml_guess_indent
 
-from llmgate.settings import ConfigError, parse_settings
+from llmgate.providers import PROVIDER_TYPES
+from llmgate.settings import KIND_FIELDS, ConfigError, parse_settings
 
 __all__ = [
     "ConfigError", "DuplicateProvider", "UnknownProvider", "add_provider", "update_provider", "set_enabled",
@@ -521,6 +522,18 @@ def secrets_left_behind(current: dict[str, Any], changes: dict[str, Any]) -> lis
     if _hosts(changed) <= _hosts(current):
         return []
     return [f for f in SECRET_FIELDS if current.get(f) and f not in changes]
+
+
+def field_of_other_kind(current: dict[str, Any], changes: dict[str, Any]) -> str | None:
+    """A field the changed entry would hold that its type does not take, when the stored entry is
+    half the cause: a stored field under a new type, or a new field under the stored type (both in
+    the change: the change itself is wrong, and parse_settings says so)."""
+    merged = {k: v for k, v in {**current, **changes}.items() if v is not None}
+    kind = PROVIDER_TYPES.get(merged["type"]) if isinstance(merged.get("type"), str) else None
+    if kind is None:
+        return None
+    return next((f for f in KIND_FIELDS if f in merged and f not in kind.config_fields
+                 and not (f in changes and "type" in changes)), None)
 
 
 # ---------------------------------------------------------------- reading
