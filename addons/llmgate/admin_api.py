@@ -55,6 +55,15 @@ def _no_env_references(body: dict[str, Any]) -> None:
                            "write the reference into proxy.yaml by hand.", code="invalid_request", param=fields[0])
 
 
+def _json_ints(v: Any) -> Any:
+    """2.0 as JSON means it: the integer 2 (which strict validation would refuse as a float)."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, dict):
+        return {k: _json_ints(x) for k, x in v.items()}
+    return [_json_ints(x) for x in v] if isinstance(v, list) else v
+
+
 def _strict(entry: dict[str, Any]) -> None:
     """JSON from the API is checked strictly (no 0 for false, no number for a name); the YAML
     file keeps its usual rules."""
@@ -63,7 +72,7 @@ def _strict(entry: dict[str, Any]) -> None:
     try:
         # ${VAR} written by hand in the file is filled in when it loads: stand-ins meanwhile
         checked = {k: ("http://interpolated.invalid" if k.endswith("url") else "interpolated")
-                   if isinstance(v, str) and "${" in v else int(v) if isinstance(v, float) and v.is_integer() else v
+                   if isinstance(v, str) and "${" in v else _json_ints(v)
                    for k, v in entry.items() if v is not None}
         PROVIDER_ENTRY.validate_python(checked, strict=True)
     except ValidationError as e:
@@ -207,6 +216,12 @@ class AdminApi:
                     raise GatewayError(400, f"{key} cannot be removed.", code="invalid_request", param=key)
             _no_env_references(body)
             current = config_edit.get_provider(self.config_path(), pid)
+            other = config_edit.field_of_other_kind(current, body)
+            if other:  # 409: as below, the entry's stored type or field is half the cause
+                kind = body.get("type") or current.get("type")
+                raise GatewayError(409, f"A provider of type {kind} takes no {other}: change type and {other} in "
+                                   f"the same change ({other}: null drops it).", code="field_not_for_type",
+                                   param=other)
             _strict({k: v for k, v in {**current, **body}.items() if v is not None})
             left = config_edit.secrets_left_behind(current, body)
             if left:
