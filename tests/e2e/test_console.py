@@ -305,3 +305,22 @@ def test_a_bad_filter_is_explained_on_a_page(gw, page):
     page.goto(gw.base + "/ui/requests?status=teapot")
     expect(page.locator("p.error")).to_contain_text("status and limit must be integers")
     expect(page.locator("header nav")).to_be_visible()
+
+
+
+def test_flows_show_neither_the_admin_key_nor_the_session_id(up, tmp_path):
+    cfg = {"server": {"admin_keys": [ADMIN_KEY]}, "providers": [
+        {"id": "up", "type": "openai", "base_url": up.base + "/v1", "models": ["gpt-4o-mini"]}]}
+    g = Gateway(cfg, tmp_path / "proxy.yaml", "--set", "flow_detail=3")  # bodies and headers printed
+    try:
+        r = httpx.post(g.base + "/ui/login", json={"key": ADMIN_KEY})
+        sid = r.cookies["llmgate_ui"]
+        assert httpx.get(g.base + "/ui/config", cookies={"llmgate_ui": sid}).status_code == 200
+        g.wait_for(r"llmgate_ui=\[redacted\]")  # the config request's Cookie header, printed
+        out = g.output
+        assert '"key": "[redacted]"' in out and ADMIN_KEY not in out
+        # only the login's own answer carries the id (to the browser); requests show it masked
+        assert [line for line in out.splitlines() if sid in line] == [
+            line for line in out.splitlines() if "Set-Cookie" in line and sid in line]
+    finally:
+        g.stop()

@@ -110,6 +110,8 @@ class Console:
             return self._static(path.removeprefix("/ui/static/"))
         admin_keys = self.rt.settings.server.admin_keys
         session = self.sessions.get(req.cookies.get(COOKIE), admin_keys)
+        if COOKIE in req.cookies:  # the session id is a credential: not in mitmweb or saved flows
+            req.cookies[COOKIE] = "[redacted]"
         if path == "/ui/login":
             return self._login(flow, admin_keys)
         new = None
