@@ -308,7 +308,7 @@ def test_a_bad_filter_is_explained_on_a_page(gw, page):
 
 
 
-def test_flows_show_neither_the_admin_key_nor_the_session_id(up, tmp_path):
+def test_flows_show_neither_the_admin_key_nor_the_session_id_and_guessing_is_throttled(up, tmp_path):
     cfg = {"server": {"admin_keys": [ADMIN_KEY]}, "providers": [
         {"id": "up", "type": "openai", "base_url": up.base + "/v1", "models": ["gpt-4o-mini"]}]}
     g = Gateway(cfg, tmp_path / "proxy.yaml", "--set", "flow_detail=3")  # bodies and headers printed
@@ -322,5 +322,10 @@ def test_flows_show_neither_the_admin_key_nor_the_session_id(up, tmp_path):
         # only the login's own answer carries the id (to the browser); requests show it masked
         assert [line for line in out.splitlines() if sid in line] == [
             line for line in out.splitlines() if "Set-Cookie" in line and sid in line]
+        # guessing keys: ten wrong ones a minute, then 429 even for the right one
+        for _ in range(10):
+            assert httpx.post(g.base + "/ui/login", json={"key": "guess"}).status_code == 401
+        r = httpx.post(g.base + "/ui/login", json={"key": ADMIN_KEY})
+        assert r.status_code == 429 and r.headers["retry-after"] == "60" and "llmgate_ui" not in r.cookies
     finally:
         g.stop()

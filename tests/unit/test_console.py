@@ -131,3 +131,17 @@ def test_feed_writes_server_sent_events():
     assert b"Content-Type: text/event-stream" in head and b"Transfer-Encoding: chunked" in head
     event = body.split(b"data: ", 1)[1].split(b"\n\n")[0]
     assert json.loads(event)["model"] == "gpt" and body.endswith(b"0\r\n\r\n")
+
+
+def test_failed_logins_are_throttled_per_client():
+    clock = Clock()
+    t = session.LoginThrottle(clock, limit=3, window=60.0, max_clients=2)
+    for _ in range(3):
+        assert not t.blocked("10.0.0.1")
+        t.failed("10.0.0.1")
+    assert t.blocked("10.0.0.1") and not t.blocked("10.0.0.2")
+    clock.now += 60
+    assert not t.blocked("10.0.0.1")
+    for c in ("a", "b", "c"):
+        t.failed(c)
+    assert len(t._failures) == 2

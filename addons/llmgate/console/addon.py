@@ -23,7 +23,8 @@ from llmgate.accounting import INBOUND
 from llmgate.admin_api import AdminApi, _require_json
 from llmgate.console import logins, pages, queries
 from llmgate.console.feed import Feeds
-from llmgate.console.session import COOKIE, CSRF_HEADER, Session, Sessions, cookie, csrf_ok, key_matches
+from llmgate.console.session import (COOKIE, CSRF_HEADER, LoginThrottle, Session, Sessions, cookie, csrf_ok,
+                                     key_matches)
 from llmgate.errors import GatewayError
 from llmgate.limits import request_body
 from llmgate.listings import health
@@ -62,6 +63,7 @@ class Console:
         self.rt = rt
         self.admin = AdminApi(rt, lambda: ctx.options.gateway_config, lambda: rt.reload())
         self.sessions = Sessions()
+        self.throttle = LoginThrottle()
         self.feeds = Feeds()
         self.logins = logins.Logins()
         self._feeding: dict[str, tuple] = {}  # flow id -> (feed, the request's own fields)
@@ -143,7 +145,12 @@ class Console:
         body = self.admin._json(request_body(req, self.rt.settings.server.limits))
         req.content = b'{"key": "[redacted]"}'  # the admin key never reaches a flow view or saved flow
         key = body.get("key")
+        client = str(flow.client_conn.peername[0]) if flow.client_conn.peername else ""
+        if self.throttle.blocked(client):
+            raise GatewayError(429, "Too many failed logins; try again in a minute.", code="rate_limited",
+                               headers={"Retry-After": "60"})
         if not isinstance(key, str) or not key_matches(key, admin_keys):
+            self.throttle.failed(client)
             raise GatewayError(401, "That is not an admin key (server.admin_keys).", code="invalid_api_key")
         s = self.sessions.open(key)
         resp = json_response(200, {"ok": True})

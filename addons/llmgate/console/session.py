@@ -73,3 +73,29 @@ def cookie(s: Session | None, tls: bool) -> str:
     """Set-Cookie for this session (None: clear it). Path=/ui: the admin API never sees it."""
     value, age = (s.sid, int(TTL)) if s else ("", 0)
     return f"{COOKIE}={value}; Path=/ui; Max-Age={age}; HttpOnly; SameSite=Strict" + ("; Secure" if tls else "")
+
+
+@dataclass
+class LoginThrottle:
+    """At most `limit` failed logins per client address per `window` seconds: guessing admin keys
+    through the form stays slow. Bounded: the oldest address is forgotten past `max_clients`."""
+
+    clock: Callable[[], float] = time.monotonic
+    limit: int = 10
+    window: float = 60.0
+    max_clients: int = 1000
+    _failures: dict[str, list[float]] = field(default_factory=dict)
+
+    def blocked(self, client: str) -> bool:
+        now = self.clock()
+        recent = [t for t in self._failures.get(client, ()) if now - t < self.window]
+        if recent:
+            self._failures[client] = recent
+        else:
+            self._failures.pop(client, None)
+        return len(recent) >= self.limit
+
+    def failed(self, client: str) -> None:
+        if client not in self._failures and len(self._failures) >= self.max_clients:
+            self._failures.pop(next(iter(self._failures)))
+        self._failures.setdefault(client, []).append(self.clock())
