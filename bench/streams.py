@@ -7,7 +7,7 @@ Printed per system: added chunk delay p50/p99, the median gap between a stream's
 spacing must arrive as ~50 ms gaps, not as bursts), first-token p50, streams that arrived as one
 burst, and the proxy's CPU seconds. Loopback only; every run is bounded and stops by itself.
 
-    .venv/bin/python bench/streams.py [--streams 200] [--chunks 100] [--gap 50]
+    .venv/bin/python bench/streams.py [--streams 200] [--chunks 100] [--gap 50] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/ (
 import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
 
-from bench.bench import free_port, start_mitmdump  # noqa: E402
-from tests.harness import ROOT, Proc  # noqa: E402
+from bench.bench import free_port, start_mitmdump, wait_port  # noqa: E402
+from tests.harness import BIN, ROOT, Proc  # noqa: E402
 
 KEY = "sk-bench"
 MODEL = "bench-model"
@@ -146,6 +146,15 @@ def summarize(results: list, gap_ms: float) -> dict:
     }
 
 
+def start_gateway(port: int, root: Path, cfg: Path) -> Proc:
+    """mitmdump with `root`'s gateway, importing that checkout's packages (not the installed ones)."""
+    p = Proc([str(BIN / "mitmdump"), "-q", "--mode", f"reverse:http://127.0.0.1:1@{port}", "--listen-host", "127.0.0.1",
+              "-s", str(root / "addons/gateway.py"), "--set", "connection_strategy=lazy",
+              "--set", f"gateway_config={cfg}"], env={"PYTHONPATH": f"{root}{os.pathsep}{root / 'addons'}"})
+    wait_port(port)
+    return p
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--streams", type=int, nargs="+", default=[100, 200])
@@ -153,6 +162,8 @@ def main() -> None:
     ap.add_argument("--gap", type=float, default=50.0, help="ms between upstream chunks")
     ap.add_argument("--rate", type=float, default=500.0, help="streams opened per second")
     ap.add_argument("--clients", type=int, default=2, help="client processes")
+    ap.add_argument("--baseline", type=Path, action="append", default=[],
+                    help="another checkout whose gateway runs alongside, e.g. a `git archive` of main")
     args = ap.parse_args()
 
     up_port = free_port()
@@ -161,18 +172,19 @@ def main() -> None:
     upstream.start()
     procs: list[Proc] = []
     try:
-        bare_port, gw_port = free_port(), free_port()
+        bare_port = free_port()
         bare = start_mitmdump(bare_port, f"http://127.0.0.1:{up_port}", "--set", "stream_large_bodies=1")
         procs.append(bare)
         cfg = Path(tempfile.mkdtemp()) / "proxy.yaml"
         cfg.write_text(f"server: {{api_keys: [{KEY}]}}\nlog: {{enabled: false}}\n"
                        f"providers:\n  - {{id: up, type: openai, base_url: 'http://127.0.0.1:{up_port}/v1',"
                        f" models: [{MODEL}]}}\nrouting: {{aliases: {{alias: up/{MODEL}}}}}\n")
-        gw = start_mitmdump(gw_port, "http://127.0.0.1:1", "-s", str(ROOT / "addons/gateway.py"),
-                            "--set", "connection_strategy=lazy", "--set", f"gateway_config={cfg}")
-        procs.append(gw)
-        systems = {"bare mitmdump": (bare, f"http://127.0.0.1:{bare_port}", MODEL),
-                   "llmgate (alias)": (gw, f"http://127.0.0.1:{gw_port}", "alias")}
+        systems = {"bare mitmdump": (bare, f"http://127.0.0.1:{bare_port}", MODEL)}
+        for name, root in [("llmgate (alias)", ROOT), *((f"{p.name} (alias)", p) for p in args.baseline)]:
+            port = free_port()
+            gw = start_gateway(port, root, cfg)
+            procs.append(gw)
+            systems[name] = (gw, f"http://127.0.0.1:{port}", "alias")
         timeout = args.chunks * args.gap / 1000 * 4 + 60
         print(f"{args.chunks} chunks {args.gap:g} ms apart per stream, opened at {args.rate:g}/s\n")
         print(f"{'streams':>7}  {'system':18}{'ok':>6}{'fail':>6}{'delay p50':>11}{'p99':>9}{'gap p50':>9}"
