@@ -107,7 +107,8 @@ def test_a_wrong_key_does_not_log_in(gw, browser):
 def test_add_a_provider_from_its_kinds_form_and_test_it(gw, up, page):
     page.goto(gw.base + "/ui/providers")
     page.click("a.button:text-is('openai')")
-    expect(page.locator("h1")).to_have_text("Add a openai provider")
+    expect(page.locator("h1")).to_have_text("Add provider: openai")
+    expect(page.locator("#f-weight")).to_have_attribute("placeholder", "default: 1")
     page.fill("#f-id", "added")
     page.fill("#f-base_url", up.base + "/v1")
     page.fill("#f-api_key", UPSTREAM_KEY)
@@ -181,6 +182,9 @@ def test_qwen_device_login_against_the_local_double(gw, qwen, page):
     page.goto(gw.base + "/ui/logins")
     section = page.locator("section.login-entry", has=page.locator("h2", has_text="qw"))
     expect(section).to_contain_text("no credentials file")
+    page.goto(gw.base + "/ui/providers")  # the entry cannot serve until then, and says so
+    expect(page.locator("tr", has=page.locator("span#qw"))).to_contain_text("unavailable")
+    page.goto(gw.base + "/ui/logins")
     section.locator("button:text-is('Start device login')").click()
     shown = section.locator("p.login")
     expect(shown).to_contain_text("confirm the code")
@@ -190,6 +194,8 @@ def test_qwen_device_login_against_the_local_double(gw, qwen, page):
     expect(section.locator("p.login")).to_contain_text("Logged in", timeout=20_000)
     expect(section.locator("tbody")).to_contain_text("usable")
     expect(section.locator("tbody")).to_contain_text("UTC")  # token expiry and file time
+    page.goto(gw.base + "/ui/providers")
+    expect(page.locator("tr", has=page.locator("span#qw")).locator(".state")).to_have_text("ok")
 
 
 def test_usage_and_config_pages(gw, page):

@@ -196,13 +196,13 @@ class Console:
             case [""]:
                 return "Dashboard", await self._dashboard(), "/ui/"
             case ["providers"]:
-                described = [self.admin.describe(p) for p in settings.providers]
+                described = await self._described()
                 return "Providers", pages.providers(described, sorted(PROVIDER_TYPES)), "/ui/providers"
             case ["providers", "new"]:
                 kind = q.get("type", "")
                 if kind not in PROVIDER_MODELS:
                     return None
-                return f"Add a {kind} provider", self._form(kind, None), "/ui/providers"
+                return f"Add provider: {kind}", self._form(kind, None), "/ui/providers"
             case ["providers", pid, "edit"] if settings.provider(pid) is not None:
                 from llmgate import config_edit
 
@@ -230,16 +230,24 @@ class Console:
         required = {"id"} | ({"base_url"} if not PROVIDER_TYPES[kind].default_base_url else set())
         return pages.provider_form(kind, model.model_json_schema(), values, required)
 
+    async def _described(self, report: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """AdminApi.describe of each provider, with /health's state (which knows a subscription
+        entry without a usable account cannot serve)."""
+        if report is None:
+            report = json.loads((await health(self.rt, self.rt.settings)).content)
+        state = {p["id"]: p["state"] for p in report["providers"]}
+        return [{**d, "state": state.get(d["id"], d["state"])}
+                for d in (self.admin.describe(p) for p in self.rt.settings.providers)]
+
     async def _dashboard(self) -> str:
-        resp = await health(self.rt, self.rt.settings)
+        report = json.loads((await health(self.rt, self.rt.settings)).content)
         now = time.time()
         try:
             timeline = await self.admin._read(queries.timeline, now - HOUR, MINUTE, int(HOUR / MINUTE))
         except GatewayError:  # the request log is off or unreadable: the charts stay empty
             timeline = []
         timeline = timeline or [(0, 0, 0)] * int(HOUR / MINUTE)
-        described = [self.admin.describe(p) for p in self.rt.settings.providers]
-        return pages.dashboard(json.loads(resp.content), described, timeline, MINUTE)
+        return pages.dashboard(report, await self._described(report), timeline, MINUTE)
 
     def _config(self) -> str:
         path = os.path.abspath(self.admin.config_path())

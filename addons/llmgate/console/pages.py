@@ -75,9 +75,8 @@ def dashboard(health: dict[str, Any], providers: list[dict[str, Any]],
     charts = (bars("Requests per minute", [(lb, r[0]) for lb, r in zip(labels, timeline)])
               + bars("Error rate", [(lb, r[1] / r[0] * 100 if r[0] else 0) for lb, r in zip(labels, timeline)], "%")
               + bars("Tokens per minute", [(lb, r[2]) for lb, r in zip(labels, timeline)]))
-    state = {p["id"]: p.get("state") for p in health.get("providers", [])}
     rows = [[f'<a href="/ui/providers#{e(p["id"])}">{e(p["id"])}</a>', e(p["type"]),
-             f'<span class="state {e(state.get(p["id"], p["state"]))}">{e(state.get(p["id"], p["state"]))}</span>',
+             f'<span class="state {e(p["state"])}">{e(p["state"])}</span>',
              accounts_cell(p["accounts"]), cooling_cell(p), post_button("Reset", "/ui/api/reset", {"provider": p["id"]})]
             for p in providers]
     models = ", ".join(f"<code>{e(m)}</code>" for m in routable) or "none"
@@ -145,7 +144,9 @@ def provider_form(kind: str, schema: dict[str, Any], values: dict[str, Any] | No
             control = f"<textarea {attrs} rows=2>{e(shown)}</textarea>"
         else:
             typ = "password" if secret else "number" if kind_of == "number" else "text"
-            hint = ' placeholder="unchanged"' if secret and values.get(name) else ""
+            default = prop.get("default")
+            hint = (' placeholder="unchanged"' if secret and values.get(name)
+                    else f' placeholder="default: {e(default)}"' if default is not None and not editing else "")
             control = f'<input type={typ} {attrs} value="{e(value)}"{hint} autocomplete=off>'
         help_ = prop.get("description") or {"list": "one per line", "json": "JSON"}.get(kind_of, "")
         fields.append(f"<div class=field>{label}{control}<small>{e(help_)}</small></div>")
