@@ -23,10 +23,11 @@ from mitmproxy import http
 
 from llmgate import request_log
 from llmgate.errors import GatewayError
+from llmgate.provider_call import CallRequest, ProviderCall
 from llmgate.providers import PROVIDER_TYPES
 from llmgate.responses import json_response
+from llmgate.routing import Route
 from llmgate.settings import PROVIDER_ENTRY, ConfigError, ProviderSettings, entry_error
-from llmgate.upstream import UpstreamRequest
 
 OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "admin-openapi.yaml"
 VERSION = "0.1.0"
@@ -266,22 +267,23 @@ class AdminApi:
             out.update(error="the provider lists no models; name one", latency_ms=0.0)
             return out
         data = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+        call = None
         try:
             pl = plan(OPENAI_CHAT, kind, p, model, model, data, json.dumps(data).encode(), False, ReasoningMemory())
-            up = UpstreamRequest("POST", pl.url, kind.headers(p.api_key), pl.body)
-            if kind.accounts:
-                await self.rt.account_set(p, kind).pick().prepare(up, model, "generate")
-            up.headers.update(p.headers)
-            resp = await self.rt.upstream.send(up, p.timeouts or self.rt.settings.server.timeouts, f"'{pid}'")
-            body = await self.rt.upstream.read_body(resp, f"'{pid}'", limit=1 << 16, cut=True)
-            out["status"] = resp.status
-            out["ok"] = resp.status < 400
-            if resp.status >= 400:
-                out["error"] = pl.error(resp.status, resp.reason or "", resp.headers, body).message
-        except GatewayError as e:
-            out["status"], out["error"] = e.status, e.message
+            # the same call as real traffic (hosts, refresh on 401, accounts), on any usable account
+            call = ProviderCall(self.rt, Route(p, model, "test"), kind, CallRequest(pl.url, pl.error, pl.body,
+                                                                                    pl.accept, "test"))
+            resp = await call.send()
+            await call.read(resp, 1 << 16, cut=True)
+            out["status"], out["ok"] = resp.status, True
+        except GatewayError as e:  # the upstream's own status when it answered
+            out["status"] = call.ex.status if call is not None and call.ex.status is not None else e.status
+            out["error"] = e.message
         except Exception as e:  # a test reports, it does not fail
             out["error"] = f"{type(e).__name__}: {e}"
+        finally:
+            if call is not None:
+                call.release()
         out["latency_ms"] = round((time.monotonic() - started) * 1000, 2)
         return out
 

@@ -12,7 +12,7 @@ from typing import Any
 from llmgate.errors import GatewayError
 from llmgate.providers import PROVIDER_TYPES
 from llmgate.settings import ProviderSettings, Timeouts
-from llmgate.upstream import MAX_ERROR_BODY, Upstream, UpstreamRequest
+from llmgate.provider_call import CallRequest
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,9 @@ class _Entry:
 
 
 class ModelCatalog:
-    def __init__(self, upstream: Upstream):
-        self._upstream = upstream
+    def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
-        self.account_for: Any = None  # (provider, kind) -> an account, for list endpoints that need a login
+        self.call: Any = None  # (provider, kind, CallRequest) -> a ProviderCall (runtime sets it)
         self.scrub: Any = lambda body: body  # secrets out of an answer that is logged (runtime sets it)
 
     def models(self, p: ProviderSettings) -> list[str] | None:
@@ -87,20 +86,22 @@ class ModelCatalog:
 
     async def _fetch(self, p: ProviderSettings, e: _Entry) -> None:
         kind = PROVIDER_TYPES[p.type]
-        headers = {**kind.headers(p.api_key), **p.headers}
-        req = UpstreamRequest("GET", p.base_url + kind.models_path, headers, b"")
+        req = CallRequest(p.base_url + kind.models_path, self._error, method="GET", purpose="models",
+                          timeouts=DISCOVERY_TIMEOUTS)
+        call = None
         try:
-            if kind.accounts and self.account_for is not None:
-                await self.account_for(p, kind).prepare(req, "", "models")
-                req.headers.update(p.headers)
-            resp = await self._upstream.send(req, DISCOVERY_TIMEOUTS, f"'{p.id}'")
-            if resp.status != 200:
-                body = await self._upstream.read_body(resp, f"'{p.id}'", limit=MAX_ERROR_BODY, cut=True)
-                raise GatewayError(resp.status, f"models endpoint answered {resp.status}: {self.scrub(body)[:200]!r}")
-            body = await self._upstream.read_body(resp, f"'{p.id}'", limit=MAX_MODEL_LIST)
+            call = self.call(p, kind, req)
+            resp = await call.send()
+            body = await call.read(resp, MAX_MODEL_LIST)
             e.models = kind.parse_models(json.loads(body))
             e.fetched_at, e.error = time.monotonic(), None
             log.info("provider %s: discovered %d models", p.id, len(e.models))
         except (GatewayError, ValueError) as err:
             e.error, e.failed_at = f"model discovery failed: {err}", time.monotonic()
             log.warning("provider %s: %s", p.id, e.error)
+        finally:
+            if call is not None:
+                call.release()
+
+    def _error(self, status: int, reason: str, headers: Any, body: bytes) -> GatewayError:
+        return GatewayError(status, f"models endpoint answered {status}: {self.scrub(body)[:200]!r}")

@@ -3,7 +3,6 @@ failed one cools down, and the error when every member failed or is cooling."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from llmgate.errors import GatewayError
@@ -55,11 +54,10 @@ def _member(r: Route, account: str = "") -> str:
 
 
 def exhausted(model: str, failures: list[tuple[Route, str, GatewayError]],
-              cooling: list[tuple[Route, Cooling | None]]) -> GatewayError:
-    """Nothing served the request: say what happened to every member."""
+              cooling: list[tuple[Route, Cooling | None]], now: float) -> GatewayError:
+    """Nothing served the request: say what happened to every member (now: epoch seconds)."""
     if len(failures) == 1 and not cooling:  # one member: its own error, as it was
         return failures[0][2]
-    now = time.time()
     parts = [f"{_member(r, a)}: {e.status} {e.message.rstrip('.')}" for r, a, e in failures]
     for r, c in cooling:
         why = f"cooling down for {c.until - now:.0f} s more ({c.reason.rstrip('.')})" if c else \

@@ -22,7 +22,7 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from llmgate.routing import Route
 
@@ -40,8 +40,9 @@ class Cooling:
 
 
 class PoolState:
-    def __init__(self, store: Any = None):
+    def __init__(self, store: Any = None, clock: Callable[[], float] = time.time):
         self.store = store  # StateStore or None
+        self.clock = clock  # epoch seconds (tests pass their own)
         self.cooldowns: dict[Key, Cooling] = dict(store.load()) if store is not None else {}
         self.inflight: dict[tuple[str, str], int] = {}
         self._cursor: dict[str, int] = {}
@@ -50,7 +51,7 @@ class PoolState:
 
     def cooling(self, provider: str, account: str, model: str, now: float | None = None) -> Cooling | None:
         """The cooldown that keeps this member out now, if any (the one ending last)."""
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         found = None
         for key in ((provider, account, model), (provider, account, ""), (provider, "", ""), (provider, "", model)):
             c = self.cooldowns.get(key)
@@ -64,7 +65,7 @@ class PoolState:
         failures = (old.failures if old else 0) + 1
         if seconds is None:
             seconds = min(BACKOFF_BASE * 2 ** (failures - 1), BACKOFF_MAX)
-        c = self.cooldowns[key] = Cooling(time.time() + seconds, failures, reason)
+        c = self.cooldowns[key] = Cooling(self.clock() + seconds, failures, reason)
         if self.store is not None:
             self.store.save(key, c)
         return c
@@ -72,7 +73,7 @@ class PoolState:
     def success(self, provider: str, account: str, model: str) -> None:
         """A member answered: its (ended) cooldowns and failure counts go."""
         for key in ((provider, account, model), (provider, account, ""), (provider, "", ""), (provider, "", model)):
-            if key in self.cooldowns and self.cooldowns[key].until <= time.time():
+            if key in self.cooldowns and self.cooldowns[key].until <= self.clock():
                 del self.cooldowns[key]
                 if self.store is not None:
                     self.store.delete(key)

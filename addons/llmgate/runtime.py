@@ -4,50 +4,31 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 from llmgate.catalog import ModelCatalog
 from llmgate.metrics import Metrics
 from llmgate.pool import PoolState
+from llmgate.provider_call import Exchange, ProviderCall
 from llmgate.redaction import Secrets
-from llmgate.relay import Pipe, StreamRelay
+from llmgate.relay import StreamRelay
 from llmgate.request_log import RequestLog
+from llmgate.routing import Route
 from llmgate.settings import GatewaySettings
 from llmgate.state_store import StateStore
 from llmgate.translate import ReasoningMemory
-from llmgate.upstream import Upstream, UpstreamRequest
+from llmgate.upstream import Upstream
 
 UPSTREAM_MARK = "llmgate.upstream_of"  # metadata key on the flows that show the provider side
-
-
-@dataclass(slots=True)
-class Exchange:
-    """What the gateway did with one client flow."""
-
-    provider: str
-    model: str  # model name sent upstream
-    requested: str  # model name the client asked for
-    how: str
-    upstream: UpstreamRequest
-    relay_saved: tuple | None = None  # the client request's own fields while it points at the relay
-    status: int | None = None
-    response_headers: tuple[tuple[bytes, bytes], ...] = ()
-    response_body: bytes | None = None
-    pipe: Pipe | None = None
-    token: str | None = None
-    started: float = 0.0
-    first_byte: float | None = None
-    account: str = ""  # the account of a subscription provider that served it
-    inflight: tuple[str, str] | None = None  # its slot in the pool's in-flight count, until it ends
+__all__ = ["UPSTREAM_MARK", "Exchange", "Runtime"]  # Exchange lives with the call that fills it
 
 
 class Runtime:
     def __init__(self) -> None:
         self.settings = GatewaySettings()
         self.upstream = Upstream()
-        self.catalog = ModelCatalog(self.upstream)
-        self.catalog.account_for = lambda p, kind: self.account_set(p, kind).pick()
+        self.catalog = ModelCatalog()
+        self.catalog.call = lambda p, kind, req: ProviderCall(self, Route(p, "", "models"), kind, req)
         self.relay = StreamRelay()
         self.exchanges: dict[str, Exchange] = {}
         self.reasoning = ReasoningMemory()
