@@ -294,7 +294,7 @@ def test_a_moved_provider_with_its_key_given_again(gw, attacker):
     ("base_url", {"base_url": "http://127.0.0.1:9/v 1"}),
     ("base_url", {"base_url": "http://127.0.0.1:port/v1"}),
     ("base_url", {"base_url": "http:///v1"}),
-    ("token_url", {"token_url": "https://oauth.example/token\r\n"}),
+    ("token_url", {"type": "qwen", "token_url": "https://oauth.example/token\r\n"}),  # a kind that takes one
     ("fallback_urls", {"fallback_urls": ["http://127.0.0.1:9/v1\t"]}),
 ])
 def test_malformed_provider_fields_are_refused_naming_the_field(gw, field, change):
