@@ -5,6 +5,8 @@ from __future__ import annotations
 from html import escape
 
 W, H, PAD = 600, 140, 22
+MAX_BAR = 40  # a bar's width at most: one day or two keys must not fill the chart
+LABEL_EACH = 8  # up to this many bars, each has its label
 
 
 def bars(title: str, points: list[tuple[str, float]], unit: str = "") -> str:
@@ -17,9 +19,14 @@ def bars(title: str, points: list[tuple[str, float]], unit: str = "") -> str:
     for i, (label, v) in enumerate(points):
         h = (H - 2 * PAD) * v / top
         x = PAD + i * step
-        out.append(f'<rect x="{x:.1f}" y="{H - PAD - h:.1f}" width="{max(step - 1, 1):.1f}" height="{h:.1f}">'
+        out.append(f'<rect x="{x:.1f}" y="{H - PAD - h:.1f}" width="{min(max(step - 1, 1), MAX_BAR):.1f}" '
+                   f'height="{h:.1f}">'
                    f'<title>{escape(label)}: {_num(v)}{escape(unit)}</title></rect>')
-    if points:
+    if 0 < len(points) <= LABEL_EACH:  # few bars: each named under it
+        bar = min(max(step - 1, 1), MAX_BAR)
+        out.extend(f'<text x="{PAD + i * step + bar / 2:.1f}" y="{H - 6}" text-anchor="middle">{escape(label)}</text>'
+                   for i, (label, _) in enumerate(points))
+    elif points:  # many: the ends of the axis
         out.append(f'<text x="{PAD}" y="{H - 6}">{escape(points[0][0])}</text>'
                    f'<text x="{W - PAD}" y="{H - 6}" text-anchor="end">{escape(points[-1][0])}</text>')
     out.append("</svg></figure>")
