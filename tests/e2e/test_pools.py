@@ -1,7 +1,10 @@
-"""Account pools from the outside: several strict doubles serve the same model, the gateway picks
-members by strategy or session affinity, fails over before the first byte (429, 5xx, no
-connection, no answer in time), keeps failed members cooling (Retry-After, RetryInfo, backoff)
-across restarts, falls back to other models, and never retries once a stream has begun.
+"""Account pools from the outside, for what needs real processes: several strict doubles serve
+the same model, the gateway fails over before the first byte (429, 5xx, no connection, no answer
+in time) for plain and streamed answers, never retries once a stream has begun, frees concurrency
+slots when streams end, spreads requests round-robin, keeps cooldowns across restarts and lets the
+operator end them, and /health shows a cooling member. Which member a request tries, backoffs,
+probes, limits, fallbacks and the final errors are unit-tested with an injected clock
+(tests/unit/test_failover_engine.py, test_pool_order.py).
 
 Which double served what is read from each one's GET /__requests log; a double is made to fail
 for a while with its POST /__fault override (tests/upstreams/openai_compat.py), or a pool member
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
@@ -106,17 +110,6 @@ def ask(client: openai.OpenAI, model: str, stream: bool = False, **kw) -> tuple[
     return text, first
 
 
-def post(gw: Gateway, body: dict, headers: dict | None = None) -> httpx.Response:
-    return httpx.post(gw.base + "/v1/chat/completions", json=body, headers={**AUTH, **(headers or {})}, timeout=20)
-
-
-def assert_error(r: httpx.Response, status: int, code: str) -> str:
-    assert r.status_code == status, r.text
-    err = r.json()["error"]
-    assert err["code"] == code, err
-    return err["message"]
-
-
 # ----------------------------------------------------------------- fill-first pools: failover and cooldowns
 
 
@@ -129,7 +122,6 @@ def ff(ups, tmp_path_factory):
         "providers": [
             oa("a", ups.a, ["m"]),
             oa("b", ups.b, ["m"]),
-            oa("c", ups.c, ["backup-model"]),
             gem_entry(ups.gem),
             {"id": "dead", "type": "openai", "base_url": dead, "api_key": UPSTREAM_KEY, "models": ["gone"]},
             oa("slow", ups.a, [], timeouts={"connect": 3, "read": 1}),
@@ -140,19 +132,12 @@ def ff(ups, tmp_path_factory):
             "aliases": {
                 "cross": ["gem/fault-429", "a/m"],
                 "gem503": ["gem/fault-503", "a/m"],
-                "a500": ["a/fault-500", "b/m"],
                 "a502": ["a/fault-502-html", "b/m"],
                 "deadfirst": ["dead/m", "b/m"],
-                "deadfirst2": ["dead/other", "b/m"],
                 "hangfirst": ["slow/fault-hang", "b/m"],
                 "cutfirst": ["a/fault-cut", "b/m"],
-                "all429": ["a/fault-429", "b/fault-429"],
-                "solo": ["a/m"],
-                "flaky": ["a/fault-500", "c/fault-500"],
-                "limited": ["lim/m", "b/m"],
                 "limsolo": ["lim/m"],
             },
-            "models": {"flaky": {"fallbacks": ["backup-model"]}},
         },
     }
     g = start(cfg, tmp_path_factory.mktemp("ff") / "proxy.yaml")
@@ -161,23 +146,21 @@ def ff(ups, tmp_path_factory):
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-def test_429_fails_over_and_member_recovers_after_retry_after(ff, ups, stream):
+def test_429_fails_over_and_the_member_cools(ff, ups, stream):
     fresh(ff, ups)
     client = sdk(ff)
-    arm(ups.a, "fault-429", count=1, retry_after=2)  # a's next answer only
-    t0 = time.monotonic()
+    arm(ups.a, "fault-429", count=1, retry_after=60)  # a's next answer only
     text, first = ask(client, "m", stream)
     assert text == "Echo: hello"
     assert (calls(ups.a), calls(ups.b)) == (1, 1)
     if stream:
         assert first < 2, f"first token after {first:.2f} s"
-    for _ in range(5):  # a is first in the pool, but cooling: b serves
+    for _ in range(3):  # a is first in the pool, but cooling: b serves
         assert ask(client, "m", stream)[0] == "Echo: hello"
-    assert time.monotonic() - t0 < 1.8, "too slow to show the cooldown"
-    assert (calls(ups.a), calls(ups.b)) == (1, 6)
-    time.sleep(max(0.0, t0 + 2.4 - time.monotonic()))  # Retry-After has passed: a is asked again, and answers
-    assert ask(client, "m", stream)[0] == "Echo: hello"
-    assert (calls(ups.a), calls(ups.b)) == (2, 6)
+    assert (calls(ups.a), calls(ups.b)) == (1, 4)
+    health = httpx.get(ff.base + "/health").json()["models"]["m"]
+    assert (health["configured"], health["routable"]) == (2, 1), health
+    assert [(c["provider"], c["model"]) for c in health["cooling"]] == [("a", "m")], health
 
 
 def test_gemini_retry_info_in_cross_type_pool(ff, ups):
@@ -185,15 +168,12 @@ def test_gemini_retry_info_in_cross_type_pool(ff, ups):
     client = sdk(ff)
     assert ask(client, "cross")[0] == "Echo: hello"  # gem/fault-429 (RetryInfo 7s) -> a
     assert [r["path"] for r in generations(ups.gem)] == ["/v1beta/models/fault-429:generateContent"]
-    assert calls(ups.a) == 1
-    time.sleep(1.5)  # past a 1 s backoff: only the 7 s RetryInfo keeps gem out now
-    text, first = ask(client, "cross", stream=True)
+    text, first = ask(client, "cross", stream=True)  # gem cooling for its RetryInfo: not asked
     assert text == "Echo: hello" and first < 2
     assert (calls(ups.gem), calls(ups.a)) == (1, 2)
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-@pytest.mark.parametrize("alias, first, second", [("gem503", "gem", "a"), ("a500", "a", "b"), ("a502", "a", "b")])
+@pytest.mark.parametrize("alias, first, second, stream", [("gem503", "gem", "a", False), ("a502", "a", "b", True)])
 def test_5xx_fails_over_to_next_member(ff, ups, alias, first, second, stream):
     fresh(ff, ups)
     text, first_token = ask(sdk(ff), alias, stream)
@@ -201,31 +181,17 @@ def test_5xx_fails_over_to_next_member(ff, ups, alias, first, second, stream):
     assert calls(getattr(ups, first)) == 1 and calls(getattr(ups, second)) == 1
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-def test_unreachable_member_fails_over(ff, ups, stream):
+def test_unreachable_member_fails_over(ff, ups):
     fresh(ff, ups)
-    text, first = ask(sdk(ff), "deadfirst", stream)
+    text, first = ask(sdk(ff), "deadfirst", stream=True)
     assert text == "Echo: hello" and first < 2
     assert calls(ups.b) == 1
 
 
-def test_unreachable_host_cools_the_whole_entry(ff, ups):
-    fresh(ff, ups)
-    before = sum("failed over: dead/" in line for line in ff.lines)
-    assert ask(sdk(ff), "deadfirst")[0] == "Echo: hello"
-    assert ask(sdk(ff), "deadfirst2")[0] == "Echo: hello"  # another model of the same entry
-    assert ask(sdk(ff), "deadfirst")[0] == "Echo: hello"
-    time.sleep(0.2)
-    tried = [line for line in ff.lines if "failed over: dead/" in line][before:]
-    assert len(tried) == 1 and "dead/m: 502" in tried[0], tried
-    assert calls(ups.b) == 3
-
-
-@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-def test_hang_past_read_timeout_fails_over_in_bounded_time(ff, ups, stream):
+def test_hang_past_read_timeout_fails_over_in_bounded_time(ff, ups):
     fresh(ff, ups)
     t0 = time.monotonic()
-    text, _ = ask(sdk(ff), "hangfirst", stream)
+    text, _ = ask(sdk(ff), "hangfirst", stream=True)
     took = time.monotonic() - t0
     assert text == "Echo: hello"
     assert 0.9 < took < 3, f"{took:.2f} s with timeouts.read 1"
@@ -250,152 +216,12 @@ def test_cut_before_first_byte_fails_over(ff, ups):
     assert (calls(ups.a), calls(ups.b)) == (1, 1)
 
 
-def test_exponential_backoff_then_probe(ff, ups):
-    fresh(ff, ups)
-    client = sdk(ff)
-    ask(client, "a500")  # a fails: cools 1 s
-    ask(client, "a500")
-    assert (calls(ups.a), calls(ups.b)) == (1, 2)
-    time.sleep(1.3)
-    ask(client, "a500")  # the probe: a fails again, cools 2 s
-    t1 = time.monotonic()
-    assert (calls(ups.a), calls(ups.b)) == (2, 3)
-    time.sleep(1.0)
-    ask(client, "a500")
-    assert (calls(ups.a), calls(ups.b)) == (2, 4), "a asked again before its 2 s backoff ended"
-    time.sleep(max(0.0, t1 + 2.4 - time.monotonic()))
-    ask(client, "a500")
-    assert (calls(ups.a), calls(ups.b)) == (3, 5)
-
-
-def test_last_resort_after_backoff_but_never_before_a_rate_limit_ends(ff, ups):
-    fresh(ff, ups)
-    client = sdk(ff)
-    arm(ups.a, "fault-500", count=1)
-    with pytest.raises(openai.InternalServerError) as e:  # a one-member pool: the member's own error
-        ask(client, "solo")
-    assert "The server had an error" in e.value.message
-    assert ask(client, "solo")[0] == "Echo: hello"  # backing off, but nobody else can serve: tried anyway
-    assert calls(ups.a) == 2
-
-    arm(ups.a, "fault-429", count=1, retry_after=30)
-    r = post(ff, {"model": "solo", "messages": HELLO})
-    assert_error(r, 429, "rate_limit_exceeded")
-    assert r.headers["retry-after"] == "30"
-    for stream in (False, True):
-        r = post(ff, {"model": "solo", "messages": HELLO, "stream": stream})
-        message = assert_error(r, 429, "pool_exhausted")
-        assert 28 <= int(r.headers["retry-after"]) <= 30 and "a/m" in message
-    assert calls(ups.a) == 3  # the rate-limited member was not asked
-    reset_cooldowns(ff.base, "a")  # the operator ends it early
-    assert ask(client, "solo")[0] == "Echo: hello"
-    assert calls(ups.a) == 4
-
-
-def test_every_member_cooling_is_429_pool_exhausted(ff, ups):
-    fresh(ff, ups)
-    r = post(ff, {"model": "all429", "messages": HELLO})
-    message = assert_error(r, 429, "pool_exhausted")
-    assert r.headers["retry-after"] == "7"
-    assert "a/fault-429" in message and "b/fault-429" in message, message
-    assert (calls(ups.a), calls(ups.b)) == (1, 1)
-    for stream in (False, True):
-        r = post(ff, {"model": "all429", "messages": HELLO, "stream": stream})
-        message = assert_error(r, 429, "pool_exhausted")
-        assert 1 <= int(r.headers["retry-after"]) <= 7
-        assert "a/fault-429" in message and "b/fault-429" in message and "cooling" in message, message
-    assert (calls(ups.a), calls(ups.b)) == (1, 1)
-
-
-def test_fallback_model_answers_when_the_pool_fails(ff, ups):
-    fresh(ff, ups)
-    client = sdk(ff)
-    assert ask(client, "flaky")[0] == "Echo: hello"
-    assert [r["body"]["model"] for r in generations(ups.c)] == ["fault-500", "backup-model"]
-    assert calls(ups.a) == 1
-    text, _ = ask(client, "flaky", stream=True)  # both members cooling: straight to the fallback
-    assert text == "Echo: hello"
-    assert [r["body"]["model"] for r in generations(ups.c)] == ["fault-500", "backup-model", "backup-model"]
-    assert calls(ups.a) == 1
-
-
-def test_max_concurrency_per_account(ff, ups):
-    fresh(ff, ups)
-    client = sdk(ff)
-    arm(ups.a, "fault-slow-stream", count=1)
-    long = [{"role": "user", "content": "x" * 20}]  # "Echo: " + 20 characters: 7 chunks, 0.3 s apart
-    stream = client.chat.completions.create(model="limited", messages=long, stream=True)
-    chunks = iter(stream)
-    next(chunks)
-    try:
-        assert calls(ups.a) == 1
-        assert ask(client, "limited")[0] == "Echo: hello"  # lim holds its one slot: b serves
-        r = post(ff, {"model": "limsolo", "messages": HELLO})
-        assert r.status_code in (429, 503) and r.json()["error"]["code"] == "pool_exhausted", r.text
-        assert "concurrency" in r.json()["error"]["message"]
-        assert (calls(ups.a), calls(ups.b)) == (1, 1)
-    finally:
-        rest = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert rest.endswith("x" * 20)
-    time.sleep(0.2)  # the slot is free once the stream has been sent
-    assert ask(client, "limited")[0] == "Echo: hello"
-    assert (calls(ups.a), calls(ups.b)) == (2, 1)
-
-
-# ----------------------------------------------------------------- attempt limits
-
-
-@pytest.fixture(scope="module")
-def limits(ups, tmp_path_factory):
-    slow = {"connect": 3, "read": 1}
-    cfg = {
-        "server": SERVER,
-        "providers": [oa(f"p{i}", ups.a, ["fault-500"]) for i in range(1, 5)]
-        + [oa(f"h{i}", ups.a, ["fault-hang"], timeouts=slow) for i in range(1, 4)],
-        "routing": {"strategy": "fill-first", "max_attempts": 2, "deadline": 0.5},
-    }
-    g = start(cfg, tmp_path_factory.mktemp("limits") / "proxy.yaml")
-    yield g
-    g.stop()
-
-
-def test_max_attempts_bounds_upstream_attempts(limits, ups):
-    fresh(limits, ups)
-    r = post(limits, {"model": "fault-500", "messages": HELLO})
-    message = assert_error(r, 500, "pool_exhausted")
-    assert calls(ups.a) == 2
-    assert "p1/fault-500: 500" in message and "p2/fault-500: 500" in message, message
-    assert "p3/" not in message and "p4/" not in message
-
-
-def test_deadline_bounds_attempts(limits, ups):
-    fresh(limits, ups)
-    t0 = time.monotonic()
-    r = post(limits, {"model": "fault-hang", "messages": HELLO})
-    assert_error(r, 504, "upstream_timeout")  # one attempt made: that member's own error
-    assert time.monotonic() - t0 < 2.5
-    assert calls(ups.a) == 1
-
-
 # ----------------------------------------------------------------- strategies and affinity
 
 
 @pytest.fixture(scope="module")
 def rr(ups, tmp_path_factory):
-    three = ["a/m", "b/m", "c/m"]
-    cfg = {
-        "server": SERVER,
-        "providers": [oa("a", ups.a, ["m"], weight=3), oa("b", ups.b, ["m"]), oa("c", ups.c, ["m"])],
-        "routing": {
-            "aliases": {"heavy": ["a/m", "b/m"], "lb": three, "sticky": three, "pck": three},
-            "models": {
-                "heavy": {"strategy": "weighted"},
-                "lb": {"strategy": "least-busy"},
-                "sticky": {"affinity": "header:X-Session"},
-                "pck": {"affinity": "prompt_cache_key"},
-            },
-        },
-    }
+    cfg = {"server": SERVER, "providers": [oa("a", ups.a, ["m"]), oa("b", ups.b, ["m"]), oa("c", ups.c, ["m"])]}
     g = start(cfg, tmp_path_factory.mktemp("rr") / "proxy.yaml")
     yield g
     g.stop()
@@ -418,81 +244,9 @@ def blast(gw: Gateway, model: str, n: int, concurrency: int = 16) -> None:
 
 def test_round_robin_is_fair(rr, ups):
     fresh(rr, ups)
-    blast(rr, "m", 1000)
-    assert sorted(counts(ups)) == [333, 333, 334], counts(ups)
-
-
-def test_weighted(rr, ups):
-    fresh(rr, ups)
-    blast(rr, "heavy", 400)
-    a, b, c = counts(ups)
-    assert a + b == 400 and c == 0
-    assert 260 <= a <= 340, (a, b)  # weights 3:1 -> 300 expected; sd ~ 8.7
-
-
-def test_least_busy_prefers_idle_members(rr, ups):
-    fresh(rr, ups)
-    client = sdk(rr)
-    arm(ups.a, "fault-slow-stream", count=1)
-    chunks = iter(client.chat.completions.create(
-        model="lb", messages=[{"role": "user", "content": "x" * 20}], stream=True))
-    next(chunks)
-    try:
-        assert counts(ups) == (1, 0, 0)  # all idle: config order
-        for _ in range(4):
-            assert ask(client, "lb")[0] == "Echo: hello"
-        assert calls(ups.a) == 1 and calls(ups.b) + calls(ups.c) == 4
-    finally:
-        for _ in chunks:
-            pass
-    time.sleep(0.2)
-    ask(client, "lb")
-    assert calls(ups.a) == 2  # idle again: first in config order
-
-
-def served_by(u: SimpleNamespace, before: tuple[int, int, int]) -> str:
-    after = counts(u)
-    diff = [x - y for x, y in zip(after, before)]
-    assert sum(diff) == 1, diff
-    return "abc"[diff.index(1)]
-
-
-def test_header_affinity(rr, ups):
-    fresh(rr, ups)
-    client = sdk(rr)
-
-    def member(session: str) -> str:
-        before = counts(ups)
-        assert ask(client, "sticky", extra_headers={"X-Session": session})[0] == "Echo: hello"
-        return served_by(ups, before)
-
-    home = member("s1")
-    assert {member("s1") for _ in range(9)} == {home}
-    assert {member(f"session-{i}") for i in range(30)} == {"a", "b", "c"}  # different sessions spread
-    # the home member rate-limited: the session moves to one other member, and comes back afterwards
-    arm(getattr(ups, home), "fault-429", count=1, retry_after=1)
-    before = counts(ups)
-    assert ask(client, "sticky", extra_headers={"X-Session": "s1"})[0] == "Echo: hello"
-    t0 = time.monotonic()
-    moved = [x - y for x, y in zip(counts(ups), before)]
-    assert sum(moved) == 2 and moved["abc".index(home)] == 1, moved  # home's 429, then another member
-    away = next(m for i, m in enumerate("abc") if moved[i] and m != home)
-    assert {member("s1") for _ in range(3)} == {away}
-    time.sleep(max(0.0, t0 + 1.4 - time.monotonic()))
-    assert member("s1") == home
-
-
-def test_prompt_cache_key_affinity(rr, ups):
-    fresh(rr, ups)
-    client = sdk(rr)
-
-    def member(key: str) -> str:
-        before = counts(ups)
-        ask(client, "pck", extra_body={"prompt_cache_key": key})
-        return served_by(ups, before)
-
-    assert len({member("conversation-1") for _ in range(8)}) == 1
-    assert {member(f"conversation-{i}") for i in range(30)} == {"a", "b", "c"}
+    blast(rr, "m", 300)
+    assert counts(ups) == (100, 100, 100), counts(ups)
+    assert (Path(rr.config_path).parent / "llmgate-state.sqlite").exists()  # the default state file
 
 
 # ----------------------------------------------------------------- state across restarts, admin
@@ -500,56 +254,36 @@ def test_prompt_cache_key_affinity(rr, ups):
 
 def test_cooldowns_survive_restart_and_admin_reset_ends_them(ups, tmp_path):
     state = tmp_path / "state" / "cooldowns.sqlite"
-    cfg = {"server": {**SERVER, "state_file": str(state)},
+    cfg = {"server": {**SERVER, "state_file": str(state), "admin_keys": [ADMIN_KEY]},
            "providers": [oa("a", ups.a, ["m"]), oa("b", ups.b, ["m"])],
            "routing": {"strategy": "fill-first"}}
     path = tmp_path / "proxy.yaml"
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
     g = start(cfg, path)
     try:
-        fresh(g, ups)
-        arm(ups.a, "fault-429", count=1, retry_after=6)
+        for pid in ("a", "b"):
+            httpx.post(g.base + "/admin/reset", json={"provider": pid}, headers=admin).raise_for_status()
+        for up in ups.all:
+            up.clear()
+        arm(ups.a, "fault-429", count=1, retry_after=600)
         assert ask(sdk(g), "m")[0] == "Echo: hello"
-        t0 = time.monotonic()
         assert (calls(ups.a), calls(ups.b)) == (1, 1)
         g.stop()
         g = start(cfg, path)
         assert state.exists() and not (tmp_path / "llmgate-state.sqlite").exists()
-        for _ in range(3):
+        for _ in range(2):
             assert ask(sdk(g), "m")[0] == "Echo: hello"
-        assert time.monotonic() - t0 < 5.5, "restart too slow to show the cooldown"
-        assert (calls(ups.a), calls(ups.b)) == (1, 4)  # a, first in the pool, still cooling
-        time.sleep(max(0.0, t0 + 6.4 - time.monotonic()))
-        assert ask(sdk(g), "m")[0] == "Echo: hello"
-        assert (calls(ups.a), calls(ups.b)) == (2, 4)
-
-        arm(ups.a, "fault-429", count=1, retry_after=600)
-        ask(sdk(g), "m")
-        assert (calls(ups.a), calls(ups.b)) == (3, 5)
-        g.stop()
-        g = start(cfg, path)
-        ask(sdk(g), "m")
-        assert (calls(ups.a), calls(ups.b)) == (3, 6)
-        r = httpx.post(g.base + "/admin/reset", json={"provider": "a"})
-        assert r.status_code == 200 and r.json()["cooldowns_ended"] >= 1, r.text
-        ask(sdk(g), "m")
-        assert (calls(ups.a), calls(ups.b)) == (4, 6)
-    finally:
-        g.stop()
-
-
-def test_admin_reset_needs_admin_key_when_configured(ups, tmp_path):
-    cfg = {"server": {**SERVER, "admin_keys": [ADMIN_KEY]}, "providers": [oa("a", ups.a, ["m"])]}
-    g = start(cfg, tmp_path / "proxy.yaml")
-    try:
-        assert (tmp_path / "llmgate-state.sqlite").exists()  # the default state file: beside proxy.yaml
+        assert (calls(ups.a), calls(ups.b)) == (1, 3)  # a, first in the pool, still cooling
         url = g.base + "/admin/reset"
         for headers in ({}, AUTH, {"Authorization": "Bearer wrong"}):
             r = httpx.post(url, json={"provider": "a"}, headers=headers)
             assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key", r.text
-        r = httpx.post(url, json={"provider": "a"}, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
-        assert r.status_code == 200 and r.json()["provider"] == "a", r.text
         r = httpx.post(url, json={"provider": "nope"}, headers={"x-api-key": ADMIN_KEY})
         assert r.status_code == 404 and r.json()["error"]["param"] == "provider", r.text
+        r = httpx.post(url, json={"provider": "a"}, headers=admin)
+        assert r.status_code == 200 and r.json()["cooldowns_ended"] >= 1, r.text
+        assert ask(sdk(g), "m")[0] == "Echo: hello"
+        assert (calls(ups.a), calls(ups.b)) == (2, 3)
     finally:
         g.stop()
 
