@@ -68,6 +68,10 @@ def main() -> None:
                 page.goto(g.base + path)
                 page.screenshot(path=OUT / f"console-{name}.png", full_page=True)
                 print(f"wrote docs/screenshots/console-{name}.png")
+            page.goto(g.base + "/ui/logins")
+            page.click("button:text-is('Start device login')")
+            page.wait_for_selector("p.login.waiting")
+            page.screenshot(path=OUT / "console-device-login.png", full_page=True)
             browser.close()
     finally:
         g.stop()

@@ -255,11 +255,13 @@ def logins(entries: list[dict[str, Any]], running: dict[str, dict[str, Any]]) ->
         login = running.get(pid)
         status = ""
         if login:
-            status = f'<p class="login {e(login["state"])}" id="login-{e(pid)}">{e(login["message"])}'
-            if login.get("url"):
-                status += f' <a href="{e(login["url"])}" target=_blank rel=noopener>{e(login["url"])}</a>'
-            status += "</p>"
-        start = (post_button("Start device login", f"/ui/logins/{quote(pid, safe='')}", confirm="")
+            message = e(login["message"])
+            if login.get("url"):  # the URL in the message, as a link
+                link = f'<a href="{e(login["url"])}" target=_blank rel=noopener>{e(login["url"])}</a>'
+                message = message.replace(e(login["url"]), link, 1)
+            status = f'<p class="login {e(login["state"])}" id="login-{e(pid)}">{message}</p>'
+        waiting = login is not None and login["state"] in ("starting", "waiting")
+        start = ("" if waiting else post_button("Start device login", f"/ui/logins/{quote(pid, safe='')}")
                  if p["type"] == "qwen" else f"<p>Log in with <code>llmgate login {e(p['type'])}</code>.</p>")
         out.append(f'<section class=login-entry><h2>{e(pid)} <small>{e(p["type"])}</small></h2>'
                    + table(("account", "state", "token expires", "file last written"), rows, "no credentials file")
