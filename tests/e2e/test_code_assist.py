@@ -133,6 +133,20 @@ def test_antigravity_falls_back_from_daily_to_prod(client, hosts, files):
     assert sent["body"]["requestType"] == "agent" and sent["body"]["requestId"].startswith("agent-")
 
 
+def test_admin_test_falls_back_from_daily_to_prod_like_traffic(gateway, hosts, files):
+    """The admin test makes the same provider call as traffic: a host that is down gives way to the
+    next one (it used to try base_url only, and reported a working provider as failing)."""
+    seed(hosts["daily"], files / "agy" / "one.json")
+    before = call(hosts["prod"], "/__state")["generate_calls"]
+    call(hosts["daily"], "/__scenario", {"mode": "down_close"})
+    try:
+        r = httpx.post(gateway.base + "/admin/providers/agy/test", json={"model": "gemini-3-flash"}, timeout=30)
+    finally:
+        call(hosts["daily"], "/__scenario", {"mode": None})
+    assert r.status_code == 200 and r.json()["ok"] is True and r.json()["status"] == 200, r.text
+    assert call(hosts["prod"], "/__state")["generate_calls"] == before + 1
+
+
 def test_antigravity_claude_thinking_tool_loop(client, hosts, files):
     """Claude via Antigravity signs its thought parts; the next turn of the tool loop must start
     with that signed thought (the double refuses it otherwise), which an OpenAI chat client
