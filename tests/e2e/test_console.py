@@ -335,3 +335,19 @@ def test_flows_show_neither_the_admin_key_nor_the_session_id_and_guessing_is_thr
         assert r.status_code == 429 and r.headers["retry-after"] == "60" and "llmgate_ui" not in r.cookies
     finally:
         g.stop()
+
+
+def test_log_out_ends_the_session_on_the_server(gw, browser):
+    context = browser.new_context()
+    pg = context.new_page()
+    pg.goto(gw.base + "/ui/login")
+    pg.fill("#key", ADMIN_KEY)
+    pg.click("button[type=submit]")
+    expect(pg.locator("h1")).to_have_text("Dashboard")
+    sid = context.cookies()[0]["value"]
+    pg.click("button:text-is('Log out')")
+    expect(pg).to_have_url(gw.base + "/ui/login")
+    assert context.cookies() == []
+    status, _ = raw(gw.port, "GET", "/ui/config", [("Cookie", f"llmgate_ui={sid}")])  # a copy of the old cookie
+    assert status == 303
+    context.close()
