@@ -70,8 +70,8 @@ class Pipe:
 
     Until mitmproxy fetches the stream, at most BACKLOG outputs wait and reading pauses.
     What a client that stops reading can hold: one read, the captures, aiohttp's read buffer,
-    the relay's and mitmproxy's write buffers (both drain before reading more) and the
-    kernel's socket buffers (bound_socket_buffers)."""
+    mitmproxy's reader of the hop (its writes wait beyond 128 KiB), mitmproxy's write buffer
+    (it drains before reading more) and the client socket's buffers (bound_socket_buffers)."""
 
     BACKLOG = 2
 
