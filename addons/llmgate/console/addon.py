@@ -183,14 +183,14 @@ class Console:
         if parts == ["feed"]:
             return await self._feed(flow)
         try:
-            html = await self._page(parts, query, s)
+            html = await self._page(parts, query)
         except GatewayError as e:  # e.g. a filter that is not a number: said on a page, not as JSON
             return page(pages.layout("Error", f'<p class=error>{pages.e(e.message)}</p>', s.csrf), e.status)
         if html is None:
             return page(pages.layout("Not found", "<p>No such console page.</p>", s.csrf), 404)
         return page(pages.layout(html[0], html[1], s.csrf, html[2]))
 
-    async def _page(self, parts: list[str], q: dict[str, str], s: Session) -> tuple[str, str, str] | None:
+    async def _page(self, parts: list[str], q: dict[str, str]) -> tuple[str, str, str] | None:
         settings = self.rt.settings
         match parts:
             case [""]:

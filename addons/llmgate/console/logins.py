@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from llmgate import login, oauth
+from llmgate.console.pages import when
 from llmgate.errors import GatewayError
 from llmgate.providers import PROVIDER_TYPES
 
@@ -24,14 +25,13 @@ def account_times(account: Any) -> dict[str, str | None]:
     creds = getattr(account, "creds", None)
     if creds is None:
         return {}
-    from llmgate.console.pages import when
-
     try:
         written = os.stat(creds.path).st_mtime
     except OSError:
         written = None
     expires = creds.expires_at()
-    return {"expiry": when(expires) + " UTC" if expires else None, "refreshed": when(written) + " UTC" if written else None}
+    return {"expiry": when(expires) + " UTC" if expires else None,
+            "refreshed": when(written) + " UTC" if written else None}
 
 
 class Logins:

@@ -32,12 +32,13 @@ def layout(title: str, body: str, csrf: str = "", active: str = "") -> str:
 
 def table(head: Iterable[str], rows: Iterable[Iterable[str]], empty: str = "none", id_: str = "") -> str:
     """Cells are markup already (escape with e())."""
-    rows = list(rows)
+    head, rows = tuple(head), list(rows)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
     if not rows:
-        body = f'<tr class="empty"><td colspan="{len(list(head))}">{e(empty)}</td></tr>'
+        body = f'<tr class="empty"><td colspan="{len(head)}">{e(empty)}</td></tr>'
     attr = f' id="{id_}"' if id_ else ""
-    return f"<table{attr}><thead><tr>{''.join(f'<th>{e(h)}</th>' for h in head)}</tr></thead><tbody>{body}</tbody></table>"
+    heads = "".join(f"<th>{e(h)}</th>" for h in head)
+    return f"<table{attr}><thead><tr>{heads}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def ends_in(until_iso: str, now: float | None = None) -> str:
@@ -77,7 +78,8 @@ def dashboard(health: dict[str, Any], providers: list[dict[str, Any]],
               + bars("Tokens per minute", [(lb, r[2]) for lb, r in zip(labels, timeline)]))
     rows = [[f'<a href="/ui/providers#{e(p["id"])}">{e(p["id"])}</a>', e(p["type"]),
              f'<span class="state {e(p["state"])}">{e(p["state"])}</span>',
-             accounts_cell(p["accounts"]), cooling_cell(p), post_button("Reset", "/ui/api/reset", {"provider": p["id"]})]
+             accounts_cell(p["accounts"]), cooling_cell(p),
+             post_button("Reset", "/ui/api/reset", {"provider": p["id"]})]
             for p in providers]
     models = ", ".join(f"<code>{e(m)}</code>" for m in routable) or "none"
     return (cards + f'<section class=charts>{charts}</section><h2>Providers</h2>'
@@ -194,7 +196,8 @@ def request_cells(r: dict[str, Any], link: bool = True) -> list[str]:
 def requests_page(rows: list[dict[str, Any]], q: dict[str, str]) -> str:
     hints = {"status": "e.g. 429", "since": "ISO time, UTC"}
     inputs = "".join(f'<label>{k} <input name="{k}" value="{e(q.get(k, ""))}" size=12 '
-                     f'placeholder="{hints.get(k, "")}"></label>' for k in ("provider", "model", "key", "status", "since"))
+                     f'placeholder="{hints.get(k, "")}"></label>'
+                     for k in ("provider", "model", "key", "status", "since"))
     form = f'<form class=filters method=get action="/ui/requests">{inputs}<button>Filter</button></form>'
     live = ('<h2>Live feed <small id="feed-state">connecting…</small></h2>'
             + table(REQUEST_COLUMNS, [], "waiting for requests…", id_="feed"))
@@ -269,8 +272,8 @@ def logins(entries: list[dict[str, Any]], running: dict[str, dict[str, Any]]) ->
     return "".join(out) or "<p>No subscription providers configured (qwen, gemini-cli, antigravity, iflow).</p>"
 
 
-def login_page(error: str = "") -> str:
+def login_page() -> str:
     return ('<form class=login data-json data-action="/ui/login" data-method="POST" data-next="/ui/">'
             '<div class=field><label for=key>Admin key</label>'
             '<input type=password id=key name=key data-type=text autocomplete=current-password autofocus></div>'
-            f'<button type=submit>Log in</button></form><p class=error>{e(error)}</p>')
+            '<button type=submit>Log in</button></form>')
