@@ -351,3 +351,31 @@ def test_log_out_ends_the_session_on_the_server(gw, browser):
     status, _ = raw(gw.port, "GET", "/ui/config", [("Cookie", f"llmgate_ui={sid}")])  # a copy of the old cookie
     assert status == 303
     context.close()
+
+
+def test_live_feeds_are_bounded_and_a_closed_one_frees_its_slot(gw, page):
+    cookie, _ = session_of(page)
+    http = httpx.Client(base_url=gw.base, cookies={"llmgate_ui": cookie}, timeout=10)
+    feeds = []
+    try:
+        for _ in range(17):  # feed.MAX_FEEDS is 16 (a tab of an earlier test may still hold one)
+            r = http.send(http.build_request("GET", "/ui/feed"), stream=True)
+            if r.status_code != 200:
+                break
+            assert r.headers["content-type"] == "text/event-stream"
+            feeds.append(r)
+        assert r.status_code == 503 and 15 <= len(feeds) <= 16
+        r.close()
+        feeds.pop().close()  # the browser tab goes away
+        for _ in range(50):
+            r = http.send(http.build_request("GET", "/ui/feed"), stream=True)
+            if r.status_code == 200:
+                feeds.append(r)
+                break
+            r.close()
+            time.sleep(0.1)
+        assert r.status_code == 200
+    finally:
+        for r in feeds:
+            r.close()
+        http.close()
