@@ -379,3 +379,11 @@ def test_live_feeds_are_bounded_and_a_closed_one_frees_its_slot(gw, page):
         for r in feeds:
             r.close()
         http.close()
+
+
+def test_pages_cannot_be_framed_or_run_inline_script(gw):
+    r = httpx.get(gw.base + "/ui/login")
+    assert r.status_code == 200 and r.headers["x-frame-options"] == "DENY"
+    csp = r.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "<script>" not in r.text  # the one script is a file: the policy holds
