@@ -52,7 +52,7 @@ def test_stream_relabel_rewrites_model_and_passes_other_events_verbatim():
     out = r.feed(up[:7]) + r.feed(up[7:]) + r.feed(b"data: [DONE]\n\n") + r.finish()
     text = out.decode()
     assert text.startswith(": hello\n\n")
-    assert '"model":"alias"' in text and "real" not in text
+    assert '"model": "alias"' in text and "real" not in text  # spliced: the upstream's spacing is kept
     assert chunk("alias", delta={}, finish_reason="stop").decode() in text  # untouched event, same bytes
     assert text.endswith("data: [DONE]\n\n") and text.count("[DONE]") == 1
 
