@@ -36,6 +36,7 @@ from llmgate.relay import Pipe, bound_socket_buffers, point_at_relay
 from llmgate.responses import error_response, json_response
 from llmgate.routing import Route, members
 from llmgate.runtime import UPSTREAM_MARK, Runtime
+from llmgate.settings import Limits
 from llmgate.translate import UPSTREAM_FORMATS, plan
 
 log = logging.getLogger("llmgate")
@@ -55,9 +56,9 @@ def client_headers(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[bytes, by
     return [(k, v) for k, v in raw if k.lower().decode("latin-1") not in HOP_BY_HOP]
 
 
-def _parse_body(raw: bytes, max_depth: int) -> dict[str, Any]:
+def _parse_body(raw: bytes, limits: Limits) -> dict[str, Any]:
     try:
-        return openai_chat.parse_json_object(raw, max_depth)
+        return openai_chat.parse_json_object(raw, limits.max_depth, limits.max_values)
     except openai_chat.RequestError as e:
         raise GatewayError(400, str(e), code="invalid_request", param=e.param) from None
 
@@ -133,7 +134,7 @@ class FrontDoor:
             return  # the web console: llmgate/console's addon, next in the chain, answers
         self._allow(flow.request.method, ib.method)
         raw = request_body(flow.request, settings.server.limits)
-        depth = settings.server.limits.max_depth
+        limits = settings.server.limits
         catalog = self.rt.catalog
         if ib.endpoint == "health":
             flow.response = await listings.health(self.rt, settings)
@@ -145,18 +146,18 @@ class FrontDoor:
             flow.response = await listings.one_model(catalog, settings, ib)
         elif ib.endpoint == "chat":
             try:
-                data, req = openai_chat.parse_request(raw, depth)
+                data, req = openai_chat.parse_request(raw, limits.max_depth, limits.max_values)
             except openai_chat.RequestError as e:
                 raise GatewayError(400, str(e), code="invalid_request", param=e.param) from None
             await self._generate(flow, ib, data, raw, req.model, bool(req.stream))
         elif ib.endpoint in ("messages", "responses"):
-            data = _parse_body(raw, depth)
+            data = _parse_body(raw, limits)
             await self._generate(flow, ib, data, raw, _model_field(data), _stream_field(data))
         elif ib.endpoint == "count_tokens":
-            data = _parse_body(raw, depth)
+            data = _parse_body(raw, limits)
             await self._count(flow, ib, data, raw, _model_field(data))
         elif ib.endpoint == "gemini":
-            data = _parse_body(raw, depth)
+            data = _parse_body(raw, limits)
             model = unquote(ib.model or "").removeprefix("models/")
             if ib.action == "countTokens":
                 await self._count(flow, ib, gemini.count_body_of(data), raw, model)
@@ -166,7 +167,7 @@ class FrontDoor:
                 stream = ib.action == "streamGenerateContent"
                 await self._generate(flow, ib, data, raw, model, stream, sse=flow.request.query.get("alt") == "sse")
         elif ib.endpoint == "embeddings":
-            data = _parse_body(raw, depth)
+            data = _parse_body(raw, limits)
             await self._embed(flow, ib, data, raw, _model_field(data))
 
     @staticmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Callable
 
@@ -19,6 +20,7 @@ from llmgate.state_store import StateStore
 from llmgate.translate import ReasoningMemory
 from llmgate.upstream import Upstream
 
+STATE_GRACE = 300.0  # seconds a replaced state file stays open (a failover in progress may still write to it)
 UPSTREAM_MARK = "llmgate.upstream_of"  # metadata key on the flows that show the provider side
 __all__ = ["UPSTREAM_MARK", "Exchange", "Runtime"]  # Exchange lives with the call that fills it
 
@@ -52,7 +54,10 @@ class Runtime:
         self.pool = PoolState(StateStore(path))
         self.pool.inflight = old.inflight
         if old.store is not None:
-            old.store.close()
+            # a request still failing over may hold the old pool: close its file once none can
+            closer = threading.Timer(STATE_GRACE, old.store.close)
+            closer.daemon = True
+            closer.start()
         self._state_path = path
 
     def open_request_log(self, path: str | None, retention_days: float) -> None:
