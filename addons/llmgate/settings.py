@@ -68,6 +68,26 @@ class Limits(_Strict):
         None, ge=1, description="open client connections at most (default: from the process's file limit)")
 
 
+PROXY_SCHEMES = ("http", "https", "socks4", "socks5", "socks5h")
+PROXY_HELP = ('outbound proxy: "http://[user:pass@]host:port", "socks5://...", "env" (HTTPS_PROXY, HTTP_PROXY, '
+              'ALL_PROXY, NO_PROXY) or "none" (direct)')
+
+
+def check_proxy(v: str | None) -> str | None:
+    """A proxy setting; the message never repeats the value (its password is a secret)."""
+    if v is None or v in ("env", "none"):
+        return v
+    try:
+        parts = urlsplit(v)
+        port = parts.port
+    except ValueError:
+        raise ValueError("is not a valid proxy URL") from None
+    if parts.scheme not in PROXY_SCHEMES or not parts.hostname or port is None or _UNSAFE_URL.search(v):
+        raise ValueError(f"must be \"env\", \"none\" or a proxy URL ({', '.join(PROXY_SCHEMES)}) with a host "
+                         "and a port")
+    return v
+
+
 class ServerSettings(_Strict):
     api_keys: list[str | ClientKey] = Field(default_factory=list, description="a key, or {name, key}")
     admin_keys: list[str] = Field(default_factory=list, description="keys for /admin/...; none: loopback only")
@@ -77,6 +97,9 @@ class ServerSettings(_Strict):
     state_file: str | None = Field(None, description="SQLite file for cooldowns (default: beside proxy.yaml)")
     timeouts: Timeouts = Field(default_factory=Timeouts)
     limits: Limits = Field(default_factory=Limits)
+    proxy: str | None = Field(None, description=PROXY_HELP + "; default: direct")
+
+    _proxy = field_validator("proxy")(check_proxy)
 
     @field_validator("api_keys")
     @classmethod
@@ -138,6 +161,7 @@ class ProviderSettings(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     timeouts: Timeouts | None = None
     enabled: bool = True
+    proxy: str | None = Field(None, description=PROXY_HELP + "; default: server.proxy")
     thinking: dict[str, ThinkingLimits] | None = Field(
         None, description="model name or glob -> thinking limits, over the built-in table (converters/thinking.py)")
 
@@ -177,6 +201,8 @@ class ProviderSettings(_Strict):
         except ValueError as e:
             raise ValueError(f"is not a valid URL ({e})") from None
         return v.rstrip("/")
+
+    _proxy = field_validator("proxy")(check_proxy)
 
     @field_validator("fallback_urls")
     @classmethod
