@@ -20,6 +20,7 @@ import aiohttp
 from llmgate import oauth
 from llmgate.credentials import CredentialsFile, LoginRequired, RefreshFailed, Unwritable
 from llmgate.errors import GatewayError
+from llmgate.upstream import proxy_setting
 
 if TYPE_CHECKING:
     from llmgate.settings import ProviderSettings
@@ -91,10 +92,13 @@ class OAuthAccount(Account):
                                "for the gateway (or copy the file to a writable folder and point `credentials` "
                                "at it).", code="provider_credentials_unwritable") from None
 
+    def session(self, url: str) -> aiohttp.ClientSession:
+        """The session for this provider's own calls to `url` (refresh, set-up): through its proxy."""
+        return self.rt.upstream.session_for(url, proxy_setting(self.p, self.rt.settings.server))
+
     async def refresh(self, data: dict[str, Any]) -> dict[str, Any]:
         """The refresh grant of this kind's OAuth client (Kiro has its own endpoints)."""
-        session: aiohttp.ClientSession = self.rt.upstream.session
-        return await oauth.refresh(session, self.client, data)
+        return await oauth.refresh(self.session(self.client.token_url), self.client, data)
 
 
 class AccountSet:

@@ -95,6 +95,9 @@ async def refresh(session: aiohttp.ClientSession, client: OAuthClient, creds: di
                 answer = await resp.json(content_type=None)
             except ValueError:
                 answer = None
+    except aiohttp.ClientProxyConnectionError as e:  # the proxy by address only: its URL may hold a password
+        raise RefreshFailed(f"token endpoint {client.token_url} could not be reached through the proxy "
+                            f"{e.host}:{e.port}") from None
     except (aiohttp.ClientError, TimeoutError) as e:
         raise RefreshFailed(f"token endpoint {client.token_url} unreachable: {type(e).__name__}") from None
     if status == 200 and isinstance(answer, dict):

@@ -35,7 +35,7 @@ from llmgate.failover import is_rate_limit
 from llmgate.providers.base import ProviderKind
 from llmgate.routing import Route
 from llmgate.settings import Timeouts
-from llmgate.upstream import MAX_BODY, MAX_ERROR_BODY, UpstreamRequest
+from llmgate.upstream import MAX_BODY, MAX_ERROR_BODY, UpstreamRequest, proxy_setting
 
 if TYPE_CHECKING:
     from llmgate.relay import Pipe
@@ -100,7 +100,8 @@ class ProviderCall:
         self.accounts = rt.account_set(p, kind) if kind.accounts else None
         self.account = self.accounts.pick(self._open) if self.accounts is not None else None
         self.ex = Exchange(p.id, route.model, requested or route.model, route.how,
-                           UpstreamRequest(req.method, req.url, self.headers, req.body), started=time.time())
+                           UpstreamRequest(req.method, req.url, self.headers, req.body,
+                                           proxy_setting(p, rt.settings.server)), started=time.time())
         self.ex.account = self.account.name if self.account is not None else ""
         self.ex.inflight = rt.pool.acquire(p.id, self.ex.account)
 

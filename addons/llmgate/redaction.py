@@ -24,6 +24,7 @@ from mitmproxy import http
 
 from llmgate.providers import PROVIDER_TYPES
 from llmgate.relay import StreamTransform
+from llmgate.upstream import proxy_secrets
 
 MIN_SECRET = 8
 SMALL = 512  # bytes up to which one regex search beats a substring test per secret
@@ -115,7 +116,7 @@ def secrets_of(rt: Any) -> list[str]:
         found += [v for k, v in p.headers.items() if k.lower() in SECRET_HEADERS or _credential_name(k, "auth")]
     for data in _credentials(rt):
         found += [v for k, v in data.items() if isinstance(v, str) and _credential_name(k)]
-    return found
+    return found + proxy_secrets(settings)
 
 
 def _credential_name(name: str, *more: str) -> bool:

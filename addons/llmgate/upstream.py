@@ -1,4 +1,4 @@
-"""Upstream HTTP: one pooled aiohttp session, timeouts, and errors mapped to 502/504.
+"""Upstream HTTP: one pooled aiohttp session per outbound proxy, timeouts, and errors mapped to 502/504.
 
 aiohttp rather than httpx: on this gateway's hot path (16 concurrent requests
 through mitmdump) httpx's pool managed ~30% of aiohttp's throughput.
@@ -7,15 +7,22 @@ through mitmdump) httpx's pool managed ~30% of aiohttp's throughput.
 from __future__ import annotations
 
 import asyncio
+import functools
+import urllib.request
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import aiohttp
+import aiohttp_socks
 from aiohttp import http_exceptions
 from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
 from yarl import URL
 
 from llmgate.errors import GatewayError
-from llmgate.settings import Timeouts
+
+if TYPE_CHECKING:  # settings imports the provider kinds, whose accounts use this module
+    from llmgate.settings import Timeouts
 
 MAX_ERROR_BODY = 1 << 20  # bytes of an upstream error body we read (the rest is cut off)
 # Limits on what an upstream may send. Module constants until server.limits exists in settings.
@@ -30,26 +37,102 @@ class UpstreamRequest:
     url: str
     headers: dict[str, str]
     body: bytes
+    proxy: str | None = None  # the provider's proxy setting (settings.check_proxy); None: direct
+
+
+def proxy_setting(p: Any, server: Any) -> str | None:
+    """The proxy a provider entry's calls take: its own `proxy`, else server.proxy."""
+    return p.proxy or server.proxy
+
+
+@functools.cache
+def _env_proxies() -> dict[str, str]:
+    return urllib.request.getproxies_environment()  # read once: a process's environment stays
+
+
+@functools.lru_cache(maxsize=256)
+def _env_proxy(scheme: str, host: str) -> str | None:
+    """HTTPS_PROXY / HTTP_PROXY / ALL_PROXY for this scheme, unless NO_PROXY names the host."""
+    env = _env_proxies()
+    if urllib.request.proxy_bypass_environment(host, env):
+        return None
+    return env.get(scheme) or env.get("all")
+
+
+def proxy_url(url: str, setting: str | None) -> str | None:
+    """The proxy a request to `url` goes through under `setting` (None: direct)."""
+    if setting is None or setting == "none":
+        return None
+    if setting != "env":
+        return setting
+    parts = urlsplit(url)
+    return _env_proxy(parts.scheme, parts.hostname or "")
+
+
+def proxy_name(proxy: str) -> str:
+    """host:port of a proxy URL: what messages may say (never its credentials)."""
+    parts = urlsplit(proxy)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+
+def proxy_secrets(settings: Any) -> list[str]:
+    """The passwords in the configured proxy URLs (and the environment's, when `env` is used)."""
+    urls = [settings.server.proxy, *(p.proxy for p in settings.providers)]
+    if "env" in urls:
+        urls += _env_proxies().values()
+    return [urlsplit(u).password or "" for u in urls if u and u not in ("env", "none")]
+
+
+class _SocksConnector(aiohttp_socks.ProxyConnector):
+    """aiohttp-socks raises its own exceptions: as aiohttp's, every `except aiohttp.ClientError` holds."""
+
+    async def _wrap_create_connection(self, *args: Any, req: Any, **kwargs: Any) -> Any:
+        try:
+            return await super()._wrap_create_connection(*args, req=req, **kwargs)
+        except (aiohttp_socks.ProxyConnectionError, aiohttp_socks.ProxyError, aiohttp_socks.ProxyTimeoutError) as e:
+            # named by the proxy's address, as aiohttp names an HTTP proxy it cannot reach
+            key = req.connection_key._replace(host=self._proxy_host, port=self._proxy_port)
+            raise aiohttp.ClientProxyConnectionError(key, OSError(str(e))) from None
+
+
+def _new_session(proxy: str | None) -> aiohttp.ClientSession:
+    """A pooled session whose every request goes through `proxy` (None: direct)."""
+    pool = {"limit": 0, "enable_cleanup_closed": True}
+    if proxy is not None and proxy.startswith("socks"):
+        remote_dns = proxy.startswith("socks5h")  # the proxy resolves names (curl's meaning)
+        connector: aiohttp.TCPConnector = _SocksConnector.from_url(
+            proxy.replace("socks5h://", "socks5://", 1), rdns=remote_dns, **pool)
+    else:
+        connector = aiohttp.TCPConnector(ttl_dns_cache=300, **pool)
+    return aiohttp.ClientSession(
+        connector=connector,
+        proxy=proxy if proxy is not None and not proxy.startswith("socks") else None,
+        auto_decompress=True,  # we never ask for compression, but some upstreams compress anyway
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        trust_env=False,  # `proxy: env` is resolved here, per host (NO_PROXY), SOCKS included
+    )
 
 
 class Upstream:
     def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
+        # one per distinct proxy URL (None: direct); few, as configured
+        self._sessions: dict[str | None, aiohttp.ClientSession] = {}
         # per-request construction of these shows in profiles; there are few distinct ones
         self._urls: dict[str, URL] = {}
         self._timeouts: dict[tuple[Timeouts, bool], aiohttp.ClientTimeout] = {}
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        # created lazily: it must be made inside the running event loop
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),
-                auto_decompress=True,  # we never ask for compression, but some upstreams compress anyway
-                skip_auto_headers=("User-Agent", "Accept-Encoding"),
-                trust_env=False,
-            )
-        return self._session
+        """The direct session (no proxy)."""
+        return self.session_for("", None)
+
+    def session_for(self, url: str, setting: str | None) -> aiohttp.ClientSession:
+        """The session for a request to `url` under a provider's proxy setting (proxy_setting)."""
+        proxy = proxy_url(url, setting)
+        session = self._sessions.get(proxy)
+        if session is None or session.closed:  # created lazily: inside the running event loop
+            session = self._sessions[proxy] = _new_session(proxy)
+        return session
 
     async def send(self, req: UpstreamRequest, timeouts: Timeouts, who: str,
                    stream: bool = False) -> aiohttp.ClientResponse:
@@ -66,11 +149,14 @@ class Upstream:
             if len(self._urls) > 1000:
                 self._urls.clear()
             url = self._urls[req.url] = URL(req.url)
+        session = self.session_for(req.url, req.proxy)
         try:
-            resp = await self.session.request(
+            resp = await session.request(
                 req.method, url, headers=req.headers, data=req.body or None, timeout=timeout,
                 allow_redirects=False,
             )
+        except (aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError) as e:
+            raise proxy_error(e, proxy_url(req.url, req.proxy) or "", who) from None
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as e:
             if isinstance(e, aiohttp.ConnectionTimeoutError):
                 message = f"did not connect within {timeouts.connect:g} s"
@@ -124,9 +210,20 @@ class Upstream:
             resp.release()  # closes the connection if the body was not read to its end
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+
+
+def proxy_error(e: aiohttp.ClientError, proxy: str, who: str) -> GatewayError:
+    """Not reaching the upstream through its proxy: a 502 naming the proxy by host only."""
+    if isinstance(e, aiohttp.ClientHttpProxyError):
+        why = f"it answered {e.status} to the tunnel request"
+    else:
+        os_error = e.os_error if isinstance(e, aiohttp.ClientConnectorError) else e
+        why = str(getattr(os_error, "strerror", None) or os_error)
+    return GatewayError(502, f"Upstream {who} could not be reached through the proxy {proxy_name(proxy)}: "
+                        f"{why}.", code="proxy_unreachable")
 
 
 def describe(e: BaseException) -> str:

@@ -151,7 +151,7 @@ class CodeAssistAccount(OAuthAccount):
 
     async def _discover(self, base: str, token: str) -> str:
         """loadCodeAssist, then onboardUser when the account has no tier yet (Gemini CLI's setup)."""
-        session = self.rt.upstream.session
+        session = self.session(base)
         loaded = await self._call(session, "POST", f"{base}/v1internal:loadCodeAssist", token,
                                   {"metadata": CLIENT_METADATA})
         project = loaded.get("cloudaicompanionProject")

@@ -89,7 +89,7 @@ class KiroAccount(OAuthAccount):
         else:
             url = self.p.token_url or f"https://prod.{region}.auth.desktop.kiro.dev/refreshToken"
             body = {"refreshToken": token}
-        session: aiohttp.ClientSession = self.rt.upstream.session
+        session = self.session(url)
         try:
             async with session.post(url, json=body, timeout=aiohttp.ClientTimeout(total=30)) as resp:
                 status = resp.status
