@@ -16,6 +16,7 @@ from llmgate.client_auth import ClientAuth  # noqa: E402
 from llmgate.config_watch import ConfigWatch  # noqa: E402
 from llmgate.console.addon import Console  # noqa: E402
 from llmgate.contentviews import ContentViews  # noqa: E402
+from llmgate.cors import Cors  # noqa: E402
 from llmgate.flow_limit import FlowLimit  # noqa: E402
 from llmgate.flow_record import FlowRecorder  # noqa: E402
 from llmgate.front_door import FrontDoor  # noqa: E402
@@ -28,6 +29,7 @@ runtime = Runtime()
 addons = [
     ConfigWatch(runtime),
     ClientLimits(runtime),  # body size, connection timeouts and cap, HTTP/1.0 answers
+    Cors(runtime),  # before ClientAuth: a preflight never carries credentials
     ClientAuth(runtime),
     Redaction(runtime),  # before Accounting and FlowRecorder, which record answers
     FrontDoor(runtime),

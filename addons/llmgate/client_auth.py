@@ -13,6 +13,7 @@ import weakref
 
 from mitmproxy import ctx, http
 
+from llmgate.cors import CORS_ORIGIN
 from llmgate.errors import GatewayError
 from llmgate.inbound import inbound_of
 from llmgate.responses import error_response
@@ -20,7 +21,7 @@ from llmgate.runtime import Runtime
 from llmgate.settings import ServerSettings
 from llmgate.web_guard import host_refusal, page_refusal
 
-OPEN_PATHS = ("/health",)
+OPEN_PATHS = ("/health", "/provider_health")
 ADMIN_PREFIX = "/admin/"
 ADMIN_PATHS = ("/metrics",)
 CONSOLE = "/ui"  # the web console: admin routes, with a login session instead of a key per request
@@ -122,8 +123,9 @@ class ClientAuth:
     @staticmethod
     def _web_refusal(flow: http.HTTPFlow, server: ServerSettings, check_host: bool) -> str | None:
         req = flow.request
-        why = page_refusal(req.headers.get("sec-fetch-site"), req.headers.get("origin"), req.host_header,
-                           flow.client_conn.tls_established)
+        why = None if CORS_ORIGIN in flow.metadata else page_refusal(  # server.cors lets that page in
+            req.headers.get("sec-fetch-site"), req.headers.get("origin"), req.host_header,
+            flow.client_conn.tls_established)
         if why is None and check_host:  # with a key to check, a rebinding page has nothing to present
             why = host_refusal(req.host_header, flow.client_conn.sockname, server.allowed_hosts)
         return why

@@ -1,7 +1,7 @@
 """Which endpoint a request path names, in which client API, for which forced provider.
 
 Routes (each also under /{provider}/... to force a provider):
-  GET  /health
+  GET  /health, /provider_health (its per-model part)
   /admin/...                                 the management API (llmgate/admin_api.py; admin keys)
   /ui, /ui/...                               the web console (llmgate/console; admin keys or loopback)
   GET  /metrics                              Prometheus metrics (admin keys)
@@ -15,7 +15,8 @@ Routes (each also under /{provider}/... to force a provider):
                                              embedContent, batchEmbedContents
 Seed-compatible prefixes: /anthropic/messages, /anthropic/models and /gemini/models/... route
 by model like the plain routes; so do /anthropic/v1/... and /gemini/v1beta/... unless a provider
-has that id (then they force it, like any /{provider}/v1/...).
+has that id (then they force it, like any /{provider}/v1/...; so does the list /{seed}/models).
+A forced provider may be named by its type when exactly one provider has it (llmgate/routing).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ ROUTES_HINT = ("Routes: POST /v1/chat/completions, /v1/responses, /v1/embeddings
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
-    endpoint: str  # health | models | model | chat | responses | embeddings | messages | count_tokens
+    endpoint: str  # health | provider_health | models | model | chat | responses | embeddings | messages | count_tokens
     #                | gemini | unknown
     api: ClientApi  # the caller's API: requests are read and errors written in it
     method: str = "GET"  # the HTTP method the endpoint takes
@@ -65,6 +66,8 @@ def match(path: str, anthropic_version: bool, is_provider: Callable[[str], bool]
     anthropic_shape = anthropic_version or seed == "anthropic"
     if path == "/health" and not forced:
         return Inbound("health", OPENAI_CHAT)
+    if path == "/provider_health" and not forced:
+        return Inbound("provider_health", OPENAI_CHAT)
     if path.startswith("/admin/") and not forced:
         return Inbound("admin", OPENAI_CHAT, "*")  # llmgate/admin_api.py checks methods
     if (path == "/ui" or path.startswith("/ui/")) and not forced:
@@ -97,9 +100,12 @@ def _split_prefix(path: str, is_provider: Callable[[str], bool]) -> tuple[str | 
         return None, path, None
     rest = "/" + rest
     versioned = rest.startswith(("/v1/", "/v1beta/"))
-    if head in _SEED_PREFIXES and not (versioned and is_provider(head)):
+    if head in _SEED_PREFIXES:
         version = _SEED_PREFIXES[head]
-        return None, rest if rest.startswith(version + "/") else version + rest, head
+        if rest == "/models" and is_provider(head):  # the seed's list of that provider's models
+            return head, version + rest, head
+        if not (versioned and is_provider(head)):
+            return None, rest if rest.startswith(version + "/") else version + rest, head
     if versioned:
         return head, rest, None
     return None, path, None

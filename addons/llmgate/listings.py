@@ -17,7 +17,7 @@ from llmgate.inbound import Inbound
 from llmgate.model_names import check_model_name
 from llmgate.providers import PROVIDER_TYPES
 from llmgate.responses import json_response
-from llmgate.routing import Route, members, provider_by_id
+from llmgate.routing import Route, members, provider_named
 from llmgate.settings import GatewaySettings, ProviderSettings
 
 DISCOVERY_WAIT = 5.0  # seconds a request waits for model discovery
@@ -30,9 +30,10 @@ async def refresh(catalog: ModelCatalog, providers: list[ProviderSettings]) -> N
         await asyncio.wait([asyncio.ensure_future(catalog.refresh(p)) for p in stale], timeout=DISCOVERY_WAIT)
 
 
-async def health(rt: Any, settings: GatewaySettings) -> http.Response:
+async def health(rt: Any, settings: GatewaySettings, per_model: bool = False) -> http.Response:
     """Providers (reachable? how many models?) and, per model, its pool: accounts configured,
-    accounts routable now, and when each cooling one returns. 503 only when nothing is routable."""
+    accounts routable now, and when each cooling one returns. 503 only when nothing is routable.
+    per_model (/provider_health, as the seed names it): the pools only."""
     catalog = rt.catalog
     await refresh(catalog, settings.providers)
     found = getattr(rt, "first_run", None)  # what `auto: true` found (llmgate/first_run.py)
@@ -58,6 +59,8 @@ async def health(rt: Any, settings: GatewaySettings) -> http.Response:
             continue
         pools[name] = _pool_health(rt, routes)
     routable = sum(1 for v in pools.values() if v["routable"])
+    if per_model:
+        return json_response(200 if routable else 503, {"routable_models": routable, "models": pools})
     body = {"status": "ok" if routable else "unavailable", "routable_models": routable, "providers": report,
             "models": pools, **({"auto": found.health()} if found else {})}
     return json_response(200 if routable else 503, body)
@@ -81,9 +84,11 @@ def _pool_health(rt: Any, routes: list[Route]) -> dict[str, Any]:
     return {"configured": configured, "routable": routable, "cooling": cooling}
 
 
-async def listed(catalog: ModelCatalog, settings: GatewaySettings, forced: str | None) -> dict[str, str]:
-    """Every model the gateway can route -> the provider (or "alias") serving it."""
-    providers = [provider_by_id(settings, forced, "in the request path")] if forced else settings.providers
+async def listed(catalog: ModelCatalog, settings: GatewaySettings, forced: str | None,
+                 prefixed: bool = False) -> dict[str, str]:
+    """Every model the gateway can route -> the provider (or "alias") serving it; `prefixed`: also
+    "provider/model" for each (routing.list_prefixed), which routes by its prefix."""
+    providers = [provider_named(settings, forced, "in the request path")] if forced else settings.providers
     await refresh(catalog, providers)
     seen: dict[str, str] = {}
     for p in providers:
@@ -94,11 +99,16 @@ async def listed(catalog: ModelCatalog, settings: GatewaySettings, forced: str |
         for alias, targets in settings.routing.aliases.items():
             target = targets if isinstance(targets, str) else targets[0]
             seen.setdefault(alias, target.partition("/")[0] if "/" in target else "alias")
+    if prefixed:
+        for p in providers:
+            if p.enabled:
+                for m in catalog.models(p) or ():
+                    seen.setdefault(f"{p.id}/{m}", p.id)
     return seen
 
 
 async def model_list(catalog: ModelCatalog, settings: GatewaySettings, ib: Inbound) -> http.Response:
-    seen = await listed(catalog, settings, ib.forced)
+    seen = await listed(catalog, settings, ib.forced, settings.routing.list_prefixed)
     if ib.api is ANTHROPIC:
         return json_response(200, anthropic.model_list(list(seen)))
     if ib.api is GEMINI:
@@ -111,7 +121,7 @@ async def one_model(catalog: ModelCatalog, settings: GatewaySettings, ib: Inboun
     if ib.api is GEMINI:
         name = name.removeprefix("models/")
     check_model_name(name)  # as for generation: 400 rather than 404 for a name no provider could have
-    seen = await listed(catalog, settings, ib.forced)
+    seen = await listed(catalog, settings, ib.forced, settings.routing.list_prefixed)
     if name not in seen:
         raise GatewayError(404, f"The model '{name}' does not exist or is not served by this gateway. "
                            "GET /v1/models lists the models.", code="model_not_found", param="model")

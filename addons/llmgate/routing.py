@@ -2,6 +2,7 @@
 
 Order: alias (one target, or a pool of them) -> forced provider (/{id}/v1/...) ->
 "id/model" prefix -> Model-Provider header -> every provider listing the model -> routing.default.
+The path and the header may name a provider type instead of an id when exactly one provider has it.
 members() gives the whole pool; llmgate/pool.py orders it per request.
 """
 
@@ -34,6 +35,15 @@ def provider_by_id(settings: GatewaySettings, pid: str, where: str) -> ProviderS
     return p
 
 
+def provider_named(settings: GatewaySettings, name: str, where: str) -> ProviderSettings:
+    """A provider by id, or by type when it is the only provider of that type (as the seed accepts)."""
+    if settings.provider(name) is None:
+        of_type = [p for p in settings.providers if p.type == name]
+        if len(of_type) == 1:
+            name = of_type[0].id
+    return provider_by_id(settings, name, where)
+
+
 def members(
     settings: GatewaySettings,
     models_of: Callable[[ProviderSettings], list[str] | None],
@@ -45,7 +55,7 @@ def members(
     check_model_name(model)  # it may end up in an upstream URL
     names, aliased = _expand(settings, model)
     if forced:
-        p = provider_by_id(settings, forced, "in the request path")
+        p = provider_named(settings, forced, "in the request path")
         return [Route(p, names[0].removeprefix(f"{p.id}/"), "path")]
     out: list[Route] = []
     for name in names:
@@ -93,7 +103,7 @@ def _serving(settings: GatewaySettings, models_of: Callable[[ProviderSettings], 
     if sep and rest and settings.provider(head) is not None:
         return [Route(provider_by_id(settings, head, "model prefix"), rest, "alias" if aliased else "prefix")]
     if header:
-        return [Route(provider_by_id(settings, header, "Model-Provider header"), name, "header")]
+        return [Route(provider_named(settings, header, "Model-Provider header"), name, "header")]
     listed = [Route(p, name, "alias" if aliased else "listed")
               for p in settings.providers if p.enabled and name in (models_of(p) or ())]
     if listed:

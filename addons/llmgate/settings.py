@@ -88,6 +88,44 @@ def check_proxy(v: str | None) -> str | None:
     return v
 
 
+class CorsSettings(_Strict):
+    """Which web pages' origins may call the client APIs from a browser (never /admin, /ui, /metrics)."""
+
+    origins: list[str] = Field(description="origins as a browser sends them (https://app.example.com), or '*'")
+    allow_headers: list[str] | None = Field(
+        None, description="request headers a page may send (default: whatever its preflight asks for)")
+    expose_headers: list[str] = Field(default_factory=list, description="response headers a page may read")
+    max_age: int = Field(600, ge=0, description="seconds a browser may cache a preflight answer")
+
+    @field_validator("origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        return [o if o == "*" else _origin(o) for o in v]
+
+    @field_validator("allow_headers", "expose_headers")
+    @classmethod
+    def _header_names(cls, v: list[str] | None) -> list[str] | None:
+        for name in v or ():
+            if not _TOKEN.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+        return v
+
+
+def _origin(o: str) -> str:
+    """scheme://host[:port], as browsers serialise it (lower case, no default port, no path)."""
+    try:
+        u = urlsplit(o.strip())
+        port = u.port
+    except ValueError:
+        u, port = None, None
+    if (u is None or u.scheme not in ("http", "https") or not u.hostname or u.path not in ("", "/")
+            or u.query or u.fragment or u.username or u.password):
+        raise ValueError(f"{o!r} is not an origin (scheme://host[:port], e.g. https://app.example.com)")
+    host = f"[{u.hostname}]" if ":" in u.hostname else u.hostname
+    default = {"http": 80, "https": 443}[u.scheme]
+    return f"{u.scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
 class ServerSettings(_Strict):
     api_keys: list[str | ClientKey] = Field(default_factory=list, description="a key, or {name, key}")
     admin_keys: list[str] = Field(default_factory=list, description="keys for /admin/...; none: loopback only")
@@ -97,6 +135,7 @@ class ServerSettings(_Strict):
     state_file: str | None = Field(None, description="SQLite file for cooldowns (default: beside proxy.yaml)")
     timeouts: Timeouts = Field(default_factory=Timeouts)
     limits: Limits = Field(default_factory=Limits)
+    cors: CorsSettings | None = Field(None, description="browser access to the client APIs (off by default)")
     proxy: str | None = Field(None, description=PROXY_HELP + "; default: direct")
 
     _proxy = field_validator("proxy")(check_proxy)
@@ -271,6 +310,7 @@ class RoutingSettings(_Strict):
     strategy: Strategy = "round-robin"
     affinity: str | None = Field(None, pattern=AFFINITY, description="header:<name> or prompt_cache_key")
     models: dict[str, ModelRouting] = Field(default_factory=dict)
+    list_prefixed: bool = Field(False, description="GET /v1/models also lists every provider's models as provider/model")
     max_attempts: int = Field(3, ge=1, description="upstream attempts per request before giving up")
     deadline: float = Field(120.0, gt=0, description="seconds all attempts together may take before the first byte")
 
@@ -304,12 +344,27 @@ class GatewaySettings(_Strict):
             raise ValueError(f"routing.default names unknown provider {self.routing.default!r}")
         for alias, targets in self.routing.aliases.items():
             for target in [targets] if isinstance(targets, str) else targets:
-                prov, sep, model = target.partition("/")
-                if not target or (sep and prov in ids and not model):
-                    raise ValueError(f"routing.aliases.{alias}: target {target!r} has no model name")
+                self._check_target(alias, target, ids)
             if not targets:
                 raise ValueError(f"routing.aliases.{alias}: no target")
+        if self.server.cors and "*" in self.server.cors.origins and not self.server.api_keys:
+            raise ValueError("server.cors.origins: '*' needs server.api_keys (else any web page could use "
+                             "this gateway's providers)")
         return self
+
+    def _check_target(self, alias: str, target: str, ids: list[str]) -> None:
+        """A target is a model name, another alias, or "provider/model". A name with '/' whose first
+        segment is no provider id is only a model name if a provider's `models:` lists it: else it is
+        most likely a provider id mistyped or missing, which would send requests to the wrong place."""
+        prov, sep, model = target.partition("/")
+        if not target or (sep and prov in ids and not model):
+            raise ValueError(f"routing.aliases.{alias}: target {target!r} has no model name")
+        if (sep and prov not in ids and target not in self.routing.aliases
+                and not any(target in (p.models or ()) for p in self.providers)):
+            known = ", ".join(ids) or "none configured"
+            raise ValueError(f"routing.aliases.{alias}: target {target!r} names provider {prov!r}, which does not "
+                             f"exist (providers: {known}). For a model name containing '/' (as OpenRouter's), "
+                             f"write it as 'provider/{target}'")
 
     def provider(self, id: str) -> ProviderSettings | None:
         return next((p for p in self.providers if p.id == id), None)

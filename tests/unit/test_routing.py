@@ -55,3 +55,46 @@ def test_disabled_and_unknown_providers(settings):
         route(settings, "x", forced="ghost")
     with pytest.raises(GatewayError, match="Model-Provider"):
         route(settings, "x", header="ghost")
+
+
+def test_path_and_header_take_a_provider_type_when_one_provider_has_it():
+    s = parse_settings("""
+providers:
+  - {id: lms, type: openai, base_url: "http://a/v1", models: [qwen3]}
+  - {id: gem, type: gemini, base_url: "http://g", models: [gemini-2.5-flash]}
+  - {id: c1, type: anthropic, base_url: "http://c", models: [claude]}
+  - {id: c2, type: anthropic, base_url: "http://d", models: [claude]}
+""")[0]
+    assert route(s, "qwen3", forced="gemini") == ("gem", "qwen3", "path")
+    assert route(s, "qwen3", header="gemini") == ("gem", "qwen3", "header")
+    assert route(s, "qwen3", header="openai") == ("lms", "qwen3", "header")
+    with pytest.raises(GatewayError, match="Unknown provider 'anthropic'"):  # two of that type: which?
+        route(s, "claude", forced="anthropic")
+    with pytest.raises(GatewayError, match="Unknown provider 'anthropic'"):
+        route(s, "claude", header="anthropic")
+
+
+def test_an_id_wins_over_a_type():
+    s = parse_settings("""
+providers:
+  - {id: gemini, type: openai, base_url: "http://a/v1", models: [m]}
+  - {id: g2, type: gemini, base_url: "http://g", models: [m]}
+""")[0]
+    assert route(s, "m", forced="gemini") == ("gemini", "m", "path")
+    assert route(s, "m", header="gemini") == ("gemini", "m", "header")
+
+
+def test_seed_paths():
+    from llmgate.inbound import match
+
+    has = lambda ids: (lambda pid: pid in ids)  # noqa: E731
+    ib = match("/gemini/models", False, has({"gemini"}))
+    assert (ib.endpoint, ib.api.name, ib.forced) == ("models", "gemini", "gemini")  # that provider's list
+    ib = match("/gemini/models", False, has(set()))
+    assert (ib.endpoint, ib.api.name, ib.forced) == ("models", "gemini", None)  # every model
+    ib = match("/anthropic/models", False, has({"anthropic"}))
+    assert (ib.endpoint, ib.api.name, ib.forced) == ("models", "anthropic", "anthropic")
+    ib = match("/gemini/models/m:generateContent", False, has({"gemini"}))
+    assert (ib.endpoint, ib.forced) == ("gemini", None)  # generation still routes by model
+    assert match("/provider_health", False, has(set())).endpoint == "provider_health"
+    assert match("/x/provider_health", False, has({"x"})).endpoint == "unknown"

@@ -321,3 +321,63 @@ def test_opening_a_locked_state_file_does_not_stall_the_event_loop(tmp_path):
         Watched(tmp_path, "providers: [{id: a, type: openai, base_url: 'http://h/v1'}]\n").run(body)
     finally:
         holder.close()
+
+
+# --- alias targets and CORS (issue 15) -----------------------------------------------------------
+
+ALIAS_BASE = """
+providers:
+  - {id: lms, type: openai, base_url: "http://a/v1", models: [qwen3, "meta/llama"]}
+  - {id: or, type: openai, base_url: "http://b/v1"}
+routing:
+  aliases:
+"""
+
+
+@pytest.mark.parametrize("target", ["lms/qwen3", "or/qwen/qwen3-coder", "qwen3", "anything-discovered",
+                                    "meta/llama", "other", ["lms/qwen3", "or/x"]])
+def test_alias_targets_that_load(target):
+    s, _ = parse_settings(ALIAS_BASE + f"    a: {target!r}\n    other: lms/qwen3\n".replace("'", '"'))
+    assert s.routing.aliases["a"] == target
+
+
+@pytest.mark.parametrize("target, missing", [("openrouter/qwen/qwen3-coder", "openrouter"),
+                                             ("ghost/m", "ghost"), (["lms/qwen3", "nope/m"], "nope")])
+def test_alias_target_naming_a_missing_provider_is_an_error(target, missing):
+    with pytest.raises(ConfigError) as e:
+        parse_settings(ALIAS_BASE + f"    big: {target!r}\n".replace("'", '"'))
+    msg = str(e.value)
+    assert f"routing.aliases.big: target" in msg and f"names provider {missing!r}, which does not exist" in msg
+    assert "providers: lms, or" in msg and "write it as 'provider/" in msg
+
+
+def test_readme_configs_load():
+    import pathlib
+
+    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    full = [b for b in blocks if b.lstrip().startswith("auto:") and "providers:" in b]
+    assert full, "README's full example config"
+    for b in full:
+        s, _ = parse_settings(b.replace("${", "${X_UNSET_"))  # unset variables only warn
+        assert s.routing.aliases
+
+
+@pytest.mark.parametrize("given, origin", [("https://App.Example.com/", "https://app.example.com"),
+                                           ("http://localhost:80", "http://localhost"),
+                                           ("http://127.0.0.1:5173", "http://127.0.0.1:5173"), ("*", "*")])
+def test_cors_origins_are_kept_as_browsers_send_them(given, origin):
+    s, _ = parse_settings(f"server:\n  api_keys: [k]\n  cors: {{origins: [{given!r}]}}\n")
+    assert s.server.cors.origins == [origin] and s.server.cors.max_age == 600
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("server:\n  cors: {origins: ['https://a.example/app']}\n", "is not an origin"),
+    ("server:\n  cors: {origins: ['ftp://a.example']}\n", "is not an origin"),
+    ("server:\n  cors: {origins: ['*']}\n", "'*' needs server.api_keys"),
+    ("server:\n  cors: {origins: ['http://a'], expose_headers: ['bad header']}\n", "not a valid HTTP header name"),
+])
+def test_bad_cors_settings(text, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        parse_settings(text)
+    assert parse_settings("{}")[0].server.cors is None  # off by default
