@@ -136,8 +136,8 @@ class FrontDoor:
         raw = request_body(flow.request, settings.server.limits)
         limits = settings.server.limits
         catalog = self.rt.catalog
-        if ib.endpoint == "health":
-            flow.response = await listings.health(self.rt, settings)
+        if ib.endpoint in ("health", "provider_health"):
+            flow.response = await listings.health(self.rt, settings, ib.endpoint == "provider_health")
         elif ib.endpoint == "metrics":
             flow.response = http.Response.make(200, self.rt.metrics.render(), {"Content-Type": CONTENT_TYPE_LATEST})
         elif ib.endpoint == "models":
