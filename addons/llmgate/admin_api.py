@@ -16,7 +16,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 import yaml
 from mitmproxy import http
@@ -32,6 +32,8 @@ from llmgate.settings import PROVIDER_ENTRY, ConfigError, ProviderSettings, entr
 OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "admin-openapi.yaml"
 VERSION = "0.1.0"
 _PROVIDER = re.compile(r"^/admin/providers/([^/]+)(?:/(enable|disable|test))?$")
+_MODEL = re.compile(r"^/admin/models/([^/]+)(?:/(link|unlink))?$")
+_REQUEST = re.compile(r"^/admin/requests/([^/]+)$")
 
 
 def _require_json(req: http.Request) -> None:
@@ -82,6 +84,11 @@ def _strict(entry: dict[str, Any]) -> None:
         raise GatewayError(400, f"{field}: {msg}", code="invalid_request", param=field or None) from None
 
 
+def _sentence(e: Exception) -> str:
+    text = str(e)
+    return f"{text[:1].upper()}{text[1:]}."
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
 
@@ -118,27 +125,41 @@ class AdminApi:
             ("GET", "/admin/providers"): lambda: {"providers": [self.describe(p) for p in self.rt.settings.providers]},
             ("POST", "/admin/providers"): lambda: self.add(body()),
             ("POST", "/admin/reset"): lambda: self.reset(body()),
+            ("POST", "/admin/default"): lambda: self.set_default(body()),
+            ("POST", "/admin/reload"): lambda: self.reload_now(body()),
+            ("GET", "/admin/models"): lambda: {"models": self._models()},
+            ("POST", "/admin/models"): lambda: self.add_model(body()),
             ("GET", "/admin/requests"): lambda: self.history(query),
             ("GET", "/admin/stats"): lambda: self.stats(query),
             ("GET", "/admin/keys"): lambda: self.keys(),
             ("GET", "/admin/openapi.json"): lambda: self.openapi(),
         }
-        handler = routes.get((method, path))
+        handler = routes.get((method, path)) or self._item_route(method, path, body)
         if handler is None:
-            m = _PROVIDER.match(path)
-            if m is None:
-                known = {p for _, p in routes}
-                if path in known:
-                    allowed = ", ".join(sorted(m for m, p in routes if p == path))
-                    raise GatewayError(405, f"Method {method} is not allowed on {path}.", code="method_not_allowed",
-                                       headers={"Allow": allowed})
-                raise GatewayError(404, f"Unknown admin route: {method} {path}.", code="unknown_route")
-            handler = self._provider_route(method, m.group(1), m.group(2), body)
+            known = {p for _, p in routes}
+            if path in known:
+                allowed = ", ".join(sorted(m for m, p in routes if p == path))
+                raise GatewayError(405, f"Method {method} is not allowed on {path}.", code="method_not_allowed",
+                                   headers={"Allow": allowed})
+            raise GatewayError(404, f"Unknown admin route: {method} {path}.", code="unknown_route")
         result = handler()
         if asyncio.iscoroutine(result):
             result = await result
-        status = 201 if (method, path) == ("POST", "/admin/providers") else 200
+        status = 201 if method == "POST" and path in ("/admin/providers", "/admin/models") else 200
         return json_response(status, result)
+
+    def _item_route(self, method: str, path: str, body: Callable[[], dict[str, Any]]) -> Callable[[], Any] | None:
+        """/admin/providers/{id}[/action], /admin/models/{name}[/action], /admin/requests/{id}."""
+        if m := _PROVIDER.match(path):
+            return self._provider_route(method, m.group(1), m.group(2), body)
+        if m := _MODEL.match(path):
+            return self._model_route(method, unquote(m.group(1)), m.group(2), body)
+        if m := _REQUEST.match(path):
+            if method != "GET":
+                raise GatewayError(405, f"Method {method} is not allowed here.", code="method_not_allowed",
+                                   headers={"Allow": "GET"})
+            return lambda: self.request(m.group(1))
+        return None
 
     @staticmethod
     def _json(raw: bytes | None) -> dict[str, Any]:
@@ -178,18 +199,29 @@ class AdminApi:
                 "models": list(models) if models is not None else None, "api_key": "set" if p.api_key else None,
                 "state": state, "accounts": accounts, "cooling": cooling}
 
-    def _edit(self, change: Callable[[str], Any], pid: str) -> dict[str, Any]:
-        from llmgate import config_edit
+    def _write(self, change: Callable[[str], Any], pid: str | None = None) -> Any:
+        """An edit of proxy.yaml (config_edit), applied at once."""
+        from llmgate import config_edit as ce
 
         try:
-            change(self.config_path())
+            out = change(self.config_path())
         except ConfigError as e:
             raise GatewayError(400, str(e), code="invalid_config") from None
-        except config_edit.DuplicateProvider:
+        except ce.DuplicateProvider:
             raise GatewayError(409, f"A provider with id '{pid}' exists already.", code="duplicate_provider") from None
-        except config_edit.UnknownProvider:
+        except ce.UnknownProvider:
             raise GatewayError(404, f"Unknown provider '{pid}'.", code="provider_not_found") from None
+        except ce.DuplicateModel as e:
+            raise GatewayError(409, _sentence(e), code="duplicate_model") from None
+        except ce.UnknownModel as e:
+            raise GatewayError(404, _sentence(e), code="model_not_found") from None
+        except ce.LastTarget as e:
+            raise GatewayError(409, _sentence(e), code="last_target") from None
         self.reload()
+        return out
+
+    def _edit(self, change: Callable[[str], Any], pid: str) -> dict[str, Any]:
+        self._write(change, pid)
         p = self.rt.settings.provider(pid)
         return {"provider": self.describe(p)} if p is not None else {"removed": pid}
 
@@ -210,6 +242,8 @@ class AdminApi:
 
         if self.rt.settings.provider(pid) is None:
             raise GatewayError(404, f"Unknown provider '{pid}'.", code="provider_not_found")
+        if (method, action) == ("GET", None):
+            return lambda: {"provider": self.describe(self.rt.settings.provider(pid))}
         if (method, action) == ("PATCH", None):
             body = read()
             for key in ("id", "type", "base_url"):
@@ -243,7 +277,7 @@ class AdminApi:
             if "model" in body and not (isinstance(body["model"], str) and body["model"]):
                 raise GatewayError(400, "model must be a non-empty string.", code="invalid_request", param="model")
             return lambda: self.test(pid, body.get("model"))
-        allowed = "POST" if action else "PATCH, DELETE"
+        allowed = "POST" if action else "GET, PATCH, DELETE"
         raise GatewayError(405, f"Method {method} is not allowed here.", code="method_not_allowed",
                            headers={"Allow": allowed})
 
@@ -297,6 +331,80 @@ class AdminApi:
         n = self.rt.pool.reset(provider, account if isinstance(account, str) else None)
         return {"provider": provider, "account": account, "cooldowns_ended": n}
 
+    # --- routing: default provider, reload, model names ---------------------------
+
+    def set_default(self, body: dict[str, Any]) -> dict[str, Any]:
+        from llmgate import config_edit
+
+        provider = body.get("provider", "")
+        if provider is not None and not (isinstance(provider, str) and provider):
+            raise GatewayError(400, 'Name a configured provider: {"provider": "<id>"} (null: no default).',
+                               code="invalid_request", param="provider")
+        _no_env_references(body)
+        if provider is not None and self.rt.settings.provider(provider) is None:
+            raise GatewayError(404, f"Unknown provider '{provider}'.", code="provider_not_found", param="provider")
+        self._write(lambda path: config_edit.set_default(path, provider))
+        return {"default": self.rt.settings.routing.default, "config": os.path.abspath(self.config_path())}
+
+    def reload_now(self, _body: dict[str, Any]) -> dict[str, Any]:
+        """Re-read proxy.yaml now; a config that does not load leaves the last good one serving."""
+        try:
+            self.reload()
+            error = None
+        except ConfigError as e:
+            error = str(e)
+        except (OSError, sqlite3.Error) as e:  # the state or log file named in it cannot be opened
+            error = f"{type(e).__name__}: {e}"
+        return {"applied": error is None, "error": error, "config": os.path.abspath(self.config_path()),
+                "providers": len(self.rt.settings.providers)}
+
+    def _models(self) -> list[dict[str, Any]]:
+        return [{"name": k, "targets": [v] if isinstance(v, str) else list(v)}
+                for k, v in self.rt.settings.routing.aliases.items()]
+
+    def _model(self, name: str) -> dict[str, Any]:
+        found = next((m for m in self._models() if m["name"] == name), None)
+        if found is None:
+            raise GatewayError(404, f"No model named '{name}'.", code="model_not_found")
+        return found
+
+    def add_model(self, body: dict[str, Any]) -> dict[str, Any]:
+        from llmgate import config_edit
+
+        name, targets = body.get("name"), body.get("targets")
+        extra = sorted(set(body) - {"name", "targets"})
+        if extra:
+            raise GatewayError(400, f"{extra[0]}: not a field of a model.", code="invalid_request", param=extra[0])
+        if not isinstance(name, str) or not name:
+            raise GatewayError(400, "A model needs a name.", code="invalid_request", param="name")
+        if not (isinstance(targets, list) and targets and all(isinstance(t, str) and t for t in targets)):
+            raise GatewayError(400, 'targets must be a non-empty list of "provider/model" names.',
+                               code="invalid_request", param="targets")
+        _no_env_references(body)
+        return {"model": self._write(lambda path: config_edit.add_model(path, name, targets))}
+
+    def _model_route(self, method: str, name: str, action: str | None,
+                     read: Callable[[], dict[str, Any]]) -> Callable[[], Any]:
+        from llmgate import config_edit
+
+        self._model(name)  # 404 first
+        if (method, action) == ("GET", None):
+            return lambda: {"model": self._model(name)}
+        if (method, action) == ("DELETE", None):
+            read()
+            return lambda: {"removed": self._write(lambda path: config_edit.remove_model(path, name))["name"]}
+        if method == "POST" and action in ("link", "unlink"):
+            body = read()
+            target = body.get("target")
+            if not isinstance(target, str) or not target:
+                raise GatewayError(400, 'Name a target: {"target": "provider/model"}.', code="invalid_request",
+                                   param="target")
+            _no_env_references(body)
+            edit = config_edit.link_model if action == "link" else config_edit.unlink_model
+            return lambda: {"model": self._write(lambda path: edit(path, name, target))}
+        raise GatewayError(405, f"Method {method} is not allowed here.", code="method_not_allowed",
+                           headers={"Allow": "POST" if action else "GET, DELETE"})
+
     # --- request log --------------------------------------------------------------
 
     async def _read(self, query: Callable[..., Any], *args: Any, **kw: Any) -> Any:
@@ -326,6 +434,12 @@ class AdminApi:
         rows = await self._read(request_log.history, q.get("provider"), q.get("model"), q.get("key"), status,
                                 _since(q.get("since")), limit)
         return {"requests": rows}
+
+    async def request(self, rid: str) -> dict[str, Any]:
+        row = await self._read(request_log.detail, int(rid)) if re.fullmatch(r"[0-9]{1,18}", rid) else None
+        if not row:
+            raise GatewayError(404, f"No request with id {rid} in the request log.", code="request_not_found")
+        return {"request": row}
 
     async def stats(self, q: dict[str, str]) -> dict[str, Any]:
         by = q.get("by") or "provider"

@@ -2,10 +2,12 @@
 
     llmgate login qwen|gemini|antigravity|iflow     log in a subscription account
     llmgate status                                  the running gateway, or that it is not running
-    llmgate providers list|add|edit|enable|disable|remove|test
-    llmgate history [--provider --model --key --status --since --limit]
+    llmgate providers list|get|add|edit|enable|disable|remove|test
+    llmgate set <provider>                          the default provider (routing.default)
+    llmgate reload                                  re-read proxy.yaml now
+    llmgate history [--provider --model --key --status --since --limit --bodies]
     llmgate stats [--by provider|model|key|day] [--since]
-    llmgate models
+    llmgate models [add|link|unlink|remove]         model names and their targets (routing.aliases)
 
 The management commands talk to the running gateway's /admin API (--url, --admin-key). When
 nothing listens there (connection refused), provider edits go to the config file instead
@@ -91,8 +93,22 @@ DEFAULT_FILES = {  # where the official CLIs (and the gateway, by default) read 
 IFLOW_USERINFO = "https://iflow.cn/api/oauth/getUserInfo"
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"llmgate {version('llmgate')}")
+        except PackageNotFoundError:  # run from a checkout that is not installed
+            from llmgate.admin_api import VERSION
+
+            typer.echo(f"llmgate {VERSION}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(_: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                         help="print the version and exit")] = False) -> None:
     """llmgate: an LLM API gateway on mitmproxy."""
 
 
@@ -353,12 +369,14 @@ def _check_limit(limit: int) -> int:
 
 
 def _offline_history(db_path: Path, provider: str | None, model: str | None, key: str | None, status: int | None,
-                     since: datetime | None, limit: int) -> list[dict[str, Any]]:
-    """The same query as GET /admin/requests (llmgate.request_log.history)."""
+                     since: datetime | None, limit: int, bodies: bool = False) -> list[dict[str, Any]]:
+    """The same query as GET /admin/requests (llmgate.request_log.history), with bodies as
+    GET /admin/requests/{id} gives them."""
     from llmgate import request_log
 
     with _open_log(db_path) as db:
-        return request_log.history(db, provider, model, key, status, since.timestamp() if since else None, limit)
+        rows = request_log.history(db, provider, model, key, status, since.timestamp() if since else None, limit)
+        return [request_log.detail(db, r["id"]) for r in rows] if bodies else rows
 
 
 def _offline_stats(db_path: Path, by: str, since: datetime | None) -> list[dict[str, Any]]:
@@ -492,6 +510,26 @@ def providers_list(url: UrlOpt = DEFAULT_URL, admin_key: AdminKeyOpt = None, con
     _table(PROVIDER_COLUMNS, _provider_rows(providers))
 
 
+@providers_app.command(name="get")
+@handled
+def providers_get(id: Annotated[str, typer.Argument(help="the provider")], url: UrlOpt = DEFAULT_URL,
+                  admin_key: AdminKeyOpt = None, config: ConfigOpt = Path("proxy.yaml"),
+                  as_json: JsonOpt = False) -> None:
+    """One provider, its state, accounts and cooldowns (from the config file when the gateway is not running)."""
+    try:
+        p, running = Admin(url, admin_key).call("GET", f"/admin/providers/{_seg(id)}")["provider"], True
+    except GatewayDown:
+        from llmgate.config_edit import get_provider
+
+        _require_config(config)
+        p, running = _offline_provider(get_provider(config, id)), False
+        typer.echo(f"gateway not running: provider from {config}", err=True)
+    if as_json:
+        _emit_json({"provider": p} if running else {"running": False, "config": str(config), "provider": p})
+        return
+    _table(PROVIDER_COLUMNS, _provider_rows([p]))
+
+
 def _read_json_arg(source: str) -> Any:
     try:
         text = sys.stdin.read() if source == "-" else Path(source).expanduser().read_text(encoding="utf-8")
@@ -517,7 +555,8 @@ def _value_arg(text: str) -> Any:
         return text
 
 
-def _edit_result(action: str, pid: str, result: dict[str, Any], as_json: bool, offline: Path | None) -> None:
+def _edit_result(action: str, pid: str, result: dict[str, Any], as_json: bool, offline: Path | None,
+                 url: str) -> None:
     if as_json:
         _emit_json(result if offline is None else {"running": False, "config": str(offline), **result})
     if offline is not None:
@@ -525,7 +564,12 @@ def _edit_result(action: str, pid: str, result: dict[str, Any], as_json: bool, o
     if not as_json:
         p = result.get("provider") or {}
         state = f" ({p['state']})" if p.get("state") and offline is None else ""
-        typer.echo(f"{action} provider {pid}{state}")
+        typer.echo(f"{action} provider {pid}{state} {_where(url, offline)}")
+
+
+def _where(url: str, offline: Path | None) -> str:
+    """What a change went to: the running gateway, or the file."""
+    return f"in {offline}" if offline is not None else f"at the gateway {url.rstrip('/')}"
 
 
 def _offline_or_online(url: str, admin_key: str | None, config: Path, online: Callable[[Admin], dict[str, Any]],
@@ -588,7 +632,7 @@ def providers_add(
 
     result, offline_path = _offline_or_online(
         url, admin_key, config, lambda a: a.call("POST", "/admin/providers", entry), offline, entry)
-    _edit_result("added", pid, result, as_json, offline_path)
+    _edit_result("added", pid, result, as_json, offline_path, url)
 
 
 @providers_app.command(name="edit")
@@ -635,7 +679,7 @@ def providers_edit(
 
     result, offline_path = _offline_or_online(
         url, admin_key, config, lambda a: a.call("PATCH", f"/admin/providers/{_seg(id)}", changes), offline, changes)
-    _edit_result("changed", id, result, as_json, offline_path)
+    _edit_result("changed", id, result, as_json, offline_path, url)
 
 
 def _seg(pid: str) -> str:
@@ -653,7 +697,7 @@ def _switch(pid: str, enabled: bool, url: str, admin_key: str | None, config: Pa
     action = "enable" if enabled else "disable"
     result, offline_path = _offline_or_online(
         url, admin_key, config, lambda a: a.call("POST", f"/admin/providers/{_seg(pid)}/{action}"), offline)
-    _edit_result(action + "d", pid, result, as_json, offline_path)
+    _edit_result(action + "d", pid, result, as_json, offline_path, url)
 
 
 @providers_app.command(name="enable")
@@ -689,7 +733,7 @@ def providers_remove(id: Annotated[str, typer.Argument(help="the provider")], ur
 
     result, offline_path = _offline_or_online(
         url, admin_key, config, lambda a: a.call("DELETE", f"/admin/providers/{_seg(id)}"), offline)
-    _edit_result("removed", id, result, as_json, offline_path)
+    _edit_result("removed", id, result, as_json, offline_path, url)
 
 
 @providers_app.command(name="test")
@@ -733,20 +777,25 @@ def history_command(
     status: Annotated[int | None, typer.Option("--status", help="HTTP status")] = None,
     since: SinceOpt = None,
     limit: Annotated[int, typer.Option("--limit", help="rows, newest first (1..1000)")] = 50,
+    bodies: Annotated[bool, typer.Option("--bodies", help="with the request and response bodies "
+                                                          "(kept when log.capture_bodies is on)")] = False,
     url: UrlOpt = DEFAULT_URL, admin_key: AdminKeyOpt = None, config: ConfigOpt = Path("proxy.yaml"),
     log_db: LogDbOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Recent requests from the request log, newest first."""
     _check_limit(limit)
     since_dt = _parse_since(since)
+    admin = Admin(url, admin_key)
     try:
-        data = Admin(url, admin_key).call("GET", "/admin/requests", params={
+        data = admin.call("GET", "/admin/requests", params={
             "provider": provider, "model": model, "key": key, "status": status, "since": _since_iso(since_dt),
             "limit": limit})
         rows, source = data.get("requests") or [], None
+        if bodies:
+            rows = [admin.call("GET", f"/admin/requests/{r['id']}")["request"] for r in rows]
     except GatewayDown:
         source = _log_db(config, log_db)
-        rows = _offline_history(source, provider, model, key, status, since_dt, limit)
+        rows = _offline_history(source, provider, model, key, status, since_dt, limit, bodies)
         typer.echo(f"gateway not running: reading {source}", err=True)
     if as_json:
         _emit_json({"requests": rows} if source is None else {"running": False, "request_log": str(source),
@@ -760,6 +809,18 @@ def history_command(
         r.get("status") if r.get("status") is not None else "-", _num(r.get("latency_ms"), " ms"),
         f"{_num(r.get('prompt_tokens'))}/{_num(r.get('completion_tokens'))}", r.get("error") or "",
     ] for r in rows])
+    if bodies:
+        _print_bodies(rows)
+
+
+def _print_bodies(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        typer.echo(f"\n--- request {r.get('id')} ({_ts(r.get('ts'))}, {r.get('model')}, status {r.get('status')})")
+        if r.get("request_body") is None and r.get("response_body") is None:
+            typer.echo("(no bodies: log.capture_bodies was off)")
+            continue
+        for k in ("request_body", "response_body"):
+            typer.echo(f"{k.replace('_', ' ')}:\n{r.get(k) or ''}")
 
 
 class StatsBy(str, Enum):
@@ -802,13 +863,20 @@ def stats_command(
 # ------------------------------------------------------------------------------- models
 
 
-@app.command(name="models")
+models_app = typer.Typer(help="The model names the gateway routes; add, link, unlink and remove model names "
+                              "(routing.aliases).")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
 @handled
-def models_command(url: UrlOpt = DEFAULT_URL, admin_key: AdminKeyOpt = None, config: ConfigOpt = Path("proxy.yaml"),
-                   as_json: JsonOpt = False) -> None:
+def models_command(ctx: typer.Context, url: UrlOpt = DEFAULT_URL, admin_key: AdminKeyOpt = None,
+                   config: ConfigOpt = Path("proxy.yaml"), as_json: JsonOpt = False) -> None:
     """The model names the gateway routes, and how many of each pool's accounts are routable now.
 
     Without a running gateway: the model lists and aliases the config names."""
+    if ctx.invoked_subcommand is not None:
+        return
     admin = Admin(url, admin_key)
     try:
         health = _health(admin)
@@ -842,6 +910,111 @@ def models_command(url: UrlOpt = DEFAULT_URL, admin_key: AdminKeyOpt = None, con
         "; ".join(f"{c.get('provider')}{'/' + c['account'] if c.get('account') else ''} until {c.get('until')}"
                   for c in r["cooling"]),
     ] for r in rows])
+
+
+def _model_edit(action: str, name: str, online: Callable[[Admin], dict[str, Any]],
+                offline: Callable[[Path], dict[str, Any]], change: Any, url: str, admin_key: str | None,
+                config: Path, as_json: bool) -> None:
+    result, offline_path = _offline_or_online(url, admin_key, config, online, offline, change)
+    if as_json:
+        _emit_json(result if offline_path is None else {"running": False, "config": str(offline_path), **result})
+        return
+    m = result.get("model")
+    targets = f": {', '.join(m['targets'])}" if m else ""
+    typer.echo(f"{action} model {name}{targets} {_where(url, offline_path)}")
+
+
+@models_app.command(name="add")
+@handled
+def models_add(name: Annotated[str, typer.Argument(help="the model name clients ask for")],
+               targets: Annotated[list[str], typer.Argument(help="provider/model (or a model name); one or more")],
+               url: UrlOpt = DEFAULT_URL, admin_key: AdminKeyOpt = None, config: ConfigOpt = Path("proxy.yaml"),
+               as_json: JsonOpt = False) -> None:
+    """Define a model name routed to one or more targets."""
+    from llmgate import config_edit as ce
+
+    body = {"name": name, "targets": targets}
+    _model_edit("added", name, lambda a: a.call("POST", "/admin/models", body),
+                lambda path: {"model": ce.add_model(path, name, targets)}, body, url, admin_key, config, as_json)
+
+
+@models_app.command(name="link")
+@handled
+def models_link(name: Annotated[str, typer.Argument(help="the model name")],
+                target: Annotated[str, typer.Argument(help="provider/model (or a model name)")],
+                url: UrlOpt = DEFAULT_URL, admin_key: AdminKeyOpt = None, config: ConfigOpt = Path("proxy.yaml"),
+                as_json: JsonOpt = False) -> None:
+    """Add a target to a model name."""
+    from llmgate import config_edit as ce
+
+    _model_edit("linked", name, lambda a: a.call("POST", f"/admin/models/{_seg(name)}/link", {"target": target}),
+                lambda path: {"model": ce.link_model(path, name, target)}, target, url, admin_key, config, as_json)
+
+
+@models_app.command(name="unlink")
+@handled
+def models_unlink(name: Annotated[str, typer.Argument(help="the model name")],
+                  target: Annotated[str, typer.Argument(help="one of its targets")],
+                  url: UrlOpt = DEFAULT_URL, admin_key: AdminKeyOpt = None, config: ConfigOpt = Path("proxy.yaml"),
+                  as_json: JsonOpt = False) -> None:
+    """Take a target from a model name (its last one: remove the model instead)."""
+    from llmgate import config_edit as ce
+
+    _model_edit("unlinked", name, lambda a: a.call("POST", f"/admin/models/{_seg(name)}/unlink", {"target": target}),
+                lambda path: {"model": ce.unlink_model(path, name, target)}, target, url, admin_key, config, as_json)
+
+
+@models_app.command(name="remove")
+@handled
+def models_remove(name: Annotated[str, typer.Argument(help="the model name")], url: UrlOpt = DEFAULT_URL,
+                  admin_key: AdminKeyOpt = None, config: ConfigOpt = Path("proxy.yaml"),
+                  as_json: JsonOpt = False) -> None:
+    """Remove a model name."""
+    from llmgate import config_edit as ce
+
+    _model_edit("removed", name, lambda a: a.call("DELETE", f"/admin/models/{_seg(name)}"),
+                lambda path: {"removed": ce.remove_model(path, name)["name"]}, None, url, admin_key, config,
+                as_json)
+
+
+# ------------------------------------------------------------------------------- default provider, reload
+
+
+@app.command(name="set")
+@handled
+def set_command(provider: Annotated[str, typer.Argument(help="the provider requests go to by default")],
+                url: UrlOpt = DEFAULT_URL, admin_key: AdminKeyOpt = None, config: ConfigOpt = Path("proxy.yaml"),
+                as_json: JsonOpt = False) -> None:
+    """Make a provider the default (routing.default): applied at once, written to proxy.yaml."""
+    from llmgate.config_edit import set_default
+
+    body = {"provider": provider}
+    result, offline_path = _offline_or_online(
+        url, admin_key, config, lambda a: a.call("POST", "/admin/default", body),
+        lambda path: {"default": set_default(path, provider), "config": str(path)}, body)
+    if as_json:
+        _emit_json(result if offline_path is None else {"running": False, **result})
+        return
+    typer.echo(f"default provider {provider} {_where(url, offline_path)} (written to {result.get('config')})")
+
+
+@app.command(name="reload")
+@handled
+def reload_command(url: UrlOpt = DEFAULT_URL, admin_key: AdminKeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Have the running gateway re-read proxy.yaml now.
+
+    Exit code 1 when it does not load (the last good config keeps serving)."""
+    try:
+        r = Admin(url, admin_key).call("POST", "/admin/reload")
+    except GatewayDown:
+        raise CliError(f"reload needs the running gateway; nothing answers at {url}") from None
+    if as_json:
+        _emit_json(r)
+    if not r.get("applied"):
+        _error_line(f"the gateway at {url} kept its last good config: {r.get('config')}: {r.get('error')}")
+        raise typer.Exit(1)
+    if not as_json:
+        typer.echo(f"reloaded {r.get('config')} at the gateway {url}: {r.get('providers')} provider(s)")
 
 
 def _health(admin: Admin) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Edits of proxy.yaml's `providers:` list that keep the file as its author wrote it.
+"""Edits of proxy.yaml that keep the file as its author wrote it: the `providers:` list, and
+`routing:` (the default provider, model names as `aliases`).
 
 ruamel.yaml's round trip keeps comments, blank lines, quoting, flow/block style and key order;
 ${VAR} references stay as written (they are interpolated only when the gateway loads the file).
@@ -37,6 +38,8 @@ from llmgate.settings import KIND_FIELDS, ConfigError, parse_settings
 __all__ = [
     "ConfigError", "DuplicateProvider", "UnknownProvider", "add_provider", "update_provider", "set_enabled",
     "remove_provider", "list_providers", "get_provider", "read_config", "env_references", "secrets_left_behind",
+    "UnknownModel", "DuplicateModel", "LastTarget", "set_default", "add_model", "link_model",
+    "unlink_model", "remove_model",
 ]
 
 _LOCK = threading.Lock()  # one read-modify-write at a time in this process
@@ -555,3 +558,146 @@ def get_provider(path: str | Path, id: str) -> dict[str, Any]:
         if p.get("id") == id:
             return p
     raise UnknownProvider(f"no provider with id {id!r}")
+
+
+# ---------------------------------------------------------------- routing: default provider, model names
+
+
+class UnknownModel(ValueError):
+    """No model name (routing.aliases entry) with that name in the file."""
+
+
+class DuplicateModel(ValueError):
+    """add_model with a name the file defines already."""
+
+
+class LastTarget(ValueError):
+    """Unlinking a model's only target (a model name needs one: remove it instead)."""
+
+
+def _edit_routing(path: str | Path, change) -> Any:
+    """Read, change `routing:` (created when missing), validate, write; returns what change returns."""
+    p = Path(path)
+    with _LOCK:
+        y, data, _ = _load(p)
+        routing = data.get("routing")
+        if routing is None:
+            rest = _pop_trailing(data)
+            data["routing"] = routing = CommentedMap()
+            _push_trailing(data, rest)
+        if not isinstance(routing, CommentedMap):
+            raise ConfigError(f"routing: must be a mapping, not {type(routing).__name__}")
+        out = change(routing)
+        _check(_render(y, data), p)
+        _write_atomic(p, _render(y, data))
+    return out
+
+
+def _set_key(m: CommentedMap, key: str, value: Any) -> None:
+    """Set or add a key; a new one goes last, the comment lines after the mapping staying after it."""
+    if key in m:
+        m[key] = _node(value, m[key])
+        return
+    rest = _pop_trailing(m)
+    m[_text(key)] = _node(value)
+    _push_trailing(m, rest)
+
+
+def _drop_key(m: CommentedMap, key: str) -> None:
+    """Remove a key; the comment lines after its value stay (they belong to what follows)."""
+    keys = list(m.keys())
+    i = keys.index(key)
+    rest = _pop_trailing(m) if i == len(keys) - 1 else ""
+    del m[key]
+    if rest and len(m):
+        _push_trailing(m, rest)
+
+
+def set_default(path: str | Path, provider: str | None) -> str | None:
+    """Set routing.default (None removes it). ConfigError when no provider has that id."""
+
+    def change(routing: CommentedMap) -> str | None:
+        if provider is None:
+            if "default" in routing:
+                _drop_key(routing, "default")
+        else:
+            _set_key(routing, "default", provider)
+        return provider
+
+    return _edit_routing(path, change)
+
+
+def _aliases(routing: CommentedMap) -> CommentedMap:
+    aliases = routing.get("aliases")
+    if aliases is None:
+        return CommentedMap()
+    if not isinstance(aliases, CommentedMap):
+        raise ConfigError(f"routing.aliases: must be a mapping, not {type(aliases).__name__}")
+    return aliases
+
+
+def _targets(value: Any) -> list[str]:
+    return [str(value)] if isinstance(value, str) else [str(t) for t in value or []]
+
+
+def add_model(path: str | Path, name: str, targets: list[str]) -> dict[str, Any]:
+    """Define a model name routed to targets ("provider/model", or a model name)."""
+
+    def change(routing: CommentedMap) -> dict[str, Any]:
+        aliases = _aliases(routing)
+        if name in aliases:
+            raise DuplicateModel(f"a model named {name!r} already exists")
+        if "aliases" in routing:
+            _set_key(aliases, name, list(targets))
+        else:  # created with its first entry: an empty mapping would take the comment lines after it
+            _set_key(routing, "aliases", {name: list(targets)})
+        return {"name": name, "targets": list(targets)}
+
+    return _edit_routing(path, change)
+
+
+def _change_targets(path: str | Path, name: str, edit) -> dict[str, Any]:
+    def change(routing: CommentedMap) -> dict[str, Any]:
+        aliases = _aliases(routing)
+        if name not in aliases:
+            raise UnknownModel(f"no model named {name!r}")
+        targets = edit(_targets(aliases[name]))
+        aliases[name] = _node(targets, aliases[name] if isinstance(aliases[name], list) else None)
+        return {"name": name, "targets": targets}
+
+    return _edit_routing(path, change)
+
+
+def link_model(path: str | Path, name: str, target: str) -> dict[str, Any]:
+    """Add a target to a model name (already linked: unchanged)."""
+    return _change_targets(path, name, lambda ts: ts if target in ts else [*ts, target])
+
+
+def unlink_model(path: str | Path, name: str, target: str) -> dict[str, Any]:
+    """Take a target from a model name. UnknownModel when the target is not linked either;
+    LastTarget for its only one."""
+
+    def edit(ts: list[str]) -> list[str]:
+        if target not in ts:
+            raise UnknownModel(f"model {name!r} is not linked to {target!r}")
+        if ts == [target]:
+            raise LastTarget(f"{target!r} is the only target of model {name!r}: remove the model instead")
+        return [t for t in ts if t != target]
+
+    return _change_targets(path, name, edit)
+
+
+def remove_model(path: str | Path, name: str) -> dict[str, Any]:
+    """Remove a model name (its routing.aliases entry)."""
+
+    def change(routing: CommentedMap) -> dict[str, Any]:
+        aliases = _aliases(routing)
+        if name not in aliases:
+            raise UnknownModel(f"no model named {name!r}")
+        removed = {"name": name, "targets": _targets(aliases[name])}
+        _drop_key(aliases, name)
+        if not len(aliases):
+            _drop_key(routing, "aliases")
+        return removed
+
+    return _edit_routing(path, change)

@@ -139,6 +139,18 @@ def history(db: sqlite3.Connection, provider: str | None = None, model: str | No
     return [dict(zip(["id", *COLUMNS[:-2]], r, strict=True)) for r in rows]
 
 
+def detail(db: sqlite3.Connection, rid: int) -> dict[str, Any] | None:
+    """One row with its bodies (text; null when log.capture_bodies was off)."""
+    row = db.execute(f"SELECT id, {', '.join(COLUMNS)} FROM requests WHERE id = ?", (rid,)).fetchone()
+    if row is None:
+        return None
+    out = dict(zip(["id", *COLUMNS], row, strict=True))
+    for k in ("request_body", "response_body"):
+        if out[k] is not None:
+            out[k] = bytes(out[k]).decode("utf-8", "replace")
+    return out
+
+
 def stats(db: sqlite3.Connection, by: str, since: float | None = None) -> list[dict[str, Any]]:
     group = STATS_BY[by]
     where, args = _filters(since=since)
