@@ -142,7 +142,8 @@ class ProviderCall:
         refreshed, i = False, 0
         while True:
             last_host = i == len(bases) - 1
-            up = UpstreamRequest(self.req.method, bases[i] + (path or ""), dict(self.headers), self.req.body)
+            up = UpstreamRequest(self.req.method, bases[i] + (path or ""), dict(self.headers), self.req.body,
+                                 self.ex.upstream.proxy)
             step = await self._prepare(up, refreshed, last_host)
             if step == "next-host":
                 i += 1
