@@ -1,6 +1,7 @@
 # Two commands: `make run` installs and starts the gateway; `make test` installs and runs the tests.
 PORT ?= 8143
 HOST ?= 127.0.0.1
+WEB_PORT ?= 8081
 CONFIG ?= proxy.yaml
 
 .PHONY: setup setup-test run web test bench screenshots
@@ -16,9 +17,12 @@ run: setup
 	.venv/bin/mitmdump -s addons/gateway.py --mode reverse:http://127.0.0.1:1@$(PORT) \
 		--listen-host $(HOST) --set connection_strategy=lazy --set gateway_config=$(CONFIG)
 
+# mitmweb's page: the URL below, with the token mitmweb prints (or its web_password)
 web: setup
+	@echo "mitmweb: open http://127.0.0.1:$(WEB_PORT)/ (the gateway listens on $(HOST):$(PORT))"
 	.venv/bin/mitmweb -s addons/gateway.py --mode reverse:http://127.0.0.1:1@$(PORT) \
-		--listen-host $(HOST) --set connection_strategy=lazy --set gateway_config=$(CONFIG)
+		--listen-host $(HOST) --set connection_strategy=lazy --set gateway_config=$(CONFIG) \
+		--set web_port=$(WEB_PORT)
 
 test: setup-test
 	.venv/bin/python -m pytest -q

@@ -101,7 +101,7 @@ class Accounting:
             "endpoint": info.get("endpoint"), "model": info.get("model"), "provider": routed.get("provider"),
             "account": ex.account if ex is not None and ex.account else None,
             "upstream_model": routed.get("upstream_model"),
-            "attempts": len(flow.metadata.get("llmgate_attempts", [])) + (1 if ex is not None else 0),
+            "attempts": len(ex.earlier) + 1 if ex is not None else 0,  # members called, failed-over ones included
             "status": status, "stream": int(bool(info.get("stream"))),
             "latency_ms": round((time.time() - start) * 1000, 2),
             "ttft_ms": round((first - start) * 1000, 2) if first else None,

@@ -29,7 +29,7 @@ from llmgate.failover_engine import Failover, member_state
 from llmgate.inbound import ROUTES_HINT, Inbound, inbound_of
 from llmgate.limits import request_body
 from llmgate.pool import Cooling
-from llmgate.provider_call import CallRequest, ProviderCall
+from llmgate.provider_call import CallRequest, Exchange, ProviderCall
 from llmgate.providers import PROVIDER_TYPES
 from llmgate.providers.base import ProviderKind
 from llmgate.relay import Pipe, bound_socket_buffers, point_at_relay
@@ -217,28 +217,34 @@ class FrontDoor:
         or no answer in time cools down, and the next one is tried."""
         engine = await self._engine(flow, ib, model, data)
         while (a := engine.next()) is not None:
+            before = self.rt.exchanges.get(flow.id)
             try:
                 await attempt(a.route, PROVIDER_TYPES[a.route.provider.type], a.probe)
                 return
             except GatewayError as e:
-                account = self._end_attempt(flow)
+                ex = self._end_attempt(flow, before)
+                account = ex.account if ex is not None else ""
                 if flow.error or not engine.failed(a, account, e):
                     raise
                 c = cool_down(self.rt.pool, a.route, account, e)
+                cooling = round(c.until - self.rt.pool.clock()) if c else None
                 note = f"{a.route.provider.id}/{a.route.model}: {e.status}" + (
-                    f", cooling {c.until - self.rt.pool.clock():.0f} s" if c else "")
+                    f", cooling {cooling} s" if c else "")
+                if ex is not None:  # its provider flow says why (flow_record)
+                    ex.failure = {"status": e.status, "error": e.message, "cooling_s": cooling}
                 flow.metadata.setdefault("llmgate_attempts", []).append(note)
                 log.info("%s failed over: %s", flow.request.path, note)
         raise engine.error()
 
-    def _end_attempt(self, flow: http.HTTPFlow) -> str:
-        """A failed attempt gives its account's slot back; answers that account."""
+    def _end_attempt(self, flow: http.HTTPFlow, before: Exchange | None) -> Exchange | None:
+        """A failed attempt gives its account's slot back; answers its exchange (None: it
+        failed before calling the provider)."""
         ex = self.rt.exchanges.get(flow.id)
-        if ex is None:
-            return ""
+        if ex is None or ex is before:
+            return None
         self.rt.pool.release(ex.inflight)
         ex.inflight = None
-        return ex.account
+        return ex
 
     async def _call(self, flow: http.HTTPFlow, ib: Inbound, route: Route, kind: ProviderKind, model: str,
                     req: CallRequest, note: str, probe: bool) -> tuple[ProviderCall, Any]:
@@ -248,6 +254,8 @@ class FrontDoor:
         if kind.wire == ib.api.wire:
             req.headers.update({n: flow.request.headers[n] for n in ib.api.pass_headers if n in flow.request.headers})
         call = ProviderCall(self.rt, route, kind, req, model, probe)
+        if (prev := self.rt.exchanges.get(flow.id)) is not None:  # it failed over: keep it for the record
+            call.ex.earlier = (*prev.earlier, prev)
         self.rt.exchanges[flow.id] = call.ex
         flow.metadata["llmgate"] = {"provider": p.id, "upstream_model": route.model, "route": route.how}
         converted = "" if kind.wire == ib.api.wire else f", {ib.api.wire}->{kind.wire}"

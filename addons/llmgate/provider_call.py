@@ -65,6 +65,8 @@ class Exchange:
     first_byte: float | None = None
     account: str = ""  # the account of a subscription provider that served it
     inflight: tuple[str, str] | None = None  # its slot in the pool's in-flight count, until it ends
+    failure: dict[str, Any] | None = None  # a failed-over attempt: why, and the cooldown it started (front door)
+    earlier: tuple[Exchange, ...] = ()  # the same client flow's failed-over attempts before this one
 
 
 @dataclass(slots=True)

@@ -119,7 +119,8 @@ def test_mitmweb_shows_client_and_provider_side(upstream, tmp_path):
                 break
             time.sleep(0.1)
         comments = sorted(f["comment"] for f in flows)
-        assert comments[0] == "-> up / qwen3-coder-30b (alias)"
+        marker = comments[1].split(":")[0].removeprefix("upstream of ")  # both sides share it
+        assert comments[0] == f"-> up / qwen3-coder-30b (alias) {marker}" and marker.startswith("#x")
         assert comments[1].startswith("upstream of ") and comments[1].endswith("up / qwen3-coder-30b")
         assert all(f["response"]["status_code"] == 200 and f["response"]["contentLength"] > 500 for f in flows)
     finally:
