@@ -99,7 +99,7 @@ async def listed(catalog: ModelCatalog, settings: GatewaySettings, forced: str |
         for alias, targets in settings.routing.aliases.items():
             target = targets if isinstance(targets, str) else targets[0]
             seen.setdefault(alias, target.partition("/")[0] if "/" in target else "alias")
-    if prefixed:
+    if prefixed and not forced:
         for p in providers:
             if p.enabled:
                 for m in catalog.models(p) or ():
