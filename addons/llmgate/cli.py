@@ -123,6 +123,8 @@ def login_command(
     port: int | None = typer.Option(None, help="loopback callback port (default: the CLI's, or any free one)"),
     browser: bool = typer.Option(True, help="open the login page in a browser"),
     timeout: float = typer.Option(600.0, help="seconds to wait for the login"),
+    proxy: str | None = typer.Option(None, help='proxy URL (http://, socks5://), "env" or "none" (default: '
+                                     "the environment's HTTPS_PROXY/NO_PROXY)"),
 ) -> None:
     """Log in an account and write its credentials where the gateway reads them."""
     path = (credentials or Path(DEFAULT_FILES[provider])).expanduser()
@@ -133,9 +135,10 @@ def login_command(
     say = typer.echo
     try:
         if provider is Provider.qwen:
-            flows.qwen_device_login(client, path, say, timeout=timeout)
+            flows.qwen_device_login(client, path, say, timeout=timeout, proxy=proxy)
         elif provider is Provider.iflow:
-            flows.iflow_login(client, userinfo_url, path, say, 11451 if port is None else port, browser, timeout)
+            flows.iflow_login(client, userinfo_url, path, say, 11451 if port is None else port, browser, timeout,
+                              proxy)
         else:
             if provider is Provider.antigravity:
                 say("Warning: Antigravity's terms forbid third-party clients; accounts have been suspended "
@@ -143,7 +146,7 @@ def login_command(
             callback = "/oauth-callback" if provider is Provider.antigravity else "/oauth2callback"
             default_port = 51121 if provider is Provider.antigravity else 0
             flows.google_login(client, path, say, callback, default_port if port is None else port, browser,
-                               timeout)
+                               timeout, proxy)
     except (flows.LoginError, OSError) as e:
         say(f"Login failed: {e}", err=True)
         raise typer.Exit(1) from None

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.server
 import secrets
@@ -20,12 +21,14 @@ import urllib.parse
 import webbrowser
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import httpx
 
 from llmgate import oauth
 from llmgate.credentials import write_atomic
+from llmgate.settings import check_proxy
+from llmgate.upstream import proxy_name
 
 Say = Callable[[str], None]
 
@@ -41,6 +44,23 @@ def pkce() -> tuple[str, str]:
     return verifier, challenge
 
 
+@contextlib.contextmanager
+def _http(proxy: str | None) -> Iterator[httpx.Client]:
+    """The login's HTTP client, through `proxy` (a proxy URL, "env" or "none"; None: the environment's
+    proxies, as curl would). Failures are LoginErrors naming the proxy by host only (never its password)."""
+    try:
+        check_proxy(proxy)
+    except ValueError as e:
+        raise LoginError(f"--proxy {e}") from None
+    explicit = proxy not in (None, "env", "none")
+    try:
+        with httpx.Client(timeout=30, proxy=proxy if explicit else None, trust_env=proxy != "none") as http:
+            yield http
+    except httpx.HTTPError as e:
+        via = f" through the proxy {proxy_name(proxy)}" if explicit else ""
+        raise LoginError(f"the login's HTTP request failed{via} ({type(e).__name__})") from None
+
+
 def _json(resp: httpx.Response) -> dict[str, Any]:
     try:
         data = resp.json()
@@ -52,9 +72,9 @@ def _json(resp: httpx.Response) -> dict[str, Any]:
 
 
 def qwen_device_login(client: oauth.OAuthClient, path: Path, say: Say, interval: float = 2.0,
-                      timeout: float = 900.0) -> dict[str, Any]:
+                      timeout: float = 900.0, proxy: str | None = None) -> dict[str, Any]:
     verifier, challenge = pkce()
-    with httpx.Client(timeout=30) as http:
+    with _http(proxy) as http:
         r = http.post(client.device_url or "", data={
             "client_id": client.client_id, "scope": " ".join(client.scopes),
             "code_challenge": challenge, "code_challenge_method": "S256"})
@@ -139,13 +159,13 @@ def loopback_code(auth_url: str, params: dict[str, str], callback_path: str, por
 
 
 def google_login(client: oauth.OAuthClient, path: Path, say: Say, callback_path: str, port: int,
-                 open_browser: bool = True, timeout: float = 600.0) -> dict[str, Any]:
+                 open_browser: bool = True, timeout: float = 600.0, proxy: str | None = None) -> dict[str, Any]:
     verifier, challenge = pkce()
     code, redirect = loopback_code(client.auth_url or "", {
         "client_id": client.client_id, "response_type": "code", "scope": " ".join(client.scopes),
         "access_type": "offline", "prompt": "consent", "code_challenge": challenge,
         "code_challenge_method": "S256"}, callback_path, port, say, open_browser, timeout)
-    with httpx.Client(timeout=30) as http:
+    with _http(proxy) as http:
         r = http.post(client.token_url, data={
             "grant_type": "authorization_code", "code": code, "code_verifier": verifier, "redirect_uri": redirect,
             "client_id": client.client_id, "client_secret": client.client_secret or ""})
@@ -158,12 +178,12 @@ def google_login(client: oauth.OAuthClient, path: Path, say: Say, callback_path:
 
 
 def iflow_login(client: oauth.OAuthClient, userinfo_url: str, path: Path, say: Say, port: int,
-                open_browser: bool = True, timeout: float = 600.0) -> dict[str, Any]:
+                open_browser: bool = True, timeout: float = 600.0, proxy: str | None = None) -> dict[str, Any]:
     code, redirect = loopback_code(client.auth_url or "", {
         "client_id": client.client_id, "loginMethod": "phone", "type": "phone"},
         "/oauth2callback", port, say, open_browser, timeout, redirect_key="redirect")
     basic = base64.b64encode(f"{client.client_id}:{client.client_secret}".encode()).decode()
-    with httpx.Client(timeout=30) as http:
+    with _http(proxy) as http:
         r = http.post(client.token_url, headers={"Authorization": f"Basic {basic}"}, data={
             "grant_type": "authorization_code", "code": code, "redirect_uri": redirect,
             "client_id": client.client_id, "client_secret": client.client_secret or ""})

@@ -201,3 +201,27 @@ def test_proxy_env_honours_https_proxy_and_no_proxy(proxy, upstream, tmp_path):
         assert len(upstream_hits(proxy, upstream)) == 1
     finally:
         g.stop()
+
+
+def test_login_goes_through_the_given_proxy(proxy, qwen, tmp_path):
+    path = tmp_path / "oauth_creds.json"
+    proxy.clear()
+    p = Proc([str(BIN / "llmgate"), "login", "qwen", "--credentials", str(path), "--no-browser", "--timeout", "30",
+              "--device-url", f"{qwen.base}/api/v1/oauth2/device/code", "--token-url", f"{qwen.base}/api/v1/oauth2/token",
+              "--proxy", proxy.http])
+    user_code = p.wait_for(r"confirm the code (\S+)\.").group(1).rstrip(".")
+    httpx.post(f"{qwen.base}/__oauth/approve", params={"user_code": user_code}).raise_for_status()
+    assert p.p.wait(30) == 0, p.output
+    assert json.loads(path.read_text())["access_token"]
+    hits = upstream_hits(proxy, qwen)
+    assert any(h.endswith("/device/code") for h in hits) and any(h.endswith("/oauth2/token") for h in hits), hits
+
+
+def test_login_through_an_unreachable_proxy_fails_cleanly(qwen, tmp_path):
+    bad = f"socks5://{PROXY_USER}:{PROXY_PASS}@127.0.0.1:{closed_port()}"
+    p = Proc([str(BIN / "llmgate"), "login", "qwen", "--credentials", str(tmp_path / "c.json"), "--no-browser",
+              "--device-url", f"{qwen.base}/api/v1/oauth2/device/code", "--proxy", bad])
+    assert p.p.wait(30) == 1
+    time.sleep(0.1)  # the output pump
+    assert f"through the proxy 127.0.0.1:{bad.rsplit(':', 1)[1]}" in p.output, p.output
+    assert "Traceback" not in p.output and PROXY_PASS not in p.output
