@@ -1,8 +1,9 @@
 """The management API under /admin/ (described in docs/admin-openapi.yaml), and /metrics.
 
-client_auth has already checked the caller (loopback, or an admin key). Provider changes go
-to proxy.yaml through llmgate/config_edit (comments kept, written atomically) and are applied
-at once. History and stats read the request log in a worker thread.
+client_auth has already checked the caller (loopback, or an admin key). Provider, default
+provider and model-name changes go to proxy.yaml through llmgate/config_edit (comments kept,
+written atomically) and are applied at once. History and stats read the request log in a
+worker thread.
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ def _strict(entry: dict[str, Any]) -> None:
         loc, msg = entry_error(e.errors()[0])
         field = ".".join(str(x) for x in loc)
         raise GatewayError(400, f"{field}: {msg}", code="invalid_request", param=field or None) from None
+
+
+def _target(t: Any) -> bool:
+    """A model name's target: "provider/model" or a model name ("provider/" names no model)."""
+    return isinstance(t, str) and bool(t) and not t.endswith("/")
 
 
 def _sentence(e: Exception) -> str:
@@ -377,7 +383,7 @@ class AdminApi:
             raise GatewayError(400, f"{extra[0]}: not a field of a model.", code="invalid_request", param=extra[0])
         if not isinstance(name, str) or not name:
             raise GatewayError(400, "A model needs a name.", code="invalid_request", param="name")
-        if not (isinstance(targets, list) and targets and all(isinstance(t, str) and t for t in targets)):
+        if not (isinstance(targets, list) and targets and all(map(_target, targets))):
             raise GatewayError(400, 'targets must be a non-empty list of "provider/model" names.',
                                code="invalid_request", param="targets")
         _no_env_references(body)
@@ -396,7 +402,7 @@ class AdminApi:
         if method == "POST" and action in ("link", "unlink"):
             body = read()
             target = body.get("target")
-            if not isinstance(target, str) or not target:
+            if not _target(target):
                 raise GatewayError(400, 'Name a target: {"target": "provider/model"}.', code="invalid_request",
                                    param="target")
             _no_env_references(body)
