@@ -43,17 +43,17 @@ def marker(client: http.HTTPFlow) -> str:
 def show_client_address(flow: http.HTTPFlow) -> None:
     """List the flow at the address the client used (Host / :authority, else the listen
     address), not the reverse target it never went to. Only once answered: it changes no reply."""
-    req, listen = flow.request, flow.client_conn.sockname
     try:
-        host, port = parse_authority(req.host_header or "", check=True)
+        host, port = parse_authority(flow.request.host_header or "", check=True)
     except ValueError:
-        host, port = None, None
-    if not host and not listen:
+        host, port = "", None
+    listen = flow.client_conn.sockname or ("", 0)
+    host, port = (host, port or listen[1]) if host else listen[:2]  # no port in Host: the one it connected to
+    if not host or not port:
         return
-    d = req.data
+    d = flow.request.data
     d.scheme = b"https" if flow.client_conn.tls_established else b"http"
-    d.host = host or listen[0]
-    d.port = port or (listen[1] if listen else d.port)  # no port in Host: the one it connected to
+    d.host, d.port = host, port
 
 
 def redacted_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:

@@ -1,0 +1,101 @@
+"""The debugging record: attempts counted once each, provider flows per attempt with honest headers,
+client flows at the client's address, and mitmweb's comment column on unless the user chose columns.
+End to end against a real mitmweb: tests/e2e/test_mitmweb_debugger.py."""
+
+from llmgate.accounting import INBOUND, Accounting
+from llmgate.flow_record import FlowRecorder, marker, show_client_address, upstream_flow
+from llmgate.provider_call import Exchange
+from llmgate.redaction import Redactor
+from llmgate.runtime import UPSTREAM_MARK, Runtime
+from llmgate.upstream import UpstreamRequest
+from mitmproxy import http
+from mitmproxy.test import taddons, tflow
+from mitmproxy.tools.web.webaddons import WebAddon
+
+SECRET = "up-secret-key-0123"
+
+
+def exchange(status: int | None = 200, body: bytes = b"", headers=(), failure=None) -> Exchange:
+    ex = Exchange("a", "m", "m", "listed", UpstreamRequest("POST", "http://up.test/v1/chat/completions",
+                                                           {"Authorization": f"Bearer {SECRET}"}, b"{}"),
+                  status=status, response_body=body, response_headers=tuple(headers), started=1.0)
+    ex.failure = failure
+    return ex
+
+
+def client_flow() -> http.HTTPFlow:
+    f = tflow.tflow(resp=True)
+    f.metadata[INBOUND] = {"inbound": "openai-chat", "endpoint": "chat", "model": "m", "stream": False}
+    return f
+
+
+def attempts_logged(exchanges: list[Exchange]) -> int:
+    rt, f = Runtime(), client_flow()
+    f.metadata["llmgate_attempts"] = ["a/m: 500" for ex in exchanges if ex.failure]  # as the front door notes them
+    if exchanges:
+        last = exchanges[-1]
+        last.earlier = tuple(exchanges[:-1])
+        rt.exchanges[f.id] = last
+    return Accounting(rt).row(f, f.metadata[INBOUND])["attempts"]
+
+
+def test_the_only_member_failing_is_one_attempt():
+    failed = {"status": 500, "error": "boom", "cooling_s": 1}
+    assert attempts_logged([exchange(500, failure=failed)]) == 1
+    assert attempts_logged([exchange(500, failure=failed), exchange()]) == 2
+    assert attempts_logged([exchange()]) == 1
+    assert attempts_logged([]) == 0  # nothing reached a provider
+
+
+def test_recorded_answer_states_its_own_length():
+    body = b'{"choices": []}' * 40
+    up = upstream_flow(client_flow(), exchange(body=body, headers=[(b"Content-Type", b"application/json"),
+                                                                   (b"Content-Length", str(len(body)).encode())]),
+                       None, Redactor([SECRET]))
+    assert up.response.headers["content-length"] == str(len(body)) and up.response.raw_content == body
+    chunked = upstream_flow(client_flow(), exchange(body=body, headers=[(b"Transfer-Encoding", b"chunked")]), None,
+                            Redactor([SECRET]))
+    assert "content-length" not in chunked.response.headers and chunked.response.raw_content == body
+
+
+def test_failed_attempt_says_why_and_links_to_its_client():
+    client = client_flow()
+    failure = {"status": 502, "error": f"no connection to {SECRET}", "cooling_s": None}
+    up = upstream_flow(client, exchange(None, failure=failure), None, Redactor([SECRET]), 1, 2)
+    assert up.response is None and up.error.msg == "no connection to [redacted]"
+    assert up.metadata[UPSTREAM_MARK] == client.id
+    assert up.metadata["llmgate"]["failed_over"] == {**failure, "error": "no connection to [redacted]"}
+    assert up.comment == f"upstream of {marker(client)}: a / m (attempt 1 of 2, failed 502, not cooled down)"
+    assert up.request.headers["authorization"] == "[redacted]"
+
+
+def test_client_flow_shows_the_address_the_client_used():
+    f = client_flow()
+    f.request.host, f.request.port = "127.0.0.1", 1  # the placeholder reverse target
+    f.client_conn.timestamp_tls_setup = None  # plain HTTP
+    f.request.headers["Host"] = "gateway.lan:8143"
+    show_client_address(f)
+    assert f.request.pretty_url == "http://gateway.lan:8143/path" and f.request.headers["Host"] == "gateway.lan:8143"
+    f.request.headers["Host"] = "gateway.lan"
+    f.client_conn.sockname = ("10.0.0.2", 8143)
+    show_client_address(f)
+    assert f.request.url == "http://gateway.lan:8143/path"
+    del f.request.headers["Host"]
+    show_client_address(f)
+    assert f.request.url == "http://10.0.0.2:8143/path"
+    f.client_conn.timestamp_tls_setup = 1.0  # TLS
+    show_client_address(f)
+    assert f.request.url == "https://10.0.0.2:8143/path"
+
+
+def test_mitmweb_shows_the_comment_column_unless_the_user_chose_columns():
+    web = WebAddon()
+    with taddons.context(web) as tctx:
+        default = list(tctx.options.web_columns)
+        FlowRecorder(Runtime()).running()
+        assert list(tctx.options.web_columns) == [*default, "comment"]
+        tctx.configure(web, web_columns=["path", "status"])
+        FlowRecorder(Runtime()).running()
+        assert list(tctx.options.web_columns) == ["path", "status"]
+    with taddons.context():  # mitmdump: no such option
+        FlowRecorder(Runtime()).running()
