@@ -360,7 +360,8 @@ class GatewaySettings(_Strict):
         if not target or (sep and prov in ids and not model):
             raise ValueError(f"routing.aliases.{alias}: target {target!r} has no model name")
         if (sep and prov not in ids and target not in self.routing.aliases
-                and not any(target in (p.models or ()) for p in self.providers)):
+                and not any(target in (p.models or ()) for p in self.providers)
+                and not (self.auto and prov in _auto_ids())):  # `auto: true` may find it at start
             known = ", ".join(ids) or "none configured"
             raise ValueError(f"routing.aliases.{alias}: target {target!r} names provider {prov!r}, which does not "
                              f"exist (providers: {known}). For a model name containing '/' (as OpenRouter's), "
@@ -368,6 +369,14 @@ class GatewaySettings(_Strict):
 
     def provider(self, id: str) -> ProviderSettings | None:
         return next((p for p in self.providers if p.id == id), None)
+
+
+def _auto_ids() -> frozenset[str]:
+    """The provider ids `auto: true` may add (llmgate/first_run imports this module: imported late)."""
+    from llmgate import first_run
+
+    return frozenset([*(k.id for k in first_run.API_KEYS), *(s.id for s in first_run.LOCAL_SERVERS),
+                      *(lg.type for lg in first_run.LOGINS)])
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -36,7 +36,7 @@ providers:
   #   type: openai
 
 routing:
-  aliases: {fast: second/m1}
+  aliases: {fast: m1}
 """
 
 

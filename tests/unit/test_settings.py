@@ -381,3 +381,21 @@ def test_bad_cors_settings(text, expected):
     with pytest.raises(ConfigError, match=re.escape(expected)):
         parse_settings(text)
     assert parse_settings("{}")[0].server.cors is None  # off by default
+
+
+def test_alias_targets_of_providers_auto_may_find_load_only_with_auto():
+    text = "routing:\n  aliases: {coder: openrouter/qwen/qwen3-coder}\n"
+    assert parse_settings("auto: true\n" + text)[0].routing.aliases["coder"] == "openrouter/qwen/qwen3-coder"
+    with pytest.raises(ConfigError, match="names provider 'openrouter', which does not exist"):
+        parse_settings(text)
+
+
+def test_removing_a_provider_an_alias_names_is_refused_and_the_file_kept(tmp_path):
+    from llmgate import config_edit
+
+    cfg = tmp_path / "proxy.yaml"
+    cfg.write_text(ALIAS_BASE + "    fast: or/qwen/qwen3-coder\n")
+    before = cfg.read_text()
+    with pytest.raises(ConfigError, match="routing.aliases.fast: target 'or/qwen/qwen3-coder' names provider 'or'"):
+        config_edit.remove_provider(cfg, "or")
+    assert cfg.read_text() == before
