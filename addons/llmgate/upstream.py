@@ -124,11 +124,13 @@ class Upstream:
     @property
     def session(self) -> aiohttp.ClientSession:
         """The direct session (no proxy)."""
-        return self.session_for("", None)
+        return self._session(None)
 
     def session_for(self, url: str, setting: str | None) -> aiohttp.ClientSession:
         """The session for a request to `url` under a provider's proxy setting (proxy_setting)."""
-        proxy = proxy_url(url, setting)
+        return self._session(proxy_url(url, setting))
+
+    def _session(self, proxy: str | None) -> aiohttp.ClientSession:
         session = self._sessions.get(proxy)
         if session is None or session.closed:  # created lazily: inside the running event loop
             session = self._sessions[proxy] = _new_session(proxy)
@@ -149,14 +151,14 @@ class Upstream:
             if len(self._urls) > 1000:
                 self._urls.clear()
             url = self._urls[req.url] = URL(req.url)
-        session = self.session_for(req.url, req.proxy)
+        proxy = proxy_url(req.url, req.proxy)
         try:
-            resp = await session.request(
+            resp = await self._session(proxy).request(
                 req.method, url, headers=req.headers, data=req.body or None, timeout=timeout,
                 allow_redirects=False,
             )
         except (aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError) as e:
-            raise proxy_error(e, proxy_url(req.url, req.proxy) or "", who) from None
+            raise proxy_error(e, proxy or "", who) from None
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as e:
             if isinstance(e, aiohttp.ConnectionTimeoutError):
                 message = f"did not connect within {timeouts.connect:g} s"
@@ -174,6 +176,10 @@ class Upstream:
             raise GatewayError(
                 502, f"Upstream {who} failed before responding: {describe(e)}.", code="upstream_error"
             ) from None
+        if resp.status == 407 and proxy is not None:  # the proxy's own answer (plain http through it)
+            resp.close()
+            raise GatewayError(502, f"Upstream {who} could not be reached through the proxy {proxy_name(proxy)}: "
+                               "it refused the credentials (407).", code="proxy_unreachable")
         encoding = resp.headers.get("Content-Encoding", "").strip().lower()
         if encoding not in DECODABLE:
             resp.close()

@@ -13,6 +13,7 @@ import pytest
 
 from tests.e2e.conftest import CLIENT_KEY, UPSTREAM_KEY, closed_port
 from tests.harness import BIN, Gateway, Proc, Upstream
+from tests.upstreams import code_assist, serving
 
 PROXY_USER, PROXY_PASS = "llm", "proxy-pass-7f3a9c"
 RECORDER = """
@@ -70,12 +71,18 @@ def qwen():
 
 
 @pytest.fixture(scope="module")
+def gcli():
+    with serving.ServerThread(code_assist.make_app()) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
 def creds_file(qwen, tmp_path_factory):
     return tmp_path_factory.mktemp("qwen-proxy") / "oauth_creds.json"
 
 
 @pytest.fixture(scope="module")
-def gateway(proxy, upstream, qwen, creds_file, tmp_path_factory):
+def gateway(proxy, upstream, qwen, gcli, creds_file, tmp_path_factory):
     v1 = upstream.base + "/v1"
     cfg = {
         "server": {"api_keys": [CLIENT_KEY], "timeouts": {"connect": 3, "read": 10}, "proxy": proxy.http},
@@ -87,6 +94,10 @@ def gateway(proxy, upstream, qwen, creds_file, tmp_path_factory):
              "models": ["qwen3-coder-30b"]},
             {"id": "qwen", "type": "qwen", "base_url": qwen.base + "/v1",
              "token_url": qwen.base + "/api/v1/oauth2/token", "credentials": str(creds_file)},
+            {"id": "gcli", "type": "gemini-cli", "base_url": gcli, "token_url": gcli + "/token",
+             "credentials": str(creds_file.with_name("gcli.json"))},
+            {"id": "wrongpass", "type": "openai", "base_url": v1, "models": ["gpt-4o-mini"],
+             "proxy": f"http://{PROXY_USER}:not-the-password@127.0.0.1:{proxy.http_port}"},
             {"id": "badhttp", "type": "openai", "base_url": v1, "models": ["gpt-4o-mini"],
              "proxy": f"http://{PROXY_USER}:{PROXY_PASS}@127.0.0.1:{closed_port()}"},
             {"id": "badsocks", "type": "openai", "base_url": v1, "models": ["gpt-4o-mini"],
@@ -104,7 +115,8 @@ def client(gateway, proxy):
 
 
 def upstream_hits(proxy, upstream, mode: str = "regular") -> list[str]:
-    origin = upstream.base.removeprefix("http://")
+    """What passed through the proxy (in this mode) to `upstream` (a double, or its base URL)."""
+    origin = getattr(upstream, "base", upstream).removeprefix("http://")
     return [line.split(" ", 1)[1] for line in proxy.seen() if line.startswith(mode + " ") and origin in line]
 
 
@@ -153,6 +165,31 @@ def test_subscription_token_refresh_goes_through_the_proxy(client, proxy, qwen, 
     assert any(h.startswith("POST ") and h.endswith("/api/v1/oauth2/token") for h in hits), hits
     assert any("/v1/chat/completions" in h for h in hits), hits
     assert httpx.get(f"{qwen.base}/__oauth").json()["refresh_calls"] == 1
+
+
+def test_code_assist_refresh_and_project_discovery_go_through_the_proxy(client, proxy, gcli, creds_file):
+    proxy.clear()
+    creds = httpx.post(gcli + "/__seed", json={"expired": True, "onboarded": False}).json()
+    creds_file.with_name("gcli.json").write_text(json.dumps(creds))
+    assert client.chat.completions.create(model="gcli/gemini-2.5-flash", messages=HELLO).choices[0].message.content
+    paths = [h.split("/", 1)[1] for h in upstream_hits(proxy, gcli)]
+    for step in ("token", "v1internal:loadCodeAssist", "v1internal:onboardUser", "v1internal:generateContent"):
+        assert step in paths, paths
+
+
+def test_a_proxy_password_the_upstream_echoes_is_redacted(client):
+    r = client.chat.completions.create(model="up/gpt-4o-mini",
+                                       messages=[{"role": "user", "content": f"say {PROXY_PASS}"}])
+    assert PROXY_PASS not in r.choices[0].message.content
+    assert "[redacted]" in r.choices[0].message.content
+
+
+def test_a_proxy_refusing_the_credentials_is_a_502(client):
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.create(model="wrongpass/gpt-4o-mini", messages=HELLO)
+    assert e.value.status_code == 502 and e.value.body["code"] == "proxy_unreachable"
+    assert "refused the credentials (407)" in e.value.body["message"]
+    assert "not-the-password" not in e.value.response.text
 
 
 @pytest.mark.parametrize("provider", ["badhttp", "badsocks"])
