@@ -55,17 +55,11 @@ def chat(g: Gateway, model: str, stream: bool = False) -> httpx.Response:
     return httpx.post(g.base + "/v1/chat/completions", json=body, headers=AUTH, timeout=20)
 
 
-def dump(origin: str, password: str, query: str | None = None, wait_for: int = 0) -> list:
+def dump(origin: str, password: str, query: str | None = None) -> list:
     """The flows mitmweb holds (those its search `query` finds), as saved flows."""
-    params = {"token": password, **({"filter": query} if query else {})}
-    for _ in range(100):
-        r = httpx.get(f"{origin}/flows/dump", params=params)
-        r.raise_for_status()
-        flows = list(io.FlowReader(BytesIO(r.content)).stream())
-        if len(flows) >= wait_for:
-            return flows
-        time.sleep(0.1)
-    return flows
+    r = httpx.get(f"{origin}/flows/dump", params={"token": password, **({"filter": query} if query else {})})
+    r.raise_for_status()
+    return list(io.FlowReader(BytesIO(r.content)).stream())
 
 
 def exchange(origin: str, password: str, model: str, providers: int) -> tuple:
