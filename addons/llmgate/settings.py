@@ -310,7 +310,7 @@ class RoutingSettings(_Strict):
     strategy: Strategy = "round-robin"
     affinity: str | None = Field(None, pattern=AFFINITY, description="header:<name> or prompt_cache_key")
     models: dict[str, ModelRouting] = Field(default_factory=dict)
-    list_prefixed: bool = Field(False, description="GET /v1/models also lists every provider's models as provider/model")
+    list_prefixed: bool = Field(False, description="GET /v1/models also lists each provider's models as id/model")
     max_attempts: int = Field(3, ge=1, description="upstream attempts per request before giving up")
     deadline: float = Field(120.0, gt=0, description="seconds all attempts together may take before the first byte")
 
