@@ -347,7 +347,7 @@ def test_alias_target_naming_a_missing_provider_is_an_error(target, missing):
     with pytest.raises(ConfigError) as e:
         parse_settings(ALIAS_BASE + f"    big: {target!r}\n".replace("'", '"'))
     msg = str(e.value)
-    assert f"routing.aliases.big: target" in msg and f"names provider {missing!r}, which does not exist" in msg
+    assert "routing.aliases.big: target" in msg and f"names provider {missing!r}, which does not exist" in msg
     assert "providers: lms, or" in msg and "write it as 'provider/" in msg
 
 
