@@ -20,7 +20,7 @@ import aiohttp
 from llmgate import oauth
 from llmgate.credentials import CredentialsFile, LoginRequired, RefreshFailed, Unwritable
 from llmgate.errors import GatewayError
-from llmgate.upstream import proxy_setting
+from llmgate.upstream import check_proxy, proxy_setting
 
 if TYPE_CHECKING:
     from llmgate.settings import ProviderSettings
@@ -41,6 +41,7 @@ class Account:
 
     name: str = ""
     needs_login: str | None = None
+    proxy: str | None = None  # its own proxy setting, over its provider entry's (None: the entry's)
 
     async def prepare(self, up: UpstreamRequest, model: str, purpose: str, force: bool = False) -> None:
         """purpose: generate | stream | count. force: the last attempt got a 401, refresh first."""
@@ -92,9 +93,19 @@ class OAuthAccount(Account):
                                "for the gateway (or copy the file to a writable folder and point `credentials` "
                                "at it).", code="provider_credentials_unwritable") from None
 
+    @property
+    def proxy(self) -> str | None:  # type: ignore[override]
+        """`proxy_url` in the credentials file (as CLIProxyAPI's auth files have it): this account only."""
+        value = self.creds.data.get("proxy_url")
+        try:
+            return check_proxy(value)
+        except ValueError as e:  # going direct instead would show the account's own address
+            raise GatewayError(502, f"Provider '{self.p.id}': the proxy_url of account {self.name} {e}.",
+                               code="proxy_invalid") from None
+
     def session(self, url: str) -> aiohttp.ClientSession:
-        """The session for this provider's own calls to `url` (refresh, set-up): through its proxy."""
-        return self.rt.upstream.session_for(url, proxy_setting(self.p, self.rt.settings.server))
+        """The session for this account's own calls to `url` (refresh, set-up): through its proxy."""
+        return self.rt.upstream.session_for(url, self.proxy or proxy_setting(self.p, self.rt.settings.server))
 
     async def refresh(self, data: dict[str, Any]) -> dict[str, Any]:
         """The refresh grant of this kind's OAuth client (Kiro has its own endpoints)."""

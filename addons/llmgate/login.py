@@ -27,8 +27,7 @@ import httpx
 
 from llmgate import oauth
 from llmgate.credentials import write_atomic
-from llmgate.settings import check_proxy
-from llmgate.upstream import proxy_name
+from llmgate.upstream import check_proxy, proxy_name
 
 Say = Callable[[str], None]
 

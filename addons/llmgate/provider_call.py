@@ -102,8 +102,8 @@ class ProviderCall:
         self.accounts = rt.account_set(p, kind) if kind.accounts else None
         self.account = self.accounts.pick(self._open) if self.accounts is not None else None
         self.ex = Exchange(p.id, route.model, requested or route.model, route.how,
-                           UpstreamRequest(req.method, req.url, self.headers, req.body,
-                                           proxy_setting(p, rt.settings.server)), started=time.time())
+                           UpstreamRequest(req.method, req.url, self.headers, req.body, self._proxy()),
+                           started=time.time())
         self.ex.account = self.account.name if self.account is not None else ""
         self.ex.inflight = rt.pool.acquire(p.id, self.ex.account)
 
@@ -115,6 +115,11 @@ class ProviderCall:
             c = pool.cooling(p.id, account.name, self.route.model)
             return c is None or not is_rate_limit(c)
         return pool.available(p.id, account.name, self.route.model, p.max_concurrency)
+
+    def _proxy(self) -> str | None:
+        """The account's own proxy (its credentials file's proxy_url), else the entry's, else server.proxy."""
+        own = self.account.proxy if self.account is not None else None
+        return own or proxy_setting(self.route.provider, self.rt.settings.server)
 
     def _hosts(self) -> tuple[list[str], str | None]:
         """The URLs to try in turn, and the path below base_url (None: the URL is not below it)."""
@@ -145,7 +150,7 @@ class ProviderCall:
         while True:
             last_host = i == len(bases) - 1
             up = UpstreamRequest(self.req.method, bases[i] + (path or ""), dict(self.headers), self.req.body,
-                                 self.ex.upstream.proxy)
+                                 self._proxy())
             step = await self._prepare(up, refreshed, last_host)
             if step == "next-host":
                 i += 1

@@ -116,7 +116,7 @@ def secrets_of(rt: Any) -> list[str]:
         found += [v for k, v in p.headers.items() if k.lower() in SECRET_HEADERS or _credential_name(k, "auth")]
     for data in _credentials(rt):
         found += [v for k, v in data.items() if isinstance(v, str) and _credential_name(k)]
-    return found + proxy_secrets(settings)
+    return found + proxy_secrets(settings, *(data.get("proxy_url") for data in _credentials(rt)))
 
 
 def _credential_name(name: str, *more: str) -> bool:

@@ -25,6 +25,7 @@ from pydantic_core import ErrorDetails
 
 from llmgate.providers import PROVIDER_TYPES
 from llmgate.providers.base import ProviderKind
+from llmgate.upstream import check_proxy
 
 
 class ConfigError(Exception):
@@ -68,24 +69,8 @@ class Limits(_Strict):
         None, ge=1, description="open client connections at most (default: from the process's file limit)")
 
 
-PROXY_SCHEMES = ("http", "https", "socks4", "socks5", "socks5h")
 PROXY_HELP = ('outbound proxy: "http://[user:pass@]host:port", "socks5://...", "env" (HTTPS_PROXY, HTTP_PROXY, '
               'ALL_PROXY, NO_PROXY) or "none" (direct)')
-
-
-def check_proxy(v: str | None) -> str | None:
-    """A proxy setting; the message never repeats the value (its password is a secret)."""
-    if v is None or v in ("env", "none"):
-        return v
-    try:
-        parts = urlsplit(v)
-        port = parts.port
-    except ValueError:
-        raise ValueError("is not a valid proxy URL") from None
-    if parts.scheme not in PROXY_SCHEMES or not parts.hostname or port is None or _UNSAFE_URL.search(v):
-        raise ValueError(f"must be \"env\", \"none\" or a proxy URL ({', '.join(PROXY_SCHEMES)}) with a host "
-                         "and a port")
-    return v
 
 
 class CorsSettings(_Strict):

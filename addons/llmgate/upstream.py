@@ -40,6 +40,27 @@ class UpstreamRequest:
     proxy: str | None = None  # the provider's proxy setting (settings.check_proxy); None: direct
 
 
+PROXY_SCHEMES = ("http", "https", "socks4", "socks5", "socks5h")
+
+
+def check_proxy(v: str | None) -> str | None:
+    """A proxy setting (a URL, "env", "none"); the message never repeats it (its password is a secret)."""
+    if v is None or v in ("env", "none"):
+        return v
+    if not isinstance(v, str):
+        raise ValueError("must be a string")
+    try:
+        parts = urlsplit(v)
+        port = parts.port
+    except ValueError:
+        raise ValueError("is not a valid proxy URL") from None
+    if parts.scheme not in PROXY_SCHEMES or not parts.hostname or port is None or \
+            any(c.isspace() or not c.isprintable() for c in v):
+        raise ValueError(f"must be \"env\", \"none\" or a proxy URL ({', '.join(PROXY_SCHEMES)}) with a host "
+                         "and a port")
+    return v
+
+
 def proxy_setting(p: Any, server: Any) -> str | None:
     """The proxy a provider entry's calls take: its own `proxy`, else server.proxy."""
     return p.proxy or server.proxy
@@ -75,12 +96,20 @@ def proxy_name(proxy: str) -> str:
     return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
 
-def proxy_secrets(settings: Any) -> list[str]:
-    """The passwords in the configured proxy URLs (and the environment's, when `env` is used)."""
-    urls = [settings.server.proxy, *(p.proxy for p in settings.providers)]
+def proxy_secrets(settings: Any, *more: Any) -> list[str]:
+    """The passwords in the configured proxy URLs, `more` (the accounts' own) and the environment's
+    when `env` is used."""
+    urls = [settings.server.proxy, *(p.proxy for p in settings.providers), *more]
     if "env" in urls:
         urls += _env_proxies().values()
-    return [urlsplit(u).password or "" for u in urls if u and u not in ("env", "none")]
+    return [_password(u) for u in urls if isinstance(u, str) and u not in ("env", "none")]
+
+
+def _password(url: str) -> str:
+    try:
+        return urlsplit(url).password or ""
+    except ValueError:
+        return ""
 
 
 class _SocksConnector(aiohttp_socks.ProxyConnector):

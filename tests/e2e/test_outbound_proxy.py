@@ -167,6 +167,18 @@ def test_subscription_token_refresh_goes_through_the_proxy(client, proxy, qwen, 
     assert httpx.get(f"{qwen.base}/__oauth").json()["refresh_calls"] == 1
 
 
+def test_an_accounts_own_proxy_url_is_used_for_its_refresh_and_requests(client, proxy, qwen, creds_file):
+    proxy.clear()
+    creds = httpx.post(f"{qwen.base}/__oauth/seed", json={"expired": True}).json()
+    creds_file.write_text(json.dumps({**creds, "proxy_url": proxy.socks}))
+    chunks = list(client.chat.completions.create(model="qwen/coder-model", messages=HELLO, stream=True))
+    assert any(c.choices and c.choices[0].delta.content for c in chunks)
+    hits = upstream_hits(proxy, qwen, "socks5")
+    assert any(h.endswith("/api/v1/oauth2/token") for h in hits) and any("/chat/completions" in h for h in hits)
+    assert upstream_hits(proxy, qwen, "regular") == []
+    assert json.loads(creds_file.read_text())["proxy_url"] == proxy.socks  # kept through the refresh
+
+
 def test_code_assist_refresh_and_project_discovery_go_through_the_proxy(client, proxy, gcli, creds_file):
     proxy.clear()
     creds = httpx.post(gcli + "/__seed", json={"expired": True, "onboarded": False}).json()
