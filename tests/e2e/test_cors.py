@@ -3,6 +3,7 @@ Raw httpx requests carry the Origin and preflight headers a browser sends; a hea
 (Debian's, driven by playwright) then does what a real page does."""
 
 import http.server
+import json
 import shutil
 import threading
 
@@ -17,12 +18,42 @@ OTHER = "http://evil.example"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
-def config(upstream, page_origin: str, keys: bool) -> dict:
+def config(upstream, page_origin: str | None, keys: bool, loose_port: int) -> dict:
+    cors = {"origins": [f"{page_origin}/"], "expose_headers": ["X-Llmgate-Test"], "max_age": 60}
     return {
-        "server": {"api_keys": [CLIENT_KEY] if keys else [],
-                   "cors": {"origins": [page_origin + "/"], "expose_headers": ["X-Llmgate-Test"], "max_age": 60}},
-        "providers": [{"id": "up", "type": "openai", "base_url": upstream.base + "/v1", "api_key": UPSTREAM_KEY}],
+        "server": {"api_keys": [CLIENT_KEY] if keys else [], **({"cors": cors} if page_origin else {})},
+        "providers": [{"id": "up", "type": "openai", "base_url": upstream.base + "/v1", "api_key": UPSTREAM_KEY},
+                      {"id": "loose", "type": "openai", "base_url": f"http://127.0.0.1:{loose_port}/v1",
+                       "models": ["loose-model"]}],
     }
+
+
+class LooseUpstream(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible upstream that opens itself to every page (Access-Control-Allow-Origin: *)."""
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        assert self.path == "/v1/chat/completions" and body["model"] == "loose-model"
+        out = json.dumps({"id": "c1", "object": "chat.completion", "created": 1, "model": "loose-model",
+                          "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                                       "finish_reason": "stop"}]}).encode()
+        self.send_response(200)
+        for name, value in (("Content-Type", "application/json"), ("Content-Length", str(len(out))),
+                            ("Access-Control-Allow-Origin", "*"), ("Access-Control-Allow-Credentials", "true")):
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def loose():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LooseUpstream)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv.server_address[1]
+    srv.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +68,10 @@ def page_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def gateways(upstream, page_server, tmp_path_factory):
+def gateways(upstream, page_server, loose, tmp_path_factory):
     origin = PAGE.format(port=page_server)
-    keyed = Gateway(config(upstream, origin, True), tmp_path_factory.mktemp("cors") / "proxy.yaml")
-    keyless = Gateway(config(upstream, origin, False), tmp_path_factory.mktemp("cors-open") / "proxy.yaml")
+    keyed = Gateway(config(upstream, origin, True, loose), tmp_path_factory.mktemp("cors") / "proxy.yaml")
+    keyless = Gateway(config(upstream, origin, False, loose), tmp_path_factory.mktemp("cors-open") / "proxy.yaml")
     yield origin, keyed, keyless
     keyed.stop()
     keyless.stop()
@@ -108,6 +139,22 @@ def test_without_keys_a_listed_origin_passes_the_page_guard(gateways):
     r = httpx.post(keyless.base + "/v1/chat/completions", json=CHAT, timeout=20,  # a rebinding page: its own Host
                    headers={**page, "Host": "evil.example"})
     assert r.status_code == 403
+
+
+def test_an_upstreams_own_cors_headers_never_reach_the_client(gateways, upstream, loose, tmp_path):
+    origin, keyed, _ = gateways
+    page = {"Origin": origin, "Authorization": f"Bearer {CLIENT_KEY}"}
+    body = {"model": "loose-model", "messages": [{"role": "user", "content": "hi"}]}
+    r = httpx.post(keyed.base + "/v1/chat/completions", json=body, headers=page, timeout=20)
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "ok"
+    assert r.headers.get_list("access-control-allow-origin") == [origin]
+    assert "access-control-allow-credentials" not in r.headers
+    off = Gateway(config(upstream, None, True, loose), tmp_path / "proxy.yaml")  # no server.cors
+    try:
+        r = httpx.post(off.base + "/v1/chat/completions", json=body, headers=page, timeout=20)
+        assert r.status_code == 200 and not [h for h in r.headers if h.startswith("access-control-")]
+    finally:
+        off.stop()
 
 
 def test_off_by_default(gateway):
