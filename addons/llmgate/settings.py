@@ -484,6 +484,9 @@ def _load_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
         raise ConfigError(f"{source}: not valid YAML: {e}") from None
 
 
+_FIELD_FIRST = re.compile(r"((?:server|routing)\.[A-Za-z_]+\.[^:\s]+): ")  # "routing.aliases.big: ..."
+
+
 def parse_settings(text: str, source: str = "proxy.yaml") -> tuple[GatewaySettings, list[str]]:
     """Parse and validate config text. Returns the settings and warnings; raises ConfigError."""
     root, raw = _load_yaml(text, source)
@@ -506,6 +509,8 @@ def parse_settings(text: str, source: str = "proxy.yaml") -> tuple[GatewaySettin
                 loc = loc[:2] + rest
             else:
                 msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+            if not loc and (m := _FIELD_FIRST.match(msg)):  # a check across fields names the one at fault
+                loc, msg = (*m.group(1).split(".", 2),), msg[m.end():]
             line = _line_of(root, loc)
             where = _fmt_loc(loc) or "(top level)"
             lines.append(f"{source}:{line}: {where}: {msg}" if line else f"{source}: {where}: {msg}")
