@@ -347,7 +347,8 @@ def test_alias_target_naming_a_missing_provider_is_an_error(target, missing):
     with pytest.raises(ConfigError) as e:
         parse_settings(ALIAS_BASE + f"    big: {target!r}\n".replace("'", '"'))
     msg = str(e.value)
-    assert "routing.aliases.big: target" in msg and f"names provider {missing!r}, which does not exist" in msg
+    assert "proxy.yaml:7: routing.aliases.big: target" in msg  # the alias's line
+    assert f"names provider {missing!r}, which does not exist" in msg
     assert "providers: lms, or" in msg and "write it as 'provider/" in msg
 
 
@@ -374,7 +375,7 @@ def test_cors_origins_are_kept_as_browsers_send_them(given, origin):
 @pytest.mark.parametrize("text, expected", [
     ("server:\n  cors: {origins: ['https://a.example/app']}\n", "is not an origin"),
     ("server:\n  cors: {origins: ['ftp://a.example']}\n", "is not an origin"),
-    ("server:\n  cors: {origins: ['*']}\n", "'*' needs server.api_keys"),
+    ("server:\n  cors: {origins: ['*']}\n", "proxy.yaml:2: server.cors.origins: '*' needs server.api_keys"),
     ("server:\n  cors: {origins: ['http://a'], expose_headers: ['bad header']}\n", "not a valid HTTP header name"),
 ])
 def test_bad_cors_settings(text, expected):
