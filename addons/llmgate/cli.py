@@ -593,7 +593,9 @@ def _offline_or_online(url: str, admin_key: str | None, config: Path, online: Ca
     if not (config.exists() and Path(served).exists() and config.samefile(served)):
         raise CliError(f"${{VAR}} references go into proxy.yaml by hand, not through the admin API; the gateway "
                        f"at {url} reads {served}: pass --config {served} to edit it from here")
-    return offline(config), None
+    result = offline(config)
+    typer.echo(f"wrote {config} (${{VAR}} references go in by hand); the gateway at {url} reloads it", err=True)
+    return result, None
 
 
 @providers_app.command(name="add")

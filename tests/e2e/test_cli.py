@@ -154,7 +154,8 @@ def test_provider_lifecycle_applies_at_once_and_keeps_the_file(run, gw):
     # add: the gateway writes proxy.yaml and serves the new model without a restart
     p = ok(run("providers", "add", "--id", "extra", "--type", "openai", "--base-url", gw_upstream(gw) + "/v1",
                "--api-key", "${" + ENV_VAR + "}", "--models", "qwen3-coder-30b"))
-    assert "added provider extra" in p.stdout
+    assert f"added provider extra at the gateway {gw.base}" in p.stdout  # names what it changed
+    assert f"wrote {gw.config_path}" in p.stderr  # ${VAR}: the file, not the API
     assert poll(lambda: chat(gw, "qwen3-coder-30b").status_code == 200), "the new provider is not served"
     text = gw.config_path.read_text()
     assert "  - id: extra\n" in text and "api_key: ${" + ENV_VAR + "}\n" in text  # written as given
@@ -361,7 +362,7 @@ def test_offline_edits_keep_comments(offline):
     cfg: Path = offline.cfg
     p = ok(offline("providers", "add", "--id", "three", "--type", "anthropic", "--base-url",
                    "https://api.anthropic.com", "--api-key", "${ANTHROPIC_API_KEY}", "--models", "c1,c2"))
-    assert f"gateway not running: edited {cfg}" in p.stdout and "added provider three" in p.stdout
+    assert f"gateway not running: edited {cfg}" in p.stdout and f"added provider three in {cfg}" in p.stdout
     ok(offline("providers", "edit", "one", "--base-url", "http://127.0.0.1:11/v1", "--set", "weight=2"))
     ok(offline("providers", "disable", "two"))
     ok(offline("providers", "enable", "two"))
