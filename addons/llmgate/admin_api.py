@@ -418,11 +418,18 @@ class AdminApi:
         if log is None:
             raise GatewayError(404, "The request log is off (log.enabled: false).", code="request_log_off")
 
+        empty = 0 if query is request_log.count else None if query is request_log.detail else []
+
         def run() -> Any:
             if not log.path.exists():
-                return [] if query is not request_log.count else 0
+                return empty
             with log._read() as db:
-                return query(db, *args, **kw)
+                try:
+                    return query(db, *args, **kw)
+                except sqlite3.OperationalError as e:
+                    if "no such table" in str(e):  # the writer made the file but not yet its table
+                        return empty
+                    raise
 
         try:
             return await asyncio.to_thread(run)
