@@ -1,3 +1,4 @@
+import json
 import socket
 
 import pytest
@@ -117,3 +118,19 @@ def reset_cooldowns(gateway_base: str, provider: str) -> None:
     import httpx
 
     httpx.post(gateway_base + "/admin/reset", json={"provider": provider}).raise_for_status()
+
+
+def responses_stream_then_hang_up(port: int, model: str, reset: bool = False) -> None:
+    """A Responses stream read up to response.completed, then the socket closed at once, as Codex
+    does (`reset`: with an RST, as abrupt as it gets)."""
+    body = json.dumps({"model": model, "input": "hello", "stream": True}).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + CLIENT_KEY.encode()
+                  + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        seen = b""
+        while b"event: response.completed" not in seen:
+            chunk = s.recv(65536)
+            assert chunk, seen[-500:]
+            seen += chunk
+        if reset:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")

@@ -3,7 +3,6 @@ Codex's namespace + hosted web_search tools, Claude Code's thinking budget, and 
 up the moment it reads response.completed."""
 
 import json
-import socket
 import time
 
 import anthropic
@@ -11,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import CLIENT_KEY
+from tests.e2e.conftest import CLIENT_KEY, responses_stream_then_hang_up
 from tests.harness import Gateway, Upstream
 
 ANTHROPIC_KEY = "sk-ant-test-key-0123456789"
@@ -87,22 +86,8 @@ def test_claude_codes_thinking_budget_fits_gemini(gateway, ups, model, field, va
     assert body["generationConfig"]["thinkingConfig"][field] == value
 
 
-def _stream_and_hang_up(port: int) -> None:
-    """A Responses stream read up to response.completed, then the socket closed at once (Codex)."""
-    body = json.dumps({"model": "claude/claude-sonnet-4-5", "input": "hello", "stream": True}).encode()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + CLIENT_KEY.encode()
-                  + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-        seen = b""
-        while b"event: response.completed" not in seen:
-            chunk = s.recv(65536)
-            assert chunk, seen[-500:]
-            seen += chunk
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST, as abrupt as it gets
-
-
 def test_a_client_hanging_up_after_the_terminal_event_is_a_success(gateway):
-    _stream_and_hang_up(gateway.port)
+    responses_stream_then_hang_up(gateway.port, "claude/claude-sonnet-4-5", reset=True)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         rows = httpx.get(gateway.base + "/admin/requests", params={"limit": 1}).json()["requests"]

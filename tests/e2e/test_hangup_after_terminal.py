@@ -4,14 +4,12 @@ and the request log says so (addons/llmgate/accounting.py, terminal_sent)."""
 
 from __future__ import annotations
 
-import json
-import socket
 import time
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import CLIENT_KEY
+from tests.e2e.conftest import CLIENT_KEY, responses_stream_then_hang_up
 from tests.harness import Gateway, Upstream
 
 
@@ -27,20 +25,8 @@ def gw(tmp_path_factory):
     u.stop()
 
 
-def stream_until_completed_and_close(port: int) -> None:
-    body = json.dumps({"model": "h/linger", "input": "hello", "stream": True}).encode()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + CLIENT_KEY.encode()
-                  + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-        seen = b""
-        while b"event: response.completed" not in seen:
-            chunk = s.recv(65536)
-            assert chunk, seen[-500:]
-            seen += chunk
-
-
 def test_hanging_up_after_response_completed_while_the_upstream_lingers_is_a_success(gw):
-    stream_until_completed_and_close(gw.port)  # the upstream holds its body open 2 s more
+    responses_stream_then_hang_up(gw.port, "h/linger")  # the upstream holds its body open 2 s more
     deadline = time.monotonic() + 10
     rows: list[dict] = []
     while time.monotonic() < deadline and not rows:
