@@ -29,6 +29,7 @@ test: setup-test
 
 bench: setup-test
 	.venv/bin/python bench/bench.py
+	.venv/bin/python bench/streams.py --streams 100 200 1000
 
 # PNGs of each web console page (/ui) for the README, in docs/screenshots/ (needs Debian's chromium)
 screenshots: setup-test
