@@ -11,17 +11,17 @@ _root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _root not in sys.path:
     sys.path.append(_root)
 
-from llmgate.accounting import Accounting  # noqa: E402
-from llmgate.client_auth import ClientAuth  # noqa: E402
-from llmgate.config_watch import ConfigWatch  # noqa: E402
+from llmgate.addons.accounting import Accounting  # noqa: E402
+from llmgate.addons.client_auth import ClientAuth  # noqa: E402
+from llmgate.addons.config_watch import ConfigWatch  # noqa: E402
 from llmgate.console.addon import Console  # noqa: E402
-from llmgate.contentviews import ContentViews  # noqa: E402
-from llmgate.cors import Cors  # noqa: E402
-from llmgate.flow_limit import FlowLimit  # noqa: E402
-from llmgate.flow_record import FlowRecorder  # noqa: E402
-from llmgate.front_door import FrontDoor  # noqa: E402
-from llmgate.limits import ClientLimits  # noqa: E402
-from llmgate.redaction import Redaction  # noqa: E402
+from llmgate.views.contentviews import ContentViews  # noqa: E402
+from llmgate.addons.cors import Cors  # noqa: E402
+from llmgate.addons.flow_limit import FlowLimit  # noqa: E402
+from llmgate.addons.flow_record import FlowRecorder  # noqa: E402
+from llmgate.addons.front_door import FrontDoor  # noqa: E402
+from llmgate.addons.limits import ClientLimits  # noqa: E402
+from llmgate.addons.redaction import Redaction  # noqa: E402
 from llmgate.runtime import Runtime  # noqa: E402
 
 runtime = Runtime()

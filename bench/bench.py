@@ -247,8 +247,8 @@ def converter_costs(events: int = 2000) -> None:
 def pool_selection_cost(requests: int = 20000) -> None:
     """CPU per request of choosing a pool member (routing.members, pool.order, cooldown and
     concurrency checks), in-process, for a 5-member pool with one member cooling."""
-    from llmgate.pool import PoolState
-    from llmgate.routing import members
+    from llmgate.request_path.pool import PoolState
+    from llmgate.request_path.routing import members
     from llmgate.settings import GatewaySettings
 
     settings = GatewaySettings.model_validate({"providers": [
@@ -272,9 +272,9 @@ def pool_selection_cost(requests: int = 20000) -> None:
 
 
 def redaction_cost(n: int = 20000) -> None:
-    """CPU of scrubbing configured secrets (llmgate/redaction.py), 12 unrelated secrets of
+    """CPU of scrubbing configured secrets (llmgate/addons/redaction.py), 12 unrelated secrets of
     ~30 characters: per non-streamed body (no secret in it: the usual case) and per stream chunk."""
-    from llmgate.redaction import Redactor, Scrubbing
+    from llmgate.addons.redaction import Redactor, Scrubbing
 
     prefixes = ("sk-", "AIza", "ya29.", "1//", "sk-ant-", "gsk_", "xai-", "", "", "", "", "")
     secrets = [p + "".join(chr(97 + (i * 7 + j * 13) % 26) for j in range(26)) for i, p in enumerate(prefixes)]

@@ -7,18 +7,18 @@ import threading
 import time
 from typing import Callable
 
-from llmgate.catalog import ModelCatalog
-from llmgate.metrics import Metrics
-from llmgate.pool import PoolState
-from llmgate.provider_call import Exchange, ProviderCall
-from llmgate.redaction import Secrets
-from llmgate.relay import StreamRelay
-from llmgate.request_log import RequestLog
-from llmgate.routing import Route
+from llmgate.request_path.catalog import ModelCatalog
+from llmgate.operations.metrics import Metrics
+from llmgate.request_path.pool import PoolState
+from llmgate.request_path.provider_call import Exchange, ProviderCall
+from llmgate.addons.redaction import Secrets
+from llmgate.request_path.relay import StreamRelay
+from llmgate.operations.request_log import RequestLog
+from llmgate.request_path.routing import Route
 from llmgate.settings import GatewaySettings
-from llmgate.state_store import StateStore
-from llmgate.translate import ReasoningMemory
-from llmgate.upstream import Upstream
+from llmgate.operations.state_store import StateStore
+from llmgate.request_path.wire import ReasoningMemory
+from llmgate.request_path.upstream import Upstream
 
 STATE_GRACE = 300.0  # seconds a replaced state file stays open (a failover in progress may still write to it)
 UPSTREAM_MARK = "llmgate.upstream_of"  # metadata key on the flows that show the provider side

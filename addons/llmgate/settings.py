@@ -25,7 +25,7 @@ from pydantic_core import ErrorDetails
 
 from llmgate.providers import PROVIDER_TYPES
 from llmgate.providers.base import ProviderKind
-from llmgate.upstream import check_proxy
+from llmgate.request_path.upstream import check_proxy
 
 
 class ConfigError(Exception):
@@ -118,12 +118,21 @@ class ServerSettings(_Strict):
         default_factory=list, description="host names clients use for this gateway, beside its own address and "
         "localhost (checked when no keys are set: DNS rebinding)")
     state_file: str | None = Field(None, description="SQLite file for cooldowns (default: beside proxy.yaml)")
+    state: str | None = Field(None, description="redis://[:password@]host:port/db (or rediss://): state shared by "
+                              "gateway hosts; default: this host's state_file")
     timeouts: Timeouts = Field(default_factory=Timeouts)
     limits: Limits = Field(default_factory=Limits)
     cors: CorsSettings | None = Field(None, description="browser access to the client APIs (off by default)")
     proxy: str | None = Field(None, description=PROXY_HELP + "; default: direct")
 
     _proxy = field_validator("proxy")(check_proxy)
+
+    @field_validator("state")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url is not None and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("state must be a redis://, rediss:// or unix:// URL")
+        return url
 
     @field_validator("api_keys")
     @classmethod
@@ -309,11 +318,20 @@ class LogSettings(_Strict):
     retention_days: float = Field(30, gt=0)
     capture_bodies: bool = Field(False, description="keep request and response bodies (size-capped)")
     max_body_bytes: int = Field(65536, ge=0)
+    database: str | None = Field(None, description="postgresql://user:password@host:port/db: the request log in "
+                                 "PostgreSQL, shared by gateway hosts (default: the SQLite file)")
+
+    @field_validator("database")
+    @classmethod
+    def _postgres_url(cls, url: str | None) -> str | None:
+        if url is not None and urlsplit(url).scheme not in ("postgresql", "postgres"):
+            raise ValueError("database must be a postgresql:// URL")
+        return url
 
 
 class GatewaySettings(_Strict):
     auto: bool = Field(False, description="also serve the providers found on this machine: API keys in the "
-                       "environment, local servers, coding-CLI logins (llmgate/first_run.py)")
+                       "environment, local servers, coding-CLI logins (llmgate/operations/first_run.py)")
     server: ServerSettings = Field(default_factory=ServerSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     providers: list[ProviderEntry] = Field(default_factory=list)
@@ -358,7 +376,7 @@ class GatewaySettings(_Strict):
 
 def _auto_ids() -> frozenset[str]:
     """The provider ids `auto: true` may add (llmgate/first_run imports this module: imported late)."""
-    from llmgate import first_run
+    from llmgate.operations import first_run
 
     return frozenset([*(k.id for k in first_run.API_KEYS), *(s.id for s in first_run.LOCAL_SERVERS),
                       *(lg.type for lg in first_run.LOGINS)])

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from llmgate.first_run import API_KEYS, LOCAL_SERVERS
+from llmgate.operations.first_run import API_KEYS, LOCAL_SERVERS
 from tests.e2e.conftest import closed_port
 from tests.harness import ROOT, Gateway, Upstream
 

@@ -1,6 +1,6 @@
 """A client that hangs up the moment it has the stream's terminal event (Codex closes at
 response.completed) while the upstream has not yet ended its body: the exchange succeeded,
-and the request log says so (addons/llmgate/accounting.py, terminal_sent)."""
+and the request log says so (addons/llmgate/addons/accounting.py, terminal_sent)."""
 
 from __future__ import annotations
 

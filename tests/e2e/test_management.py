@@ -292,7 +292,7 @@ def test_request_with_captured_bodies(gw):
 
 
 def test_history_bodies_without_a_gateway(tmp_path):
-    from llmgate.request_log import SCHEMA
+    from llmgate.operations.request_log import SCHEMA
 
     db = sqlite3.connect(tmp_path / "llmgate-requests.sqlite")
     db.executescript(SCHEMA)

@@ -2,8 +2,8 @@ import json
 import logging
 
 import pytest
-from llmgate.client_auth import ClientAuth
-from llmgate.config_watch import ConfigWatch
+from llmgate.addons.client_auth import ClientAuth
+from llmgate.addons.config_watch import ConfigWatch
 from llmgate.runtime import Runtime
 from llmgate.settings import parse_settings
 from mitmproxy import exceptions
@@ -77,7 +77,7 @@ class TestConfigWatch:
                 tctx.configure(cw, gateway_config=str(bad))
 
     def test_reload_forgets_discovered_models_of_changed_providers(self, tmp_path):
-        from llmgate.catalog import _Entry
+        from llmgate.request_path.catalog import _Entry
 
         cfg = tmp_path / "proxy.yaml"
         rt = Runtime()
@@ -96,7 +96,7 @@ class TestConfigWatch:
 
 
 def test_provider_side_flows_hide_every_kind_of_credential():
-    from llmgate.flow_record import redacted_headers
+    from llmgate.addons.flow_record import redacted_headers
 
     shown = dict(redacted_headers({"code-token": "cgx-secret", "x-iflow-signature": "abc", "Authorization": "Bearer t",
                                    "x-api-key": "k", "Accept": "text/event-stream"}))

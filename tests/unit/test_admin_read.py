@@ -4,8 +4,8 @@ import asyncio
 import sqlite3
 from types import SimpleNamespace
 
-from llmgate import request_log
-from llmgate.admin_api import AdminApi
+from llmgate.operations import request_log
+from llmgate.operations.admin_api import AdminApi
 
 
 def test_a_log_file_without_its_table_yet_reads_as_empty(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import anthropic
 import httpx
 import pytest
-from llmgate.claude_code_shim import ClaudeCodeShim, redact
+from llmgate.providers.claude_code_shim import ClaudeCodeShim, redact
 
 from converters import canonical as cn
 from converters.claude_code import (

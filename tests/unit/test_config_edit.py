@@ -1,4 +1,4 @@
-"""llmgate.config_edit: provider edits of proxy.yaml that keep comments, ${VAR} and layout,
+"""llmgate.operations.config_edit: provider edits of proxy.yaml that keep comments, ${VAR} and layout,
 validate before writing and write atomically."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from llmgate import config_edit as ce
+from llmgate.operations import config_edit as ce
 from llmgate.settings import ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmgate import config_edit as ce
+from llmgate.operations import config_edit as ce
 from llmgate.settings import load_settings
 
 BASE = """\

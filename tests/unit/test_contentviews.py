@@ -4,7 +4,7 @@ import struct
 
 import pytest
 from botocore.eventstream import EventStreamBuffer
-from llmgate.contentviews import (
+from llmgate.views.contentviews import (
     ContentViews,
     aws_eventstream_view,
     render_aws_eventstream,
@@ -260,7 +260,7 @@ from converters import gemini as gemini_wire  # noqa: E402
 from converters import kiro as kiro_wire  # noqa: E402
 from converters import openai_chat as openai_wire  # noqa: E402
 from converters import responses as responses_wire  # noqa: E402
-from llmgate import llm_views  # noqa: E402
+from llmgate.views import llm_views  # noqa: E402
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 WEATHER = cn.Tool("get_weather", "Look up the weather.\nMore lines.", {

@@ -1,4 +1,4 @@
-"""llmgate.credentials: the file handling a gateway and a coding CLI share."""
+"""llmgate.credentials.store: the file handling a gateway and a coding CLI share."""
 
 import asyncio
 import json
@@ -10,9 +10,9 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from llmgate import credentials
-from llmgate.accounts import OAuthAccount
-from llmgate.credentials import CredentialsFile, FileLock, LoginRequired, RefreshFailed, write_atomic
+from llmgate.credentials import store as credentials
+from llmgate.credentials.accounts import OAuthAccount
+from llmgate.credentials.store import CredentialsFile, FileLock, LoginRequired, RefreshFailed, write_atomic
 from llmgate.errors import GatewayError
 
 from tests.unwritable import fill, immutable, small_disk

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from llmgate.errors import GatewayError
-from llmgate.failover import cool_down
-from llmgate.failover_engine import Failover, member_state
-from llmgate.pool import PoolState
-from llmgate.routing import Route
+from llmgate.request_path.failover import cool_down
+from llmgate.request_path.failover_engine import Failover, member_state
+from llmgate.request_path.pool import PoolState
+from llmgate.request_path.routing import Route
 from llmgate.settings import ProviderSettings
 
 T0 = 1_700_000_000.0

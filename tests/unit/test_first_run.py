@@ -1,4 +1,4 @@
-"""First run detection (llmgate/first_run.py): a fake environment and home, and local servers on
+"""First run detection (llmgate/operations/first_run.py): a fake environment and home, and local servers on
 loopback playing Ollama and LM Studio; the merge into the settings; ConfigWatch's re-detection."""
 
 import asyncio
@@ -9,9 +9,9 @@ import threading
 
 import pytest
 from aiohttp import web
-from llmgate import first_run
-from llmgate.config_watch import ConfigWatch
-from llmgate.first_run import Detection, Found, detect, merge
+from llmgate.operations import first_run
+from llmgate.addons.config_watch import ConfigWatch
+from llmgate.operations.first_run import Detection, Found, detect, merge
 from llmgate.runtime import Runtime
 from llmgate.settings import parse_settings
 from mitmproxy.test import taddons

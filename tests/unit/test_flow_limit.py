@@ -1,5 +1,5 @@
 import pytest
-from llmgate.flow_limit import FlowLimit
+from llmgate.addons.flow_limit import FlowLimit
 from mitmproxy import exceptions
 from mitmproxy.addons.view import View
 from mitmproxy.test import taddons, tflow

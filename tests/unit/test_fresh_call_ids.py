@@ -1,7 +1,7 @@
 """Tool-call ids an upstream repeats across turns (call_0, call_1, ... per answer) are made
 unique before the client sees them: Claude Code keys calls by id and dropped the repeat."""
 
-from llmgate.translate import fresh_call_ids
+from llmgate.request_path.wire import fresh_call_ids
 
 from converters import call_ids
 from converters import canonical as cn

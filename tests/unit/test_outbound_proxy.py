@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from llmgate import upstream
+from llmgate.request_path import upstream
 from llmgate.settings import PROVIDER_ENTRY, GatewaySettings
 
 

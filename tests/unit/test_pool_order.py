@@ -6,9 +6,9 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from llmgate.failover import affinity_key
-from llmgate.pool import PoolState
-from llmgate.routing import Route
+from llmgate.request_path.failover import affinity_key
+from llmgate.request_path.pool import PoolState
+from llmgate.request_path.routing import Route
 from llmgate.settings import ProviderSettings
 
 

@@ -1,4 +1,4 @@
-from llmgate.translate import ReasoningMemory
+from llmgate.request_path.wire import ReasoningMemory
 
 from converters import canonical as cn
 

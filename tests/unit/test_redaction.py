@@ -1,13 +1,13 @@
-"""Secret scrubbing (llmgate/redaction.py) and model-name checks (llmgate/model_names.py)."""
+"""Secret scrubbing (llmgate/addons/redaction.py) and model-name checks (llmgate/request_path/model_names.py)."""
 
 from types import SimpleNamespace
 
 import pytest
 
 from llmgate.errors import GatewayError
-from llmgate.model_names import check_model_name
+from llmgate.request_path.model_names import check_model_name
 from llmgate.providers.gemini_api import KIND as GEMINI
-from llmgate.redaction import MIN_SECRET, Redactor, Scrubbing, Secrets, secrets_of
+from llmgate.addons.redaction import MIN_SECRET, Redactor, Scrubbing, Secrets, secrets_of
 from llmgate.settings import GatewaySettings
 
 KEY = "sk-abcdefgh12345678"
@@ -141,7 +141,7 @@ def test_large_bodies_and_secrets_with_regex_characters():
 def test_headers_and_bodies_of_a_recorded_message():
     from mitmproxy import http
 
-    from llmgate.redaction import scrub_message
+    from llmgate.addons.redaction import scrub_message
 
     r = Redactor([KEY])
     m = http.Response.make(401, f"bad key {KEY}", {"X-Echo": f"key={KEY}", "Content-Type": "text/plain"})

@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from llmgate import relay
+from llmgate.request_path import relay
 
 
 def run(coro):

@@ -1,6 +1,6 @@
 import pytest
 from llmgate.errors import GatewayError
-from llmgate.routing import resolve
+from llmgate.request_path.routing import resolve
 from llmgate.settings import parse_settings
 
 CONFIG = """
@@ -85,7 +85,7 @@ providers:
 
 
 def test_seed_paths():
-    from llmgate.inbound import match
+    from llmgate.request_path.inbound import match
 
     has = lambda ids: (lambda pid: pid in ids)  # noqa: E731
     ib = match("/gemini/models", False, has({"gemini"}))

@@ -160,7 +160,7 @@ class Watched:
     """A ConfigWatch over a real file in tmp_path, polled by hand."""
 
     def __init__(self, tmp_path, text: str):
-        from llmgate.config_watch import ConfigWatch
+        from llmgate.addons.config_watch import ConfigWatch
         from llmgate.runtime import Runtime
 
         self.path = tmp_path / "proxy.yaml"
@@ -263,7 +263,7 @@ def test_a_truncated_file_replaced_by_the_whole_one_never_drops_the_keys(tmp_pat
 
 
 def test_the_watch_loop_outlives_unexpected_errors(tmp_path, caplog):
-    from llmgate.config_watch import ConfigWatch
+    from llmgate.addons.config_watch import ConfigWatch
 
     class Flaky(ConfigWatch):
         polls = 0
@@ -288,7 +288,7 @@ def test_the_watch_loop_outlives_unexpected_errors(tmp_path, caplog):
 
 
 def test_empty_file_at_start_up_is_an_error(tmp_path, caplog):
-    from llmgate.config_watch import ConfigWatch
+    from llmgate.addons.config_watch import ConfigWatch
     from llmgate.runtime import Runtime
 
     (tmp_path / "proxy.yaml").write_text("# nothing yet\n")
@@ -392,7 +392,7 @@ def test_alias_targets_of_providers_auto_may_find_load_only_with_auto():
 
 
 def test_removing_a_provider_an_alias_names_is_refused_and_the_file_kept(tmp_path):
-    from llmgate import config_edit
+    from llmgate.operations import config_edit
 
     cfg = tmp_path / "proxy.yaml"
     cfg.write_text(ALIAS_BASE + "    fast: or/qwen/qwen3-coder\n")

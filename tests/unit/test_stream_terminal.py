@@ -2,7 +2,7 @@
 
 import pytest
 
-from llmgate.accounting import terminal_sent
+from llmgate.addons.accounting import terminal_sent
 
 
 @pytest.mark.parametrize("sent", [

@@ -1,6 +1,6 @@
-from llmgate.inbound import match
+from llmgate.request_path.inbound import match
 from llmgate.settings import ProviderSettings
-from llmgate.translate import openai_error as upstream_error
+from llmgate.request_path.wire import openai_error as upstream_error
 from multidict import CIMultiDict
 
 P = ProviderSettings(id="lms", type="openai", base_url="http://h/v1", api_key="sk-provider-secret-123")
@@ -55,7 +55,7 @@ def test_inbound_routes():
 
 
 def test_a_provider_refusing_its_own_key_is_a_502_never_a_401():
-    from llmgate.translate import anthropic_error, google_error
+    from llmgate.request_path.wire import anthropic_error, google_error
 
     cases = [
         (upstream_error, 401, b'{"error":{"message":"Incorrect API key","code":"invalid_api_key"}}'),

@@ -1,9 +1,9 @@
-"""llmgate.web_guard: which requests come from web pages, and which Host names are ours."""
+"""llmgate.addons.web_guard: which requests come from web pages, and which Host names are ours."""
 
 from __future__ import annotations
 
 import pytest
-from llmgate.web_guard import host_refusal, page_refusal
+from llmgate.addons.web_guard import host_refusal, page_refusal
 
 OWN = ("127.0.0.1", 8143)
 

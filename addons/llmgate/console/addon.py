@@ -19,18 +19,18 @@ from urllib.parse import parse_qsl, unquote
 
 from mitmproxy import ctx, http
 
-from llmgate.accounting import INBOUND
-from llmgate.admin_api import AdminApi, _require_json
+from llmgate.addons.accounting import INBOUND
+from llmgate.operations.admin_api import AdminApi, _require_json
 from llmgate.console import logins, pages, queries
 from llmgate.console.feed import Feeds
 from llmgate.console.session import (COOKIE, CSRF_HEADER, LoginThrottle, Session, Sessions, cookie, csrf_ok,
                                      key_matches)
 from llmgate.errors import GatewayError
-from llmgate.limits import request_body
-from llmgate.listings import health
+from llmgate.addons.limits import request_body
+from llmgate.request_path.listings import health
 from llmgate.providers import PROVIDER_TYPES
-from llmgate.relay import bound_socket_buffers, point_at_relay, restore
-from llmgate.responses import error_response, json_response
+from llmgate.request_path.relay import bound_socket_buffers, point_at_relay, restore
+from llmgate.request_path.answers import error_response, json_response
 from llmgate.settings import PROVIDER_MODELS
 
 log = logging.getLogger("llmgate")
@@ -204,7 +204,7 @@ class Console:
                     return None
                 return f"Add provider: {kind}", self._form(kind, None), "/ui/providers"
             case ["providers", pid, "edit"] if settings.provider(pid) is not None:
-                from llmgate import config_edit
+                from llmgate.operations import config_edit
 
                 values = config_edit.get_provider(self.admin.config_path(), pid)
                 return f"Edit {pid}", self._form(values["type"], values), "/ui/providers"

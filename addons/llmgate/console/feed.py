@@ -1,7 +1,7 @@
 """The console's live feed: each new request-log row as a server-sent event.
 
 Accounting publishes every row it logs (its `subscribers`); each open feed is a `FeedStream`
-that the loopback relay (llmgate/relay.py) serves like a provider stream, so mitmproxy streams
+that the loopback relay (llmgate/request_path/relay.py) serves like a provider stream, so mitmproxy streams
 it to the browser. Bounded: MAX_FEEDS open at once, QUEUE rows waiting per feed (more are
 dropped for that feed: a browser that stops reading does not hold the gateway's memory).
 """

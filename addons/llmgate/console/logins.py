@@ -1,4 +1,4 @@
-"""Subscription logins started from the console: Qwen's device flow (llmgate/login.py, the same
+"""Subscription logins started from the console: Qwen's device flow (llmgate/credentials/login.py, the same
 code `llmgate login qwen` runs) in a worker thread, its URL and code shown on the page."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from typing import Any
 
 import httpx
 
-from llmgate import login, oauth
+from llmgate.credentials import login
+
+from llmgate.credentials import oauth
 from llmgate.console.pages import when
 from llmgate.errors import GatewayError
 from llmgate.providers import PROVIDER_TYPES

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import yaml
 
-from llmgate.request_log import COLUMNS
+from llmgate.operations.request_log import COLUMNS
 
 SECRET_KEY = re.compile(r"key|secret|token|password|authorization|cookie", re.I)
 NOT_SECRET = re.compile(r"_(url|urls|file|path)$|^max_|_tokens$", re.I)

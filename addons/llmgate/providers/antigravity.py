@@ -20,8 +20,8 @@ import platform
 import uuid
 from typing import Any
 
-from llmgate import oauth
-from llmgate.accounts import AccountSet
+from llmgate.credentials import oauth
+from llmgate.credentials.accounts import AccountSet
 from llmgate.errors import GatewayError
 from llmgate.providers import code_assist
 from llmgate.providers.base import ProviderKind

@@ -20,7 +20,7 @@ class ProviderKind:
     default_base_url: str | None = None  # when proxy.yaml gives none
     fallback_urls: tuple[str, ...] = ()  # hosts tried after the default base_url fails
     default_models: tuple[str, ...] = ()  # the official CLI's built-in list (kinds without a list endpoint)
-    # subscription kinds: (ProviderSettings, Runtime) -> the provider's accounts (llmgate/accounts.py),
+    # subscription kinds: (ProviderSettings, Runtime) -> the provider's accounts (llmgate/credentials/accounts.py),
     # which put credentials, envelopes and signatures on each upstream request
     accounts: Callable[[Any, Any], Any] | None = None
     credentials: str | None = None  # default credentials file (a glob may name several accounts)

@@ -1,6 +1,6 @@
 """The local Claude Code CLI as a backend: `opus`, `sonnet`, `haiku` served by `claude -p`.
 
-The gateway runs llmgate/claude_code_shim.py: a loopback server that speaks the Anthropic
+The gateway runs llmgate/providers/claude_code_shim.py: a loopback server that speaks the Anthropic
 Messages API and answers each request with one `claude -p --output-format stream-json`
 subprocess (killed when the client leaves; `max_concurrency` at once, default 2). This kind
 is that server as an `anthropic`-wire provider, so every client format reaches it. A machine
@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from llmgate.accounts import Account, AccountSet
+from llmgate.credentials.accounts import Account, AccountSet
 from llmgate.errors import GatewayError
 from llmgate.providers.anthropic_api import ANTHROPIC_VERSION
 from llmgate.providers.base import ProviderKind
 
 if TYPE_CHECKING:
-    from llmgate.upstream import UpstreamRequest
+    from llmgate.request_path.upstream import UpstreamRequest
 
 PLACEHOLDER = "http://claude-code.invalid"  # replaced by the shim's loopback address per request
 
@@ -32,7 +32,7 @@ class LocalCli(Account):
         self.name = "local claude CLI"
 
     def shim(self) -> Any:
-        from llmgate.claude_code_shim import ClaudeCodeShim
+        from llmgate.providers.claude_code_shim import ClaudeCodeShim
 
         shims = self.rt.claude_code_shims
         key = (self.p.command or "claude", self.p.max_concurrency or 2)

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from converters import gemini
-from llmgate import oauth
-from llmgate.accounts import (
+from llmgate.credentials import oauth
+from llmgate.credentials.accounts import (
     VERSION,
     AccountSet,
     OAuthAccount,
@@ -35,7 +35,7 @@ from llmgate.errors import GatewayError
 from llmgate.providers.base import ProviderKind
 
 if TYPE_CHECKING:
-    from llmgate.upstream import UpstreamRequest
+    from llmgate.request_path.upstream import UpstreamRequest
 
 DEFAULT_BASE = "https://cloudcode-pa.googleapis.com"
 MODELS = ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview",

@@ -17,13 +17,13 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmgate.accounts import Account, AccountSet
+from llmgate.credentials.accounts import Account, AccountSet
 from llmgate.providers.base import ProviderKind
 from llmgate.providers.openai_compat import KIND as OPENAI
 
 if TYPE_CHECKING:
     from llmgate.settings import ProviderSettings
-    from llmgate.upstream import UpstreamRequest
+    from llmgate.request_path.upstream import UpstreamRequest
 
 USER_AGENT = "iFlow-Cli"
 

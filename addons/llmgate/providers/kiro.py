@@ -31,13 +31,13 @@ from urllib.parse import quote
 import aiohttp
 
 from converters import kiro
-from llmgate.accounts import AccountSet, OAuthAccount, platform_tag
-from llmgate.credentials import CredentialsFile, LoginRequired, RefreshFailed
+from llmgate.credentials.accounts import AccountSet, OAuthAccount, platform_tag
+from llmgate.credentials.store import CredentialsFile, LoginRequired, RefreshFailed
 from llmgate.errors import GatewayError
 from llmgate.providers.base import ProviderKind
 
 if TYPE_CHECKING:
-    from llmgate.upstream import UpstreamRequest
+    from llmgate.request_path.upstream import UpstreamRequest
 
 log = logging.getLogger("llmgate")
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from llmgate import oauth
-from llmgate.accounts import (
+from llmgate.credentials import oauth
+from llmgate.credentials.accounts import (
     VERSION,
     AccountSet,
     OAuthAccount,
@@ -24,7 +24,7 @@ from llmgate.providers.base import ProviderKind
 from llmgate.providers.openai_compat import KIND as OPENAI
 
 if TYPE_CHECKING:
-    from llmgate.upstream import UpstreamRequest
+    from llmgate.request_path.upstream import UpstreamRequest
 
 DEFAULT_BASE = "https://portal.qwen.ai/v1"
 

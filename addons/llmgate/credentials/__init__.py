@@ -1,0 +1,1 @@
+"""Subscription logins: OAuth facts, credentials files kept fresh and written safely, accounts, logging in from scratch."""

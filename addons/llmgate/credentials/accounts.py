@@ -1,0 +1,169 @@
+"""The accounts behind a subscription provider entry, and what each puts on a request.
+
+A provider entry names one credentials file or a glob of them (one file per account).
+Requests take the accounts in turn, skipping those that need a new login; when none is
+usable the error says which files need what. Pools across provider entries, cooldowns and
+failover come with the account pool (issue 6); this only spreads requests and skips the dead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import aiohttp
+
+from llmgate.credentials import oauth
+from llmgate.credentials.store import CredentialsFile, LoginRequired, RefreshFailed, Unwritable
+from llmgate.errors import GatewayError
+from llmgate.request_path.upstream import check_proxy, proxy_setting
+
+if TYPE_CHECKING:
+    from llmgate.settings import ProviderSettings
+    from llmgate.request_path.upstream import UpstreamRequest
+
+VERSION = "0.1.0"
+
+
+def platform_tag() -> tuple[str, str]:
+    """(platform, arch) as Node.js names them, which the CLIs put in their User-Agent."""
+    system = {"Darwin": "darwin", "Windows": "win32"}.get(platform.system(), platform.system().lower())
+    machine = platform.machine().lower()
+    return system, {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64"}.get(machine, machine)
+
+
+class Account:
+    """One account: prepare() puts its credentials (and the provider's envelope) on a request."""
+
+    name: str = ""
+    needs_login: str | None = None
+    proxy: str | None = None  # its own proxy setting, over its provider entry's (None: the entry's)
+
+    async def prepare(self, up: UpstreamRequest, model: str, purpose: str, force: bool = False) -> None:
+        """purpose: generate | stream | count. force: the last attempt got a 401, refresh first."""
+        raise NotImplementedError
+
+    def usable(self) -> bool:
+        return True
+
+    def error(self, status: int, headers: Any, body: bytes) -> GatewayError | None:
+        """An upstream error this provider means something specific by (quota, not allowed)."""
+        return None
+
+
+class OAuthAccount(Account):
+    """An account whose access token comes from a credentials file and a refresh token."""
+
+    def __init__(self, p: ProviderSettings, rt: Any, path: Path, client: oauth.OAuthClient | None, login: str,
+                 creds: CredentialsFile | None = None):
+        self.p = p
+        self.rt = rt
+        self.client = dataclasses.replace(client, token_url=p.token_url) if client and p.token_url else client
+        self.creds = creds or CredentialsFile(path, f"llmgate login {login} --credentials {path}")
+        if self.creds.journal_dir is None:
+            self.creds.journal_dir = journal_dir(rt)
+        self.name = str(path)
+
+    def usable(self) -> bool:
+        self.creds.reload_if_changed()
+        return self.creds.needs_login is None
+
+    @property
+    def needs_login(self) -> str | None:  # type: ignore[override]
+        return self.creds.needs_login
+
+    async def token(self, force: bool = False) -> dict[str, Any]:
+        """Fresh credentials; GatewayError 503 when this account needs a login, 502 when the
+        refresh failed for now."""
+        try:
+            return await self.creds.access(self.refresh, force)
+        except LoginRequired as e:
+            raise GatewayError(503, f"Provider '{self.p.id}': account {self.name} needs a new login: {e}",
+                               code="provider_login_required") from None
+        except RefreshFailed as e:
+            raise GatewayError(502, f"Provider '{self.p.id}': refreshing the token of {self.name} failed: {e}",
+                               code="provider_refresh_failed") from None
+        except Unwritable as e:
+            raise GatewayError(503, f"Provider '{self.p.id}': the token of {self.name} is due for a refresh, "
+                               f"which is not done without a lock: {e}. Make {self.creds.path.parent} writable "
+                               "for the gateway (or copy the file to a writable folder and point `credentials` "
+                               "at it).", code="provider_credentials_unwritable") from None
+
+    @property
+    def proxy(self) -> str | None:  # type: ignore[override]
+        """`proxy_url` in the credentials file (as CLIProxyAPI's auth files have it): this account only."""
+        value = self.creds.data.get("proxy_url")
+        try:
+            return check_proxy(value)
+        except ValueError as e:  # going direct instead would show the account's own address
+            raise GatewayError(502, f"Provider '{self.p.id}': the proxy_url of account {self.name} {e}.",
+                               code="proxy_invalid") from None
+
+    def session(self, url: str) -> aiohttp.ClientSession:
+        """The session for this account's own calls to `url` (refresh, set-up): through its proxy."""
+        return self.rt.upstream.session_for(url, self.proxy or proxy_setting(self.p, self.rt.settings.server))
+
+    async def refresh(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The refresh grant of this kind's OAuth client (Kiro has its own endpoints)."""
+        return await oauth.refresh(self.session(self.client.token_url), self.client, data)
+
+
+class AccountSet:
+    """The accounts of one provider entry, taken in turn. With a glob, files that appear
+    or go away are noticed at the next request (accounts keep their state by path)."""
+
+    def __init__(self, p: ProviderSettings, make: Callable[[Path], Account], default: str | None = None,
+                 fixed: list[Account] | None = None):
+        self.p = p
+        self._make = make
+        self._default = default
+        self._fixed = fixed
+        self._by_path: dict[Path, Account] = {}
+        self._turn = 0
+        self.accounts = self._current()
+
+    def _current(self) -> list[Account]:
+        if self._fixed is not None:
+            return self._fixed
+        paths = credential_paths(self.p, self._default)
+        self._by_path = {path: self._by_path.get(path) or self._make(path) for path in paths}
+        return list(self._by_path.values())
+
+    def pick(self, open_: Callable[[Account], bool] = lambda a: True) -> Account:
+        """The next usable account that `open_` allows (not cooling down, not at its limit)."""
+        self.accounts = self._current()
+        usable = 0
+        for _ in range(len(self.accounts)):
+            self._turn = (self._turn + 1) % len(self.accounts)
+            acct = self.accounts[self._turn]
+            if acct.usable():
+                usable += 1
+                if open_(acct):
+                    return acct
+        if usable:
+            raise GatewayError(429, f"Provider '{self.p.id}': every account is cooling down or busy.",
+                               code="pool_cooling")
+        why = "; ".join(f"{a.name}: {a.needs_login}" for a in self.accounts) or \
+            f"no credentials file matches {self.p.credentials or self._default}"
+        raise GatewayError(503, f"Provider '{self.p.id}': no account can be used, each needs a new login "
+                           f"({why}).", code="provider_login_required")
+
+
+def journal_dir(rt: Any) -> Path | None:
+    """The gateway's own folder for credentials it could not write back: beside its state file."""
+    store = getattr(getattr(rt, "pool", None), "store", None)
+    return store.path.parent / "llmgate-credentials" if store is not None else None
+
+
+def credential_paths(p: ProviderSettings, default: str | None) -> list[Path]:
+    """The files a provider entry names: its `credentials` (a path or a glob) or the default."""
+    pattern = os.path.expanduser(p.credentials or default or "")
+    if not pattern:
+        return []
+    if glob.has_magic(pattern):
+        return [Path(f) for f in sorted(glob.glob(pattern))]
+    return [Path(pattern)]

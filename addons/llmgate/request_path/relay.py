@@ -1,0 +1,380 @@
+"""Loopback stream relay: how an upstream stream the addon holds reaches the client.
+
+mitmproxy can only stream a response it receives from a server, and an addon
+cannot hand it one. So the addon opens the upstream stream itself (to own
+timeouts, errors and, later, failover), then points the flow at this small
+HTTP/1.1 server inside the same process. The relay answers with the stream,
+converted frame by frame, and mitmproxy passes it on to the client unbuffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+import time
+from typing import Protocol
+
+import aiohttp
+from mitmproxy import ctx, http
+
+from converters.sse import StreamFault
+from llmgate.request_path.upstream import broke_off
+
+log = logging.getLogger(__name__)
+
+CLAIM_TIMEOUT = 30.0  # seconds a registered stream waits for mitmproxy to fetch it
+# Kernel socket buffers a stream may fill when its client stops reading. Left to autotuning,
+# each grows to net.ipv4.tcp_wmem/tcp_rmem's max (4 MiB and more): 200 such clients then push
+# the kernel's TCP memory into pressure, and every other connection slows to a crawl.
+SOCKET_BUFFER = 256 << 10
+READ_SIZE = 64 << 10  # bytes per upstream read at most: what one queued item can hold
+CAPTURE_LIMIT = 256 << 10  # bytes of each side of a stream kept for inspection (per stream: many may be open)
+
+
+class StreamTransform(Protocol):
+    def feed(self, chunk: bytes) -> bytes: ...
+    def finish(self) -> bytes: ...
+    def fail(self, message: str, code: str = ...) -> bytes: ...
+
+
+class Capture:
+    """The first CAPTURE_LIMIT bytes of a stream, for mitmweb and saved flows."""
+
+    __slots__ = ("parts", "size", "truncated")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.truncated = False
+
+    def add(self, chunk: bytes) -> None:
+        if self.size < CAPTURE_LIMIT:
+            self.parts.append(chunk)
+        else:
+            self.truncated = True
+        self.size += len(chunk)
+
+    def bytes(self) -> bytes:
+        return b"".join(self.parts)
+
+
+class _ClientGone(Exception):
+    """The relay connection failed while writing: mitmproxy closed it because the client left."""
+
+
+class Pipe:
+    """One upstream stream: read and converted from the moment it is opened, each read's
+    output written to the relay connection before the next read (one task, no queue hop).
+
+    Until mitmproxy fetches the stream, at most BACKLOG outputs wait and reading pauses.
+    What a client that stops reading can hold: one read, the captures, aiohttp's read buffer,
+    mitmproxy's reader of the hop (its writes wait beyond 128 KiB), mitmproxy's write buffer
+    (it drains before reading more) and the client socket's buffers (bound_socket_buffers)."""
+
+    BACKLOG = 2
+
+    def __init__(self, resp: aiohttp.ClientResponse, transform: StreamTransform,
+                 headers: list[tuple[bytes, bytes]], who: str, read_timeout: float):
+        self.resp = resp
+        self.transform = transform
+        self.headers = headers
+        self.who = who
+        self.read_timeout = read_timeout
+        self.upstream = Capture()  # raw bytes from the provider
+        self.client = Capture()  # bytes sent on to the client
+        self.outcome = "pending"  # complete | upstream-error | client-gone | unclaimed
+        self.first_sent: float | None = None  # when the first bytes went to the client (time to first token)
+        self._writer: asyncio.StreamWriter | None = None  # the relay connection, once mitmproxy fetched the stream
+        self._backlog: list[bytes] = []  # output made before that
+        self._claimed = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._ended: asyncio.Future[bool] = loop.create_future()  # run()'s answer
+        # read at once: aiohttp drops buffered data when the connection dies before it is read
+        self._puller = loop.create_task(self._pull())
+
+    async def _pull(self) -> None:
+        ok = False
+        try:
+            tail = await self._convert()
+            if tail:
+                await self._send(tail)
+            await self._send(b"")
+            ok = True
+        except _ClientGone:
+            self.outcome = "client-gone"
+        finally:
+            if not self._ended.done():
+                self._ended.set_result(ok)
+
+    async def _convert(self) -> bytes:
+        """Read, convert and send the stream; returns its last bytes (an end or error event)."""
+        try:
+            async for chunk in self.resp.content.iter_chunked(READ_SIZE):
+                self.upstream.add(chunk)
+                out = self.transform.feed(chunk)
+                if out:
+                    await self._send(out)
+            tail, self.outcome = self.transform.finish(), "complete"
+        except StreamFault as f:  # an event too large or malformed: the rest is not read
+            tail = f.before + self.transform.fail(f"Upstream {self.who} {f.message}", f.code)
+            self.outcome = "upstream-error"
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            tail = self.transform.fail(
+                f"Upstream {self.who} sent nothing for {self.read_timeout:g} s; the stream was cut off.",
+                "upstream_timeout",
+            )
+            self.outcome = "upstream-error"
+        except aiohttp.ClientError as e:
+            tail = self.transform.fail(
+                f"Upstream {self.who} {broke_off(e, self.upstream.size, 'the stream')}.", "upstream_disconnected"
+            )
+            self.outcome = "upstream-error"
+        except _ClientGone:
+            raise
+        except Exception:  # a converter bug must end this stream with an error, not hang it
+            log.exception("stream conversion failed")
+            tail = self.transform.fail("The gateway failed converting the stream; its log has the details.",
+                                       "internal_error")
+            self.outcome = "upstream-error"
+        finally:
+            self.resp.close()
+        return tail
+
+    async def _send(self, data: bytes) -> None:
+        """One HTTP chunk to the relay connection (b"": the last), or to the backlog before it exists."""
+        w = self._writer
+        if w is None:
+            self._backlog.append(data)
+            if len(self._backlog) >= self.BACKLOG:
+                await self._claimed.wait()
+            return
+        self._write(w, data)
+        try:
+            await w.drain()
+        except (ConnectionError, RuntimeError):
+            raise _ClientGone from None
+
+    def _write(self, w: asyncio.StreamWriter, data: bytes) -> None:
+        if not data:
+            w.write(b"0\r\n\r\n")
+            return
+        if self.first_sent is None:
+            self.first_sent = time.time()
+        self.client.add(data)
+        w.write(b"%x\r\n%b\r\n" % (len(data), data))
+
+    async def run(self, writer: asyncio.StreamWriter) -> bool:
+        """Send the stream as a chunked HTTP/1.1 response. False if the connection is unusable."""
+        head = [b"HTTP/1.1 200 OK", *(k + b": " + v for k, v in self.headers), b"Transfer-Encoding: chunked"]
+        writer.write(b"\r\n".join(head) + b"\r\n\r\n")
+        for data in self._backlog:
+            self._write(writer, data)
+        self._backlog.clear()
+        self._writer = writer
+        self._claimed.set()
+        try:
+            await writer.drain()
+        except (ConnectionError, RuntimeError):
+            self.abandon("client-gone")
+            return False
+        return await self._ended
+
+    def abandon(self, outcome: str) -> None:
+        """Stop reading the upstream (which closes it), e.g. because the client left."""
+        if not self._puller.done():
+            self.outcome = outcome
+            self._puller.cancel()
+        if not self._ended.done():
+            self._ended.set_result(False)  # wake run() at once
+
+
+class _InProcess(asyncio.Transport):
+    """One end of an in-process connection: what it writes is what the other end's protocol
+    receives, with no socket, syscall or poll in between. Flow control as on a socket: a
+    reader whose buffer is full pauses the other end's writer (its drain waits)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, peername: tuple[str, int]):
+        super().__init__()
+        self._loop = loop
+        self._extra = {"peername": peername, "sockname": ("127.0.0.1", 0), "socket": None}
+        self._closing = False
+        self.protocol: asyncio.StreamReaderProtocol
+        self.peer: _InProcess
+
+    def get_extra_info(self, name: str, default=None):
+        return self._extra.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def write(self, data) -> None:
+        if not self._closing and not self.peer._closing:
+            self.peer.protocol.data_received(bytes(data))
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        if not self.peer._closing:
+            self.peer.protocol.eof_received()
+
+    def get_write_buffer_size(self) -> int:
+        return 0  # written data is in the other end's reader at once
+
+    def pause_reading(self) -> None:
+        self.peer.protocol.pause_writing()
+
+    def resume_reading(self) -> None:
+        self.peer.protocol.resume_writing()
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self._loop.call_soon(self.protocol.connection_lost, None)
+            self.peer.close()
+
+    def abort(self) -> None:
+        self.close()
+
+
+def in_process_pair(peername: tuple[str, int]) -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter], ...]:
+    """Two connected (reader, writer) ends, as asyncio.open_connection and a server's callback get them."""
+    loop = asyncio.get_running_loop()
+    a, b = _InProcess(loop, peername), _InProcess(loop, ("127.0.0.1", 0))
+    a.peer, b.peer = b, a
+    ends = []
+    for t in (a, b):
+        reader = asyncio.StreamReader(loop=loop)
+        t.protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        t.protocol.connection_made(t)
+        ends.append((reader, asyncio.StreamWriter(t, t.protocol, reader, loop)))
+    return tuple(ends)
+
+
+_RELAYS: dict[int, "StreamRelay"] = {}  # relays running in this process, by port
+_tcp_open_connection = asyncio.open_connection
+
+
+async def _open_connection(host=None, port=None, **kwds):
+    """asyncio.open_connection, except that a connection to a relay of this process (mitmproxy
+    fetching a stream) is made in process: the hop costs no socket, syscalls or polling."""
+    relay = _RELAYS.get(port) if host == "127.0.0.1" else None
+    if relay is None:
+        return await _tcp_open_connection(host, port, **kwds)
+    # yield once, as a connect does: mitmproxy registers the connection's task after starting it
+    # (eagerly), and data it sends before that would find no writer
+    await asyncio.sleep(0)
+    return relay.connect_in_process()
+
+
+def bound_socket_buffers(flow: http.HTTPFlow) -> None:
+    """Cap the kernel buffers of a streamed flow's client socket (send) and of mitmproxy's
+    end of the relay hop (receive); the relay's own end is capped when it accepts."""
+    server = ctx.master.addons.get("proxyserver")
+    handler = server.connections.get(flow.client_conn.id) if server is not None else None
+    if handler is None:
+        return
+    for conn, option in ((flow.client_conn, socket.SO_SNDBUF), (flow.server_conn, socket.SO_RCVBUF)):
+        io = handler.transports.get(conn)
+        extra = getattr(io.writer, "get_extra_info", None) if io is not None else None  # not on WireGuard streams
+        sock = extra("socket") if extra is not None else None
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+
+
+def point_at_relay(req: http.Request, port: int, token: str) -> tuple:
+    """Aim a client request at the relay, bodiless; returns what restore() needs.
+
+    The request's fields are swapped in place: building a new mitmproxy Request
+    costs more than the rest of the hop (its fields are type-checked).
+    """
+    d = req.data
+    saved = (d.host, d.port, d.scheme, d.authority, d.path, d.headers, d.content)
+    d.host, d.port, d.scheme, d.authority, d.path = "127.0.0.1", port, b"http", b"", f"/{token}".encode()
+    d.headers = http.Headers(host=f"127.0.0.1:{port}", content_length="0")
+    d.content = b""
+    return saved
+
+
+def restore(req: http.Request, saved: tuple) -> None:
+    d = req.data
+    d.host, d.port, d.scheme, d.authority, d.path, d.headers, d.content = saved
+
+
+class StreamRelay:
+    def __init__(self) -> None:
+        self._pipes: dict[str, Pipe] = {}
+        self._server: asyncio.base_events.Server | None = None
+        self._starting: asyncio.Lock | None = None
+        self._serving: set[asyncio.Task] = set()  # in-process connections being served
+        self.port: int = 0
+
+    async def ensure_started(self) -> int:
+        if self._server is None:
+            self._starting = self._starting or asyncio.Lock()
+            async with self._starting:
+                if self._server is None:
+                    self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+                    self.port = self._server.sockets[0].getsockname()[1]
+                    _RELAYS[self.port] = self
+                    asyncio.open_connection = _open_connection  # mitmproxy's server connections dial through it
+                    log.debug("stream relay listening on 127.0.0.1:%d", self.port)
+        return self.port
+
+    def connect_in_process(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to this relay without a socket (the listening one stays: its port names
+        the relay, and any client outside this process still reaches it)."""
+        ours, theirs = in_process_pair(("127.0.0.1", self.port))
+        task = asyncio.get_running_loop().create_task(self._serve(*theirs))
+        self._serving.add(task)
+        task.add_done_callback(self._serving.discard)
+        return ours
+
+    def register(self, pipe: Pipe) -> str:
+        token = secrets.token_urlsafe(16)
+        self._pipes[token] = pipe
+        asyncio.get_running_loop().call_later(CLAIM_TIMEOUT, self._expire, token)
+        return token
+
+    def _expire(self, token: str) -> None:
+        pipe = self._pipes.pop(token, None)
+        if pipe is not None:
+            pipe.abandon("unclaimed")
+
+    def discard(self, token: str) -> None:
+        self._expire(token)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                    return
+                request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+                parts = request_line.split(" ")
+                token = parts[1].lstrip("/") if len(parts) == 3 else ""
+                pipe = self._pipes.pop(token, None)
+                if pipe is None:
+                    writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    await writer.drain()
+                    return
+                if not await pipe.run(writer):
+                    return
+        except Exception:  # never let a relay connection take the process down
+            log.exception("stream relay connection failed")
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        for token in list(self._pipes):
+            self._expire(token)
+        if self._server is not None:
+            _RELAYS.pop(self.port, None)
+            self._server.close()
+            self._server = None
