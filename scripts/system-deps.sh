@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # What the tests need from the distribution, beside Python and Node (present on our machines):
 # Debian's Chromium, which the mitmweb browser tests drive through playwright (no browser
-# download). Installed only when missing and when we may (root); otherwise those tests skip
+# download); redis-server and haproxy (tests/services.py). Installed only when missing and when
+# we may (root); otherwise those tests skip
 # and say why.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+PATH="$PATH:/usr/sbin:/sbin" command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+PATH="$PATH:/usr/sbin:/sbin" command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "system-deps: missing ${need[*]} (install them to run every test; the tests that need them skip)" >&2
