@@ -6,8 +6,9 @@ dataclasses: they are built and read on every request and stream event.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 
 class ConversionError(ValueError):
@@ -66,7 +67,7 @@ class RedactedThinking:
     data: str
 
 
-Block = Union[Text, Image, ToolCall, ToolResult, Thinking, RedactedThinking]
+Block = Text | Image | ToolCall | ToolResult | Thinking | RedactedThinking
 
 
 @dataclass(slots=True)
@@ -242,8 +243,8 @@ class StreamError:
     status: int = 502
 
 
-Event = Union[MessageStart, BlockStart, TextDelta, ThinkingDelta, SignatureDelta, ArgumentsDelta,
-              BlockStop, UsageUpdate, Finish, StreamError]
+Event = (MessageStart | BlockStart | TextDelta | ThinkingDelta | SignatureDelta | ArgumentsDelta
+         | BlockStop | UsageUpdate | Finish | StreamError)
 
 
 def hosted(req: Request, kinds: tuple[str, ...] = ()) -> list[HostedTool]:
@@ -253,5 +254,5 @@ def hosted(req: Request, kinds: tuple[str, ...] = ()) -> list[HostedTool]:
     return [h for h in req.hosted_tools if h.kind in kinds]
 
 
-def text_of(blocks: list[Block]) -> str:
+def text_of(blocks: Sequence[Block]) -> str:
     return "".join(b.text for b in blocks if isinstance(b, Text))

@@ -63,6 +63,7 @@ from typing import Any
 
 from converters import anthropic
 from converters import canonical as cn
+from converters.shapes import arr, obj
 
 TRANSCRIPT_HEADER = ("The conversation so far is below as a transcript. Reply as the Assistant to the "
                      "last Human turn; write only the reply, without a role label.")
@@ -191,7 +192,7 @@ class StreamJsonDecoder:
         self.cost_usd: float | None = None
         self.result: dict[str, Any] | None = None
         self._next = 0  # next canonical block index
-        self._open: dict[int, int] = {}  # stream_event block index -> canonical index (current message)
+        self._open: dict[Any, int] = {}  # stream_event block index -> canonical index (current message)
         self._kind: dict[int, str] = {}  # canonical index -> "text" | "thinking"
         self._partial_ids: set[str] = set()  # messages seen as stream events
         self._partial_current: str | None = None
@@ -262,7 +263,7 @@ class StreamJsonDecoder:
     def _event(self, e: dict[str, Any]) -> list[cn.Event]:
         kind = e.get("type")
         if kind == "message_start":
-            msg = e.get("message") if isinstance(e.get("message"), dict) else {}
+            msg = obj(e.get("message"))
             mid = msg.get("id")
             out = self._close_all()
             first = not self.started
@@ -274,7 +275,7 @@ class StreamJsonDecoder:
                 self._partial_ids.add(self._partial_current)
             return out
         if kind == "content_block_start":
-            cb = e.get("content_block") if isinstance(e.get("content_block"), dict) else {}
+            cb = obj(e.get("content_block"))
             wire = e.get("index")
             out = self._start("", None)
             if cb.get("type") == "text":
@@ -291,23 +292,23 @@ class StreamJsonDecoder:
                     out.append(cn.ThinkingDelta(index, cb["thinking"]))
             return out  # tool_use, server tools, redacted thinking: the CLI's own business
         if kind == "content_block_delta":
-            index = self._open.get(e.get("index"))
-            delta = e.get("delta") if isinstance(e.get("delta"), dict) else {}
-            if index is None:
+            at = self._open.get(e.get("index"))
+            delta = obj(e.get("delta"))
+            if at is None:
                 return []
             dk = delta.get("type")
             if dk == "text_delta" and isinstance(delta.get("text"), str) and delta["text"]:
-                return [cn.TextDelta(index, delta["text"])]
+                return [cn.TextDelta(at, delta["text"])]
             if dk == "thinking_delta" and isinstance(delta.get("thinking"), str) and delta["thinking"]:
-                return [cn.ThinkingDelta(index, delta["thinking"])]
+                return [cn.ThinkingDelta(at, delta["thinking"])]
             if dk == "signature_delta" and isinstance(delta.get("signature"), str) and delta["signature"]:
-                return [cn.SignatureDelta(index, delta["signature"])]
+                return [cn.SignatureDelta(at, delta["signature"])]
             return []
         if kind == "content_block_stop":
-            index = self._open.pop(e.get("index"), None)
-            return [cn.BlockStop(index)] if index is not None else []
+            closed = self._open.pop(e.get("index"), None)
+            return [cn.BlockStop(closed)] if closed is not None else []
         if kind == "message_delta":
-            delta = e.get("delta") if isinstance(e.get("delta"), dict) else {}
+            delta = obj(e.get("delta"))
             if isinstance(delta.get("stop_reason"), str):
                 self._stop_reason = delta["stop_reason"]
             return []
@@ -331,7 +332,7 @@ class StreamJsonDecoder:
         out = self._start(mid, msg.get("model"))
         if isinstance(msg.get("stop_reason"), str):
             self._stop_reason = msg["stop_reason"]
-        content = msg.get("content") if isinstance(msg.get("content"), list) else []
+        content = arr(msg.get("content"))
         for b in content:
             if not isinstance(b, dict):
                 continue
@@ -371,7 +372,9 @@ class StreamJsonDecoder:
 
 def collect(events: list[cn.Event], model: str) -> cn.Response | cn.StreamError:
     """A whole stream of decoder events -> one canonical Response, or its StreamError."""
-    rid, blocks, usage, finish = "", [], cn.Usage(), "stop"
+    rid, usage = "", cn.Usage()
+    blocks: list[cn.Block] = []
+    finish: cn.FinishReason = "stop"
     texts: dict[int, cn.Text | cn.Thinking] = {}
     for e in events:
         if isinstance(e, cn.StreamError):
@@ -379,15 +382,16 @@ def collect(events: list[cn.Event], model: str) -> cn.Response | cn.StreamError:
         if isinstance(e, cn.MessageStart):
             rid = rid or e.id
         elif isinstance(e, cn.BlockStart) and isinstance(e.block, (cn.Text, cn.Thinking)):
-            block = cn.Text(e.block.text) if isinstance(e.block, cn.Text) else cn.Thinking(e.block.text, e.block.signature)
+            src = e.block
+            block = cn.Text(src.text) if isinstance(src, cn.Text) else cn.Thinking(src.text, src.signature)
             texts[e.index] = block
             blocks.append(block)
         elif isinstance(e, cn.TextDelta) and isinstance(texts.get(e.index), cn.Text):
             texts[e.index].text += e.text
         elif isinstance(e, cn.ThinkingDelta) and isinstance(texts.get(e.index), cn.Thinking):
             texts[e.index].text += e.text
-        elif isinstance(e, cn.SignatureDelta) and isinstance(texts.get(e.index), cn.Thinking):
-            texts[e.index].signature = e.signature  # type: ignore[union-attr]
+        elif isinstance(e, cn.SignatureDelta) and isinstance(thinking := texts.get(e.index), cn.Thinking):
+            thinking.signature = e.signature
         elif isinstance(e, cn.UsageUpdate):
             usage = e.usage
         elif isinstance(e, cn.Finish):

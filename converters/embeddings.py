@@ -67,7 +67,8 @@ def parse_openai_request(data: Any) -> OpenAIEmbedRequest:
     user = data.get("user")
     if user is not None and not isinstance(user, str):
         raise cn.ConversionError("Invalid type for 'user': expected a string.", "user")
-    return OpenAIEmbedRequest(model, _inputs(data.get("input")), fmt, dimensions, user)
+    return OpenAIEmbedRequest(model, _inputs(data.get("input")), "base64" if fmt == "base64" else "float",
+                              dimensions, user)
 
 
 def _is_int(value: Any) -> bool:
@@ -166,7 +167,7 @@ def gemini_to_openai_request(data: Any, model: str, batch: bool) -> dict[str, An
         items, paths = [data], [""]
     texts: list[str] = []
     dims: set[int] = set()
-    for item, path in zip(items, paths):
+    for item, path in zip(items, paths, strict=True):
         if not isinstance(item, dict):
             raise cn.ConversionError("Each request must be an object.", path)
         texts.append(_content_text(item.get("content"), _join(path, "content")))

@@ -426,7 +426,8 @@ class JsonPrefix:
         i, n = 0, len(text)
         while i < n and self.state != _BAD:
             if self.state == _STR:
-                i = _STR_RUN.match(text, i).end()
+                run = _STR_RUN.match(text, i)  # always matches (possibly empty)
+                i = run.end() if run else i
                 if i < n:
                     if text[i] == '"':
                         self.state = _COLON if self.key else _AFTER

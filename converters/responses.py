@@ -59,13 +59,14 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from converters import call_ids
 from converters import canonical as cn
 from converters.pipeline import SSERelabel, SSEStreamDecoder
+from converters.shapes import obj, string
 from converters.thinking import openai_refuses_sampling
 
 SIG_PREFIX = "llmgate.sig:"
@@ -310,7 +311,7 @@ def _freeform_tool(t: dict, where: str) -> cn.Tool:
     """A custom tool as a function taking {"input": string}; its format told in the description."""
     name = _str(t, "name", where)
     description = t.get("description") if isinstance(t.get("description"), str) else ""
-    fmt = t.get("format") if isinstance(t.get("format"), dict) else {}
+    fmt = obj(t.get("format"))
     about = "The raw input for the tool, as free-form text (not JSON)."
     if fmt.get("type") == "grammar" and isinstance(fmt.get("definition"), str):
         about = (f"The raw input for the tool. It must match this {fmt.get('syntax') or 'lark'} grammar:\n"
@@ -710,8 +711,8 @@ def _ts(x: Any) -> int:
 def usage_of(u: Any) -> cn.Usage:
     if not isinstance(u, dict):
         return cn.Usage()
-    inp = u.get("input_tokens_details") if isinstance(u.get("input_tokens_details"), dict) else {}
-    out = u.get("output_tokens_details") if isinstance(u.get("output_tokens_details"), dict) else {}
+    inp = obj(u.get("input_tokens_details"))
+    out = obj(u.get("output_tokens_details"))
     usage = cn.Usage(input_tokens=_int(u.get("input_tokens")), output_tokens=_int(u.get("output_tokens")),
                      cached_tokens=_int(inp.get("cached_tokens")), reasoning_tokens=_int(out.get("reasoning_tokens")))
     if hasattr(usage, "cache_write_tokens"):
@@ -1059,7 +1060,7 @@ class StreamDecoder(SSEStreamDecoder):
             return []
         kind = body.get("type") or name
         out: list[cn.Event] = []
-        resp = body.get("response") if isinstance(body.get("response"), dict) else {}
+        resp = obj(body.get("response"))
         if not self._started and kind != "error":
             self._started = True
             out.append(cn.MessageStart(str(resp.get("id") or f"resp_{int(time.time() * 1000)}"),
@@ -1091,8 +1092,8 @@ class StreamDecoder(SSEStreamDecoder):
             self.finished = True
             out += self._close_all()
             if kind == "response.failed":
-                err = resp.get("error") if isinstance(resp.get("error"), dict) else {}
-                code = err.get("code") if isinstance(err.get("code"), str) else "upstream_error"
+                err = obj(resp.get("error"))
+                code = string(err.get("code"), "upstream_error")
                 out.append(cn.StreamError(str(err.get("message") or "The upstream response failed."), code,
                                           429 if code == "rate_limit_exceeded" else 502))
                 return out
@@ -1104,7 +1105,7 @@ class StreamDecoder(SSEStreamDecoder):
             out.append(cn.Finish(finish, detail))
         elif kind == "error":
             self.finished = True
-            code = body.get("code") if isinstance(body.get("code"), str) else "upstream_error"
+            code = string(body.get("code"), "upstream_error")
             out += self._close_all()
             out.append(cn.StreamError(str(body.get("message") or "The upstream sent an error."), code,
                                       429 if code == "rate_limit_exceeded" else 502))
@@ -1142,17 +1143,18 @@ class StreamDecoder(SSEStreamDecoder):
         elif block.kind == "reasoning":
             final = _summary_text(item)
         else:
-            final = item.get("arguments") if isinstance(item.get("arguments"), str) else ""
+            final = string(item.get("arguments"))
         rest = final[len(block.text):] if final.startswith(block.text) else ""
         if rest:  # an upstream that sends the item whole, without (all) deltas
-            out.append({"message": cn.TextDelta, "reasoning": cn.ThinkingDelta,
-                        "function_call": cn.ArgumentsDelta}[block.kind](block.index, rest))
+            delta: dict[str, Callable[[int, str], cn.Event]] = {
+                "message": cn.TextDelta, "reasoning": cn.ThinkingDelta, "function_call": cn.ArgumentsDelta}
+            out.append(delta[block.kind](block.index, rest))
         blob = item.get("encrypted_content") if block.kind == "reasoning" and not block.blob_sent else None
         out.append(cn.BlockStop(block.index, blob if isinstance(blob, str) and blob else None))
         return out
 
     def _close_all(self) -> list[cn.Event]:
-        out = [cn.BlockStop(b.index) for _, b in sorted(self._blocks.items())]
+        out: list[cn.Event] = [cn.BlockStop(b.index) for _, b in sorted(self._blocks.items())]
         self._blocks.clear()
         return out
 

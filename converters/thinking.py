@@ -91,7 +91,7 @@ def anthropic_one_sampler(model: str) -> bool:
     ("cannot both be specified for this model"); Claude 3.x, Sonnet 4 and Opus 4 take both.
     Names that are not Claude's (Anthropic-compatible servers) are left alone."""
     found = _CLAUDE_VERSION.search(_name(model))
-    return bool(found) and (int(found.group(1)), int(found.group(2) or 0)) >= (4, 1)
+    return found is not None and (int(found.group(1)), int(found.group(2) or 0)) >= (4, 1)
 
 
 def override(base: Limits, model: str, table: dict[str, dict[str, Any]] | None) -> Limits:
@@ -136,7 +136,7 @@ def fit(r: cn.Reasoning | None, lim: Limits) -> cn.Reasoning | None:
         return cn.Reasoning(effort=level, include_thoughts=r.include_thoughts)
     if r.budget_tokens is None and asked not in EFFORT_BUDGET:
         raise cn.ConversionError(f"Unknown reasoning effort {asked!r}.", "reasoning_effort")
-    budget = r.budget_tokens if r.budget_tokens is not None else EFFORT_BUDGET[asked]
+    budget = r.budget_tokens if r.budget_tokens is not None else EFFORT_BUDGET[str(asked)]
     if budget < 0:  # Gemini's dynamic budget: the model decides
         return cn.Reasoning(include_thoughts=r.include_thoughts)
     if budget == 0 and lim.can_disable:
