@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from llmgate.request_path.catalog import ModelCatalog
 from llmgate.operations.metrics import Metrics
@@ -43,6 +43,7 @@ class Runtime:
         self.started = time.time()
         self.claude_code_shims: dict = {}  # (command, concurrency) -> ClaudeCodeShim, started on first use
         self.reload: Callable[[], None] = lambda: None  # re-read the config now (config_watch sets it)
+        self.first_run: Any = None  # what `auto: true` found (config_watch sets it; listings.health shows it)
         self._accounts: dict[str, tuple[object, object]] = {}
 
     def open_state(self, path: str) -> None:

@@ -6,7 +6,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
 
 import yaml
@@ -263,8 +263,12 @@ def _kind_model(type_: str, kind: ProviderKind) -> type[ProviderSettings]:
 
 PROVIDER_MODELS: dict[str, type[ProviderSettings]] = {t: _kind_model(t, k) for t, k in PROVIDER_TYPES.items()}
 globals().update({m.__name__: m for m in PROVIDER_MODELS.values()})  # importable by name, as pickle wants
-# one entry of `providers:`, validated by the model its `type` names
-ProviderEntry = Annotated[Union[tuple(PROVIDER_MODELS.values())], Field(discriminator="type")]
+# one entry of `providers:`, validated by the model its `type` names (built at run time: to a type
+# checker, every kind's model is a ProviderSettings)
+if TYPE_CHECKING:
+    ProviderEntry = ProviderSettings
+else:
+    ProviderEntry = Annotated[Union[tuple(PROVIDER_MODELS.values())], Field(discriminator="type")]  # noqa: UP007
 PROVIDER_ENTRY: TypeAdapter[ProviderSettings] = TypeAdapter(ProviderEntry)
 
 
@@ -438,9 +442,9 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml parses ~10x f
 
 
 class _LimitExceeded(Exception):
-    def __init__(self, message: str, mark: yaml.Mark):
+    def __init__(self, message: str, mark: Any):  # a yaml Mark, or None
         super().__init__(message)
-        self.line = mark.line + 1
+        self.line = mark.line + 1 if mark else 0
 
 
 def _check_limits(text: str) -> None:
@@ -461,7 +465,7 @@ def _check_limits(text: str) -> None:
             if isinstance(event, yaml.AliasEvent):
                 if any(f[2] == event.anchor for f in frames):
                     raise _LimitExceeded(f"alias *{event.anchor} is inside its own anchor", event.start_mark)
-                size, height = anchored.get(event.anchor, (0, 0))  # an undefined one fails in compose
+                size, height = anchored.get(event.anchor or "", (0, 0))  # an undefined one fails in compose
                 nodes += size
             elif isinstance(event, yaml.ScalarEvent):
                 nodes, size, height, anchor = nodes + 1, 1, 1, event.anchor
