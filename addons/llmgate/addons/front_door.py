@@ -214,7 +214,8 @@ class FrontDoor:
                         attempt: Callable[[Route, ProviderKind, bool], Awaitable[None]]) -> None:
         """Try members until one answers (llmgate/failover_engine decides which). A member that
         fails before the first byte reaches the client with a rate limit, a 5xx, no connection
-        or no answer in time cools down, and the next one is tried."""
+        or no answer in time (a stream: also an error as its first event) cools down, and the
+        next one is tried."""
         engine = await self._engine(flow, ib, model, data)
         while (a := engine.next()) is not None:
             before = self.rt.exchanges.get(flow.id)
@@ -282,6 +283,8 @@ class FrontDoor:
                 await self._hand_to_relay(flow, route, kind, call, resp, pl, out_headers, sse)
                 return
             body = await call.read(resp)
+            if kind.collect is not None:
+                body = kind.collect(body)
             try:
                 client_body = pl.response(body)
             except ValueError:
@@ -303,7 +306,11 @@ class FrontDoor:
             out_headers = [(k, v) for k, v in out_headers if k.lower() != b"content-type"]
             out_headers.append((b"content-type", b"application/json; charset=UTF-8"))
         read_timeout = (p.timeouts or self.rt.settings.server.timeouts).read
-        pipe = Pipe(resp, self.rt.secrets.stream(pl.transform()), out_headers, f"'{p.id}'", read_timeout)
+        head = await call.first_event(resp, read_timeout)  # an error as the first event fails over
+        if flow.error is not None:  # the client left while it was awaited
+            resp.close()
+            return
+        pipe = Pipe(resp, self.rt.secrets.stream(pl.transform()), out_headers, f"'{p.id}'", read_timeout, head)
         port = await self.rt.relay.ensure_started()
         ex.pipe, ex.token = pipe, self.rt.relay.register(pipe)
         ex.relay_saved = point_at_relay(flow.request, port, ex.token)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from converters.first_event import FirstEvent, StreamStartError
 from llmgate.errors import GatewayError
 from llmgate.request_path.failover import exhausted, fails_over, is_rate_limit
 from llmgate.request_path.pool import Cooling, PoolState
@@ -90,3 +91,42 @@ class Failover:
     def error(self) -> GatewayError:
         """What the client gets when nothing served the request."""
         return exhausted(self.model, self.failures, self.cooling, self._clock())
+
+
+HOLD_LIMIT = 64 << 10  # bytes held before the first event; an error event is far smaller
+
+
+class StreamStart:
+    """Whether a streamed answer may reach the client yet: it is held until its first real event
+    (converters/first_event), so an error sent inside a 200 fails over like an HTTP error. Pure:
+    the caller reads and feeds; the clock is injected (seconds).
+
+    Keepalives (comments, pings) do not count as a start, and are not held without end: past
+    `limit` bytes or `wait` seconds without a real event, the stream goes on as it is (the
+    upstream is alive; an error later is the relay's to report, as for any event after the first)."""
+
+    def __init__(self, first: FirstEvent, clock: Callable[[], float], wait: float, limit: int = HOLD_LIMIT):
+        self._first = first
+        self._clock = clock
+        self._deadline = clock() + wait
+        self._limit = limit
+        self._held: list[bytes] = []
+        self._size = 0
+
+    @property
+    def held(self) -> bytes:
+        """What was read so far: the client gets it first, byte for byte."""
+        return b"".join(self._held)
+
+    def remaining(self) -> float:
+        """Seconds to keep waiting for the first event."""
+        return max(0.0, self._deadline - self._clock())
+
+    def feed(self, chunk: bytes) -> StreamStartError | bool:
+        """True: let the stream through (held bytes first); False: read on; or the error it began with."""
+        self._held.append(chunk)
+        self._size += len(chunk)
+        verdict = self._first.feed(chunk)
+        if verdict is not None:
+            return verdict
+        return self._size > self._limit or self.remaining() <= 0

@@ -21,6 +21,7 @@ exchange ends (the front door's response/error hooks) or `release()`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -30,12 +31,14 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from converters.first_event import FirstEvent, StreamStartError
 from llmgate.errors import GatewayError
 from llmgate.request_path.failover import is_rate_limit
+from llmgate.request_path.failover_engine import HOLD_LIMIT, StreamStart
 from llmgate.providers.base import ProviderKind
 from llmgate.request_path.routing import Route
 from llmgate.settings import Timeouts
-from llmgate.request_path.upstream import MAX_BODY, MAX_ERROR_BODY, UpstreamRequest, proxy_setting
+from llmgate.request_path.upstream import MAX_BODY, MAX_ERROR_BODY, UpstreamRequest, broke_off, proxy_setting
 
 if TYPE_CHECKING:
     from llmgate.request_path.relay import Pipe
@@ -223,10 +226,61 @@ class ProviderCall:
                                code="upstream_redirect")
         if resp.status >= 400:
             body = await self.read(resp, MAX_ERROR_BODY, cut=True)
-            specific = self.account.error(resp.status, resp.headers, body) if self.account is not None else None
-            raise specific or self.req.error(resp.status, resp.reason or "", resp.headers, body)
-        self.rt.pool.success(self.route.provider.id, ex.account, self.route.model)
+            raise self._error(resp.status, resp.reason or "", resp.headers, body)
+        if self.req.purpose != "stream":  # a stream has answered once its first event is no error
+            self.succeeded()
         return resp
+
+    def _error(self, status: int, reason: str, headers: Any, body: bytes) -> GatewayError:
+        """An error answer: the account's specific error (quota, capacity...), else the kind's format's."""
+        specific = self.account.error(status, headers, body) if self.account is not None else None
+        return specific or self.req.error(status, reason, headers, body)
+
+    def succeeded(self) -> None:
+        self.rt.pool.success(self.route.provider.id, self.ex.account, self.route.model)
+
+    async def first_event(self, resp: aiohttp.ClientResponse, wait: float) -> bytes:
+        """Hold a 2xx stream until its first real event (failover_engine.StreamStart) and answer
+        the bytes read, which the client gets first. An error as that event is raised as the error
+        the same answer with an HTTP status would be; a stream that breaks off, stays silent for the
+        read timeout or ends before its first event is a 502/504: nothing reached the client yet, so
+        the failover may try another member. wait: seconds of keepalives alone before it goes on."""
+        gate = StreamStart(FirstEvent(self.kind.wire), time.monotonic, wait)
+        try:
+            while (verdict := await self._next_read(resp, gate)) is False:
+                pass
+        except aiohttp.ServerTimeoutError:
+            raise self._broken(resp, gate, GatewayError(
+                504, f"Upstream {self.who} sent no event within {wait:g} s.", code="upstream_timeout")) from None
+        except aiohttp.ClientError as e:
+            raise self._broken(resp, gate, GatewayError(
+                502, f"Upstream {self.who} {broke_off(e, len(gate.held), 'the stream')}.",
+                code="upstream_disconnected")) from None
+        except GatewayError as e:  # it ended before its first event
+            raise self._broken(resp, gate, e) from None
+        if isinstance(verdict, StreamStartError):
+            raise self._broken(resp, gate, self._error(verdict.status, "", resp.headers, verdict.body))
+        self.succeeded()
+        return gate.held
+
+    async def _next_read(self, resp: aiohttp.ClientResponse, gate: StreamStart) -> StreamStartError | bool:
+        try:
+            async with asyncio.timeout(gate.remaining()):
+                chunk = await resp.content.read(HOLD_LIMIT)
+        except aiohttp.ServerTimeoutError:
+            raise
+        except TimeoutError:
+            return True  # keepalives alone for the whole wait: the stream goes on as it is
+        if not chunk:
+            raise GatewayError(502, f"Upstream {self.who} ended the stream before its first event.",
+                               code="upstream_disconnected")
+        return gate.feed(chunk)
+
+    def _broken(self, resp: aiohttp.ClientResponse, gate: StreamStart, e: GatewayError) -> GatewayError:
+        """A stream that failed before its first event: what came is kept for the provider flow."""
+        resp.close()
+        self.ex.response_body = gate.held
+        return e
 
     async def read(self, resp: aiohttp.ClientResponse, limit: int = MAX_BODY, cut: bool = False) -> bytes:
         """The answer's body (kept on the exchange), at most `limit` bytes (llmgate/upstream.read_body)."""

@@ -76,8 +76,9 @@ class Pipe:
     BACKLOG = 2
 
     def __init__(self, resp: aiohttp.ClientResponse, transform: StreamTransform,
-                 headers: list[tuple[bytes, bytes]], who: str, read_timeout: float):
+                 headers: list[tuple[bytes, bytes]], who: str, read_timeout: float, head: bytes = b""):
         self.resp = resp
+        self.head = head  # bytes read before the stream was handed over (provider_call.first_event)
         self.transform = transform
         self.headers = headers
         self.who = who
@@ -111,6 +112,10 @@ class Pipe:
     async def _convert(self) -> bytes:
         """Read, convert and send the stream; returns its last bytes (an end or error event)."""
         try:
+            if self.head:
+                self.upstream.add(self.head)
+                if out := self.transform.feed(self.head):
+                    await self._send(out)
             async for chunk in self.resp.content.iter_chunked(READ_SIZE):
                 self.upstream.add(chunk)
                 out = self.transform.feed(chunk)
