@@ -115,7 +115,8 @@ def secrets_of(rt: Any) -> list[str]:
         found.append(p.api_key or "")
         found += [v for k, v in p.headers.items() if k.lower() in SECRET_HEADERS or _credential_name(k, "auth")]
     for data in _credentials(rt):
-        found += [v for k, v in data.items() if isinstance(v, str) and _credential_name(k)]
+        nested = [kv for v in data.values() if isinstance(v, dict) for kv in v.items()]  # Codex: {"tokens": {...}}
+        found += [v for k, v in [*data.items(), *nested] if isinstance(v, str) and _credential_name(k)]
     return found + proxy_secrets(settings, *(data.get("proxy_url") for data in _credentials(rt)))
 
 

@@ -3,9 +3,12 @@
 
 - Qwen Code: OAuth device code with PKCE. Prints the URL and code, polls the token endpoint
   (authorization_pending: keep going; slow_down: interval x1.5, at most 10 s).
-- Gemini CLI, Antigravity, iFlow: authorization code on a loopback callback, with a state
-  check (and PKCE for Google). The browser is opened when there is one; the URL is printed
-  either way.
+- Gemini CLI, Antigravity, iFlow, Codex: authorization code on a loopback callback, with a state
+  check (and PKCE for Google and OpenAI). The browser is opened when there is one; the URL is
+  printed either way. Codex writes auth.json as Codex CLI does (tokens under "tokens").
+- GitHub Copilot: GitHub's OAuth device flow (RFC 8628 as GitHub runs it: errors come with
+  HTTP 200; slow_down adds 5 s to the interval); the GitHub token is written, the gateway trades
+  it for Copilot tokens itself.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import httpx
 
 from llmgate.credentials import oauth
 from llmgate.credentials.store import write_atomic
+from llmgate.providers import codex
 from llmgate.request_path.upstream import check_proxy, proxy_name
 
 Say = Callable[[str], None]
@@ -130,11 +134,13 @@ def _callback_server(path: str, port: int, done: _Callback, event: threading.Eve
 
 
 def loopback_code(auth_url: str, params: dict[str, str], callback_path: str, port: int, say: Say,
-                  open_browser: bool, timeout: float, redirect_key: str = "redirect_uri") -> tuple[str, str]:
-    """Run the browser leg: -> (code, redirect_uri). Checks the state it sent."""
+                  open_browser: bool, timeout: float, redirect_key: str = "redirect_uri",
+                  redirect_host: str = "127.0.0.1") -> tuple[str, str]:
+    """Run the browser leg: -> (code, redirect_uri). Checks the state it sent. `redirect_host`: the
+    name the issuer has allow-listed (OpenAI's is "localhost"); the server listens on 127.0.0.1."""
     done, event = _Callback(), threading.Event()
     server = _callback_server(callback_path, port, done, event)
-    redirect = f"http://127.0.0.1:{server.server_address[1]}{callback_path}"
+    redirect = f"http://{redirect_host}:{server.server_address[1]}{callback_path}"
     state = secrets.token_urlsafe(16)
     query = {**params, redirect_key: redirect, "state": state}
     url = auth_url + "?" + urllib.parse.urlencode(query)
@@ -197,3 +203,58 @@ def iflow_login(client: oauth.OAuthClient, userinfo_url: str, path: Path, say: S
     creds["apiKey"] = key
     write_atomic(path, creds)
     return creds
+
+
+def codex_login(client: oauth.OAuthClient, path: Path, say: Say, port: int, open_browser: bool = True,
+                timeout: float = 600.0, proxy: str | None = None) -> dict[str, Any]:
+    """Codex CLI's "Sign in with ChatGPT": PKCE, callback http://localhost:<port>/auth/callback
+    (1455 is the port OpenAI allow-lists), the code traded at the token endpoint."""
+    verifier, challenge = pkce()
+    code, redirect = loopback_code(client.auth_url or "", {
+        "response_type": "code", "client_id": client.client_id, "scope": " ".join(client.scopes),
+        "code_challenge": challenge, "code_challenge_method": "S256", "id_token_add_organizations": "true",
+        "codex_cli_simplified_flow": "true", "originator": codex.ORIGINATOR}, "/auth/callback", port, say,
+        open_browser, timeout, redirect_host="localhost")
+    with _http(proxy) as http:
+        r = http.post(client.token_url, data={
+            "grant_type": "authorization_code", "code": code, "redirect_uri": redirect,
+            "client_id": client.client_id, "code_verifier": verifier})
+    answer = _json(r)
+    if r.status_code != 200 or not all(isinstance(answer.get(k), str) for k in
+                                       ("id_token", "access_token", "refresh_token")):
+        raise LoginError(f"token exchange failed ({r.status_code}): {answer.get('error') or 'no tokens'}")
+    tokens = {k: answer[k] for k in ("id_token", "access_token", "refresh_token")}
+    tokens["account_id"] = codex.account_id(tokens)
+    creds = {"OPENAI_API_KEY": None, "auth_mode": "chatgpt", "tokens": tokens, "last_refresh": codex.now_rfc3339()}
+    write_atomic(path, creds)
+    return creds
+
+
+def github_device_login(client: oauth.OAuthClient, path: Path, say: Say, timeout: float = 900.0,
+                        proxy: str | None = None) -> dict[str, Any]:
+    """GitHub's device flow with the Copilot editors' client id; writes {"oauth_token", "scope"}."""
+    accept = {"Accept": "application/json"}  # else GitHub answers form-encoded
+    with _http(proxy) as http:
+        r = http.post(client.device_url or "", headers=accept,
+                      data={"client_id": client.client_id, "scope": " ".join(client.scopes)})
+        device = _json(r)
+        if r.status_code != 200 or "device_code" not in device:
+            raise LoginError(f"device authorization failed: {device.get('error_description') or device.get('error')}")
+        say(f"Open {device.get('verification_uri')} and enter the code {device.get('user_code')}.")
+        interval = float(device.get("interval") or 5)
+        deadline = time.monotonic() + min(timeout, float(device.get("expires_in") or timeout))
+        while time.monotonic() < deadline:
+            time.sleep(interval)
+            answer = _json(http.post(client.token_url, headers=accept, data={
+                "client_id": client.client_id, "device_code": device["device_code"],
+                "grant_type": "urn:ietf:params:oauth:grant-type:device_code"}))
+            if isinstance(answer.get("access_token"), str) and answer["access_token"]:
+                creds = {"oauth_token": answer["access_token"], "scope": answer.get("scope", "")}
+                write_atomic(path, creds)
+                return creds
+            error = answer.get("error")
+            if error == "slow_down":
+                interval = float(answer.get("interval") or interval + 5)
+            elif error != "authorization_pending":
+                raise LoginError(f"{error}: {answer.get('error_description') or ''}".rstrip(": "))
+    raise LoginError("the device code expired before the login was confirmed")

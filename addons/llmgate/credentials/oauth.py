@@ -1,9 +1,9 @@
 """OAuth facts of the coding CLIs and the token refresh the gateway does with them.
 
 Client ids and the Google installed-app "secrets" are the ones the official CLIs publish in
-their own source (Qwen Code, Gemini CLI, Antigravity): a refresh token only works with the
-client it was issued to. Every URL can be overridden in proxy.yaml (tests point them at
-local servers).
+their own source (Qwen Code, Gemini CLI, Antigravity, Codex CLI; GitHub Copilot's editor client):
+a refresh token only works with the client it was issued to. Every URL can be overridden in
+proxy.yaml (tests point them at local servers).
 """
 
 from __future__ import annotations
@@ -54,6 +54,19 @@ IFLOW = OAuthClient(
     auth_url="https://iflow.cn/oauth",
     client_id="10009311001",
     client_secret="4Z3YjXycVsQvyGF1etiNlIBB4RsqSDtW",
+)
+
+CODEX = OAuthClient(  # Codex CLI's ChatGPT sign-in (openai/codex codex-rs/login/src/server.rs, auth/manager.rs)
+    token_url="https://auth.openai.com/oauth/token",
+    auth_url="https://auth.openai.com/oauth/authorize",
+    client_id="app_EMoamEEZ73f0CkXaXp7hrann",
+    scopes=("openid", "profile", "email", "offline_access", "api.connectors.read", "api.connectors.invoke"),
+)
+COPILOT = OAuthClient(  # GitHub's device flow with the client id of the Copilot editor extensions
+    token_url="https://github.com/login/oauth/access_token",
+    device_url="https://github.com/login/device/code",
+    client_id="Iv1.b507a08c87ecfe98",
+    scopes=("read:user",),
 )
 
 

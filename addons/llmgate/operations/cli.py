@@ -1,6 +1,6 @@
 """The llmgate command.
 
-    llmgate login qwen|gemini|antigravity|iflow     log in a subscription account
+    llmgate login qwen|gemini|antigravity|iflow|codex|copilot   log in a subscription account
     llmgate status                                  the running gateway, or that it is not running
     llmgate providers list|get|add|edit|enable|disable|remove|test
     llmgate set <provider>                          the default provider (routing.default)
@@ -41,6 +41,7 @@ except ImportError:  # pragma: no cover
 
 from llmgate.credentials import login as flows
 from llmgate.credentials import oauth
+from llmgate.providers.codex import codex_home_file
 
 
 class LlmgateTyper(typer.Typer):
@@ -82,6 +83,8 @@ class Provider(str, Enum):
     gemini = "gemini"
     antigravity = "antigravity"
     iflow = "iflow"
+    codex = "codex"
+    copilot = "copilot"
 
 
 DEFAULT_FILES = {  # where the official CLIs (and the gateway, by default) read them
@@ -89,6 +92,16 @@ DEFAULT_FILES = {  # where the official CLIs (and the gateway, by default) read 
     Provider.gemini: "~/.gemini/oauth_creds.json",
     Provider.antigravity: "~/.llmgate/antigravity/account.json",
     Provider.iflow: "~/.iflow/oauth_creds.json",
+    Provider.codex: codex_home_file(),  # Codex CLI's auth.json (CODEX_HOME)
+    Provider.copilot: "~/.llmgate/copilot/account.json",
+}
+TERMS = {  # said before logins whose vendor restricts use outside its own clients
+    Provider.antigravity: "Antigravity's terms forbid third-party clients; accounts have been suspended for "
+                          "using them.",
+    Provider.codex: "OpenAI's terms cover the ChatGPT sign-in for its own apps (Codex CLI); accounts used from "
+                    "other clients can be suspended.",
+    Provider.copilot: "GitHub's terms cover Copilot through GitHub's own and supported clients; access used "
+                      "otherwise can be suspended.",
 }
 IFLOW_USERINFO = "https://iflow.cn/api/oauth/getUserInfo"
 
@@ -117,8 +130,8 @@ def login_command(
     provider: Provider = typer.Argument(..., help="which account to log in"),
     credentials: Path | None = typer.Option(None, help="credentials file to write (default: the CLI's own)"),
     token_url: str | None = typer.Option(None, help="OAuth token endpoint (default: the official one)"),
-    auth_url: str | None = typer.Option(None, help="authorization page (Google, iFlow)"),
-    device_url: str | None = typer.Option(None, help="device-code endpoint (Qwen)"),
+    auth_url: str | None = typer.Option(None, help="authorization page (Google, iFlow, Codex)"),
+    device_url: str | None = typer.Option(None, help="device-code endpoint (Qwen, Copilot)"),
     userinfo_url: str = typer.Option(IFLOW_USERINFO, help="iFlow's user-info endpoint (gives the API key)"),
     port: int | None = typer.Option(None, help="loopback callback port (default: the CLI's, or any free one)"),
     browser: bool = typer.Option(True, help="open the login page in a browser"),
@@ -129,20 +142,23 @@ def login_command(
     """Log in an account and write its credentials where the gateway reads them."""
     path = (credentials or Path(DEFAULT_FILES[provider])).expanduser()
     base = {Provider.qwen: oauth.QWEN, Provider.gemini: oauth.GEMINI_CLI, Provider.antigravity: oauth.ANTIGRAVITY,
-            Provider.iflow: oauth.IFLOW}[provider]
+            Provider.iflow: oauth.IFLOW, Provider.codex: oauth.CODEX, Provider.copilot: oauth.COPILOT}[provider]
     client = dataclasses.replace(base, token_url=token_url or base.token_url, auth_url=auth_url or base.auth_url,
                                  device_url=device_url or base.device_url)
     say = typer.echo
+    if provider in TERMS:
+        say(f"Warning: {TERMS[provider]} Continue only if you accept that risk.")
     try:
         if provider is Provider.qwen:
             flows.qwen_device_login(client, path, say, timeout=timeout, proxy=proxy)
+        elif provider is Provider.codex:
+            flows.codex_login(client, path, say, 1455 if port is None else port, browser, timeout, proxy)
+        elif provider is Provider.copilot:
+            flows.github_device_login(client, path, say, timeout=timeout, proxy=proxy)
         elif provider is Provider.iflow:
             flows.iflow_login(client, userinfo_url, path, say, 11451 if port is None else port, browser, timeout,
                               proxy)
         else:
-            if provider is Provider.antigravity:
-                say("Warning: Antigravity's terms forbid third-party clients; accounts have been suspended "
-                    "for using them. Continue only if you accept that risk.")
             callback = "/oauth-callback" if provider is Provider.antigravity else "/oauth2callback"
             default_port = 51121 if provider is Provider.antigravity else 0
             flows.google_login(client, path, say, callback, default_port if port is None else port, browser,

@@ -6,6 +6,8 @@ from llmgate.providers import (
     claude_code,
     code_assist,
     codegeex,
+    codex,
+    copilot,
     gemini_api,
     iflow,
     kiro,
@@ -27,4 +29,6 @@ PROVIDER_TYPES: dict[str, ProviderKind] = {
     "codegeex": codegeex.KIND,
     "claude-code": claude_code.KIND,
     "kiro": kiro.KIND,
+    "codex": codex.KIND,
+    "copilot": copilot.KIND,
 }

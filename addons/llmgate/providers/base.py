@@ -30,6 +30,9 @@ class ProviderKind:
     config_fields: tuple[str, ...] = ()
     # headers its accounts set that carry a credential (auth_headers' own are counted already)
     secret_headers: tuple[str, ...] = ()
+    # upstreams that only stream (Codex's backend): the streamed answer to a request the client
+    # did not stream -> the JSON answer (its accounts ask for a stream either way)
+    collect: Callable[[bytes], bytes] | None = None
 
     def secret_header_names(self) -> frozenset[str]:
         """Lowercased names of every header that carries this kind's credentials: redacted in flows."""

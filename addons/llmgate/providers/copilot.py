@@ -1,0 +1,163 @@
+"""GitHub Copilot: a GitHub token from the device-flow login (`llmgate login copilot`), traded
+for a short-lived Copilot token, and Copilot's OpenAI-compatible chat API.
+
+Terms of service: GitHub's terms for Copilot cover its use through GitHub's own and supported
+editor clients; using the editor login from a gateway is not among them, and GitHub can
+suspend Copilot access for it. The gateway logs a warning the first time an entry is used.
+
+- Credentials file (ours, ~/.llmgate/copilot/account.json; one per account, globs allowed):
+  {"oauth_token": "gho_...", "copilot_token", "expiry_date" (epoch ms, when to trade again),
+  "api_url"}. The Copilot token (~30 min) is fetched with GET
+  https://api.github.com/copilot_internal/v2/token (Authorization: token <GitHub token>) and
+  traded again `refresh_in` seconds after (before it expires), once for all concurrent requests.
+  `token_url` overrides that endpoint. The answer's endpoints.api is the chat host (individual,
+  business and enterprise plans differ); base_url in proxy.yaml overrides it.
+- Requests carry the editor headers Copilot requires (Editor-Version, Editor-Plugin-Version,
+  Copilot-Integration-Id) and X-Initiator (agent when the last message is a tool result).
+- Models come from GET {api}/models; chat is POST {api}/chat/completions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from llmgate.credentials.accounts import AccountSet, OAuthAccount
+from llmgate.credentials.store import CredentialsFile, LoginRequired, RefreshFailed
+from llmgate.errors import GatewayError
+from llmgate.providers.base import ProviderKind
+from llmgate.providers.openai_compat import KIND as OPENAI
+
+if TYPE_CHECKING:
+    from llmgate.request_path.upstream import UpstreamRequest
+
+log = logging.getLogger("llmgate")
+
+DEFAULT_BASE = "https://api.githubcopilot.com"
+TOKEN_URL = "https://api.github.com/copilot_internal/v2/token"
+EDITOR = {  # what VS Code's Copilot Chat sends
+    "Editor-Version": "vscode/1.104.1",
+    "Editor-Plugin-Version": "copilot-chat/0.31.2",
+    "Copilot-Integration-Id": "vscode-chat",
+    "User-Agent": "GitHubCopilotChat/0.31.2",
+}
+MODELS = ("gpt-4.1", "gpt-5-mini", "claude-sonnet-4.5", "gemini-2.5-pro")
+_warned: set[str] = set()
+
+
+def _model_ids(body: Any) -> list[str]:
+    """The models endpoint's chat models (embeddings and completions models left out)."""
+    return [m["id"] for m in (body.get("data") or []) if isinstance(m, dict) and isinstance(m.get("id"), str)
+            and ((m.get("capabilities") or {}).get("type") or "chat") == "chat"] if isinstance(body, dict) else []
+
+
+def initiator(body: bytes) -> str:
+    """"agent" when the request continues a tool loop, else "user" (Copilot bills user turns)."""
+    try:
+        messages = json.loads(body).get("messages") or []
+        last = messages[-1].get("role") if messages else "user"
+    except (ValueError, AttributeError, TypeError):
+        return "user"
+    return "agent" if last in ("tool", "assistant") else "user"
+
+
+class CopilotAccount(OAuthAccount):
+    def __init__(self, p: Any, rt: Any, path: Path):
+        creds = CredentialsFile(path, f"llmgate login copilot --credentials {path}", token_key="copilot_token")
+        super().__init__(p, rt, path, None, "copilot", creds)
+
+    async def refresh(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The trade of the GitHub token for a Copilot token (not an OAuth refresh: nothing rotates)."""
+        github = data.get("oauth_token")
+        if not isinstance(github, str) or not github:
+            raise LoginRequired("the file holds no GitHub oauth_token")
+        url = self.p.token_url or TOKEN_URL
+        headers = {"Authorization": f"token {github}", "Accept": "application/json", **EDITOR}
+        try:
+            async with self.session(url).get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=30)) as resp:
+                status, text = resp.status, await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise RefreshFailed(f"{url} unreachable: {type(e).__name__}") from None
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            answer = None
+        if status == 200 and isinstance(answer, dict) and isinstance(answer.get("token"), str):
+            return trade_fields(answer)
+        message = answer.get("message") if isinstance(answer, dict) else None
+        if status == 401:
+            raise LoginRequired(f"GitHub refused the token ({message or status})")
+        if status in (403, 404):
+            raise LoginRequired(f"this GitHub account has no Copilot access ({message or status})")
+        raise RefreshFailed(f"{url} answered {status}")
+
+    async def prepare(self, up: UpstreamRequest, model: str, purpose: str, force: bool = False) -> None:
+        creds = await self.token(force)
+        api = creds.get("api_url")
+        if "base_url" not in self.p.model_fields_set and isinstance(api, str) and api.startswith(("https://",
+                                                                                                 "http://")):
+            up.url = api.rstrip("/") + up.url[len(self.p.base_url):]
+        up.headers.update({"Authorization": f"Bearer {creds['copilot_token']}", **EDITOR,
+                           "Openai-Intent": "conversation-panel", "X-Request-Id": str(uuid.uuid4())})
+        if purpose in ("generate", "stream") and up.body:
+            up.headers["X-Initiator"] = initiator(up.body)
+
+    def error(self, status: int, headers: Any, body: bytes) -> GatewayError | None:
+        try:
+            err = json.loads(body).get("error") or {}
+        except (ValueError, AttributeError):
+            err = {}
+        message = str(err.get("message") if isinstance(err, dict) else err)[:300]
+        code = err.get("code") if isinstance(err, dict) else None
+        retry = {"Retry-After": headers["Retry-After"]} if "Retry-After" in headers else {}
+        who = f"account {self.name} (provider '{self.p.id}')"
+        if code in ("quota_exceeded", "premium_quota_exceeded") or status == 402:
+            return GatewayError(429, f"Copilot quota exhausted for {who}: {message}", code="quota_exhausted",
+                                headers=retry)
+        if status == 429:
+            return GatewayError(429, f"Rate limited by Copilot for {who}: {message}", code="rate_limited",
+                                headers=retry)
+        return None
+
+
+def trade_fields(answer: dict[str, Any]) -> dict[str, Any]:
+    """The token endpoint's answer as file fields: trade again after refresh_in (or a minute
+    before expires_at), as the editors do."""
+    now = time.time()
+    expires = answer.get("expires_at") if isinstance(answer.get("expires_at"), (int, float)) else now + 1500
+    when = now + answer["refresh_in"] if isinstance(answer.get("refresh_in"), (int, float)) else expires - 60
+    new: dict[str, Any] = {"copilot_token": answer["token"], "expiry_date": int(min(when, expires) * 1000)}
+    api = (answer.get("endpoints") or {}).get("api") if isinstance(answer.get("endpoints"), dict) else None
+    if isinstance(api, str) and api:
+        new["api_url"] = api
+    return new
+
+
+def _accounts(p: Any, rt: Any) -> AccountSet:
+    if p.id not in _warned:
+        _warned.add(p.id)
+        log.warning("provider %s uses GitHub Copilot's editor login: GitHub's terms cover Copilot through its "
+                    "own and supported clients; access used otherwise can be suspended.", p.id)
+    return AccountSet(p, lambda path: CopilotAccount(p, rt, path), KIND.credentials)
+
+
+KIND = ProviderKind(
+    type="copilot",
+    wire="openai_chat",
+    chat_url=OPENAI.chat_url,
+    models_path="/models",
+    auth_headers=lambda key: {},
+    parse_models=_model_ids,
+    default_base_url=DEFAULT_BASE,
+    default_models=MODELS,
+    accounts=_accounts,
+    credentials="~/.llmgate/copilot/account.json",
+    config_fields=("credentials", "token_url"),
+    secret_headers=("Authorization",),  # the Copilot token
+)
