@@ -17,8 +17,9 @@ and shown exactly like that HTTP answer.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from botocore.eventstream import EventStreamBuffer
 

@@ -7,10 +7,9 @@ Routes are listed in llmgate/request_path/inbound.py.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Awaitable
-from typing import Any, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import unquote
 
 from mitmproxy import ctx, http
@@ -19,25 +18,25 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from converters import anthropic, embeddings, gemini, openai_chat
 from converters import canonical as cn
 from converters.token_estimate import estimate
-from llmgate.request_path import listings
 from llmgate.addons.accounting import INBOUND
-from llmgate.operations.admin_api import AdminApi
-from llmgate.request_path.client_apis import ANTHROPIC, GEMINI
+from llmgate.addons.limits import request_body
 from llmgate.errors import GatewayError
+from llmgate.operations.admin_api import AdminApi
+from llmgate.providers import PROVIDER_TYPES
+from llmgate.providers.base import ProviderKind
+from llmgate.request_path import listings
+from llmgate.request_path.answers import error_response, json_response
+from llmgate.request_path.client_apis import ANTHROPIC, GEMINI
 from llmgate.request_path.failover import affinity_key, cool_down
 from llmgate.request_path.failover_engine import Failover, member_state
 from llmgate.request_path.inbound import ROUTES_HINT, Inbound, inbound_of
-from llmgate.addons.limits import request_body
 from llmgate.request_path.pool import Cooling
 from llmgate.request_path.provider_call import CallRequest, Exchange, ProviderCall
-from llmgate.providers import PROVIDER_TYPES
-from llmgate.providers.base import ProviderKind
 from llmgate.request_path.relay import Pipe, bound_socket_buffers, point_at_relay
-from llmgate.request_path.answers import error_response, json_response
 from llmgate.request_path.routing import Route, members
+from llmgate.request_path.wire import UPSTREAM_FORMATS, plan
 from llmgate.runtime import UPSTREAM_MARK, Runtime
 from llmgate.settings import Limits
-from llmgate.request_path.wire import UPSTREAM_FORMATS, plan
 
 log = logging.getLogger("llmgate")
 

@@ -9,8 +9,8 @@ attempt, or None and then `error()`: the member's own error (a pool of one) or `
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from converters.first_event import FirstEvent, StreamStartError
 from llmgate.errors import GatewayError

@@ -25,20 +25,21 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from converters.first_event import FirstEvent, StreamStartError
 from llmgate.errors import GatewayError
+from llmgate.providers.base import ProviderKind
 from llmgate.request_path.failover import is_rate_limit
 from llmgate.request_path.failover_engine import HOLD_LIMIT, StreamStart
-from llmgate.providers.base import ProviderKind
 from llmgate.request_path.routing import Route
-from llmgate.settings import Timeouts
 from llmgate.request_path.upstream import MAX_BODY, MAX_ERROR_BODY, UpstreamRequest, broke_off, proxy_setting
+from llmgate.settings import Timeouts
 
 if TYPE_CHECKING:
     from llmgate.request_path.relay import Pipe
