@@ -333,6 +333,64 @@ class LogSettings(_Strict):
         return url
 
 
+# the vendor API hosts the official coding CLIs call (intercept mode)
+VENDOR_HOSTS = ("api.anthropic.com", "api.openai.com", "chatgpt.com", "generativelanguage.googleapis.com",
+                "cloudcode-pa.googleapis.com", "portal.qwen.ai", "dashscope.aliyuncs.com",
+                "dashscope-intl.aliyuncs.com")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
+class InterceptRule(_Strict):
+    """Which intercepted calls the gateway answers itself; the first rule that matches wins."""
+
+    host: str | None = Field(None, description="one of intercept.hosts (default: any)")
+    model: str | None = Field(None, min_length=1, description="glob on the model the call names, as "
+                              "claude-*haiku* (default: any)")
+    route: str | None = Field(None, min_length=1, description="'gateway': the gateway's routing by the call's "
+                              "model; else a target as in routing.aliases (provider/model, a model, an alias)")
+    provider: str | None = Field(None, min_length=1, description="a provider id: the call goes there, its model "
+                                 "name as sent")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> InterceptRule:
+        if (self.route is None) == (self.provider is None):
+            raise ValueError("give one of 'route' (gateway, or a routing target) and 'provider'")
+        return self
+
+
+class InterceptSettings(_Strict):
+    """Intercept mode (mitmproxy's regular mode): the CLIs' calls to these hosts are shown and logged,
+    and those a rule matches are answered by the gateway; the rest reach the vendor unchanged."""
+
+    hosts: list[str] = Field(default_factory=lambda: list(VENDOR_HOSTS),
+                             description="vendor API hosts whose TLS is intercepted; every other host is "
+                             "tunnelled untouched")
+    rules: list[InterceptRule] = Field(default_factory=list, description="calls the gateway routes")
+
+    @field_validator("hosts")
+    @classmethod
+    def _hostnames(cls, hosts: list[str]) -> list[str]:
+        out = []
+        for h in hosts:
+            name = h.strip().lower()
+            if "/" in name or ":" in name:
+                raise ValueError(f"{h!r}: write the bare host name, as api.anthropic.com (no scheme, port or path)")
+            if not _HOSTNAME.match(name):
+                raise ValueError(f"{h!r} is not a host name")
+            out.append(name)
+        if not out:
+            raise ValueError("no hosts: list the vendor API hosts to intercept")
+        return out
+
+    @model_validator(mode="after")
+    def _rule_hosts(self) -> InterceptSettings:
+        for i, r in enumerate(self.rules):
+            if r.host is not None and r.host.lower() not in self.hosts:
+                raise ValueError(f"rules[{i}].host: {r.host!r} is not in intercept.hosts ({', '.join(self.hosts)})")
+            r.host = r.host.lower() if r.host else None
+        return self
+
+
 class GatewaySettings(_Strict):
     auto: bool = Field(False, description="also serve the providers found on this machine: API keys in the "
                        "environment, local servers, coding-CLI logins (llmgate/operations/first_run.py)")
@@ -340,6 +398,8 @@ class GatewaySettings(_Strict):
     log: LogSettings = Field(default_factory=LogSettings)
     providers: list[ProviderEntry] = Field(default_factory=list)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    intercept: InterceptSettings | None = Field(None, description="intercept mode: the official CLIs' calls to "
+                                                "their vendors, watched and routed by rules")
 
     @model_validator(mode="after")
     def _references(self) -> GatewaySettings:
@@ -357,7 +417,20 @@ class GatewaySettings(_Strict):
         if self.server.cors and "*" in self.server.cors.origins and not self.server.api_keys:
             raise ValueError("server.cors.origins: '*' needs server.api_keys (else any web page could use "
                              "this gateway's providers)")
+        if self.intercept is not None:
+            self._check_intercept(ids)
         return self
+
+    def _check_intercept(self, ids: list[str]) -> None:
+        for i, r in enumerate(self.intercept.rules if self.intercept else ()):
+            if r.provider and r.provider not in ids and not (self.auto and r.provider in _auto_ids()):
+                raise ValueError(f"intercept.rules.{i}.provider: unknown provider {r.provider!r} "
+                                 f"(providers: {', '.join(ids) or 'none configured'})")
+            if r.route and r.route != "gateway":
+                try:
+                    self._check_target(f"intercept-{i}", r.route, ids)
+                except ValueError as e:
+                    raise ValueError(f"intercept.rules.{i}.route: {str(e).split(': ', 1)[1]}") from None
 
     def _check_target(self, alias: str, target: str, ids: list[str]) -> None:
         """A target is a model name, another alias, or "provider/model". A name with '/' whose first
@@ -506,7 +579,7 @@ def _load_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
         raise ConfigError(f"{source}: not valid YAML: {e}") from None
 
 
-_FIELD_FIRST = re.compile(r"((?:server|routing)\.[A-Za-z_]+\.[^:\s]+): ")  # "routing.aliases.big: ..."
+_FIELD_FIRST = re.compile(r"((?:server|routing|intercept)\.[A-Za-z_]+\.[^:\s]+): ")  # "routing.aliases.big: ..."
 
 
 def parse_settings(text: str, source: str = "proxy.yaml") -> tuple[GatewaySettings, list[str]]:
