@@ -61,13 +61,14 @@ class Runtime:
             closer.start()
         self._state_path = path
 
-    def open_request_log(self, path: str | None, retention_days: float) -> None:
-        """Log requests to this SQLite file (None: no request log)."""
+    def open_request_log(self, path: str | None, retention_days: float, database: str | None = None) -> None:
+        """Log requests to this SQLite file, or to PostgreSQL spilling to it (None: no request log)."""
         path = os.path.abspath(os.path.expanduser(path)) if path else None
         old = self.request_log
-        if old is not None and path == str(old.path) and old.retention == retention_days * 86400:
+        if (old is not None and path == str(old.path) and old.retention == retention_days * 86400
+                and old.database == database):
             return
-        self.request_log = RequestLog(path, retention_days) if path else None
+        self.request_log = RequestLog(path, retention_days, database) if path else None
         if old is not None:
             old.close()
 

@@ -12,7 +12,7 @@ def test_a_log_file_without_its_table_yet_reads_as_empty(tmp_path):
     """The writer thread creates the file, then its table: a read in between is not a 503."""
     path = tmp_path / "log.sqlite"
     sqlite3.connect(path).close()  # the file exists, the table does not
-    log = SimpleNamespace(path=path, _read=lambda: request_log.RequestLog._read(SimpleNamespace(path=path)))
+    log = SimpleNamespace(read=request_log.SqliteSink(path).read)
     api = AdminApi(SimpleNamespace(request_log=log), lambda: "proxy.yaml", lambda: None)
     assert asyncio.run(api._read(request_log.count)) == 0
     assert asyncio.run(api._read(request_log.history)) == []

@@ -134,7 +134,8 @@ class ConfigWatch:
         config_dir = os.path.dirname(os.path.abspath(path))
         self.rt.open_state(settings.server.state_file or os.path.join(config_dir, "llmgate-state.sqlite"))
         log_file = settings.log.file or os.path.join(config_dir, "llmgate-requests.sqlite")
-        self.rt.open_request_log(log_file if settings.log.enabled else None, settings.log.retention_days)
+        self.rt.open_request_log(log_file if settings.log.enabled else None, settings.log.retention_days,
+                                 settings.log.database)
 
     def _commit(self, file: GatewaySettings, detection: first_run.Detection | None, warnings: list[str], path: str,
                 stamp: tuple | None) -> None:

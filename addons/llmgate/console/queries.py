@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import yaml
 
-from llmgate.operations.request_log import COLUMNS
+from llmgate.operations.request_log import COLUMNS, dialect
 
 SECRET_KEY = re.compile(r"key|secret|token|password|authorization|cookie", re.I)
 NOT_SECRET = re.compile(r"_(url|urls|file|path)$|^max_|_tokens$", re.I)
@@ -17,9 +17,9 @@ MASK = "[redacted]"
 
 
 def timeline(db: sqlite3.Connection, since: float, step: float, buckets: int) -> list[tuple[int, int, int]]:
-    """(requests, errors, tokens) per `step` seconds from `since`, oldest first."""
+    """(requests, errors, tokens) per `step` seconds from `since`, oldest first (SQLite or PostgreSQL)."""
     rows = db.execute(
-        "SELECT CAST((ts - ?) / ? AS INTEGER) AS b, COUNT(*), SUM(error IS NOT NULL), "
+        f"SELECT {dialect(db).bucket} AS b, COUNT(*), COUNT(error), "
         "COALESCE(SUM(prompt_tokens), 0) + COALESCE(SUM(completion_tokens), 0) FROM requests "
         "WHERE ts >= ? GROUP BY b", (since, step, since)).fetchall()
     by = {b: (n, e, t) for b, n, e, t in rows}

@@ -185,7 +185,7 @@ class AdminApi:
         logged = await self._read(request_log.count) if self.rt.request_log is not None else 0
         return {"version": VERSION, "uptime_s": round(time.time() - self.rt.started, 3),
                 "config": os.path.abspath(self.config_path()), "providers": len(self.rt.settings.providers),
-                "request_log": str(self.rt.request_log.path) if self.rt.request_log is not None else None,
+                "request_log": self.rt.request_log.where if self.rt.request_log is not None else None,
                 "requests_logged": logged}
 
     def describe(self, p: ProviderSettings) -> dict[str, Any]:
@@ -413,27 +413,16 @@ class AdminApi:
 
     # --- request log --------------------------------------------------------------
 
-    async def _read(self, query: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    async def _read(self, query: Callable[..., Any], *args: Any) -> Any:
         log = self.rt.request_log
         if log is None:
             raise GatewayError(404, "The request log is off (log.enabled: false).", code="request_log_off")
 
         empty = 0 if query is request_log.count else None if query is request_log.detail else []
 
-        def run() -> Any:
-            if not log.path.exists():
-                return empty
-            with log._read() as db:
-                try:
-                    return query(db, *args, **kw)
-                except sqlite3.OperationalError as e:
-                    if "no such table" in str(e):  # the writer made the file but not yet its table
-                        return empty
-                    raise
-
-        try:
-            return await asyncio.to_thread(run)
-        except sqlite3.Error as e:
+        try:  # the SQLite file or PostgreSQL (log.database)
+            return await asyncio.to_thread(lambda: log.read(query, *args, empty=empty))
+        except request_log.Unreadable as e:
             raise GatewayError(503, f"The request log cannot be read: {e}.", code="request_log_unavailable") from None
 
     async def history(self, q: dict[str, str]) -> dict[str, Any]:

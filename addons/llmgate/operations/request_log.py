@@ -1,4 +1,7 @@
-"""The request log: one SQLite row per client request, written off the event loop.
+"""The request log: one row per client request, written off the event loop.
+
+In a SQLite file (`SqliteSink`, the default) or in PostgreSQL (`log.database`:
+request_log_pg.PostgresSink, which spills to the SQLite file while PostgreSQL is away).
 
 Rows are queued by the addon and written in batches by one thread, so logging never adds to a
 request's latency. A full disk, a locked or read-only database costs log warnings (at most one
@@ -13,6 +16,7 @@ import queue
 import sqlite3
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +38,22 @@ CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 BATCH = 500
 FLUSH_EVERY = 0.5  # seconds
 PURGE_EVERY = 3600.0
-STATS_BY = {"provider": "provider", "model": "model", "key": "key_id", "day": "date(ts, 'unixepoch')"}
+STATS_BY = {"provider": "provider", "model": "model", "key": "key_id", "day": "day"}  # "day": Sql.day
+INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+
+class Sql:
+    """The expressions SQLite and PostgreSQL spell differently (a reader's `sql` attribute overrides)."""
+    day = "date(ts, 'unixepoch')"
+    bucket = "CAST((ts - ?) / ? AS INTEGER)"
+
+
+def dialect(db: Any) -> type[Sql]:
+    return getattr(db, "sql", Sql)
+
+
+class Unreadable(Exception):
+    """The request log's store cannot answer a read (the admin API's 503)."""
 
 
 def connect(path: Path, timeout: float = 5.0) -> sqlite3.Connection:
@@ -45,10 +64,66 @@ def connect(path: Path, timeout: float = 5.0) -> sqlite3.Connection:
     return db
 
 
+class SqliteSink:
+    """The request log in one SQLite file: the writer thread's side and reads from any thread."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    def write(self, rows: list[tuple]) -> None:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = connect(self.path)
+        if rows:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(INSERT, rows)
+
+    def purge(self, before: float) -> None:
+        if self._db is not None:
+            self._db.execute("DELETE FROM requests WHERE ts < ?", (before,))
+
+    def reset(self) -> None:
+        if self._db is not None:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+            self._db = None
+
+    close = reset
+
+    def read(self, query: Any, *args: Any, empty: Any = None) -> Any:
+        if not self.path.exists():
+            return empty
+        try:
+            with closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0)) as db:
+                db.row_factory = sqlite3.Row
+                return query(db, *args)
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):  # the writer made the file but not yet its table
+                return empty
+            raise Unreadable(str(e)) from None
+        except sqlite3.Error as e:
+            raise Unreadable(str(e)) from None
+
+
 class RequestLog:
-    def __init__(self, path: str | Path, retention_days: float = 30.0):
+    def __init__(self, path: str | Path, retention_days: float = 30.0, database: str | None = None):
         self.path = Path(path).expanduser()
         self.retention = retention_days * 86400
+        self.database = database
+        if database:
+            from llmgate.operations.request_log_pg import PostgresSink  # psycopg only when asked for
+
+            self.sink: SqliteSink | PostgresSink = PostgresSink(database, self.path)
+        else:
+            self.sink = SqliteSink(self.path)
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=100_000)
         self._warned_at = 0.0
         self.written = 0
@@ -72,10 +147,9 @@ class RequestLog:
     def _warn(self, message: str) -> None:
         if time.monotonic() - self._warned_at > 60:
             self._warned_at = time.monotonic()
-            log.warning("%s (%s)", message, self.path)
+            log.warning("%s (%s)", message, self.sink.where)
 
     def _run(self) -> None:
-        db = None
         last_purge = 0.0
         stop = False
         while not stop:
@@ -97,37 +171,28 @@ class RequestLog:
             except queue.Empty:
                 pass
             try:
-                if db is None:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    db = connect(self.path)
-                if rows:
-                    with db:
-                        db.execute("BEGIN")
-                        db.executemany(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES "
-                                       f"({', '.join('?' * len(COLUMNS))})",
-                                       [tuple(r.get(c) for c in COLUMNS) for r in rows])
-                    self.written += len(rows)
+                # called with no rows too: the PostgreSQL sink catches up with its spill then
+                self.sink.write([tuple(r.get(c) for c in COLUMNS) for r in rows])
+                self.written += len(rows)
                 if time.monotonic() - last_purge > PURGE_EVERY:
                     last_purge = time.monotonic()
-                    db.execute("DELETE FROM requests WHERE ts < ?", (time.time() - self.retention,))
+                    self.sink.purge(time.time() - self.retention)
             except (sqlite3.Error, OSError) as e:
                 self.dropped += len(rows)
                 self._warn(f"request log write failed, {len(rows)} row(s) lost: {e}")
-                if db is not None:
-                    try:
-                        db.close()
-                    except sqlite3.Error:
-                        pass
-                    db = None
-        if db is not None:
-            db.close()
+                self.sink.reset()
+        self.sink.close()
 
-    # --- reading (for the admin API, run in a worker thread) -------------------
+    # --- reading (for the admin API and the CLI, run in a worker thread) ------------
 
-    def _read(self) -> sqlite3.Connection:
-        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0)
-        db.row_factory = sqlite3.Row
-        return db
+    @property
+    def where(self) -> str:
+        """The file, or the database URL with its password masked."""
+        return self.sink.where
+
+    def read(self, query: Any, *args: Any, empty: Any = None) -> Any:
+        """query(db, *args) on the store (Unreadable when it cannot answer); `empty` before any row."""
+        return self.sink.read(query, *args, empty=empty)
 
 
 def history(db: sqlite3.Connection, provider: str | None = None, model: str | None = None, key: str | None = None,
@@ -152,10 +217,10 @@ def detail(db: sqlite3.Connection, rid: int) -> dict[str, Any] | None:
 
 
 def stats(db: sqlite3.Connection, by: str, since: float | None = None) -> list[dict[str, Any]]:
-    group = STATS_BY[by]
+    group = dialect(db).day if by == "day" else STATS_BY[by]
     where, args = _filters(since=since)
     rows = db.execute(
-        f"SELECT {group} AS k, COUNT(*), SUM(error IS NOT NULL), COALESCE(SUM(prompt_tokens), 0), "
+        f"SELECT {group} AS k, COUNT(*), COUNT(error), COALESCE(SUM(prompt_tokens), 0), "
         f"COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(reasoning_tokens), 0), "
         f"AVG(latency_ms) FROM requests{where} GROUP BY k ORDER BY COUNT(*) DESC", args).fetchall()
     names = ("key", "requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
