@@ -318,7 +318,8 @@ class RoutingSettings(_Strict):
 
 class LogSettings(_Strict):
     enabled: bool = True
-    file: str | None = Field(None, description="SQLite request log (default: llmgate-requests.sqlite beside proxy.yaml)")
+    file: str | None = Field(None, description="SQLite request log (default: llmgate-requests.sqlite beside "
+                             "proxy.yaml)")
     retention_days: float = Field(30, gt=0)
     capture_bodies: bool = Field(False, description="keep request and response bodies (size-capped)")
     max_body_bytes: int = Field(65536, ge=0)

@@ -503,10 +503,10 @@ _HOST_FIELDS = ("base_url", "fallback_urls", "token_url")
 _PORTS = {"http": 80, "https": 443}
 
 
-def _hosts(entry: dict[str, Any]) -> set[tuple]:
+def _hosts(entry: dict[str, Any]) -> set[tuple | None]:
     """The origins a provider's requests go to (None: its type's default)."""
     urls = [entry.get("base_url"), entry.get("token_url"), *(entry.get("fallback_urls") or [])]
-    out: set[tuple] = set()
+    out: set[tuple | None] = set()
     for u in urls:
         try:
             parts = urlsplit(u) if isinstance(u, str) else None

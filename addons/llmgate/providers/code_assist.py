@@ -128,8 +128,9 @@ class CodeAssistAccount(OAuthAccount):
             return self.project
         if self._discovering is None or self._discovering.done():
             self._discovering = asyncio.ensure_future(self._discover(base, token))
-        self.project = await asyncio.shield(self._discovering)
-        return self.project
+        project = await asyncio.shield(self._discovering)
+        self.project = project
+        return project
 
     async def _call(self, session: aiohttp.ClientSession, method: str, url: str, token: str,
                     body: dict | None = None) -> dict[str, Any]:
@@ -140,10 +141,11 @@ class CodeAssistAccount(OAuthAccount):
                                        timeout=aiohttp.ClientTimeout(total=30)) as resp:
                 text = await resp.read()
                 if resp.status != 200:
-                    raise self.error(resp.status, resp.headers, text) or GatewayError(502 if resp.status >= 500 else resp.status,
-                                       f"Provider '{self.p.id}': Code Assist setup ({url.rsplit('/', 1)[-1]}) "
-                                       f"answered {resp.status}: {text[:300].decode('utf-8', 'replace')}",
-                                       code="provider_setup_failed")
+                    raise self.error(resp.status, resp.headers, text) or GatewayError(
+                        502 if resp.status >= 500 else resp.status,
+                        f"Provider '{self.p.id}': Code Assist setup ({url.rsplit('/', 1)[-1]}) "
+                        f"answered {resp.status}: {text[:300].decode('utf-8', 'replace')}",
+                        code="provider_setup_failed")
                 return json.loads(text)
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             raise GatewayError(502, f"Provider '{self.p.id}': Code Assist setup failed: {type(e).__name__}",

@@ -11,8 +11,8 @@ from typing import Any
 
 from llmgate.errors import GatewayError
 from llmgate.providers import PROVIDER_TYPES
-from llmgate.settings import ProviderSettings, Timeouts
 from llmgate.request_path.provider_call import CallRequest
+from llmgate.settings import ProviderSettings, Timeouts
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class ModelCatalog:
 
     async def _fetch(self, p: ProviderSettings, e: _Entry) -> None:
         kind = PROVIDER_TYPES[p.type]
-        req = CallRequest(p.base_url + kind.models_path, self._error, method="GET", purpose="models",
+        req = CallRequest(p.base_url + (kind.models_path or ""), self._error, method="GET", purpose="models",
                           timeouts=DISCOVERY_TIMEOUTS)
         call = None
         try:

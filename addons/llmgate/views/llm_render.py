@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from converters import canonical as cn
+from converters.shapes import arr, obj
 
 WIDTH = 200  # one event line, one tool line
 _SAMPLING = ("max_tokens", "temperature", "top_p", "top_k", "seed", "presence_penalty", "frequency_penalty")
@@ -79,8 +80,7 @@ def _type_of(schema: Any) -> str:
 def tool_line(t: cn.Tool) -> str:
     """name(param: type, optional?: type) - description: one line per tool."""
     schema = t.parameters if isinstance(t.parameters, dict) else {}
-    props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
-    required = schema.get("required") if isinstance(schema.get("required"), list) else []
+    props, required = obj(schema.get("properties")), arr(schema.get("required"))
     params = ", ".join(f"{k}{'' if k in required else '?'}: {_type_of(v)}" for k, v in props.items())
     desc = (t.description or "").strip().split("\n", 1)[0]
     return clip(f"{t.name}({params})" + (f" - {desc}" if desc else ""))

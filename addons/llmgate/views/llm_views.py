@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from mitmproxy import http
 from mitmproxy.contentviews import Contentview, Metadata
@@ -53,7 +54,8 @@ class Wire:
 # ---------------------------------------------------------------- requests without a decoder
 
 def _kiro_result(r: dict) -> cn.ToolResult:
-    texts = [cn.Text(c.get("text", "")) for c in r.get("content") or () if isinstance(c, dict)]
+    content = r.get("content") or ()
+    texts: list[cn.Text | cn.Image] = [cn.Text(c.get("text", "")) for c in content if isinstance(c, dict)]
     return cn.ToolResult(r.get("toolUseId", "?"), texts, r.get("status") == "error")
 
 
@@ -195,7 +197,8 @@ def _feed(decoder: Any, data: bytes) -> list:
 
 
 def _sse_lines(data: bytes) -> list[str]:
-    parser, out, previous = SSEParser(), [], {}
+    parser, out = SSEParser(), []
+    previous: dict[str, Any] = {}
     try:
         events = _feed(parser, data) + parser.close()
     except Exception as e:  # noqa: BLE001 - StreamFault: an event larger than the parser takes
@@ -213,7 +216,8 @@ def _sse_lines(data: bytes) -> list[str]:
 def _aws_lines(data: bytes) -> list[str]:
     from botocore.eventstream import EventStreamBuffer
 
-    buf, out, previous = EventStreamBuffer(), [], {}
+    buf, out = EventStreamBuffer(), []
+    previous: dict[str, Any] = {}
     buf.add_data(data)
     try:
         for msg in buf:
@@ -262,6 +266,8 @@ def _render_json_answer(wire: Wire, data: bytes) -> list[str]:
             previous: dict = {}
             return show.response(_decode_stream(wire, b"", body)) + _events(
                 [_event_line("chunk", json.dumps(c), previous) for c in body])
+        if wire.response is None:
+            return [f"# {wire.name[4:]} answers as a stream only; this body is not one: see the JSON view"]
         return show.response(wire.response(body))
     except Exception as e:  # noqa: BLE001 - any malformed body: say why, never raise
         return [f"# not decoded as a {wire.name[4:]} response: {_why(e)}"]
