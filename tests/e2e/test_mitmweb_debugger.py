@@ -6,7 +6,9 @@ filters (/flows/dump?filter=...), plus the request log."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
+import shutil
 import sqlite3
 import time
 from io import BytesIO
@@ -78,13 +80,14 @@ def exchange(origin: str, password: str, model: str, providers: int) -> tuple:
     raise AssertionError(f"no exchange for {model} with {providers} provider flows")
 
 
-def logged(db: Path, model: str) -> dict:
+def logged(db: Path, model: str, key_id: str = "%") -> dict:
     """The request log's latest row for `model` (rows are written in batches)."""
     for _ in range(100):
         try:
             with sqlite3.connect(db) as c:
                 c.row_factory = sqlite3.Row
-                row = c.execute("SELECT * FROM requests WHERE model = ? ORDER BY id DESC", (model,)).fetchone()
+                row = c.execute("SELECT * FROM requests WHERE model = ? AND key_id LIKE ? ORDER BY id DESC",
+                                (model, key_id)).fetchone()
         except sqlite3.OperationalError:
             row = None
         if row is not None:
@@ -158,3 +161,76 @@ def test_make_web_takes_the_port_and_prints_the_url():
     out = subprocess.run(["make", "-n", "web", "WEB_PORT=9123"], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout
     assert "web_port=9123" in out and "http://127.0.0.1:9123/" in out
+
+
+def replay_via_api(origin: str, password: str, flow_id: str) -> None:
+    """What mitmweb's Replay button sends: POST /flows/{id}/replay, its XSRF cookie echoed in a header."""
+    xsrf = secrets.token_hex(16)  # tornado's double submit: any value, the same in both
+    r = httpx.post(f"{origin}/flows/{flow_id}/replay", params={"token": password},
+                   cookies={"_mitmproxy_xsrf": xsrf}, headers={"X-XSRFToken": xsrf})
+    r.raise_for_status()
+
+
+def replayed(origin: str, password: str, flow_id: str) -> io.http.HTTPFlow:
+    """The flow once its replay has an answer and its provider flows are in mitmweb."""
+    for _ in range(150):
+        flows = dump(origin, password)
+        (f,) = [x for x in flows if x.id == flow_id]
+        ids = f.metadata.get("llmgate.provider_flows", [])
+        if f.is_replay == "request" and f.response is not None and all(any(x.id == i for x in flows) for i in ids):
+            return f
+        time.sleep(0.1)
+    raise AssertionError(f"flow {flow_id} was not replayed")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_replay_through_the_rest_api_is_served_as_the_operators(web, stream):
+    g, origin, password, a, db = web
+    arm_once(a)  # the original fails (the only member: tried even while cooling); its replay is served
+    assert chat(g, "s", stream=stream).status_code == 500
+    client, (old_up,), _ = exchange(origin, password, "s", 1)
+    assert client.request.headers["authorization"] == "[redacted]" and client.response.status_code == 500
+    replay_via_api(origin, password, client.id)
+    f = replayed(origin, password, client.id)
+    assert f.response.status_code == 200, f.response.content
+    text = b"".join(re.findall(rb'"content": ?"([^"]*)"', f.response.content))  # a stream's pieces, or the message
+    assert text == b"Echo: hello" and f.metadata["llmgate"].get("stream") == ("complete" if stream else None)
+    tokens = "" if stream else r", \d+\+\d+ tokens"  # the stream asked for no usage
+    assert re.fullmatch(rf"-> solo / s \(listed\) \[replay{tokens}\] #x{client.id[:8]}", f.comment), f.comment
+    assert f.metadata["llmgate_key"] == "replay" and f.request.headers["authorization"] == "[redacted]"
+    (up_id,) = f.metadata["llmgate.provider_flows"]
+    (up,) = [u for u in dump(origin, password) if u.id == up_id]
+    assert up_id != old_up.id and up.metadata["llmgate.upstream_of"] == client.id
+    assert up.response.status_code == 200 and up.request.headers["authorization"] == "[redacted]"
+    row = logged(db, "s", key_id="replay")
+    assert (row["key_id"], row["status"], row["attempts"], row["provider"]) == ("replay", 200, 1, "solo")
+
+
+def test_replay_from_mitmweb_page(web):
+    """In headless Chromium: pick the failed client flow in mitmweb's list, press Replay, see a 200
+    and the new comment in the list."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
+    g, origin, password, a, db = web
+    arm_once(a)
+    assert chat(g, "s").status_code == 500
+    client, _, _ = exchange(origin, password, "s", 1)
+    mark = "#x" + client.id[:8]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.goto(f"{origin}/?token={password}")
+            row = page.locator("tr", has=page.locator("td.col-comment", has_text=mark)).filter(
+                has_not_text="upstream of")
+            sync_api.expect(row.locator("td.col-status")).to_have_text("500")
+            row.click()
+            page.click("button[title='[r]eplay flow']")
+            sync_api.expect(row.locator("td.col-status")).to_have_text("200", timeout=15000)
+            sync_api.expect(row.locator("td.col-comment")).to_have_text(
+                re.compile(rf"^-> solo / s \(listed\) \[replay, \d+\+\d+ tokens\] {mark}$"))
+        finally:
+            browser.close()
+    assert logged(db, "s", key_id="replay")["status"] == 200

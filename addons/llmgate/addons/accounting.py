@@ -60,7 +60,7 @@ class Accounting:
         if UPSTREAM_MARK in flow.metadata or not info or info.get("endpoint") not in LOGGED:
             return
         row = self.row(flow, info)
-        notes = []  # for mitmweb's flow list, beside the route the comment already names
+        notes = ["replay"] if flow.is_replay == "request" else []  # for mitmweb's flow list, beside the route
         if row["attempts"] > 1:
             notes.append(f"{row['attempts']} attempts")
         if row.get("prompt_tokens") is not None:

@@ -17,7 +17,7 @@ from llmgate.addons.cors import CORS_ORIGIN
 from llmgate.errors import GatewayError
 from llmgate.request_path.inbound import inbound_of
 from llmgate.request_path.answers import error_response
-from llmgate.runtime import Runtime
+from llmgate.runtime import UPSTREAM_MARK, Runtime
 from llmgate.settings import ServerSettings
 from llmgate.addons.web_guard import host_refusal, page_refusal
 
@@ -26,6 +26,7 @@ ADMIN_PREFIX = "/admin/"
 ADMIN_PATHS = ("/metrics",)
 CONSOLE = "/ui"  # the web console: admin routes, with a login session instead of a key per request
 KEY_ID = "llmgate_key"
+REPLAY_KEY_ID = "replay"  # the request log's key id for a flow the operator replayed from mitmweb
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 REDACTED = "[redacted]"
 
@@ -54,6 +55,13 @@ def mask_client_credentials(req: http.Request, query_key: bool = True) -> None:
         req.headers.fields = tuple((k, b"[redacted]" if k.lower() in CREDENTIAL_HEADERS else v) for k, v in fields)
     if query_key and b"?" in req.data.path and "key" in req.query:
         req.query["key"] = REDACTED
+
+
+def operator_replay(flow: http.HTTPFlow) -> bool:
+    """A client flow replayed by mitmproxy's ClientPlayback (mitmweb's Replay, `replay.client`,
+    `client_replay`): only that sets is_replay to "request", nothing a client sends can. It is the
+    operator's own action, so its key (masked when it was recorded) is not asked for."""
+    return flow.is_replay == "request" and UPSTREAM_MARK not in flow.metadata
 
 
 class ClientAuth:
@@ -94,6 +102,8 @@ class ClientAuth:
             self._admin(flow, settings.server)
         elif path == CONSOLE or path.startswith(CONSOLE + "/"):
             self._admin(flow, settings.server, console=True)
+        elif operator_replay(flow):
+            flow.metadata[KEY_ID] = REPLAY_KEY_ID
         elif not keys:  # no key to prove the caller: keep web pages out (web_guard)
             if why := self._web_refusal(flow, settings.server, check_host=True):
                 flow.response = error_response(GatewayError(403, why, code="forbidden"),

@@ -122,6 +122,16 @@ class FlowRecorder:
         if "web_columns" in o and o.web_columns == o.default("web_columns"):
             o.update(web_columns=[*o.web_columns, COMMENT_COLUMN])
 
+    def update(self, flows: list) -> None:
+        # ClientPlayback just queued these client flows for replay (is_replay set, answer
+        # cleared): their comment and metadata described the old answer; the replay writes its own
+        for f in flows:
+            if (isinstance(f, http.HTTPFlow) and f.is_replay == "request" and f.response is None and not f.live
+                    and UPSTREAM_MARK not in f.metadata):
+                f.comment = ""
+                for key in [k for k in f.metadata if k.startswith("llmgate")]:
+                    del f.metadata[key]
+
     def _watched(self) -> bool:
         mode = ctx.options.gateway_upstream_flows
         if mode != "auto":
