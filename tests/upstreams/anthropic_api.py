@@ -86,6 +86,8 @@ count_tokens they count normally):
     fault-500          500 api_error
     fault-stream-error stream: message_start, two deltas, then an `error` event
                        (overloaded_error) and a clean end; non-stream: 529
+    fault-stream-overloaded  stream: 200, then an `error` event (overloaded_error) as
+                       the first event and a clean end; non-stream: 529
     fault-cut          stream: events through the second delta, then TCP abort;
                        non-stream: abort at once
     fault-hang         never sends response headers (gives up after 120 s)
@@ -1289,6 +1291,13 @@ async def fault_stream_error(request: web.Request, body: dict[str, Any]) -> web.
     return await stream_reply(request, [*events, ("error", error)])
 
 
+async def fault_stream_overloaded(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    if not body.get("stream"):
+        raise overloaded()
+    error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    return await stream_reply(request, [("error", error)])
+
+
 async def fault_cut(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
     if not body.get("stream"):
         return drop_connection(request)
@@ -1318,6 +1327,7 @@ SCENARIOS: dict[str, Scenario] = {
     "fault-429": fault_429,
     "fault-500": fault_500,
     "fault-stream-error": fault_stream_error,
+    "fault-stream-overloaded": fault_stream_overloaded,
     "fault-cut": fault_cut,
     "fault-hang": fault_hang,
     "fault-slow-stream": fault_slow_stream,

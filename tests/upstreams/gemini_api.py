@@ -97,6 +97,7 @@ countTokens they count normally):
     fault-prompt-blocked  no candidates, promptFeedback.blockReason SAFETY
     fault-429             429 RESOURCE_EXHAUSTED, ErrorInfo RATE_LIMIT_EXCEEDED,
                           QuotaFailure and RetryInfo retryDelay "7s"
+    fault-stream-429      stream: 200, then that error object as the only event; non-stream: 429
     fault-500             500 INTERNAL
     fault-503             503 UNAVAILABLE "The model is overloaded. ..."
     fault-cut             stream: two events, then TCP abort; non-stream: abort at once
@@ -1450,7 +1451,7 @@ async def fault_prompt_blocked(call: Call) -> web.StreamResponse:
     return await respond_once(call, blocked_prompt_body(reply))
 
 
-async def fault_429(call: Call) -> web.StreamResponse:
+def rate_limited(call: Call) -> ApiError:
     quota = {
         "@type": "type.googleapis.com/google.rpc.QuotaFailure",
         "violations": [
@@ -1463,7 +1464,18 @@ async def fault_429(call: Call) -> web.StreamResponse:
         ],
     }
     retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}
-    raise ApiError(429, RATE_LIMITED, [error_info("RATE_LIMIT_EXCEEDED"), quota, retry])
+    return ApiError(429, RATE_LIMITED, [error_info("RATE_LIMIT_EXCEEDED"), quota, retry])
+
+
+async def fault_429(call: Call) -> web.StreamResponse:
+    raise rate_limited(call)
+
+
+async def fault_stream_429(call: Call) -> web.StreamResponse:
+    """The quota runs out after the 200: the stream's only event is the error object."""
+    if not call.stream:
+        raise rate_limited(call)
+    return await send_reply(call, [{"error": rate_limited(call).error}])
 
 
 async def fault_500(call: Call) -> web.StreamResponse:
@@ -1502,6 +1514,7 @@ SCENARIOS: dict[str, Scenario] = {
     "fault-safety": fault_safety,
     "fault-prompt-blocked": fault_prompt_blocked,
     "fault-429": fault_429,
+    "fault-stream-429": fault_stream_429,
     "fault-500": fault_500,
     "fault-503": fault_503,
     "fault-cut": fault_cut,

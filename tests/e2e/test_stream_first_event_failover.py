@@ -1,0 +1,182 @@
+"""Streams that answer 200 and then fail at their first event fail over before anything reaches
+the client: Anthropic's in-stream overloaded_error, a Gemini RESOURCE_EXHAUSTED error chunk. The
+client gets the next member's stream; when every member fails that way it gets a plain error
+response with the right status in its own API format; an error after content still ends the
+stream with an error event, with no second attempt.
+
+Strict doubles (tests/upstreams/anthropic_api.py fault-stream-overloaded, gemini_api.py
+fault-stream-429) name the failing member's scenario through an alias. Which classification a
+first event gets, per wire format, and the hold before it are unit-tested
+(tests/unit/test_stream_start.py)."""
+
+from __future__ import annotations
+
+import time
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from tests.e2e.conftest import CLIENT_KEY, UPSTREAM_KEY
+from tests.harness import Gateway, Upstream
+
+GEMINI_KEY = "AIza-test-gemini-key-0123456789"
+ADMIN_KEY = "adm-secret-0123"
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture(scope="module")
+def claude():
+    u = Upstream("anthropic_api", "--api-key", UPSTREAM_KEY)
+    yield u
+    u.stop()
+
+
+@pytest.fixture(scope="module")
+def gem():
+    u = Upstream("gemini_api", "--api-key", GEMINI_KEY, "--models", "gemini-2.5-flash")
+    yield u
+    u.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(claude, gem, tmp_path_factory):
+    def ant(pid: str) -> dict:
+        return {"id": pid, "type": "anthropic", "base_url": claude.base, "api_key": UPSTREAM_KEY,
+                "models": ["claude-sonnet-4-5"]}
+
+    def gemini(pid: str) -> dict:
+        return {"id": pid, "type": "gemini", "base_url": gem.base, "api_key": GEMINI_KEY,
+                "models": ["gemini-2.5-flash"]}
+
+    cfg = {
+        "server": {"api_keys": [CLIENT_KEY], "admin_keys": [ADMIN_KEY], "timeouts": {"connect": 3, "read": 10}},
+        "providers": [ant("c1"), ant("c2"), ant("c3"), gemini("g1"), gemini("g2")],
+        "routing": {
+            "strategy": "fill-first",  # the failing member is always asked first
+            "aliases": {
+                "claude-pool": ["c1/fault-stream-overloaded", "c2/claude-sonnet-4-5"],
+                "claude-down": ["c1/fault-stream-overloaded", "c3/fault-stream-overloaded"],
+                "claude-solo": ["c3/fault-stream-overloaded"],
+                "claude-late": ["c2/fault-stream-error", "c3/claude-sonnet-4-5"],
+                "gem-pool": ["g1/fault-stream-429", "g2/gemini-2.5-flash"],
+            },
+        },
+    }
+    g = Gateway(cfg, tmp_path_factory.mktemp("gw") / "proxy.yaml")
+    yield g
+    g.stop()
+
+
+def fresh(gw: Gateway, *ups: Upstream) -> None:
+    for pid in ("c1", "c2", "c3", "g1", "g2"):
+        httpx.post(gw.base + "/admin/reset", json={"provider": pid}, headers=admin()).raise_for_status()
+    for u in ups:
+        u.clear()
+
+
+def admin() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def models_asked(up: Upstream) -> list[str]:
+    """The upstream models the double was asked to generate with, in order."""
+    out = []
+    for r in up.received():
+        if r["path"] == "/v1/messages":
+            out.append(r["body"]["model"])
+        elif ":streamGenerateContent" in r["path"] or ":generateContent" in r["path"]:
+            out.append(r["path"].rsplit("/", 1)[-1].split(":")[0])
+    return out
+
+
+def anthropic_sdk(gw: Gateway) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gw.base, api_key=CLIENT_KEY, max_retries=0, timeout=20)
+
+
+def logged(gw: Gateway, model: str, since: float) -> dict:
+    """The request log's row for the newest request of `model` since `since`."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rows = httpx.get(gw.base + "/admin/requests?limit=20", headers=admin()).json()["requests"]
+        row = next((r for r in rows if r["model"] == model and r["ts"] >= since - 1), None)
+        if row is not None:
+            return row
+        time.sleep(0.1)
+    raise AssertionError(f"no request log row for {model}")
+
+
+def test_anthropic_overloaded_first_event_fails_over_to_the_next_members_stream(gw, claude):
+    fresh(gw, claude)
+    t0 = time.time()
+    with anthropic_sdk(gw).messages.stream(model="claude-pool", max_tokens=64, messages=HELLO) as s:
+        events = [e.type for e in s]
+        final = s.get_final_message()
+    assert final.content[0].text == "Echo: hello" and final.stop_reason == "end_turn"
+    assert final.model == "claude-pool"
+    assert events[0] == "message_start" and "error" not in events
+    assert models_asked(claude) == ["fault-stream-overloaded", "claude-sonnet-4-5"]
+    row = logged(gw, "claude-pool", t0)
+    assert (row["attempts"], row["status"], row["provider"]) == (2, 200, "c2"), row
+    cooling = httpx.get(gw.base + "/health").json()["models"]["claude-pool"]["cooling"]
+    assert [(c["provider"], c["model"]) for c in cooling] == [("c1", "fault-stream-overloaded")], cooling
+    assert cooling[0]["reason"].startswith("529"), cooling
+
+
+def test_openai_client_through_gemini_pool_resource_exhausted_chunk_cools_for_its_retry_delay(gw, gem):
+    fresh(gw, gem)
+    client = openai.OpenAI(base_url=gw.base + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20)
+    chunks = list(client.chat.completions.create(model="gem-pool", messages=HELLO, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Echo: hello" and chunks[-1].model == "gem-pool"
+    assert models_asked(gem) == ["fault-stream-429", "gemini-2.5-flash"]
+    cooling = httpx.get(gw.base + "/health").json()["models"]["gem-pool"]["cooling"]
+    assert [(c["provider"], c["model"]) for c in cooling] == [("g1", "fault-stream-429")], cooling
+    until = cooling[0]["until"]
+    left = time.mktime(time.strptime(until[:19], "%Y-%m-%dT%H:%M:%S")) - time.mktime(time.gmtime())
+    assert 4 <= left <= 8, f"cooling {left} s; the chunk's RetryInfo said 7 s"
+    # cooling: the next request goes straight to g2, and gets its stream
+    list(client.chat.completions.create(model="gem-pool", messages=HELLO, stream=True))
+    assert models_asked(gem) == ["fault-stream-429", "gemini-2.5-flash", "gemini-2.5-flash"]
+
+
+def test_every_member_failing_in_stream_is_an_error_response_with_its_status(gw, claude):
+    fresh(gw, claude)
+    with pytest.raises(anthropic.APIStatusError) as e:
+        with anthropic_sdk(gw).messages.stream(model="claude-down", max_tokens=64, messages=HELLO) as s:
+            list(s)
+    r = e.value.response
+    assert r.status_code == 529 and r.headers["content-type"].startswith("application/json"), r.text
+    body = r.json()
+    assert body["type"] == "error" and "c1/fault-stream-overloaded" in body["error"]["message"], body
+    assert "c3/fault-stream-overloaded" in body["error"]["message"], body
+    assert models_asked(claude) == ["fault-stream-overloaded", "fault-stream-overloaded"]
+
+
+def test_a_pool_of_one_answers_the_members_own_error(gw, claude):
+    fresh(gw, claude)
+    with pytest.raises(anthropic.APIStatusError) as e:
+        with anthropic_sdk(gw).messages.stream(model="claude-solo", max_tokens=64, messages=HELLO) as s:
+            list(s)
+    assert e.value.status_code == 529
+    assert e.value.body == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    # and an OpenAI client asking the same gets it in its own format, same status
+    fresh(gw, claude)
+    client = openai.OpenAI(base_url=gw.base + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20)
+    with pytest.raises(openai.APIStatusError) as oe:
+        list(client.chat.completions.create(model="claude-solo", messages=HELLO, stream=True))
+    assert oe.value.status_code == 529 and oe.value.body["message"] == "Overloaded", oe.value.body
+
+
+def test_an_error_after_content_still_ends_the_stream_with_an_error_event(gw, claude):
+    fresh(gw, claude)
+    text = ""
+    with pytest.raises(anthropic.APIStatusError) as e:
+        with anthropic_sdk(gw).messages.stream(model="claude-late", max_tokens=64, messages=HELLO) as s:
+            for ev in s:
+                if ev.type == "content_block_delta":
+                    text += ev.delta.text
+    assert text and "Echo: hello".startswith(text)  # what the member sent before its error
+    assert e.value.body["error"]["type"] == "overloaded_error", e.value.body
+    assert models_asked(claude) == ["fault-stream-error"]  # no second attempt once content went out
