@@ -67,6 +67,11 @@ class OAuthAccount(Account):
         if self.creds.journal_dir is None:
             self.creds.journal_dir = journal_dir(rt)
         self.name = str(path)
+        if url := state_url(rt):  # several hosts: the credentials live in Redis, named alike on each
+            from llmgate.credentials import fleet  # redis is imported only when server.state is set
+
+            self.creds = fleet.FleetCredentials(self.creds, fleet.shared(url), p.id)
+            self.name = self.creds.name
 
     def usable(self) -> bool:
         self.creds.reload_if_changed()
@@ -157,6 +162,12 @@ def journal_dir(rt: Any) -> Path | None:
     """The gateway's own folder for credentials it could not write back: beside its state file."""
     store = getattr(getattr(rt, "pool", None), "store", None)
     return store.path.parent / "llmgate-credentials" if store is not None else None
+
+
+def state_url(rt: Any) -> str | None:
+    """`server.state` of the running gateway (None: each host uses its own credentials files)."""
+    server = getattr(getattr(rt, "settings", None), "server", None)
+    return getattr(server, "state", None)
 
 
 def credential_paths(p: ProviderSettings, default: str | None) -> list[Path]:

@@ -1,0 +1,401 @@
+"""Subscription credentials shared by several gateway hosts (`server.state: redis://...`).
+
+Every host reads an account's credentials from the shared store, keyed by provider id and
+account (the credentials file's name without its extension, the same on every host), and the
+fleet refreshes them once:
+
+- A refresh takes the account's lock, which comes with a fencing token (a number that grows
+  with every grant), then reads the store again: when another host refreshed meanwhile, its
+  token is used and nothing is refreshed.
+- The new tokens are journalled on this host (fsync, the gateway's own folder), then stored
+  with that fencing token; a store that saw a newer fence refuses them (a holder whose lock
+  lapsed while it was slow cannot put an older token over a newer one), and what it holds is
+  used instead. Only stored (or, below, journalled) tokens are used.
+- The store unreachable when the tokens arrive: they stay in use from memory and the journal,
+  and are written when it answers again, if it still holds the credentials they replaced (or
+  lost them); a newer login imported meanwhile wins. No refresh starts without the lock: while
+  the store is away a fresh token held here keeps serving, an expired one answers 502.
+- A lock lapses LOCK_TTL after it was granted, so a killed holder blocks the account's
+  refreshes for at most that long.
+
+The lock and fenced values are the shared state's (llmgate.state) when the runtime has one
+with them; otherwise RedisFences below provides them over redis-py. Without `server.state`
+the credentials files are used as before (credentials/store.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from llmgate.credentials.store import (
+    RETRY_FIRST,
+    RETRY_MAX,
+    CredentialsFile,
+    LoginRequired,
+    Refresher,
+    RefreshFailed,
+    read_json,
+    write_atomic,
+)
+
+log = logging.getLogger("llmgate")
+
+LOCK_TTL = 40.0  # seconds a refresh may hold the fleet lock (the token call times out after 30)
+LOCK_WAIT = 15.0  # seconds a request waits for another host's refresh
+READ_EVERY = 10.0  # seconds a host serves its copy before reading the store again (a new login shows)
+UNREACHABLE = (RedisError, OSError)  # what the store raises when Redis does not answer
+PREFIX = "llmgate:"  # RedisFences' keys
+LOCK_POLL = 0.05  # seconds between tries of a held lock
+
+
+class Fenced(Protocol):
+    """What the fleet needs of the shared state (llmgate.state.SharedState): a lock with
+    fencing and values that a write with an older fence cannot replace."""
+
+    async def acquire(self, name: str, ttl: float, wait: float = 0.0) -> Any: ...
+    async def release(self, lease: Any) -> None: ...
+    async def put_fenced(self, name: str, value: bytes, fence: int) -> bool: ...
+    async def get_fenced(self, name: str) -> tuple[bytes, int] | None: ...
+
+
+# KEYS: lock, fence counter. ARGV: owner, now ms, deadline ms -> the new fence, or 0 (held)
+ACQUIRE = """
+local held = redis.call('HMGET', KEYS[1], 'until', 'owner')
+if held[1] and tonumber(held[1]) > tonumber(ARGV[2]) then return 0 end
+local fence = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'until', ARGV[3], 'owner', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], 2 * (tonumber(ARGV[3]) - tonumber(ARGV[2])))
+return fence
+"""
+RELEASE = """
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# KEYS: value. ARGV: value, fence -> 1 stored, 0 refused (a newer fence wrote already)
+PUT = """
+local seen = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
+if tonumber(ARGV[2]) < seen then return 0 end
+redis.call('HSET', KEYS[1], 'value', ARGV[1], 'fence', ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisLease:
+    name: str
+    owner: str
+    fence: int
+
+
+class RedisFences:
+    """Fenced locks and values in Redis through redis-py, for when the shared state backend
+    (llmgate.state) does not provide them. Lock expiry is judged by `clock` (epoch seconds,
+    hosts NTP-synchronised) inside Redis; Redis drops an abandoned lock key itself later."""
+
+    def __init__(self, client: aioredis.Redis, clock: Callable[[], float] = time.time,
+                 ticks: Callable[[], float] = time.monotonic):
+        self.clock, self.ticks = clock, ticks
+        self.client = client
+        self._acquire = client.register_script(ACQUIRE)
+        self._release = client.register_script(RELEASE)
+        self._put = client.register_script(PUT)
+
+    async def acquire(self, name: str, ttl: float, wait: float = 0.0) -> RedisLease | None:
+        owner = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(8)}"
+        deadline = self.ticks() + wait
+        keys = [f"{PREFIX}lock:{name}", f"{PREFIX}fence:{name}"]
+        while True:
+            now = int(self.clock() * 1000)
+            fence = int(await self._acquire(keys=keys, args=[owner, now, now + int(ttl * 1000)]))
+            if fence:
+                return RedisLease(name, owner, fence)
+            if self.ticks() >= deadline:
+                return None
+            await asyncio.sleep(LOCK_POLL)
+
+    async def release(self, lease: RedisLease) -> None:
+        await self._release(keys=[f"{PREFIX}lock:{lease.name}"], args=[lease.owner])
+
+    async def put_fenced(self, name: str, value: bytes, fence: int) -> bool:
+        return bool(await self._put(keys=[f"{PREFIX}value:{name}"], args=[value, fence]))
+
+    async def get_fenced(self, name: str) -> tuple[bytes, int] | None:
+        value, fence = await self.client.hmget(f"{PREFIX}value:{name}", ["value", "fence"])
+        return (value, int(fence)) if value is not None else None
+
+
+_stores: dict[str, Fenced] = {}
+
+
+def fenced_state(rt: Any, url: str) -> Fenced:
+    """The shared state's fenced locks and values when it has them, else this process's
+    own connection to the Redis at `url`."""
+    store = getattr(getattr(rt, "pool", None), "store", None)
+    if hasattr(store, "put_fenced"):
+        return store
+    if url not in _stores:
+        _stores[url] = RedisFences(aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2))
+    return _stores[url]
+
+
+def account_name(path: Path) -> str:
+    """An account's name in the store: its file's name without the extension (oauth_creds)."""
+    return Path(path).stem
+
+
+class FleetCredentials(CredentialsFile):
+    """One account's credentials, kept in the shared store for every host: what CredentialsFile
+    offers (access, fresh, needs_login, data), with the fleet's refresh. The file at `path` is
+    what `llmgate credentials import|export` copy from and to; the gateway does not read it."""
+
+    def __init__(self, file: CredentialsFile, state: Fenced, provider: str,
+                 clock: Callable[[], float] = time.monotonic):
+        super().__init__(file.path, file.login_hint, file.expiry_key, file.token_key, file.journal_dir, clock)
+        self.state, self.provider, self.account = state, provider, account_name(file.path)
+        self.key = value_name(provider, self.account)
+        self.version = 0  # the fence the held credentials were written with (0: none)
+        self._read_at: float | None = None
+        self._reading: asyncio.Task | None = None
+        self._refused_at: int | None = None  # the version whose refresh token the issuer refused
+        self._push: dict[str, Any] | None = None  # {"base": version, "data"}: not in the store yet
+        self.lock_wait = LOCK_WAIT
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider}/{self.account}"
+
+    def _journal(self, suffix: str = ".json") -> Path | None:
+        if self.journal_dir is None:
+            return None
+        return self.journal_dir / (hashlib.sha256(self.key.encode()).hexdigest()[:24] + suffix)
+
+    def reload_if_changed(self) -> None:
+        """(sync, for usable()) Start a read of the store when this host's copy is old."""
+        if self._reading is not None and not self._reading.done():
+            return
+        if self._read_at is not None and self._clock() - self._read_at < READ_EVERY:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop: access() reads
+            return
+        self._reading = loop.create_task(self._read_quietly())
+
+    async def _read_quietly(self) -> None:
+        try:
+            await self._read()
+        except UNREACHABLE:
+            pass
+
+    async def _read(self) -> int:
+        """Take what the store holds (unless this host holds newer tokens); its version."""
+        got = await self.state.get_fenced(self.key)
+        self._read_at = self._clock()
+        data, version = _decode(got)
+        if self._push is not None:
+            return version
+        self.data, self.version = data or {}, version
+        if data is None:
+            self.needs_login = (f"no credentials for account {self.account} of provider '{self.provider}' in the "
+                                f"shared store: llmgate credentials import {self.provider} --file <file>")
+        elif self._refused_at != version:
+            self.needs_login, self._refused_at = None, None
+        return version
+
+    def _unreachable(self, e: BaseException, force: bool = True) -> None:
+        """The store did not answer: the copy held here serves while it is fresh."""
+        if self.fresh() and not force:
+            return
+        raise RefreshFailed(f"the shared credentials store (server.state) is unreachable ({type(e).__name__}); "
+                            "no refresh without the fleet lock") from None
+
+    async def access(self, refresh: Refresher, force: bool = False) -> dict[str, Any]:
+        """The credentials, refreshed once across the fleet when (nearly) expired or `force`.
+        Raises LoginRequired or RefreshFailed."""
+        if not self._journal_read:
+            self._journal_read = True
+            await asyncio.to_thread(self._load_journal)
+        if self._push is not None and self._clock() >= self._retry_at:
+            await self._push_pending()
+        stale = self._read_at is None or self._clock() - self._read_at >= READ_EVERY
+        if stale or force or not self.fresh():
+            try:
+                await self._read()
+            except UNREACHABLE as e:
+                self._unreachable(e, force)
+        if self.needs_login:
+            raise LoginRequired(self.needs_login)
+        if self.fresh() and not force:
+            return self.data
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self._refresh(refresh, self.data.get(self.token_key)))
+        return await asyncio.shield(self._refreshing)
+
+    async def _refresh(self, refresh: Refresher, stale_token: Any) -> dict[str, Any]:
+        try:
+            lease = await self.state.acquire(lock_name(self.provider, self.account), LOCK_TTL, self.lock_wait)
+        except UNREACHABLE as e:
+            self._unreachable(e)
+            raise
+        if lease is None:
+            raise RefreshFailed(f"another gateway held the refresh lock of {self.name} for {self.lock_wait:g} s")
+        try:
+            return await self._refresh_locked(refresh, stale_token, lease.fence)
+        finally:
+            try:
+                await self.state.release(lease)
+            except UNREACHABLE:  # it lapses by itself
+                pass
+
+    async def _refresh_locked(self, refresh: Refresher, stale_token: Any, fence: int) -> dict[str, Any]:
+        try:
+            base_version = await self._read()  # another host may have refreshed while we waited
+        except UNREACHABLE as e:
+            self._unreachable(e)
+            raise
+        if self.needs_login:
+            raise LoginRequired(self.needs_login)
+        if self.fresh() and self.data.get(self.token_key) != stale_token:
+            return self.data
+        base = dict(self.data)
+        try:
+            new = await refresh(dict(base))
+        except LoginRequired as e:
+            if await self._newer_than(base_version):  # our lock lapsed and another host rotated it
+                return self.data
+            self._refused_at = base_version
+            self.needs_login = (f"{e}. Log in again ({self.login_hint}), then: "
+                                f"llmgate credentials import {self.provider} --file <file>")
+            log.error("credentials %s: %s", self.name, self.needs_login)
+            raise LoginRequired(self.needs_login) from None
+        # the old refresh token is dead from here: this host's journal, then the store, then use
+        self.data = {**base, **new}
+        self._push = {"base": base_version, "data": self.data}
+        await asyncio.to_thread(self._journal_push)
+        await self._write_pending(fence)
+        log.info("credentials %s refreshed for the fleet", self.name)
+        return self.data
+
+    async def _newer_than(self, version: int) -> bool:
+        """Whether the store now holds fresh credentials written after `version`."""
+        try:
+            return await self._read() != version and self.fresh()
+        except UNREACHABLE:
+            return False
+
+    def _load_journal(self) -> None:
+        """(worker thread) Tokens an earlier run could not write to the store."""
+        path = self._journal()
+        try:
+            j = read_json(path, nofollow=True) if path else None
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            log.error("credentials journal %s unreadable (%s), ignored", path, e)
+            return
+        if (isinstance(j, dict) and j.get("key") == self.key and isinstance(j.get("data"), dict)
+                and isinstance(j.get("base"), int)):
+            log.warning("credentials %s: refreshed tokens not yet in the shared store found in %s", self.name, path)
+            self._push, self.data = {"base": j["base"], "data": j["data"]}, j["data"]
+
+    def _journal_push(self) -> None:
+        """(worker thread) Keep the tokens the store is about to get on this host's disk first."""
+        path = self._journal()
+        if path is None:
+            return
+        try:
+            write_atomic(path, {"key": self.key, **(self._push or {})})
+        except OSError as e:
+            log.error("credentials %s: cannot journal refreshed tokens to %s (%s)", self.name, path, e.strerror or e)
+
+    async def _push_pending(self) -> None:
+        """Write tokens held since the store was unreachable, under the lock, if the store still
+        holds what they replaced (or lost it); a newer login there wins."""
+        self._retry_at = self._clock() + self._backoff
+        try:
+            lease = await self.state.acquire(lock_name(self.provider, self.account), LOCK_TTL)
+            if lease is None:  # someone is refreshing: later
+                return
+            try:
+                got = await self.state.get_fenced(self.key)
+                if _decode(got)[1] in (0, (self._push or {}).get("base")):
+                    await self._write_pending(lease.fence)
+                else:
+                    await self._refused()
+            finally:
+                await self.state.release(lease)
+        except UNREACHABLE as e:
+            self._push_failed(e)
+
+    async def _write_pending(self, fence: int) -> None:
+        if self._push is None:
+            return
+        value = json.dumps(self._push["data"], separators=(",", ":")).encode()
+        try:
+            stored = await self.state.put_fenced(self.key, value, fence)
+        except UNREACHABLE as e:
+            return self._push_failed(e)
+        if not stored:
+            return await self._refused()
+        self._push, self.version, self._backoff, self._retry_at = None, fence, RETRY_FIRST, 0.0
+        await asyncio.to_thread(self._drop_journal)
+
+    async def _refused(self) -> None:
+        """The store holds credentials newer than this host's refresh (a newer lock holder
+        wrote, or a new login was imported): those win."""
+        log.warning("credentials %s: the shared store holds newer credentials than this host's refresh; "
+                    "using those", self.name)
+        self._push, self._backoff, self._retry_at = None, RETRY_FIRST, 0.0
+        await asyncio.to_thread(self._drop_journal)
+        try:
+            await self._read()
+        except UNREACHABLE:
+            self._read_at = None
+
+    def _push_failed(self, e: BaseException) -> None:
+        jpath = self._journal()
+        kept = "the gateway's journal" if jpath and jpath.exists() else "memory only (a restart loses them)"
+        log.error("credentials %s: the shared store is unreachable (%s); the refreshed tokens stay in use from "
+                  "%s; writing again in %g s", self.name, type(e).__name__, kept, self._backoff)
+        self._backoff = min(self._backoff * 2, RETRY_MAX)
+
+    def _drop_journal(self) -> None:
+        path = self._journal()
+        try:
+            if path:
+                path.unlink(missing_ok=True)
+        except OSError as e:
+            log.error("credentials journal %s cannot be removed: %s", path, e.strerror or e)
+
+
+def value_name(provider: str, account: str) -> str:
+    return f"credentials:{provider}:{account}"
+
+
+def lock_name(provider: str, account: str) -> str:
+    return f"credentials-refresh:{provider}:{account}"
+
+
+def _decode(got: tuple[bytes, int] | None) -> tuple[dict[str, Any] | None, int]:
+    """A stored value as (credentials, version); (None, 0) when there is none."""
+    if got is None:
+        return None, 0
+    try:
+        data = json.loads(got[0])
+    except ValueError:
+        data = None
+    return (data if isinstance(data, dict) else None), got[1]
