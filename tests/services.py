@@ -7,12 +7,19 @@ on exit. A missing binary skips the test with the reason (outside pytest: the sk
         r.restart()                      # same port, empty data: a Redis restart
     with haproxy([gw1.port, gw2.port]) as lb:   # lb.base = "http://127.0.0.1:<port>"
         ...
+    with postgres_server() as pg:        # pg.url = "postgresql://llmgate:...@127.0.0.1:<port>/llmgate"
+        pg.database("other")             # a fresh database's URL
+        pg.stop(); pg.start()            # same port and data: a PostgreSQL restart
 """
 
 from __future__ import annotations
 
+import glob
+import os
+import pwd
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -139,3 +146,89 @@ def haproxy(backends: Sequence[int], balance: str = "roundrobin", check: bool = 
             yield HAProxy(port, proc, cfg)
         finally:
             proc.stop()
+
+
+PG_VERSIONS = "/usr/lib/postgresql/*/bin/postgres"  # Debian's layout: one folder per major version
+
+
+def _pg_bin() -> Path:
+    found = sorted(glob.glob(PG_VERSIONS), key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    if not found:
+        pytest.skip("PostgreSQL is not installed (scripts/system-deps.sh installs it as root: apt-get install "
+                    "postgresql)")
+    return Path(found[-1]).parent
+
+
+def _unprivileged() -> tuple[list[str], int | None]:
+    """The prefix that runs PostgreSQL's programs as a non-root user (they refuse root), and its uid."""
+    if os.geteuid() != 0:
+        return [], None
+    try:
+        uid = pwd.getpwnam("postgres").pw_uid
+    except KeyError:
+        pytest.skip("running as root and there is no 'postgres' user to run PostgreSQL as (it refuses root)")
+    if shutil.which("runuser") is None:
+        pytest.skip("running as root without runuser to start PostgreSQL as the 'postgres' user")
+    return ["runuser", "-u", "postgres", "--"], uid
+
+
+class PostgresServer:
+    """A cluster made by initdb in a temp dir, password auth on 127.0.0.1; `stop()` and `start()`
+    keep its port and data (a PostgreSQL restart)."""
+
+    USER, PASSWORD = "llmgate", "pg-test-password-42"
+
+    def __init__(self, folder: Path):
+        self.bin = _pg_bin()
+        self.prefix, uid = _unprivileged()
+        self.folder, self.data = folder, folder / "data"
+        if uid is not None:
+            os.chown(folder, uid, -1)
+        self.port = free_port()
+        pw = folder / "pw"
+        pw.write_text(self.PASSWORD)
+        if uid is not None:
+            os.chown(pw, uid, -1)
+        self._run("initdb", "-D", str(self.data), "-U", self.USER, f"--pwfile={pw}", "--auth-host=scram-sha-256",
+                  "--auth-local=trust", "-E", "UTF8", "--no-sync")
+        self.start()
+        self.url = self.database("llmgate")
+
+    def _run(self, program: str, *args: str) -> None:
+        done = subprocess.run([*self.prefix, str(self.bin / program), *args], capture_output=True, text=True,
+                              cwd=self.folder, timeout=60)
+        if done.returncode:
+            raise RuntimeError(f"{program} failed: {done.stdout}{done.stderr}")
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "log"), "-w", "-o",
+                  f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.folder} "
+                  "-c fsync=off", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def database(self, name: str) -> str:
+        """A new, empty database's URL (psycopg's identifier quoting)."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self._url("postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self._url(name)
+
+    def _url(self, db: str) -> str:
+        return f"postgresql://{self.USER}:{self.PASSWORD}@127.0.0.1:{self.port}/{db}"
+
+
+@contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    with tempfile.TemporaryDirectory(prefix="postgres-") as d:
+        pg = PostgresServer(Path(d))
+        try:
+            yield pg
+        finally:
+            try:
+                pg.stop()
+            except RuntimeError:
+                pass  # already stopped
