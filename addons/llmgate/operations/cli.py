@@ -387,23 +387,60 @@ def _check_limit(limit: int) -> int:
     return limit
 
 
-def _offline_history(db_path: Path, provider: str | None, model: str | None, key: str | None, status: int | None,
-                     since: datetime | None, limit: int, bodies: bool = False) -> list[dict[str, Any]]:
+def _log_source(config: Path, log_db: Path | None) -> Path | str:
+    """Where history and stats read without a gateway: --log-db, else the config's log.database
+    (PostgreSQL, ${VAR} expanded), else the SQLite file (_log_db)."""
+    if log_db is None and config.exists():
+        from llmgate.settings import ConfigError, load_settings
+
+        try:
+            database = load_settings(config)[0].log.database
+        except (ConfigError, OSError):  # the SQLite fallback says what is missing
+            database = None
+        if database:
+            return database
+    return _log_db(config, log_db)
+
+
+def _shown(source: Path | str) -> str:
+    from llmgate.operations.request_log_pg import safe_url
+
+    return safe_url(source) if isinstance(source, str) else str(source)
+
+
+def _offline_read(source: Path | str, query: Callable[[Any], Any]) -> Any:
+    if isinstance(source, str):
+        from llmgate.operations.request_log import Unreadable
+        from llmgate.operations.request_log_pg import read
+
+        try:
+            return read(source, query, empty=[])
+        except Unreadable as e:
+            raise CliError(f"the gateway is not running and the request log at {_shown(source)} cannot be read: "
+                           f"{e}") from None
+    with _open_log(source) as db:
+        return query(db)
+
+
+def _offline_history(source: Path | str, provider: str | None, model: str | None, key: str | None,
+                     status: int | None, since: datetime | None, limit: int,
+                     bodies: bool = False) -> list[dict[str, Any]]:
     """The same query as GET /admin/requests (llmgate.operations.request_log.history), with bodies as
     GET /admin/requests/{id} gives them."""
     from llmgate.operations import request_log
 
-    with _open_log(db_path) as db:
+    def query(db: Any) -> list[dict[str, Any]]:
         rows = request_log.history(db, provider, model, key, status, since.timestamp() if since else None, limit)
         return [request_log.detail(db, r["id"]) for r in rows] if bodies else rows
 
+    return _offline_read(source, query)
 
-def _offline_stats(db_path: Path, by: str, since: datetime | None) -> list[dict[str, Any]]:
+
+def _offline_stats(source: Path | str, by: str, since: datetime | None) -> list[dict[str, Any]]:
     """The same grouping as GET /admin/stats (llmgate.operations.request_log.stats)."""
     from llmgate.operations import request_log
 
-    with _open_log(db_path) as db:
-        return request_log.stats(db, by, since.timestamp() if since else None)
+    return _offline_read(source, lambda db: request_log.stats(db, by, since.timestamp() if since else None))
 
 
 def _offline_provider(entry: dict[str, Any]) -> dict[str, Any]:
@@ -815,11 +852,11 @@ def history_command(
         if bodies:
             rows = [admin.call("GET", f"/admin/requests/{r['id']}")["request"] for r in rows]
     except GatewayDown:
-        source = _log_db(config, log_db)
+        source = _log_source(config, log_db)
         rows = _offline_history(source, provider, model, key, status, since_dt, limit, bodies)
-        typer.echo(f"gateway not running: reading {source}", err=True)
+        typer.echo(f"gateway not running: reading {_shown(source)}", err=True)
     if as_json:
-        _emit_json({"requests": rows} if source is None else {"running": False, "request_log": str(source),
+        _emit_json({"requests": rows} if source is None else {"running": False, "request_log": _shown(source),
                                                               "requests": rows})
         return
     if not rows:
@@ -866,12 +903,12 @@ def stats_command(
                                                                          "since": _since_iso(since_dt)})
         rows, source = data.get("rows") or [], None
     except GatewayDown:
-        source = _log_db(config, log_db)
+        source = _log_source(config, log_db)
         rows = _offline_stats(source, by.value, since_dt)
-        typer.echo(f"gateway not running: reading {source}", err=True)
+        typer.echo(f"gateway not running: reading {_shown(source)}", err=True)
     if as_json:
         out = {"by": by.value, "rows": rows}
-        _emit_json(out if source is None else {"running": False, "request_log": str(source), **out})
+        _emit_json(out if source is None else {"running": False, "request_log": _shown(source), **out})
         return
     if not rows:
         typer.echo("no requests")
@@ -1074,6 +1111,117 @@ def _offline_models(config: Path) -> list[dict[str, Any]]:
         targets = [targets] if isinstance(targets, str) else list(targets or [])
         served.setdefault(str(alias), []).extend(f"alias: {t}" for t in targets)
     return [{"id": k, "providers": v} for k, v in served.items()]
+
+
+
+# =============================================================================== credentials (several hosts)
+
+credentials_app = typer.Typer(help="Subscription credentials in the store the gateway hosts share (server.state): "
+                              "import a CLI's credentials file, export the current tokens back to it.",
+                              no_args_is_help=True)
+app.add_typer(credentials_app, name="credentials")
+CredFileOpt = Annotated[Path | None, typer.Option("--file", help="the CLI's credentials file (default: the "
+                                                  "provider's `credentials`, or its kind's default file)")]
+
+
+def _shared_account(config: Path, pid: str, file: Path | None) -> tuple[str, str, Path]:
+    """(server.state URL, account name, file) of a subscription provider in proxy.yaml."""
+    import glob
+
+    from llmgate.credentials import fleet
+    from llmgate.providers import PROVIDER_TYPES
+    from llmgate.settings import load_settings
+
+    if not config.exists():
+        raise CliError(f"no config file at {config} (use --config)")
+    settings, _ = load_settings(config)
+    if not settings.server.state:
+        raise CliError(f"{config} sets no server.state: each gateway reads its own credentials files")
+    p = next((p for p in settings.providers if p.id == pid), None)
+    kind = PROVIDER_TYPES.get(p.type) if p is not None else None
+    configured = (getattr(p, "credentials", None) or (kind.credentials if kind else None)) if p else None
+    if p is None or not configured:
+        raise CliError(f"{config} has no subscription provider '{pid}' with a credentials file")
+    pattern = os.path.expanduser(configured)
+    if glob.has_magic(pattern) and file is None:
+        raise CliError(f"provider '{pid}' names one file per account ({configured}): pass --file")
+    named = file if glob.has_magic(pattern) else Path(pattern)
+    return settings.server.state, fleet.account_name(named), (file or Path(pattern)).expanduser()
+
+
+def _in_store(url: str, work: Callable[[Any], Any]) -> Any:
+    """Run `work(store)` against the shared store; errors as one line, never the URL's password."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    from redis.exceptions import RedisError
+
+    from llmgate.credentials import fleet
+    from llmgate.credentials.store import RefreshFailed
+
+    async def run() -> Any:
+        store = fleet.cli_state(url)
+        try:
+            return await work(store)
+        finally:
+            await store.client.aclose()
+
+    try:
+        return asyncio.run(run())
+    except (RedisError, OSError) as e:
+        where = urlsplit(url)
+        raise CliError(f"the shared store at {where.hostname}:{where.port or 6379} is unreachable "
+                       f"({type(e).__name__})") from None
+    except RefreshFailed as e:
+        raise CliError(str(e)) from None
+
+
+@credentials_app.command(name="import")
+@handled
+def credentials_import(pid: Annotated[str, typer.Argument(metavar="PROVIDER_ID", help="the provider")],
+                       file: CredFileOpt = None, config: ConfigOpt = Path("proxy.yaml"),
+                       as_json: JsonOpt = False) -> None:
+    """Copy a CLI's credentials file into the shared store (a new login replaces what it holds)."""
+    from llmgate.credentials import fleet
+    from llmgate.credentials.store import read_json
+
+    url, account, path = _shared_account(config, pid, file)
+    try:
+        data = read_json(path)
+    except ValueError as e:
+        raise CliError(f"{path}: not a credentials file ({e})") from None
+    if not isinstance(data, dict) or not any(data.get(k) for k in ("refresh_token", "refreshToken")):
+        raise CliError(f"{path}: no refresh token in it (log in with the CLI first)")
+    version = _in_store(url, lambda store: fleet.import_credentials(store, pid, account, data))
+    if as_json:
+        _emit_json({"provider": pid, "account": account, "file": str(path), "version": version})
+    else:
+        _say(f"Imported {path} as account {account} of provider '{pid}' into the shared store.")
+
+
+@credentials_app.command(name="export")
+@handled
+def credentials_export(pid: Annotated[str, typer.Argument(metavar="PROVIDER_ID", help="the provider")],
+                       file: CredFileOpt = None, config: ConfigOpt = Path("proxy.yaml"),
+                       as_json: JsonOpt = False) -> None:
+    """Write the shared store's current tokens to the CLI's file (atomically, mode 0600; the
+    file's other fields are kept)."""
+    from llmgate.credentials import fleet
+    from llmgate.credentials.store import read_json, write_atomic
+
+    url, account, path = _shared_account(config, pid, file)
+    data = _in_store(url, lambda store: fleet.export_credentials(store, pid, account))
+    if data is None:
+        raise CliError(f"the shared store holds no credentials for account {account} of provider '{pid}'")
+    try:
+        old = read_json(path)
+    except (OSError, ValueError):
+        old = None
+    write_atomic(path, {**old, **data} if isinstance(old, dict) else data)
+    if as_json:
+        _emit_json({"provider": pid, "account": account, "file": str(path)})
+    else:
+        _say(f"Wrote the current tokens of account {account} of provider '{pid}' to {path}.")
 
 
 if __name__ == "__main__":
