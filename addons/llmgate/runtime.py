@@ -5,20 +5,21 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from llmgate.request_path.catalog import ModelCatalog
+from llmgate.addons.redaction import Secrets
 from llmgate.operations.metrics import Metrics
+from llmgate.operations.request_log import RequestLog
+from llmgate.request_path.catalog import ModelCatalog
 from llmgate.request_path.pool import PoolState
 from llmgate.request_path.provider_call import Exchange, ProviderCall
-from llmgate.addons.redaction import Secrets
 from llmgate.request_path.relay import StreamRelay
-from llmgate.operations.request_log import RequestLog
 from llmgate.request_path.routing import Route
-from llmgate.settings import GatewaySettings
-from llmgate.operations.state_store import StateStore
-from llmgate.request_path.wire import ReasoningMemory
 from llmgate.request_path.upstream import Upstream
+from llmgate.request_path.wire import ReasoningMemory
+from llmgate.settings import GatewaySettings
+from llmgate.state import SharedState, open_state
 
 STATE_GRACE = 300.0  # seconds a replaced state file stays open (a failover in progress may still write to it)
 UPSTREAM_MARK = "llmgate.upstream_of"  # metadata key on the flows that show the provider side
@@ -37,7 +38,8 @@ class Runtime:
         self.secrets = Secrets(self)  # what redaction scrubs from bodies
         self.catalog.scrub = lambda body: self.secrets.current().bytes(body)
         self.pool = PoolState()
-        self._state_path: str | None = None
+        self.state: SharedState | None = None  # what processes share (llmgate/state)
+        self._state_where: tuple[str, str | None] | None = None
         self.request_log: RequestLog | None = None
         self.metrics = Metrics(self)
         self.started = time.time()
@@ -46,20 +48,25 @@ class Runtime:
         self.first_run: Any = None  # what `auto: true` found (config_watch sets it; listings.health shows it)
         self._accounts: dict[str, tuple[object, object]] = {}
 
-    def open_state(self, path: str) -> None:
-        """Keep cooldowns in this SQLite file (loading those it holds); a new path moves them."""
+    def open_state(self, path: str, url: str | None = None) -> None:
+        """Keep shared state (cooldowns, ...) in this SQLite file, and in Redis at `url` when given;
+        the pool's cooldowns are loaded from there. A new path or URL moves them."""
         path = os.path.abspath(os.path.expanduser(path))
-        if path == self._state_path:
+        if (path, url) == self._state_where:
             return
         old = self.pool
-        self.pool = PoolState(StateStore(path))
+        self.state = open_state(path, url)
+        self.pool = PoolState(self.state)
         self.pool.inflight = old.inflight
+        self.state.attach(self.pool)
+        self.reasoning = self.state.reasoning(self.reasoning)
         if old.store is not None:
+            old.store.stop_sharing()
             # a request still failing over may hold the old pool: close its file once none can
             closer = threading.Timer(STATE_GRACE, old.store.close)
             closer.daemon = True
             closer.start()
-        self._state_path = path
+        self._state_where = (path, url)
 
     def open_request_log(self, path: str | None, retention_days: float, database: str | None = None) -> None:
         """Log requests to this SQLite file, or to PostgreSQL spilling to it (None: no request log)."""

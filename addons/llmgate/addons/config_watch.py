@@ -132,7 +132,8 @@ class ConfigWatch:
 
     def _open_files(self, settings: GatewaySettings, path: str) -> None:
         config_dir = os.path.dirname(os.path.abspath(path))
-        self.rt.open_state(settings.server.state_file or os.path.join(config_dir, "llmgate-state.sqlite"))
+        self.rt.open_state(settings.server.state_file or os.path.join(config_dir, "llmgate-state.sqlite"),
+                           settings.server.state)
         log_file = settings.log.file or os.path.join(config_dir, "llmgate-requests.sqlite")
         self.rt.open_request_log(log_file if settings.log.enabled else None, settings.log.retention_days,
                                  settings.log.database)

@@ -12,7 +12,7 @@ Cooldowns are kept per (provider, account, model); model "" means every model of
 answer). They end at the time the upstream gave (Retry-After, RetryInfo, quotaResetDelay) or,
 without one, after an exponential backoff (1 s doubling, at most 5 min). When one ends the
 member is simply tried again (the probe); a success clears its failure count. Cooldowns survive
-restarts through llmgate/operations/state_store.py.
+restarts, and are shared between processes, through llmgate/state/.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Cooling:
 
 class PoolState:
     def __init__(self, store: Any = None, clock: Callable[[], float] = time.time):
-        self.store = store  # StateStore or None
+        self.store = store  # a llmgate.state backend (shared with other processes), or None
         self.clock = clock  # epoch seconds (tests pass their own)
         self.cooldowns: dict[Key, Cooling] = dict(store.load()) if store is not None else {}
         self.inflight: dict[tuple[str, str], int] = {}
@@ -51,6 +51,8 @@ class PoolState:
 
     def cooling(self, provider: str, account: str, model: str, now: float | None = None) -> Cooling | None:
         """The cooldown that keeps this member out now, if any (the one ending last)."""
+        if self.store is not None:
+            self.store.refresh()  # other processes' cooldowns
         now = self.clock() if now is None else now
         found = None
         for key in ((provider, account, model), (provider, account, ""), (provider, "", ""), (provider, "", model)):
@@ -92,16 +94,22 @@ class PoolState:
     def acquire(self, provider: str, account: str) -> tuple[str, str]:
         key = (provider, account)
         self.inflight[key] = self.inflight.get(key, 0) + 1
+        if self.store is not None:
+            self.store.held(key, self.inflight[key])
         return key
 
     def release(self, key: tuple[str, str] | None) -> None:
         if key is not None and self.inflight.get(key, 0) > 0:
             self.inflight[key] -= 1
+            if self.store is not None:
+                self.store.held(key, self.inflight[key])
 
     def busy(self, provider: str, account: str | None = None) -> int:
+        """Requests in flight, in this process and (shared state) the others."""
+        others = self.store.others(provider, account) if self.store is not None else 0
         if account is not None:
-            return self.inflight.get((provider, account), 0)
-        return sum(n for (p, _), n in self.inflight.items() if p == provider)
+            return self.inflight.get((provider, account), 0) + others
+        return sum(n for (p, _), n in self.inflight.items() if p == provider) + others
 
     def available(self, provider: str, account: str, model: str, limit: int | None) -> bool:
         return self.cooling(provider, account, model) is None and (limit is None or self.busy(provider, account) < limit)

@@ -1,0 +1,352 @@
+"""Shared state in Redis (`server.state: redis://...`), on top of the local SQLite backend.
+
+Nothing on the request path waits for Redis. Each process keeps mirrors in memory (the pool's
+cooldowns, the other processes' in-flight counts, the reasoning memory) that one background
+task keeps current from a pub/sub channel, and writes go out coalesced, in one pipeline per
+event-loop turn. Cooldowns are also kept in a Redis hash, read whole on (re)connect.
+In-flight counts are a lease: each process publishes its counts on every change and every
+HEARTBEAT seconds; a process not heard from for LEASE seconds (crashed) holds nothing.
+
+Redis unreachable: requests go on with this process's state (and its SQLite file), the outage
+is logged once, the connection is retried with backoff, and on return this process's cooldown
+changes are written and the others' read. Locks and fenced values fall back to the SQLite file
+meanwhile (single-flight among this host's processes only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from converters import canonical as cn
+from llmgate.request_path.wire import ReasoningMemory
+from llmgate.state import Key, Lease
+from llmgate.state.local import LocalState
+
+if TYPE_CHECKING:
+    from llmgate.request_path.pool import Cooling, PoolState
+
+log = logging.getLogger("llmgate.state")
+
+PREFIX = "llmgate:"
+CHANNEL = PREFIX + "events"
+COOLDOWNS = PREFIX + "cooldowns"
+HEARTBEAT = 2.0  # seconds between in-flight announcements
+LEASE = 10.0  # a process silent this long holds no in-flight slots
+BACKOFF = (0.2, 10.0)  # reconnect delay: first, most
+MAX_REASONING = 1 << 20  # bytes: larger thinking blocks stay in the process that saw them
+MAX_OUTBOX = 1000
+
+LOCK = ("if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return redis.call('INCR', KEYS[2]) end "
+        "return 0")
+UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+PUT_FENCED = ("local f = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0') "
+              "if tonumber(ARGV[2]) >= f then redis.call('HSET', KEYS[1], 'value', ARGV[1], 'fence', ARGV[2]) "
+              "return 1 end return 0")
+
+
+def where(url: str) -> str:
+    """The URL without its password, for logs."""
+    u = urlsplit(url)
+    return f"{u.scheme}://{u.hostname or ''}{f':{u.port}' if u.port else ''}{u.path}"
+
+
+def _blocks_out(blocks: list[cn.Block]) -> list[dict[str, Any]]:
+    return [{"r": b.data} if isinstance(b, cn.RedactedThinking) else
+            {"t": b.text, "s": b.signature, "e": b.encrypted_content} for b in blocks
+            if isinstance(b, (cn.Thinking, cn.RedactedThinking))]
+
+
+def _blocks_in(raw: list[dict[str, Any]]) -> list[cn.Block]:
+    return [cn.RedactedThinking(d["r"]) if "r" in d else cn.Thinking(d["t"], d.get("s"), d.get("e")) for d in raw]
+
+
+class SharedReasoningMemory(ReasoningMemory):
+    """The reasoning memory, told to the other processes as it learns."""
+
+    def __init__(self, publish: Callable[[str, list[cn.Block]], None], size: int = 2000):
+        super().__init__(size)
+        self._publish = publish
+
+    def remember(self, blocks: list[cn.Block]) -> None:
+        super().remember(blocks)
+        call = next((b for b in blocks if isinstance(b, cn.ToolCall)), None)
+        kept = self._blocks.get(call.id) if call is not None else None
+        if kept:
+            self._publish(call.id, kept)
+
+    def learn(self, call_id: str, blocks: list[cn.Block]) -> None:
+        self._blocks[call_id] = blocks
+        self._blocks.move_to_end(call_id)
+        while len(self._blocks) > self._size:
+            self._blocks.popitem(last=False)
+
+
+class RedisState:
+    def __init__(self, local: LocalState, url: str, ticks: Callable[[], float] = time.monotonic):
+        self.local, self.url, self.path, self.ticks = local, url, local.path, ticks
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.up, self._outage, self._delay = False, False, BACKOFF[0]
+        self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0,
+                                              retry=Retry(NoBackoff(), 0))
+        self._pool: PoolState | None = None
+        self._mine: dict[tuple[str, str], int] = {}
+        self._remote: dict[str, tuple[float, dict[tuple[str, str], int]]] = {}  # process -> (heard, counts)
+        self._dirty: set[Key] = set()
+        self._announce = False
+        self._outbox: list[str] = []  # reasoning messages
+        self._memory: SharedReasoningMemory | None = None
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._start()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        """Run the connection task, once a request or start-up gives us the event loop."""
+        if self._task is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # opened from a worker thread (a config reload): the next request starts it
+        self._wake = asyncio.Event()
+        self._task = loop.create_task(self._run())
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+        else:
+            self._start()
+
+    def stop_sharing(self) -> None:
+        """Replaced by another backend: stop announcing (callable from any thread)."""
+        if self._task is not None:
+            self._task.get_loop().call_soon_threadsafe(self._task.cancel)
+
+    def close(self) -> None:
+        self.stop_sharing()
+        self.local.close()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, ValueError) as e:
+                if not self._outage:
+                    self._outage = True
+                    log.warning("state: Redis at %s unreachable (%s): serving with this process's state, "
+                                "retrying", where(self.url), type(e).__name__)
+            self.up = False
+            await asyncio.sleep(self._delay)
+            self._delay = min(self._delay * 2, BACKOFF[1])
+
+    async def _session(self) -> None:
+        pubsub = self._redis.pubsub()
+        try:
+            await pubsub.subscribe(CHANNEL)
+            await self._catch_up()
+            self.up, self._delay = True, BACKOFF[0]
+            log.info("state: Redis at %s %s", where(self.url), "back: sharing state again" if self._outage
+                     else "connected: sharing state")
+            self._outage = False
+            tasks = [asyncio.ensure_future(self._listen(pubsub)), asyncio.ensure_future(self._flush())]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    t.result()
+            finally:
+                for t in tasks:
+                    t.cancel()
+        finally:
+            await pubsub.aclose()
+
+    async def _catch_up(self) -> None:
+        """After (re)connecting: our cooldown changes out, everyone's in, and a hello so the
+        others announce their in-flight counts."""
+        await self._send()
+        raw = await self._redis.hgetall(COOLDOWNS)
+        if self._pool is not None:
+            from llmgate.request_path.pool import Cooling
+
+            shared = {tuple(json.loads(k)): Cooling(*json.loads(v)) for k, v in raw.items()}
+            self._pool.cooldowns.clear()
+            self._pool.cooldowns.update(shared)  # type: ignore[arg-type]
+        await self._redis.publish(CHANNEL, json.dumps({"k": "hello", "from": self.id}))
+
+    # --- the two loops of a session ------------------------------------------------------------
+
+    async def _listen(self, pubsub: Any) -> None:
+        while True:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=HEARTBEAT)
+            if msg is not None:
+                self._receive(json.loads(msg["data"]))
+
+    def _receive(self, m: dict[str, Any]) -> None:
+        sender = m.get("from")
+        if sender == self.id:
+            return
+        kind = m["k"]
+        if kind == "c" and self._pool is not None:
+            from llmgate.request_path.pool import Cooling
+
+            key = tuple(m["key"])
+            if m["v"] is None:
+                self._pool.cooldowns.pop(key, None)  # type: ignore[arg-type]
+            else:
+                self._pool.cooldowns[key] = Cooling(*m["v"])  # type: ignore[index]
+        elif kind == "i":
+            self._remote[sender] = (self.ticks(), {(p, a): n for p, a, n in m["n"]})
+        elif kind == "hello":
+            self._announce = True
+            self._poke()
+        elif kind == "r" and self._memory is not None:
+            self._memory.learn(m["id"], _blocks_in(m["b"]))
+
+    async def _flush(self) -> None:
+        assert self._wake is not None
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), HEARTBEAT)
+            except TimeoutError:
+                self._announce = True  # the heartbeat: our lease goes on
+            self._wake.clear()
+            await self._send()
+
+    async def _send(self) -> None:
+        """Everything that changed since the last send, in one pipeline."""
+        dirty, self._dirty = self._dirty, set()
+        outbox, self._outbox = self._outbox, []
+        announce, self._announce = self._announce, False
+        if not (dirty or outbox or announce):
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for key in dirty:
+            c = self._pool.cooldowns.get(key) if self._pool is not None else None
+            value = [c.until, c.failures, c.reason] if c is not None else None
+            field = json.dumps(key)
+            if value is None:
+                pipe.hdel(COOLDOWNS, field)
+            else:
+                pipe.hset(COOLDOWNS, field, json.dumps(value))
+            pipe.publish(CHANNEL, json.dumps({"k": "c", "key": key, "v": value, "from": self.id}))
+        if announce:
+            counts = [[p, a, n] for (p, a), n in self._mine.items() if n]
+            pipe.publish(CHANNEL, json.dumps({"k": "i", "n": counts, "from": self.id}))
+        for m in outbox:
+            pipe.publish(CHANNEL, m)
+        try:
+            await pipe.execute()
+        except BaseException:
+            self._dirty |= dirty  # written on reconnect (the reasoning messages are not kept)
+            self._announce = True
+            raise
+
+    # --- pool.PoolState: local memory only ---------------------------------------------------
+
+    def load(self) -> dict[Key, Cooling]:
+        return self.local.load()
+
+    def attach(self, pool: PoolState) -> None:
+        self._pool = pool
+
+    def refresh(self) -> None:
+        self._start()  # the mirror is kept current by the connection task
+
+    def save(self, key: Key, c: Cooling) -> None:
+        self.local.save(key, c)
+        self._dirty.add(key)
+        self._poke()
+
+    def delete(self, key: Key) -> None:
+        self.local.delete(key)
+        self._dirty.add(key)
+        self._poke()
+
+    def held(self, key: tuple[str, str], n: int) -> None:
+        self._mine[key] = n
+        if not n:
+            del self._mine[key]
+        self._announce = True
+        self._poke()
+
+    def others(self, provider: str, account: str | None) -> int:
+        if not self.up or not self._remote:
+            return 0
+        now, total = self.ticks(), 0
+        for heard, counts in list(self._remote.values()):
+            if now - heard <= LEASE:
+                total += sum(n for (p, a), n in counts.items() if p == provider and (account is None or a == account))
+        return total
+
+    def reasoning(self, memory: ReasoningMemory) -> ReasoningMemory:
+        if self._memory is None:
+            self._memory = SharedReasoningMemory(self._tell_reasoning, memory._size)
+            self._memory._blocks.update(memory._blocks)
+        return self._memory
+
+    def _tell_reasoning(self, call_id: str, blocks: list[cn.Block]) -> None:
+        m = json.dumps({"k": "r", "id": call_id, "b": _blocks_out(blocks), "from": self.id})
+        if self.up and len(m) <= MAX_REASONING and len(self._outbox) < MAX_OUTBOX:
+            self._outbox.append(m)
+            self._poke()
+
+    # --- locks with fencing, fenced values: Redis, else this host's file -----------------------
+
+    async def acquire(self, name: str, ttl: float, wait: float = 0.0) -> Lease | None:
+        if not self.up:
+            return await self.local.acquire(name, ttl, wait)
+        owner = f"{self.id}-{secrets.token_hex(8)}"
+        deadline = self.ticks() + wait
+        try:
+            while True:
+                fence = await self._redis.eval(LOCK, 2, PREFIX + "lock:" + name, PREFIX + "fence:" + name,
+                                               owner, max(1, int(ttl * 1000)))
+                if fence:
+                    return Lease(name, owner, int(fence))
+                if self.ticks() >= deadline:
+                    return None
+                await asyncio.sleep(0.05)
+        except (RedisError, OSError):
+            return await self.local.acquire(name, ttl, max(0.0, deadline - self.ticks()))
+
+    async def release(self, lease: Lease) -> None:
+        if not lease.owner.startswith(self.id):
+            await self.local.release(lease)
+            return
+        try:
+            await self._redis.eval(UNLOCK, 1, PREFIX + "lock:" + lease.name, lease.owner)
+        except (RedisError, OSError):
+            pass  # the lock lapses at its TTL
+
+    async def put_fenced(self, name: str, value: bytes, fence: int) -> bool:
+        if self.up:
+            try:
+                return bool(await self._redis.eval(PUT_FENCED, 1, PREFIX + "value:" + name, value, fence))
+            except (RedisError, OSError):
+                pass
+        return await self.local.put_fenced(name, value, fence)
+
+    async def get_fenced(self, name: str) -> tuple[bytes, int] | None:
+        if self.up:
+            try:
+                got = await self._redis.hmget(PREFIX + "value:" + name, "value", "fence")
+                return (bytes(got[0]), int(got[1])) if got[0] is not None else None
+            except (RedisError, OSError):
+                pass
+        return await self.local.get_fenced(name)
