@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import ValidationError
@@ -58,10 +60,11 @@ class LocalServer:
     base_url: str
     key_env: str | None  # an optional key the server may be set to require
     no_models: str  # what to do when it lists no model
+    host_env: str | None = None  # the server's own address variable (Ollama's OLLAMA_HOST)
 
 
 LOCAL_SERVERS = (
-    LocalServer("ollama", "Ollama", "http://127.0.0.1:11434/v1", None, "run `ollama pull llama3.2`"),
+    LocalServer("ollama", "Ollama", "http://127.0.0.1:11434/v1", None, "run `ollama pull llama3.2`", "OLLAMA_HOST"),
     LocalServer("lmstudio", "LM Studio", "http://127.0.0.1:1234/v1", "LMSTUDIO_API_KEY", "load a model in LM Studio"),
 )
 
@@ -112,6 +115,25 @@ def override_var(pid: str) -> str:
     return f"LLMGATE_{pid.upper().replace('-', '_')}_BASE_URL"
 
 
+def ollama_base(value: str) -> str:
+    """OLLAMA_HOST read as Ollama's own CLI reads it (host, host:port or a URL: http and port 11434
+    unless said, an explicit http:// or https:// meaning 80 or 443), as its OpenAI-compatible base
+    URL. An address to listen on everywhere (0.0.0.0, ::) is reached on loopback."""
+    scheme, sep, rest = value.strip().partition("://")
+    default_port = {"http": 80, "https": 443}.get(scheme.lower(), 11434) if sep else 11434
+    scheme = scheme.lower() if sep else "http"
+    hostport, _, path = (rest if sep else value.strip()).partition("/")
+    url = urlsplit("//" + hostport)
+    try:
+        port = url.port or default_port
+    except ValueError:  # Ollama, too, falls back to the default port
+        port = default_port
+    host = url.hostname or "127.0.0.1"
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{port}" + (f"/{path.strip('/')}" if path.strip("/") else "") + "/v1"
+
+
 def detect(env: Mapping[str, str] | None = None, home: Path | None = None,
            which: Callable[[str], str | None] = shutil.which, timeout: float = PROBE_TIMEOUT) -> Detection:
     """What this machine has (blocking: at most `timeout` for the local probes, which run together)."""
@@ -142,7 +164,8 @@ def _api_keys(env: Mapping[str, str]) -> list[Found]:
 
 def _local(s: LocalServer, env: Mapping[str, str], timeout: float) -> Found | str:
     """A Found when the server answers its model list, else why not (one line)."""
-    base = (env.get(override_var(s.id)) or s.base_url).rstrip("/")
+    host = env.get(s.host_env) if s.host_env else None
+    base = (env.get(override_var(s.id)) or (ollama_base(host) if host else s.base_url)).rstrip("/")
     key = env.get(s.key_env) if s.key_env else None
     try:
         r = httpx.get(base + "/models", timeout=timeout, trust_env=False,
