@@ -11,7 +11,9 @@ first event gets, per wire format, and the hold before it are unit-tested
 
 from __future__ import annotations
 
+import json
 import time
+from datetime import datetime, timezone
 
 import anthropic
 import httpx
@@ -20,6 +22,7 @@ import pytest
 
 from tests.e2e.conftest import CLIENT_KEY, UPSTREAM_KEY
 from tests.harness import Gateway, Upstream
+from tests.upstreams import code_assist, serving
 
 GEMINI_KEY = "AIza-test-gemini-key-0123456789"
 ADMIN_KEY = "adm-secret-0123"
@@ -41,7 +44,16 @@ def gem():
 
 
 @pytest.fixture(scope="module")
-def gw(claude, gem, tmp_path_factory):
+def gcli(tmp_path_factory):
+    """A Code Assist host and a Gemini CLI login on it: (host, credentials file)."""
+    with serving.ServerThread(code_assist.make_app()) as host:
+        creds = tmp_path_factory.mktemp("gcli") / "oauth_creds.json"
+        creds.write_text(json.dumps(httpx.post(host + "/__seed", json={}).raise_for_status().json()))
+        yield host, creds
+
+
+@pytest.fixture(scope="module")
+def gw(claude, gem, gcli, tmp_path_factory):
     def ant(pid: str) -> dict:
         return {"id": pid, "type": "anthropic", "base_url": claude.base, "api_key": UPSTREAM_KEY,
                 "models": ["claude-sonnet-4-5"]}
@@ -52,7 +64,9 @@ def gw(claude, gem, tmp_path_factory):
 
     cfg = {
         "server": {"api_keys": [CLIENT_KEY], "admin_keys": [ADMIN_KEY], "timeouts": {"connect": 3, "read": 10}},
-        "providers": [ant("c1"), ant("c2"), ant("c3"), gemini("g1"), gemini("g2")],
+        "providers": [ant("c1"), ant("c2"), ant("c3"), gemini("g1"), gemini("g2"),
+                      {"id": "gcli", "type": "gemini-cli", "base_url": gcli[0], "token_url": gcli[0] + "/token",
+                       "credentials": str(gcli[1])}],
         "routing": {
             "strategy": "fill-first",  # the failing member is always asked first
             "aliases": {
@@ -61,6 +75,7 @@ def gw(claude, gem, tmp_path_factory):
                 "claude-solo": ["c3/fault-stream-overloaded"],
                 "claude-late": ["c2/fault-stream-error", "c3/claude-sonnet-4-5"],
                 "gem-pool": ["g1/fault-stream-429", "g2/gemini-2.5-flash"],
+                "ca-pool": ["gcli/gemini-2.5-flash", "g2/gemini-2.5-flash"],
             },
         },
     }
@@ -70,7 +85,7 @@ def gw(claude, gem, tmp_path_factory):
 
 
 def fresh(gw: Gateway, *ups: Upstream) -> None:
-    for pid in ("c1", "c2", "c3", "g1", "g2"):
+    for pid in ("c1", "c2", "c3", "g1", "g2", "gcli"):
         httpx.post(gw.base + "/admin/reset", json={"provider": pid}, headers=admin()).raise_for_status()
     for u in ups:
         u.clear()
@@ -89,6 +104,10 @@ def models_asked(up: Upstream) -> list[str]:
         elif ":streamGenerateContent" in r["path"] or ":generateContent" in r["path"]:
             out.append(r["path"].rsplit("/", 1)[-1].split(":")[0])
     return out
+
+
+def seconds_until(iso: str) -> float:
+    return (datetime.fromisoformat(iso) - datetime.now(timezone.utc)).total_seconds()
 
 
 def anthropic_sdk(gw: Gateway) -> anthropic.Anthropic:
@@ -133,8 +152,7 @@ def test_openai_client_through_gemini_pool_resource_exhausted_chunk_cools_for_it
     assert models_asked(gem) == ["fault-stream-429", "gemini-2.5-flash"]
     cooling = httpx.get(gw.base + "/health").json()["models"]["gem-pool"]["cooling"]
     assert [(c["provider"], c["model"]) for c in cooling] == [("g1", "fault-stream-429")], cooling
-    until = cooling[0]["until"]
-    left = time.mktime(time.strptime(until[:19], "%Y-%m-%dT%H:%M:%S")) - time.mktime(time.gmtime())
+    left = seconds_until(cooling[0]["until"])
     assert 4 <= left <= 8, f"cooling {left} s; the chunk's RetryInfo said 7 s"
     # cooling: the next request goes straight to g2, and gets its stream
     list(client.chat.completions.create(model="gem-pool", messages=HELLO, stream=True))
@@ -180,3 +198,18 @@ def test_an_error_after_content_still_ends_the_stream_with_an_error_event(gw, cl
     assert text and "Echo: hello".startswith(text)  # what the member sent before its error
     assert e.value.body["error"]["type"] == "overloaded_error", e.value.body
     assert models_asked(claude) == ["fault-stream-error"]  # no second attempt once content went out
+
+
+def test_code_assist_quota_error_as_first_event_cools_the_account_and_fails_over(gw, gcli, gem):
+    host, creds = gcli
+    fresh(gw, gem)
+    httpx.post(host + "/__scenario", json={"mode": "quota_stream", "times": 1}).raise_for_status()
+    client = openai.OpenAI(base_url=gw.base + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20)
+    chunks = list(client.chat.completions.create(model="ca-pool", messages=HELLO, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Echo: hello"
+    assert httpx.get(host + "/__state").json()["stream_calls"] >= 1
+    assert models_asked(gem) == ["gemini-2.5-flash"]
+    cooling = httpx.get(gw.base + "/health").json()["models"]["ca-pool"]["cooling"]
+    assert [(c["provider"], c["account"]) for c in cooling] == [("gcli", str(creds))], cooling
+    assert cooling[0]["reason"].startswith("quota exhausted"), cooling
+    assert 10800 < seconds_until(cooling[0]["until"]) <= 10921  # the quotaResetDelay 3h2m1s

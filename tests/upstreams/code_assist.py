@@ -125,8 +125,10 @@ Control (no auth):
         rate_limited      429 RESOURCE_EXHAUSTED ErrorInfo RATE_LIMIT_EXCEEDED, RetryInfo "0.47s"
         capacity          503 UNAVAILABLE "No capacity available for model X on the server",
                           ErrorInfo MODEL_CAPACITY_EXHAUSTED
+        quota_stream      a stream answers 200, then the quota_exhausted error object as its only
+                          event (the quota ran out as it started); non-stream: the 429 above
         cut / hang        stream cut after two events (non-stream: abort) / no answer at all
-            (these five hit generate calls only, after validation, for "models" if given)
+            (these six hit generate calls only, after validation, for "models" if given)
         not_allowed       403 PERMISSION_DENIED "Gemini Code Assist for individuals is no longer
                           available for this account." (assumed wording), every method
         validation_required 403 PERMISSION_DENIED ErrorInfo VALIDATION_REQUIRED + Help links
@@ -223,7 +225,7 @@ CODE_TTL = 600  # seconds an authorization code stays exchangeable
 ANTIGRAVITY_UA = re.compile(
     r"^antigravity/(\d+)\.(\d+)\.(\d+)\S* +[A-Za-z0-9_]+/[A-Za-z0-9_]+$", re.IGNORECASE
 )
-GENERATE_MODES = ("quota_exhausted", "rate_limited", "capacity", "cut", "hang")
+GENERATE_MODES = ("quota_exhausted", "rate_limited", "capacity", "quota_stream", "cut", "hang")
 ACCOUNT_MODES = ("not_allowed", "validation_required")
 HOST_MODES = ("down", "down_close")
 MODES = (*GENERATE_MODES, *ACCOUNT_MODES, *HOST_MODES)
@@ -1257,8 +1259,10 @@ async def generate(request: web.Request, host: Host, access: AccessToken) -> web
         gemini_api.check_signatures(host.store.gemini, model, body["contents"])
     mode = host.scenario.take(GENERATE_MODES, model)
     call = gemini_api.Call(request, model, body, stream, sse)
-    if mode in ("quota_exhausted", "rate_limited", "capacity"):
-        raise quota_error(mode, model)
+    if mode in ("quota_exhausted", "rate_limited", "capacity") or (mode == "quota_stream" and not stream):
+        raise quota_error("quota_exhausted" if mode == "quota_stream" else mode, model)
+    if mode == "quota_stream":
+        return await gemini_api.send_reply(call, [{"error": quota_error("quota_exhausted", model).error}])
     if mode == "hang":
         return await gemini_api.fault_hang(call)
     if mode == "cut" and not stream:
