@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import anthropic
 import httpx
@@ -107,7 +107,7 @@ def models_asked(up: Upstream) -> list[str]:
 
 
 def seconds_until(iso: str) -> float:
-    return (datetime.fromisoformat(iso) - datetime.now(timezone.utc)).total_seconds()
+    return (datetime.fromisoformat(iso) - datetime.now(UTC)).total_seconds()
 
 
 def anthropic_sdk(gw: Gateway) -> anthropic.Anthropic:
