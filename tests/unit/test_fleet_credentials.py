@@ -1,6 +1,7 @@
 """Fleet credentials (credentials/fleet.py) over the shared state's fenced locks and values:
-the SQLite backend (llmgate.state.local) and Redis through RedisFences (a real redis-server),
-with injected clocks. The issuer is a small double that rotates refresh tokens like Qwen's."""
+Redis through SharedFences (a real redis-server), and the SQLite backend (llmgate.state.local),
+whose lock expiry follows an injected clock: the lapsed-lock cases run there (Redis expires
+keys by its own clock). The issuer is a small double that rotates refresh tokens like Qwen's."""
 
 import asyncio
 import itertools
@@ -59,23 +60,21 @@ def redis_url():
         yield r.url
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def backend(request, tmp_path):
-    """A factory of fresh connections to one shared store (each 'host' makes its own), all
-    judging lock expiry by one injected clock."""
+@pytest.fixture
+def local_backend(tmp_path):
+    """A factory of connections to one shared store (each 'host' makes its own); lock expiry
+    follows the injected clock."""
     clock = Clock()
+    return (lambda: LocalState(tmp_path / "state.sqlite", clock=clock)), clock
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+def backend(request, tmp_path):
     if request.param == "sqlite":
-        yield (lambda: LocalState(tmp_path / "state.sqlite", clock=clock)), clock
-        return
+        return request.getfixturevalue("local_backend")
     url = request.getfixturevalue("redis_url")
-    clients = []
-
-    def connect():
-        clients.append(aioredis.from_url(url))
-        return fleet.RedisFences(clients[-1], clock=clock)
-
     asyncio.run(aioredis.from_url(url).flushdb())
-    yield connect, clock
+    return (lambda: fleet.SharedFences(aioredis.from_url(url))), None
 
 
 def host(state, tmp_path, name: str, issuer_clock: Clock | None = None) -> fleet.FleetCredentials:
@@ -113,8 +112,8 @@ def test_hosts_refresh_once_and_all_use_the_rotated_token(backend, tmp_path):
     assert in_store["custom"] == "kept"  # fields the gateway does not know survive
 
 
-def test_a_killed_holders_lock_lapses_after_its_ttl(backend, tmp_path):
-    connect, clock = backend
+def test_a_killed_holders_lock_lapses_after_its_ttl(local_backend, tmp_path):
+    connect, clock = local_backend
     issuer = Issuer()
 
     async def run():
@@ -136,10 +135,10 @@ def test_a_killed_holders_lock_lapses_after_its_ttl(backend, tmp_path):
     assert got["access_token"] == in_store["access_token"] == "at-1"
 
 
-def test_a_stale_holders_older_token_is_refused_by_the_fence(backend, tmp_path):
+def test_a_stale_holders_older_token_is_refused_by_the_fence(local_backend, tmp_path):
     """Host A takes the lock and stalls before its refresh reaches the issuer; its lock lapses,
     host B refreshes and stores. A's answer, older, must not replace B's: A uses B's too."""
-    connect, clock = backend
+    connect, clock = local_backend
     issuer = Issuer(rotate=False)  # Google's issuer: both refreshes succeed
     started, go = asyncio.Event(), asyncio.Event()
 
@@ -198,7 +197,7 @@ def test_tokens_refreshed_while_redis_is_down_are_journalled_and_pushed_when_it_
     ticks = Clock(0.0)
     with redis_server() as r:
         def fresh_host():
-            return host(fleet.RedisFences(aioredis.from_url(r.url)), tmp_path, "h", ticks)
+            return host(fleet.SharedFences(aioredis.from_url(r.url)), tmp_path, "h", ticks)
 
         async def refresh_then_redis_dies(data: dict) -> dict:
             new = await issuer.refresh(data)
@@ -206,7 +205,7 @@ def test_tokens_refreshed_while_redis_is_down_are_journalled_and_pushed_when_it_
             return new
 
         async def before():
-            await put(fleet.RedisFences(aioredis.from_url(r.url)), issuer.seed())
+            await put(fleet.SharedFences(aioredis.from_url(r.url)), issuer.seed())
             return await fresh_host().access(refresh_then_redis_dies)
 
         got = asyncio.run(before())

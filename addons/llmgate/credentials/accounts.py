@@ -70,7 +70,7 @@ class OAuthAccount(Account):
         if url := state_url(rt):  # several hosts: the credentials live in Redis, named alike on each
             from llmgate.credentials import fleet  # redis is imported only when server.state is set
 
-            self.creds = fleet.FleetCredentials(self.creds, fleet.shared(url), p.id)
+            self.creds = fleet.FleetCredentials(self.creds, fleet.shared_fences(url), p.id)
             self.name = self.creds.name
 
     def usable(self) -> bool:
@@ -137,6 +137,11 @@ class AccountSet:
         paths = credential_paths(self.p, self._default)
         self._by_path = {path: self._by_path.get(path) or self._make(path) for path in paths}
         return list(self._by_path.values())
+
+    def current(self) -> list[Account]:
+        """The accounts as the files are now (a glob read again): for reports, between requests."""
+        self.accounts = self._current()
+        return self.accounts
 
     def pick(self, open_: Callable[[Account], bool] = lambda a: True) -> Account:
         """The next usable account that `open_` allows (not cooling down, not at its limit)."""

@@ -18,9 +18,9 @@ fleet refreshes them once:
 - A lock lapses LOCK_TTL after it was granted, so a killed holder blocks the account's
   refreshes for at most that long.
 
-The lock and fenced values are the shared state's (llmgate.state) when the runtime has one
-with them; otherwise RedisFences below provides them over redis-py. Without `server.state`
-the credentials files are used as before (credentials/store.py).
+The lock and fenced values are the shared state's (llmgate.state: its Redis scripts and keys),
+used strictly (SharedFences). Without `server.state` the credentials files are used as before
+(credentials/store.py).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,6 +50,8 @@ from llmgate.credentials.store import (
     read_json,
     write_atomic,
 )
+from llmgate.state import Lease
+from llmgate.state.redis_backend import LOCK, PREFIX, PUT_FENCED, UNLOCK
 
 log = logging.getLogger("llmgate")
 
@@ -58,7 +59,6 @@ LOCK_TTL = 40.0  # seconds a refresh may hold the fleet lock (the token call tim
 LOCK_WAIT = 15.0  # seconds a request waits for another host's refresh
 READ_EVERY = 10.0  # seconds a host serves its copy before reading the store again (a new login shows)
 UNREACHABLE = (RedisError, OSError)  # what the store raises when Redis does not answer
-PREFIX = "llmgate:"  # RedisFences' keys
 LOCK_POLL = 0.05  # seconds between tries of a held lock
 
 
@@ -72,84 +72,47 @@ class Fenced(Protocol):
     async def get_fenced(self, name: str) -> tuple[bytes, int] | None: ...
 
 
-# KEYS: lock, fence counter. ARGV: owner, now ms, deadline ms -> the new fence, or 0 (held)
-ACQUIRE = """
-local held = redis.call('HMGET', KEYS[1], 'until', 'owner')
-if held[1] and tonumber(held[1]) > tonumber(ARGV[2]) then return 0 end
-local fence = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], 'until', ARGV[3], 'owner', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], 2 * (tonumber(ARGV[3]) - tonumber(ARGV[2])))
-return fence
-"""
-RELEASE = """
-if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-# KEYS: value. ARGV: value, fence -> 1 stored, 0 refused (a newer fence wrote already)
-PUT = """
-local seen = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
-if tonumber(ARGV[2]) < seen then return 0 end
-redis.call('HSET', KEYS[1], 'value', ARGV[1], 'fence', ARGV[2])
-return 1
-"""
+class SharedFences:
+    """The shared state's locks with fencing and fenced values in Redis: the scripts and keys of
+    llmgate.state.redis_backend, without its fallback to this host's SQLite file while Redis is
+    away. For credentials that fallback would be wrong twice over: a refresh under a lock only
+    this host's processes see could race another host on a rotating token, and tokens stored
+    only in this host's file would never reach the fleet. Errors here propagate (UNREACHABLE)."""
 
-
-@dataclass(frozen=True, slots=True)
-class RedisLease:
-    name: str
-    owner: str
-    fence: int
-
-
-class RedisFences:
-    """Fenced locks and values in Redis through redis-py, for when the shared state backend
-    (llmgate.state) does not provide them. Lock expiry is judged by `clock` (epoch seconds,
-    hosts NTP-synchronised) inside Redis; Redis drops an abandoned lock key itself later."""
-
-    def __init__(self, client: aioredis.Redis, clock: Callable[[], float] = time.time,
-                 ticks: Callable[[], float] = time.monotonic):
-        self.clock, self.ticks = clock, ticks
+    def __init__(self, client: aioredis.Redis):
         self.client = client
-        self._acquire = client.register_script(ACQUIRE)
-        self._release = client.register_script(RELEASE)
-        self._put = client.register_script(PUT)
 
-    async def acquire(self, name: str, ttl: float, wait: float = 0.0) -> RedisLease | None:
-        owner = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(8)}"
-        deadline = self.ticks() + wait
-        keys = [f"{PREFIX}lock:{name}", f"{PREFIX}fence:{name}"]
+    async def acquire(self, name: str, ttl: float, wait: float = 0.0) -> Lease | None:
+        owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(8)}"
+        deadline = time.monotonic() + wait
         while True:
-            now = int(self.clock() * 1000)
-            fence = int(await self._acquire(keys=keys, args=[owner, now, now + int(ttl * 1000)]))
+            fence = await self.client.eval(LOCK, 2, PREFIX + "lock:" + name, PREFIX + "fence:" + name,  # type: ignore[misc]
+                                           owner, max(1, int(ttl * 1000)))
             if fence:
-                return RedisLease(name, owner, fence)
-            if self.ticks() >= deadline:
+                return Lease(name, owner, int(fence))
+            if time.monotonic() >= deadline:
                 return None
             await asyncio.sleep(LOCK_POLL)
 
-    async def release(self, lease: RedisLease) -> None:
-        await self._release(keys=[f"{PREFIX}lock:{lease.name}"], args=[lease.owner])
+    async def release(self, lease: Lease) -> None:
+        await self.client.eval(UNLOCK, 1, PREFIX + "lock:" + lease.name, lease.owner)  # type: ignore[misc]
 
     async def put_fenced(self, name: str, value: bytes, fence: int) -> bool:
-        return bool(await self._put(keys=[f"{PREFIX}value:{name}"], args=[value, fence]))
+        return bool(await self.client.eval(PUT_FENCED, 1, PREFIX + "value:" + name, value, fence))  # type: ignore[misc]
 
     async def get_fenced(self, name: str) -> tuple[bytes, int] | None:
-        value, fence = await self.client.hmget(f"{PREFIX}value:{name}", ["value", "fence"])
-        return (value, int(fence)) if value is not None else None
+        value, fence = await self.client.hmget(PREFIX + "value:" + name, ["value", "fence"])
+        return (bytes(value), int(fence)) if value is not None else None
 
 
-_stores: dict[str, Fenced] = {}
+_shared: dict[str, SharedFences] = {}
 
 
-def fenced_state(rt: Any, url: str) -> Fenced:
-    """The shared state's fenced locks and values when it has them, else this process's
-    own connection to the Redis at `url`."""
-    store = getattr(getattr(rt, "pool", None), "store", None)
-    if hasattr(store, "put_fenced"):
-        return store
-    if url not in _stores:
-        _stores[url] = RedisFences(aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2))
-    return _stores[url]
+def shared_fences(url: str) -> SharedFences:
+    """This process's SharedFences for the Redis at `url` (made on first use)."""
+    if url not in _shared:
+        _shared[url] = cli_state(url)
+    return _shared[url]
 
 
 def account_name(path: Path) -> str:
@@ -231,6 +194,7 @@ class FleetCredentials(CredentialsFile):
             await asyncio.to_thread(self._load_journal)
         if self._push is not None and self._clock() >= self._retry_at:
             await self._push_pending()
+        held = self.data.get(self.token_key)
         stale = self._read_at is None or self._clock() - self._read_at >= READ_EVERY
         if stale or force or not self.fresh():
             try:
@@ -239,10 +203,10 @@ class FleetCredentials(CredentialsFile):
                 self._unreachable(e, force)
         if self.needs_login:
             raise LoginRequired(self.needs_login)
-        if self.fresh() and not force:
+        if self.fresh() and not (force and self.data.get(self.token_key) == held):  # a 401: another token?
             return self.data
         if self._refreshing is None or self._refreshing.done():
-            self._refreshing = asyncio.ensure_future(self._refresh(refresh, self.data.get(self.token_key)))
+            self._refreshing = asyncio.ensure_future(self._refresh(refresh, held))
         return await asyncio.shield(self._refreshing)
 
     async def _refresh(self, refresh: Refresher, stale_token: Any) -> dict[str, Any]:
@@ -399,3 +363,27 @@ def _decode(got: tuple[bytes, int] | None) -> tuple[dict[str, Any] | None, int]:
     except ValueError:
         data = None
     return (data if isinstance(data, dict) else None), got[1]
+
+
+async def import_credentials(state: Fenced, provider: str, account: str, data: dict[str, Any]) -> int:
+    """Put a CLI's credentials into the store, under the lock (a refresh running on some host
+    finishes first; its token is then replaced by this login). The new version."""
+    lease = await state.acquire(lock_name(provider, account), LOCK_TTL, LOCK_WAIT)
+    if lease is None:
+        raise RefreshFailed(f"a gateway held the refresh lock of {provider}/{account} for {LOCK_WAIT:g} s")
+    try:
+        if not await state.put_fenced(value_name(provider, account), json.dumps(data).encode(), lease.fence):
+            raise RefreshFailed(f"a newer writer stored {provider}/{account} meanwhile; try again")
+        return int(lease.fence)
+    finally:
+        await state.release(lease)
+
+
+async def export_credentials(state: Fenced, provider: str, account: str) -> dict[str, Any] | None:
+    """The credentials the store holds now (None: none)."""
+    return _decode(await state.get_fenced(value_name(provider, account)))[0]
+
+
+def cli_state(url: str) -> SharedFences:
+    """A new connection to the store at `url` (the CLI's: its own event loop)."""
+    return SharedFences(aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2))

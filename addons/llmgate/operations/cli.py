@@ -1224,5 +1224,116 @@ def credentials_export(pid: Annotated[str, typer.Argument(metavar="PROVIDER_ID",
         _say(f"Wrote the current tokens of account {account} of provider '{pid}' to {path}.")
 
 
+
+# =============================================================================== credentials (several hosts)
+
+credentials_app = typer.Typer(help="Subscription credentials in the store the gateway hosts share (server.state): "
+                              "import a CLI's credentials file, export the current tokens back to it.",
+                              no_args_is_help=True)
+app.add_typer(credentials_app, name="credentials")
+CredFileOpt = Annotated[Path | None, typer.Option("--file", help="the CLI's credentials file (default: the "
+                                                  "provider's `credentials`, or its kind's default file)")]
+
+
+def _shared_account(config: Path, pid: str, file: Path | None) -> tuple[str, str, Path]:
+    """(server.state URL, account name, file) of a subscription provider in proxy.yaml."""
+    import glob
+
+    from llmgate.credentials import fleet
+    from llmgate.providers import PROVIDER_TYPES
+    from llmgate.settings import load_settings
+
+    if not config.exists():
+        raise CliError(f"no config file at {config} (use --config)")
+    settings, _ = load_settings(config)
+    if not settings.server.state:
+        raise CliError(f"{config} sets no server.state: each gateway reads its own credentials files")
+    p = next((p for p in settings.providers if p.id == pid), None)
+    kind = PROVIDER_TYPES.get(p.type) if p is not None else None
+    configured = (getattr(p, "credentials", None) or (kind.credentials if kind else None)) if p else None
+    if p is None or not configured:
+        raise CliError(f"{config} has no subscription provider '{pid}' with a credentials file")
+    pattern = os.path.expanduser(configured)
+    if glob.has_magic(pattern) and file is None:
+        raise CliError(f"provider '{pid}' names one file per account ({configured}): pass --file")
+    named = file if glob.has_magic(pattern) else Path(pattern)
+    return settings.server.state, fleet.account_name(named), (file or Path(pattern)).expanduser()
+
+
+def _in_store(url: str, work: Callable[[Any], Any]) -> Any:
+    """Run `work(store)` against the shared store; errors as one line, never the URL's password."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    from redis.exceptions import RedisError
+
+    from llmgate.credentials import fleet
+    from llmgate.credentials.store import RefreshFailed
+
+    async def run() -> Any:
+        store = fleet.cli_state(url)
+        try:
+            return await work(store)
+        finally:
+            await store.client.aclose()
+
+    try:
+        return asyncio.run(run())
+    except (RedisError, OSError) as e:
+        where = urlsplit(url)
+        raise CliError(f"the shared store at {where.hostname}:{where.port or 6379} is unreachable "
+                       f"({type(e).__name__})") from None
+    except RefreshFailed as e:
+        raise CliError(str(e)) from None
+
+
+@credentials_app.command(name="import")
+@handled
+def credentials_import(pid: Annotated[str, typer.Argument(metavar="PROVIDER_ID", help="the provider")],
+                       file: CredFileOpt = None, config: ConfigOpt = Path("proxy.yaml"),
+                       as_json: JsonOpt = False) -> None:
+    """Copy a CLI's credentials file into the shared store (a new login replaces what it holds)."""
+    from llmgate.credentials import fleet
+    from llmgate.credentials.store import read_json
+
+    url, account, path = _shared_account(config, pid, file)
+    try:
+        data = read_json(path)
+    except ValueError as e:
+        raise CliError(f"{path}: not a credentials file ({e})") from None
+    if not isinstance(data, dict) or not any(data.get(k) for k in ("refresh_token", "refreshToken")):
+        raise CliError(f"{path}: no refresh token in it (log in with the CLI first)")
+    version = _in_store(url, lambda store: fleet.import_credentials(store, pid, account, data))
+    if as_json:
+        _emit_json({"provider": pid, "account": account, "file": str(path), "version": version})
+    else:
+        _say(f"Imported {path} as account {account} of provider '{pid}' into the shared store.")
+
+
+@credentials_app.command(name="export")
+@handled
+def credentials_export(pid: Annotated[str, typer.Argument(metavar="PROVIDER_ID", help="the provider")],
+                       file: CredFileOpt = None, config: ConfigOpt = Path("proxy.yaml"),
+                       as_json: JsonOpt = False) -> None:
+    """Write the shared store's current tokens to the CLI's file (atomically, mode 0600; the
+    file's other fields are kept)."""
+    from llmgate.credentials import fleet
+    from llmgate.credentials.store import read_json, write_atomic
+
+    url, account, path = _shared_account(config, pid, file)
+    data = _in_store(url, lambda store: fleet.export_credentials(store, pid, account))
+    if data is None:
+        raise CliError(f"the shared store holds no credentials for account {account} of provider '{pid}'")
+    try:
+        old = read_json(path)
+    except (OSError, ValueError):
+        old = None
+    write_atomic(path, {**old, **data} if isinstance(old, dict) else data)
+    if as_json:
+        _emit_json({"provider": pid, "account": account, "file": str(path)})
+    else:
+        _say(f"Wrote the current tokens of account {account} of provider '{pid}' to {path}.")
+
+
 if __name__ == "__main__":
     app()
