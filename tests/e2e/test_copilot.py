@@ -1,0 +1,221 @@
+"""GitHub Copilot through the gateway: the openai, anthropic and google-genai SDKs as clients,
+the strict Copilot double (GitHub device flow, token trade, Copilot API) as upstream, and
+`llmgate login copilot` as users run it."""
+
+import asyncio
+import json
+import time
+
+import anthropic
+import httpx
+import openai
+import pytest
+from google import genai
+from google.genai import types
+
+from tests.e2e.conftest import CLIENT_KEY, reset_cooldowns
+from tests.harness import BIN, Gateway, Proc, Upstream
+
+MODEL = "gpt-4.1"
+HELLO = [{"role": "user", "content": "hello there"}]
+
+
+@pytest.fixture(scope="module")
+def copilot():
+    u = Upstream("copilot_api")
+    yield u
+    u.stop()
+
+
+def control(copilot, path: str, body: dict | None = None, **params) -> dict:
+    r = httpx.post(f"{copilot.base}/__copilot/{path}", json=body or {}, params=params)
+    r.raise_for_status()
+    return r.json()
+
+
+def state(copilot) -> dict:
+    return httpx.get(f"{copilot.base}/__copilot").json()
+
+
+def seed(up, path, **options) -> dict:
+    creds = control(up, "seed", options)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(creds))
+    return creds
+
+
+def chat_calls(copilot) -> list[dict]:
+    return [r for r in copilot.received() if r["path"] == "/chat/completions"]
+
+
+@pytest.fixture(scope="module")
+def accounts(tmp_path_factory):
+    return tmp_path_factory.mktemp("copilot-accounts")
+
+
+@pytest.fixture(scope="module")
+def gateway(copilot, accounts, tmp_path_factory):
+    # no base_url: the chat host is the one the token trade names (endpoints.api)
+    common = {"type": "copilot", "token_url": copilot.base + "/copilot_internal/v2/token"}
+    cfg = {
+        "server": {"api_keys": [CLIENT_KEY], "timeouts": {"connect": 3, "read": 10}},
+        "providers": [
+            {"id": "copilot", **common, "credentials": str(accounts / "main.json")},  # models: discovered
+            {"id": "cp-a", **common, "credentials": str(accounts / "a.json"), "models": ["duo-model"]},
+            {"id": "cp-b", **common, "credentials": str(accounts / "b.json"), "models": ["duo-model"]},
+        ],
+        "routing": {"aliases": {"duo-model": [f"cp-a/{MODEL}", f"cp-b/{MODEL}"]}},
+    }
+    g = Gateway(cfg, tmp_path_factory.mktemp("copilot-gw") / "proxy.yaml")
+    yield g
+    g.stop()
+
+
+@pytest.fixture
+def creds(copilot, accounts, gateway):
+    control(copilot, "reset")
+    copilot.clear()
+    for provider in ("copilot", "cp-a", "cp-b"):
+        reset_cooldowns(gateway.base, provider)
+    return accounts / "main.json"
+
+
+@pytest.fixture
+def client(gateway):
+    return openai.OpenAI(base_url=gateway.base + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30)
+
+
+def test_every_client_api_reaches_copilot_with_the_editor_headers(gateway, client, copilot, creds):
+    github = seed(copilot, creds, login="octo")["oauth_token"]
+    r = client.chat.completions.create(model=MODEL, messages=HELLO)
+    assert r.choices[0].message.content == "Echo: hello there" and r.model == MODEL
+    chunks = client.chat.completions.create(model=MODEL, messages=HELLO, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Echo: hello there"
+    assert client.responses.create(model=MODEL, input="hi copilot").output_text == "Echo: hi copilot"
+    msg = anthropic.Anthropic(base_url=gateway.base, api_key=CLIENT_KEY, max_retries=0, timeout=30).messages.create(
+        model=MODEL, max_tokens=100, messages=[{"role": "user", "content": "from claude"}])
+    assert msg.content[-1].text == "Echo: from claude"
+    g = genai.Client(api_key=CLIENT_KEY, http_options=types.HttpOptions(base_url=gateway.base, timeout=30_000))
+    assert g.models.generate_content(model=MODEL, contents="from gemini").text == "Echo: from gemini"
+    assert state(copilot)["trades"] == 1  # one Copilot token serves them all
+    on_disk = json.loads(creds.read_text())
+    assert on_disk["oauth_token"] == github and on_disk["api_url"] == copilot.base
+    assert on_disk["copilot_token"] in state(copilot)["valid_copilot_tokens"]
+    for call in chat_calls(copilot):
+        h = call["headers"]
+        assert h["authorization"] == "Bearer " + on_disk["copilot_token"]
+        assert h["editor-version"].startswith("vscode/") and h["copilot-integration-id"] == "vscode-chat"
+        assert h["editor-plugin-version"].startswith("copilot-chat/") and h["x-initiator"] == "user"
+        assert github not in json.dumps(call)  # the GitHub token never goes to the Copilot API
+
+
+def test_models_come_from_the_models_endpoint(gateway, copilot, creds):
+    seed(copilot, creds)
+    r = httpx.get(gateway.base + "/v1/models", headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=30)
+    ids = {m["id"] for m in r.json()["data"]}
+    # the double lists these only to a request with a live Copilot token and the editor headers
+    assert {"gpt-4.1", "gpt-5-mini", "claude-sonnet-4.5"} <= ids and "text-embedding-3-small" not in ids
+
+
+def test_fifty_concurrent_requests_on_an_expired_copilot_token_trade_once(gateway, copilot, creds):
+    github = seed(copilot, creds)["oauth_token"]
+    creds.write_text(json.dumps({"oauth_token": github, "copilot_token": "tid=stale;exp=1", "expiry_date": 1000}))
+    control(copilot, "config", {"trade_delay": 0.5})  # all 50 arrive while the trade runs
+
+    async def run():
+        async with openai.AsyncOpenAI(base_url=gateway.base + "/v1", api_key=CLIENT_KEY, max_retries=0,
+                                      timeout=30) as c:
+            return await asyncio.gather(*(c.chat.completions.create(model=MODEL, messages=HELLO)
+                                          for _ in range(50)))
+
+    try:
+        answers = asyncio.run(run())
+    finally:
+        control(copilot, "config", {"trade_delay": 0})
+    assert all(a.choices[0].message.content == "Echo: hello there" for a in answers)
+    assert state(copilot)["trades"] == 1
+    calls = chat_calls(copilot)
+    assert len(calls) == 50 and not [c for c in calls if "stale" in c["headers"]["authorization"]]
+    assert json.loads(creds.read_text())["expiry_date"] > (time.time() + 600) * 1000  # traded before it expires
+
+
+def test_a_revoked_copilot_token_is_traded_again_on_401(client, copilot, creds):
+    seed(copilot, creds)
+    client.chat.completions.create(model=MODEL, messages=HELLO)
+    control(copilot, "expire")
+    assert client.chat.completions.create(model=MODEL, messages=HELLO).choices[0].message.content
+    assert state(copilot)["trades"] == 2
+
+
+def test_no_copilot_subscription_and_a_dead_github_token_need_a_login(client, copilot, creds):
+    seed(copilot, creds, copilot=False)
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.create(model=MODEL, messages=HELLO)
+    assert e.value.status_code == 503 and "no Copilot access" in e.value.body["message"]
+    creds.write_text(json.dumps({"oauth_token": "gho_revoked0000000000000000"}))
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.create(model=MODEL, messages=HELLO)
+    assert e.value.status_code == 503 and "llmgate login copilot" in e.value.body["message"]
+    assert "gho_revoked" not in json.dumps(e.value.body)
+
+
+def test_rate_limit_and_quota_are_named_429s_that_cool_the_account(client, copilot, creds):
+    seed(copilot, creds, login="busy")
+    control(copilot, "limit", {"login": "busy", "mode": "quota", "retry_after": 90})
+    with pytest.raises(openai.RateLimitError) as e:
+        client.chat.completions.create(model=MODEL, messages=HELLO)
+    assert e.value.body["code"] == "quota_exhausted" and e.value.response.headers["retry-after"] == "90"
+    calls = len(chat_calls(copilot))
+    with pytest.raises(openai.RateLimitError) as e:
+        client.chat.completions.create(model="gpt-5-mini", messages=HELLO)  # the whole account waits
+    assert e.value.body["code"] == "pool_exhausted" and 85 <= int(e.value.response.headers["retry-after"]) <= 90
+    assert len(chat_calls(copilot)) == calls
+
+
+def test_failover_between_two_accounts(client, copilot, creds, accounts):
+    seed(copilot, accounts / "a.json", login="alice")
+    seed(copilot, accounts / "b.json", login="bob")
+    control(copilot, "limit", {"login": "alice", "mode": "rate_limited", "retry_after": 120})
+    for _ in range(3):
+        assert client.chat.completions.create(model="duo-model", messages=HELLO).choices[0].message.content
+    limited = [c for c in chat_calls(copilot) if c["headers"]["authorization"].endswith(
+        json.loads((accounts / "a.json").read_text())["copilot_token"])]
+    assert len(limited) <= 1 and len(chat_calls(copilot)) - len(limited) == 3
+
+
+def test_login_copilot_device_flow_writes_a_token_the_gateway_uses(client, copilot, creds):
+    control(copilot, "config", {"poll_interval": 0.3})
+    creds.unlink(missing_ok=True)
+    p = Proc([str(BIN / "llmgate"), "login", "copilot", "--credentials", str(creds), "--timeout", "30",
+              "--device-url", f"{copilot.base}/login/device/code",
+              "--token-url", f"{copilot.base}/login/oauth/access_token"])
+    try:
+        code = p.wait_for(r"enter the code (\S+)\.").group(1)
+        assert "terms" in p.output
+        time.sleep(0.8)  # a few pending polls first
+        control(copilot, "approve", user_code=code, login="newbie")
+        p.p.wait(30)
+    finally:
+        p.stop()
+    assert p.p.returncode == 0, p.output
+    data = json.loads(creds.read_text())
+    assert data["oauth_token"].startswith("gho_") and oct(creds.stat().st_mode & 0o777) == "0o600"
+    assert state(copilot)["device_polls"] >= 2
+    assert client.chat.completions.create(model=MODEL, messages=HELLO).choices[0].message.content
+
+
+def test_a_denied_device_login_fails_cleanly(copilot, tmp_path):
+    control(copilot, "config", {"poll_interval": 0.3})
+    path = tmp_path / "copilot.json"
+    p = Proc([str(BIN / "llmgate"), "login", "copilot", "--credentials", str(path), "--timeout", "30",
+              "--device-url", f"{copilot.base}/login/device/code",
+              "--token-url", f"{copilot.base}/login/oauth/access_token"])
+    try:
+        code = p.wait_for(r"enter the code (\S+)\.").group(1)
+        control(copilot, "deny", user_code=code)
+        p.p.wait(30)
+    finally:
+        p.stop()
+    time.sleep(0.1)
+    assert p.p.returncode == 1 and "Login failed: access_denied" in p.output
+    assert "Traceback" not in p.output and not path.exists()
