@@ -59,6 +59,10 @@ def _json(data: str | None) -> Any:
         return None
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _http_status(value: Any) -> int | None:
     """An error's own numeric code, when it is an HTTP error status (429, "503")."""
     if isinstance(value, str) and value.isdigit():
@@ -90,8 +94,8 @@ def anthropic_event(ev: Event) -> Verdict:
         return None
     if kind != "error":
         return True
-    err = body.get("error") if isinstance(body.get("error"), dict) else {}
-    status = ANTHROPIC_STATUS.get(err.get("type"), 502) if isinstance(err.get("type"), str) else 502
+    etype = _dict(body.get("error")).get("type")
+    status = ANTHROPIC_STATUS.get(etype, 502) if isinstance(etype, str) else 502
     return StreamStartError(status, ev.data.encode() if ev.data else b"")
 
 
@@ -124,8 +128,8 @@ def responses_event(ev: Event) -> Verdict:
         return None if not (ev.data or "").strip() else True
     kind = body.get("type") if isinstance(body.get("type"), str) else ev.event
     if kind == "response.failed":
-        resp = body.get("response") if isinstance(body.get("response"), dict) else {}
-        return _openai_error(resp.get("error") or {"message": "The response failed.", "code": "server_error"})
+        failed = _dict(body.get("response")).get("error")
+        return _openai_error(failed or {"message": "The response failed.", "code": "server_error"})
     if kind == "error":
         inner = body.get("error")
         return _openai_error(inner if isinstance(inner, dict) else

@@ -29,7 +29,7 @@ from llmgate.request_path.answers import error_response, json_response
 from llmgate.request_path.client_apis import ANTHROPIC, GEMINI
 from llmgate.request_path.failover import affinity_key, cool_down
 from llmgate.request_path.failover_engine import Failover, member_state
-from llmgate.request_path.inbound import ROUTES_HINT, Inbound, inbound_of
+from llmgate.request_path.inbound import INTERCEPT_MARK, ROUTES_HINT, Inbound, inbound_of
 from llmgate.request_path.pool import Cooling
 from llmgate.request_path.provider_call import CallRequest, Exchange, ProviderCall
 from llmgate.request_path.relay import Pipe, bound_socket_buffers, point_at_relay
@@ -84,6 +84,8 @@ class FrontDoor:
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live or UPSTREAM_MARK in flow.metadata:
             return
+        if (flow.metadata.get(INTERCEPT_MARK) or {}).get("action") == "passthrough":
+            return  # a CLI's call that goes on to its vendor (llmgate/addons/intercept)
         inbound = inbound_of(flow, self.rt.settings)
         flow.metadata[INBOUND] = {"inbound": inbound.api.name, "endpoint": inbound.endpoint}
         try:
@@ -118,7 +120,8 @@ class FrontDoor:
             self.rt.pool.release(ex.inflight)
             ex.inflight = None
         if ex is not None and ex.pipe is not None:  # the client left: stop the upstream generating
-            self.rt.relay.discard(ex.token)
+            if ex.token is not None:
+                self.rt.relay.discard(ex.token)
             ex.pipe.abandon("client-gone")
 
     async def _dispatch(self, flow: http.HTTPFlow, ib: Inbound) -> None:
@@ -195,11 +198,12 @@ class FrontDoor:
         """The failover over the model's pool, then its fallback models' pools, in this request's order."""
         settings = self.rt.settings
         flow.metadata[INBOUND]["model"] = model
-        rules = settings.routing.for_model(model)
+        target = (flow.metadata.get(INTERCEPT_MARK) or {}).get("model") or model  # an intercept rule's target
+        rules = settings.routing.for_model(target)
         header = flow.request.headers.get("model-provider")
         strategy = rules.strategy or settings.routing.strategy
         session = affinity_key(rules.affinity or settings.routing.affinity, flow.request.headers, data)
-        tiers = [(model, await self._members(model, ib.forced, header))]
+        tiers = [(target, await self._members(target, ib.forced, header))]
         for fallback in rules.fallbacks:
             try:
                 tiers.append((fallback, await self._members(fallback, None, header)))
@@ -352,6 +356,7 @@ class FrontDoor:
                               decoded: Any, fail: Any, probe: bool) -> int | None:
         """The provider's count of a converted request (None: the client left)."""
         p = route.provider
+        assert kind.count_url is not None  # _count_at asks only kinds with a count endpoint
         encode, count_of = COUNTERS[kind.wire]
         try:
             body = openai_chat.dumps(encode(decoded))
@@ -402,6 +407,7 @@ class FrontDoor:
         """The upstream URL and body, and how its answer maps back (None: passed through)."""
         upstream_gemini = kind.wire == "gemini"
         batch = ib.action == "batchEmbedContents"
+        assert kind.embed_url is not None  # _embed_at refused the kinds without one
         url = kind.embed_url(route.provider.base_url, route.model)
         try:
             if ib.api is not GEMINI and not upstream_gemini:  # OpenAI both sides: passthrough
@@ -417,8 +423,9 @@ class FrontDoor:
                 raise GatewayError(400, f"Gemini embeds at most {GEMINI_BATCH_LIMIT} inputs per request; "
                                    f"this one has {len(req.inputs)}.", code="invalid_request", param="input")
             body = openai_chat.dumps(embeddings.openai_to_gemini(req, route.model))
+            texts = [t for t in req.inputs if isinstance(t, str)]  # all of them: token arrays were refused
             return url, body, lambda answer: embeddings.gemini_to_openai_response(
-                answer, model, req.encoding_format, list(req.inputs))
+                answer, model, req.encoding_format, texts)
         except cn.ConversionError as e:
             raise GatewayError(400, str(e), code="invalid_request", param=e.param) from None
 

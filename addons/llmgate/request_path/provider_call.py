@@ -142,6 +142,7 @@ class ProviderCall:
     def _repick(self) -> None:
         """The account needs a login after all: the next one, with its own slot."""
         self.release()
+        assert self.accounts is not None  # only subscription kinds have logins to need
         self.account = self.accounts.pick(self._open)
         self.ex.account, self.ex.inflight = self.account.name, self.rt.pool.acquire(self.route.provider.id,
                                                                                    self.account.name)
