@@ -86,7 +86,7 @@ class SharedFences:
         owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(8)}"
         deadline = time.monotonic() + wait
         while True:
-            fence = await self.client.eval(LOCK, 2, PREFIX + "lock:" + name, PREFIX + "fence:" + name,  # type: ignore[misc]
+            fence = await self.client.eval(LOCK, 2, PREFIX + "lock:" + name, PREFIX + "fence:" + name,
                                            owner, max(1, int(ttl * 1000)))
             if fence:
                 return Lease(name, owner, int(fence))
@@ -95,14 +95,16 @@ class SharedFences:
             await asyncio.sleep(LOCK_POLL)
 
     async def release(self, lease: Lease) -> None:
-        await self.client.eval(UNLOCK, 1, PREFIX + "lock:" + lease.name, lease.owner)  # type: ignore[misc]
+        await self.client.eval(UNLOCK, 1, PREFIX + "lock:" + lease.name, lease.owner)
 
     async def put_fenced(self, name: str, value: bytes, fence: int) -> bool:
-        return bool(await self.client.eval(PUT_FENCED, 1, PREFIX + "value:" + name, value, fence))  # type: ignore[misc]
+        return bool(await self.client.eval(PUT_FENCED, 1, PREFIX + "value:" + name, value, fence))
 
     async def get_fenced(self, name: str) -> tuple[bytes, int] | None:
         value, fence = await self.client.hmget(PREFIX + "value:" + name, ["value", "fence"])
-        return (bytes(value), int(fence)) if value is not None else None
+        if value is None or fence is None:
+            return None
+        return (value.encode() if isinstance(value, str) else value), int(fence)
 
 
 _shared: dict[str, SharedFences] = {}
