@@ -70,7 +70,10 @@ def parse_request(body: bytes, max_depth: int = MAX_DEPTH,
 def parse_json_object(body: bytes, max_depth: int = MAX_DEPTH, max_values: int | None = None) -> dict[str, Any]:
     if not body:
         raise RequestError("The request body is empty; expected a JSON object.")
-    broken = exceeds(body, max_depth, max_values)
+    # a body with fewer brackets than the depth limit, or fewer bytes than values allowed, is
+    # within both without counting (each value or nesting level takes a byte of its own)
+    within = body.count(b"[") + body.count(b"{") <= max_depth and (max_values is None or len(body) < max_values)
+    broken = None if within else exceeds(body, max_depth, max_values)
     if broken == "depth":
         raise RequestError(f"The request body nests JSON more than {max_depth} levels deep.")
     if broken == "values":

@@ -206,5 +206,8 @@ def relabel_body(body: bytes, model: str, key: str = "model") -> bytes:
     data = json.loads(body)
     if not isinstance(data, dict) or key not in data or data[key] == model:
         return body
+    spliced = splice_model(body, key, data[key], model)  # every other byte as the upstream sent it
+    if spliced is not None:
+        return spliced
     data[key] = model
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()

@@ -15,7 +15,7 @@ from mitmproxy import ctx, http
 
 from llmgate.addons.cors import CORS_ORIGIN
 from llmgate.errors import GatewayError
-from llmgate.request_path.inbound import inbound_of
+from llmgate.request_path.inbound import INTERCEPT_MARK, inbound_of
 from llmgate.request_path.answers import error_response
 from llmgate.runtime import UPSTREAM_MARK, Runtime
 from llmgate.settings import ServerSettings
@@ -70,6 +70,7 @@ class ClientAuth:
         # flow -> the request's own (header fields, path), from requestheaders to request (weak:
         # a flow that never reaches either hook takes its entry with it)
         self._held: weakref.WeakKeyDictionary[http.HTTPFlow, tuple[tuple, bytes]] = weakref.WeakKeyDictionary()
+        self._keys: tuple[ServerSettings | None, list[tuple[bytes, str]]] = (None, [])
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if not flow.live:
@@ -95,6 +96,10 @@ class ClientAuth:
             return
         if held is not None:  # the key as sent, for this check only: masked again below
             flow.request.headers.fields, flow.request.data.path = held
+        if (mark := flow.metadata.get(INTERCEPT_MARK)) is not None:  # a CLI's call to its vendor (addons/intercept):
+            if mark["action"] != "passthrough":  # no client key asked; the vendor's own goes only to the vendor
+                self._mask(flow.request)
+            return
         settings = self.rt.settings
         keys = settings.server.api_keys
         path = flow.request.path.split("?", 1)[0]
@@ -115,8 +120,8 @@ class ClientAuth:
                 err = GatewayError(401, "Missing API key. Send it as 'Authorization: Bearer <key>' (or x-api-key, "
                                    "x-goog-api-key, ?key=).", code="missing_api_key")
             else:
-                kid = next((i for k, i in settings.server.key_ids() if hmac.compare_digest(key.encode(), k.encode())),
-                           None)
+                sent = key.encode()
+                kid = next((i for k, i in self._key_ids(settings.server) if hmac.compare_digest(sent, k)), None)
                 if kid is None:
                     err = GatewayError(401, "Incorrect API key provided.", code="invalid_api_key")
                 else:
@@ -124,6 +129,12 @@ class ClientAuth:
             if err is not None:  # in the caller's own error format
                 flow.response = error_response(err, inbound_of(flow, settings).api)
         self._mask(flow.request)
+
+    def _key_ids(self, server: ServerSettings) -> list[tuple[bytes, str]]:
+        """server.key_ids() with the keys encoded, built once per settings object (a reload makes a new one)."""
+        if self._keys[0] is not server:
+            self._keys = (server, [(k.encode(), i) for k, i in server.key_ids()])
+        return self._keys[1]
 
     def configure(self, updated: set[str]) -> None:
         # the Host check needs the Host the client sent, which reverse mode rewrites unless told not to

@@ -26,6 +26,7 @@ from mitmproxy.proxy.layers.http import (
 
 from llmgate.addons.redaction import SECRET_HEADERS, Redactor, scrub_message
 from llmgate.request_path.relay import restore
+from llmgate.request_path.inbound import INTERCEPT_MARK
 from llmgate.runtime import UPSTREAM_MARK, Exchange, Runtime
 
 log = logging.getLogger("llmgate")
@@ -43,6 +44,8 @@ def marker(client: http.HTTPFlow) -> str:
 def show_client_address(flow: http.HTTPFlow) -> None:
     """List the flow at the address the client used (Host / :authority, else the listen
     address), not the reverse target it never went to. Only once answered: it changes no reply."""
+    if INTERCEPT_MARK in flow.metadata:
+        return  # regular mode (addons/intercept): the URL is the vendor's own
     try:
         host, port = parse_authority(flow.request.host_header or "", check=True)
     except ValueError:
@@ -107,6 +110,7 @@ class FlowRecorder:
     def __init__(self, rt: Runtime):
         self.rt = rt
         self._tasks: set[asyncio.Task] = set()
+        self._seen: bool | None = None
 
     def load(self, loader):
         loader.add_option(
@@ -132,12 +136,21 @@ class FlowRecorder:
                 for key in [k for k in f.metadata if k.startswith("llmgate")]:
                     del f.metadata[key]
 
+    def configure(self, updated: set[str]) -> None:
+        self._seen = None  # options changed: look again
+
+    def _flows_seen(self) -> bool:
+        """Whether anything shows or saves flows (mitmweb, -w, mitmdump printing them): looked up
+        once per options change, not per flow."""
+        if self._seen is None:
+            o = ctx.options
+            self._seen = bool(o.save_stream_file) or getattr(o, "flow_detail", 0) > 0 or \
+                ctx.master.addons.get("view") is not None
+        return self._seen
+
     def _watched(self) -> bool:
         mode = ctx.options.gateway_upstream_flows
-        if mode != "auto":
-            return mode == "on"
-        o = ctx.options
-        return bool(o.save_stream_file) or getattr(o, "flow_detail", 0) > 0 or ctx.master.addons.get("view") is not None
+        return mode == "on" if mode != "auto" else self._flows_seen()
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow, None)
@@ -151,7 +164,8 @@ class FlowRecorder:
         ex = self.rt.exchanges.pop(flow.id, None)
         if ex is not None and ex.relay_saved is not None:
             restore(flow.request, ex.relay_saved)  # it pointed at the relay: show what the client sent
-        show_client_address(flow)
+        if self._flows_seen():
+            show_client_address(flow)
         if ex is None:
             return
         r = self.rt.secrets.current()

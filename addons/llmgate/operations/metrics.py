@@ -13,6 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+TOKEN_KINDS = ("prompt", "completion", "cached", "reasoning")
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 
 
@@ -31,22 +32,33 @@ class Metrics:
         self.tokens = Counter("llmgate_tokens", "Tokens reported by providers", (*labels, "kind"),
                               registry=self.registry)
         self.registry.register(_PoolCollector(rt))
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def observe(self, row: dict[str, Any]) -> None:
         provider = row.get("provider") or "-"
         model = row.get("upstream_model") or "-"
         account = row.get("account") or ""
-        self.requests.labels(provider, model, account, row.get("inbound") or "-", str(row.get("status"))).inc()
+        series = (provider, model, account)
+        self._child(self.requests, (*series, row.get("inbound") or "-", str(row.get("status")))).inc()
         if row.get("error"):
-            self.errors.labels(provider, model, account, row["error"]).inc()
+            self._child(self.errors, (*series, row["error"])).inc()
         if row.get("latency_ms") is not None:
-            self.latency.labels(provider, model, account).observe(row["latency_ms"] / 1000)
+            self._child(self.latency, series).observe(row["latency_ms"] / 1000)
         if row.get("stream") and row.get("ttft_ms") is not None:
-            self.ttft.labels(provider, model, account).observe(row["ttft_ms"] / 1000)
-        for kind in ("prompt", "completion", "cached", "reasoning"):
+            self._child(self.ttft, series).observe(row["ttft_ms"] / 1000)
+        for kind in TOKEN_KINDS:
             n = row.get(f"{kind}_tokens")
             if n:
-                self.tokens.labels(provider, model, account, kind).inc(n)
+                self._child(self.tokens, (*series, kind)).inc(n)
+
+    def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
+        """metric.labels(*labels), remembered: prometheus_client's lookup (label checks, a lock)
+        showed in the per-request profile. The label values are configured names (bounded)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
