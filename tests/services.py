@@ -112,6 +112,7 @@ defaults
 frontend gateways
     bind 127.0.0.1:{port}
     default_backend gateways
+    http-response set-header X-LB-Server %s
 backend gateways
     balance {balance}
 {servers}
@@ -134,7 +135,8 @@ class HAProxy:
 @contextmanager
 def haproxy(backends: Sequence[int], balance: str = "roundrobin", check: bool = False) -> Iterator[HAProxy]:
     """HAProxy in front of these loopback ports (one request each in turn by default; `check`
-    adds health checks so a dead backend is routed around)."""
+    adds health checks so a dead backend is routed around). Each answer names the backend that
+    served it in X-LB-Server (gw0, gw1, ... in the order given)."""
     exe = binary("haproxy")
     with tempfile.TemporaryDirectory(prefix="haproxy-") as d:
         port = free_port()
