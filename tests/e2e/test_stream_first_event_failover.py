@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import anthropic
 import httpx
 import openai
 import pytest
+from mitmproxy import io
 
 from tests.e2e.conftest import CLIENT_KEY, UPSTREAM_KEY
 from tests.harness import Gateway, Upstream
@@ -52,8 +54,7 @@ def gcli(tmp_path_factory):
         yield host, creds
 
 
-@pytest.fixture(scope="module")
-def gw(claude, gem, gcli, tmp_path_factory):
+def config(claude: Upstream, gem: Upstream, gcli: tuple[str, Path]) -> dict:
     def ant(pid: str) -> dict:
         return {"id": pid, "type": "anthropic", "base_url": claude.base, "api_key": UPSTREAM_KEY,
                 "models": ["claude-sonnet-4-5"]}
@@ -79,7 +80,12 @@ def gw(claude, gem, gcli, tmp_path_factory):
             },
         },
     }
-    g = Gateway(cfg, tmp_path_factory.mktemp("gw") / "proxy.yaml")
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def gw(claude, gem, gcli, tmp_path_factory):
+    g = Gateway(config(claude, gem, gcli), tmp_path_factory.mktemp("gw") / "proxy.yaml")
     yield g
     g.stop()
 
@@ -213,3 +219,22 @@ def test_code_assist_quota_error_as_first_event_cools_the_account_and_fails_over
     assert [(c["provider"], c["account"]) for c in cooling] == [("gcli", str(creds))], cooling
     assert cooling[0]["reason"].startswith("quota exhausted"), cooling
     assert 10800 < seconds_until(cooling[0]["until"]) <= 10921  # the quotaResetDelay 3h2m1s
+
+
+def test_the_failed_attempt_has_its_provider_flow(claude, gem, gcli, tmp_path):
+    """Saved flows (-w): the client's flow, the failed attempt's provider flow (200 and the error
+    event it sent, marked failed over with 529 and its cooldown) and the attempt that served."""
+    flows = tmp_path / "out.flows"
+    g = Gateway(config(claude, gem, gcli), tmp_path / "proxy.yaml", "-w", str(flows))
+    try:
+        with anthropic_sdk(g).messages.stream(model="claude-pool", max_tokens=64, messages=HELLO) as s:
+            assert s.get_final_message().content[0].text == "Echo: hello"
+    finally:
+        g.stop()
+    up = [f for f in io.FlowReader(flows.open("rb")).stream() if "llmgate.upstream_of" in f.metadata]
+    assert [f.metadata["llmgate"]["provider"] for f in up] == ["c1", "c2"]
+    failed, served = up
+    assert failed.response.status_code == 200 and b"overloaded_error" in failed.response.content
+    assert failed.metadata["llmgate"]["failed_over"]["status"] == 529
+    assert failed.metadata["llmgate"]["failed_over"]["cooling_s"] is not None
+    assert "failed_over" not in served.metadata["llmgate"] and b"message_stop" in served.response.content
