@@ -387,3 +387,95 @@ def test_pages_cannot_be_framed_or_run_inline_script(gw):
     csp = r.headers["content-security-policy"]
     assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert "<script>" not in r.text  # the one script is a file: the policy holds
+
+
+# --- subscription logins: Google's and iFlow's loopback flows, credentials uploads -------------
+
+@pytest.fixture(scope="module")
+def oauth_doubles():
+    """(Gemini CLI's Google double, Antigravity's, iFlow's)."""
+    doubles = [Upstream("code_assist"), Upstream("code_assist", "--flavour", "antigravity"), Upstream("iflow_api")]
+    yield doubles
+    for d in doubles:
+        d.stop()
+
+
+@pytest.fixture(scope="module")
+def logins_gw(oauth_doubles, tmp_path_factory):
+    google, agy, iflow = oauth_doubles
+    folder = tmp_path_factory.mktemp("logins")
+    cfg = {"server": {"admin_keys": [ADMIN_KEY], "timeouts": {"connect": 3, "read": 5}},
+           "providers": [
+               {"id": "gcli", "type": "gemini-cli", "base_url": google.base, "token_url": google.base + "/token",
+                "credentials": str(folder / "gemini" / "oauth_creds.json"), "project": "p"},
+               {"id": "agy", "type": "antigravity", "base_url": agy.base, "token_url": agy.base + "/token",
+                "credentials": str(folder / "agy" / "*.json"), "project": "p"},
+               {"id": "ifl", "type": "iflow", "base_url": iflow.base + "/v1",
+                "credentials": str(folder / "iflow" / "oauth_creds.json")}]}
+    g = Gateway(cfg, folder / "proxy.yaml")
+    yield g, folder
+    g.stop()
+
+
+@pytest.fixture(scope="module")
+def logins_page(logins_gw, browser):
+    g, _ = logins_gw
+    context = browser.new_context()
+    pg = context.new_page()
+    pg.goto(g.base + "/ui/login")
+    pg.fill("#key", ADMIN_KEY)
+    pg.click("button[type=submit]")
+    expect(pg.locator("h1")).to_have_text("Dashboard")
+    yield pg
+    context.close()
+
+
+def entry_section(page, pid: str):
+    return page.locator("section.login-entry", has=page.locator("h2", has_text=pid))
+
+
+def log_in_from_the_console(page, base: str, pid: str, button: str, endpoints: dict[str, str]) -> None:
+    """Start the login, follow the link it shows (the double plays the login page and sends the
+    browser to the gateway's loopback callback), and wait for the console to say it is done."""
+    page.goto(base + "/ui/logins")
+    section = entry_section(page, pid)
+    expect(section.locator("tbody")).not_to_contain_text("usable")
+    section.locator("summary:text-is('Endpoints')").click()
+    for name, value in endpoints.items():
+        section.locator(f"input[name={name}]").fill(value)
+    section.locator(f"button:text-is('{button}')").click()
+    link = section.locator("p.login a")
+    expect(link).to_have_attribute("href", re.compile(r"redirect"))
+    with page.context.expect_page() as opened:
+        link.click()
+    callback = opened.value
+    expect(callback.locator("body")).to_contain_text("Logged in; you can close this tab.")
+    callback.close()
+    expect(section.locator("p.login")).to_contain_text("Logged in; credentials written to", timeout=20_000)
+    expect(section.locator("tbody")).to_contain_text("usable")
+
+
+@pytest.mark.parametrize("pid, folder_glob", [("gcli", "gemini/oauth_creds.json"), ("agy", "agy/login-*.json")])
+def test_google_loopback_login_from_the_console(logins_gw, oauth_doubles, logins_page, pid, folder_glob):
+    g, folder = logins_gw
+    google = {"gcli": oauth_doubles[0], "agy": oauth_doubles[1]}[pid]
+    log_in_from_the_console(logins_page, g.base, pid, "Log in with Google",
+                            {"auth_url": google.base + "/o/oauth2/v2/auth", "port": "0"})
+    (written,) = folder.glob(folder_glob)  # Antigravity's entry reads a glob: a new file in its folder
+    creds = json.loads(written.read_text())
+    assert creds["access_token"].startswith("ya29.") and creds["refresh_token"]
+    assert oct(written.stat().st_mode & 0o777) == "0o600"
+    text = entry_section(logins_page, pid).inner_text()
+    assert creds["access_token"] not in text and creds["refresh_token"] not in text
+    assert ("terms forbid" in text) == (pid == "agy")
+    expect(entry_section(logins_page, pid).locator("tbody")).to_contain_text("UTC")  # expiry, last refresh
+
+
+def test_iflow_loopback_login_from_the_console(logins_gw, oauth_doubles, logins_page):
+    g, folder = logins_gw
+    iflow = oauth_doubles[2]
+    log_in_from_the_console(logins_page, g.base, "ifl", "Log in with iFlow", {
+        "auth_url": iflow.base + "/oauth", "token_url": iflow.base + "/oauth/token",
+        "userinfo_url": iflow.base + "/api/oauth/getUserInfo", "port": "0"})
+    key = json.loads((folder / "iflow" / "oauth_creds.json").read_text())["apiKey"]
+    assert key in httpx.get(f"{iflow.base}/__state").json()["api_keys"]

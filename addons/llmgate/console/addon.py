@@ -176,8 +176,8 @@ class Console:
             resp = json_response(200, {"ok": True})
             resp.headers["Set-Cookie"] = cookie(None, flow.client_conn.tls_established)
             return resp
-        if req.method == "POST" and parts[0] == "logins" and len(parts) == 2:
-            return json_response(202, await self.logins.start_qwen(self.rt, parts[1]))
+        if req.method == "POST" and parts[0] == "logins" and len(parts) in (2, 3):
+            return await self._login_action(req, parts[1:])
         if req.method != "GET":
             raise GatewayError(405, "Method not allowed here.", code="method_not_allowed")
         if parts == ["feed"]:
@@ -225,6 +225,16 @@ class Console:
                 return "Subscription logins", self._logins(), "/ui/logins"
         return None
 
+    async def _login_action(self, req: http.Request, parts: list[str]) -> http.Response:
+        """POST /ui/logins/<id> starts the entry's login; /ui/logins/<id>/credentials writes an uploaded file."""
+        body = self.admin._json(request_body(req, self.rt.settings.server.limits))
+        if parts[1:] == ["credentials"]:
+            req.content = b'{"credentials": "[redacted]"}'  # tokens never reach a flow view or saved flow
+            return json_response(200, await self.logins.upload(self.rt, parts[0], body))
+        if len(parts) > 1:
+            raise GatewayError(404, "No such console action.", code="not_found")
+        return json_response(202, await self.logins.start(self.rt, parts[0], body))
+
     def _form(self, kind: str, values: dict[str, Any] | None) -> str:
         model = PROVIDER_MODELS[kind]
         required = {"id"} | ({"base_url"} if not PROVIDER_TYPES[kind].default_base_url else set())
@@ -268,7 +278,7 @@ class Console:
                 for a, acc in zip(d["accounts"], self.rt.account_set(p, kind).accounts):
                     a.update(logins.account_times(acc))
                 entries.append(d)
-        return pages.logins(entries, self.logins.status)
+        return pages.logins(entries, self.logins.status, logins.OVERRIDES, logins.SHAPES)
 
     async def _admin_api(self, flow: http.HTTPFlow) -> http.Response:
         """/ui/api/<rest> is /admin/<rest>, for this session (the admin API itself takes keys, not cookies)."""

@@ -248,13 +248,21 @@ def config(path: str, text: str, reload: tuple[float, str | None] | None) -> str
     return f"<p>File: <code>{e(path)}</code></p><p>Last reload: {last}</p><pre class=config>{e(text)}</pre>"
 
 
-def logins(entries: list[dict[str, Any]], running: dict[str, dict[str, Any]]) -> str:
+LOGIN_LABELS = {"qwen": "Start device login", "gemini-cli": "Log in with Google", "antigravity": "Log in with Google",
+                "iflow": "Log in with iFlow"}
+TERMS = {"antigravity": "Antigravity's terms forbid third-party clients; accounts have been suspended for it.",
+         "kiro": "Kiro's terms forbid third-party clients; accounts have been suspended for it."}
+
+
+def logins(entries: list[dict[str, Any]], running: dict[str, dict[str, Any]],
+           endpoints: dict[str, tuple[str, ...]], uploads: Iterable[str]) -> str:
+    """Each subscription entry: its accounts (expiry, last refresh, cooldowns), the login running
+    for it, a form starting one (`endpoints`: the overrides each kind takes) and a file upload."""
     out = []
     for p in entries:
-        pid = p["id"]
+        pid, kind = p["id"], p["type"]
         rows = [[e(a["name"]), "usable" if a["usable"] else e(a["needs_login"]), e(a.get("expiry") or "-"),
-                 e(a.get("refreshed") or "-")] for a in p["accounts"]]
-        cool = cooling_cell(p)
+                 e(a.get("refreshed") or "-"), account_cooling(p, a["name"])] for a in p["accounts"]]
         login = running.get(pid)
         status = ""
         if login:
@@ -264,12 +272,40 @@ def logins(entries: list[dict[str, Any]], running: dict[str, dict[str, Any]]) ->
                 message = message.replace(e(login["url"]), link, 1)
             status = f'<p class="login {e(login["state"])}" id="login-{e(pid)}">{message}</p>'
         waiting = login is not None and login["state"] in ("starting", "waiting")
-        start = ("" if waiting else post_button("Start device login", f"/ui/logins/{quote(pid, safe='')}")
-                 if p["type"] == "qwen" else f"<p>Log in with <code>llmgate login {e(p['type'])}</code>.</p>")
-        out.append(f'<section class=login-entry><h2>{e(pid)} <small>{e(p["type"])}</small></h2>'
-                   + table(("account", "state", "token expires", "file last written"), rows, "no credentials file")
-                   + f"<p>Cooldowns: {cool}</p>{status}{start}</section>")
+        start = "" if waiting or kind not in endpoints else login_form(pid, kind, endpoints[kind])
+        upload = upload_form(pid) if kind in uploads else ""
+        terms = f'<p class=error>{e(TERMS[kind])}</p>' if kind in TERMS else ""
+        out.append(f'<section class=login-entry><h2>{e(pid)} <small>{e(kind)}</small></h2>{terms}'
+                   + table(("account", "state", "token expires", "last refresh (file written)", "cooldowns"), rows,
+                           "no credentials file")
+                   + f"{status}{start}{upload}</section>")
     return "".join(out) or "<p>No subscription providers configured (qwen, gemini-cli, antigravity, iflow).</p>"
+
+
+def account_cooling(p: dict[str, Any], account: str) -> str:
+    """The account's own cooldowns and the whole entry's, each with "ends in"."""
+    mine = [c for c in p["cooling"] if c["account"] in (account, None)]
+    return "<br>".join(f'<span class="cooldown">{e(c["model"] or "all models")}: {e(c["reason"])}, ends in '
+                       f'{ends_in(c["until"])}</span>' for c in mine) or "-"
+
+
+def login_form(pid: str, kind: str, overrides: tuple[str, ...]) -> str:
+    """Starts the login; the endpoints (as `llmgate login` takes them) stay folded: for mirrors and tests."""
+    url = f"/ui/logins/{quote(pid, safe='')}"
+    fields = "".join(f'<div class=field><label for="l-{e(pid)}-{name}">{name}</label>'
+                     f'<input type={"number" if name == "port" else "text"} id="l-{e(pid)}-{name}" name={name} '
+                     f'data-type={"number" if name == "port" else "text"} autocomplete=off></div>'
+                     for name in overrides)
+    return (f'<form class=login-start data-json data-action="{e(url)}" data-next="/ui/logins">'
+            f'<button type=submit>{e(LOGIN_LABELS[kind])}</button>'
+            f'<details><summary>Endpoints</summary>{fields}</details></form>')
+
+
+def upload_form(pid: str) -> str:
+    url = f"/ui/logins/{quote(pid, safe='')}/credentials"
+    return (f'<form class=upload data-upload data-action="{e(url)}" data-next="/ui/logins">'
+            f'<label for="u-{e(pid)}">Credentials file</label> <input type=file id="u-{e(pid)}" accept=".json,'
+            f'application/json"> <button type=submit>Upload</button></form>')
 
 
 def login_page() -> str:

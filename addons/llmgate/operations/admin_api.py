@@ -195,7 +195,7 @@ class AdminApi:
         state = "disabled" if not p.enabled else "ok" if models else "unavailable" if "error" in st else "unknown"
         accounts = []
         if kind.accounts:
-            for a in self.rt.account_set(p, kind).accounts:
+            for a in self.rt.account_set(p, kind).current():
                 usable = a.usable()
                 accounts.append({"name": a.name, "usable": usable, "needs_login": a.needs_login})
         now = time.time()

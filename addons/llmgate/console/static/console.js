@@ -85,6 +85,25 @@ document.addEventListener("submit", async (ev) => {
   }
 });
 
+const UPLOAD_MAX = 64 * 1024;  // as the gateway checks it
+
+document.addEventListener("submit", async (ev) => {
+  const form = ev.target.closest("form[data-upload]");
+  if (!form) return;
+  ev.preventDefault();
+  try {
+    const file = form.querySelector("input[type=file]").files[0];
+    if (!file) throw new Error("Choose a credentials file first.");
+    if (file.size > UPLOAD_MAX) throw new Error("A credentials file is at most 64 KiB.");
+    let credentials;
+    try { credentials = JSON.parse(await file.text()); } catch (e) { throw new Error("That file is not JSON."); }
+    await send(form.dataset.action, "POST", {credentials});
+    location.href = form.dataset.next;
+  } catch (e) {
+    say(e.message, false);
+  }
+});
+
 const feed = document.getElementById("feed");
 if (feed) {
   const state = document.getElementById("feed-state");
