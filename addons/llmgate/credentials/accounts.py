@@ -70,7 +70,7 @@ class OAuthAccount(Account):
         if url := state_url(rt):  # several hosts: the credentials live in Redis, named alike on each
             from llmgate.credentials import fleet  # redis is imported only when server.state is set
 
-            self.creds = fleet.FleetCredentials(self.creds, fleet.shared(url), p.id)
+            self.creds = fleet.FleetCredentials(self.creds, fleet.shared_fences(url), p.id)
             self.name = self.creds.name
 
     def usable(self) -> bool:
