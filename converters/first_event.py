@@ -86,6 +86,8 @@ def _openai_error(err: Any) -> StreamStartError:
 
 
 def anthropic_event(ev: Event) -> Verdict:
+    if ev.event not in (None, "error", "ping"):
+        return True  # named as no error: not parsed here (the relay does)
     body = _json(ev.data)
     if not isinstance(body, dict):
         return None if ev.data is None else True
@@ -123,6 +125,8 @@ def gemini_event(ev: Event) -> Verdict:
 
 
 def responses_event(ev: Event) -> Verdict:
+    if ev.event not in (None, "error", "response.failed"):
+        return True  # named as no error: not parsed here (the relay does)
     body = _json(ev.data)
     if not isinstance(body, dict):
         return None if not (ev.data or "").strip() else True
