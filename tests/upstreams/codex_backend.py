@@ -301,12 +301,12 @@ async def codex_errors(request: web.Request, handler: Any) -> web.StreamResponse
         return web.json_response({"error": e.error}, status=429)
 
 
-def make_app(api_key: str | None, models: list[str]) -> web.Application:
-    """api_key is ignored: auth is the ChatGPT sign-in."""
+def make_app(api_key: str | None, models: list[str], brain: Any = None) -> web.Application:
+    """api_key is ignored: auth is the ChatGPT sign-in. brain: scripted answers (responses_api)."""
     app = web.Application(middlewares=[serving.request_log, oc.openai_errors, codex_errors],
                           client_max_size=64 * 1024**2)
     app[CODEX] = CodexState()
-    app[oc.STATE] = ra.ResponsesState(api_key=None, models=list(models))
+    app[oc.STATE] = ra.ResponsesState(api_key=None, models=list(models), brain=brain)
     app.router.add_get("/oauth/authorize", authorize)
     app.router.add_post("/oauth/token", token)
     app.router.add_post("/backend-api/codex/responses", responses)
