@@ -224,3 +224,22 @@ def test_tokens_refreshed_while_redis_is_down_are_journalled_and_pushed_when_it_
     assert got["refresh_token"] == in_store["refresh_token"] == "rt-1"
     assert issuer.calls == 1  # the rotated token was never sent again
     assert not journal.exists()
+
+
+def test_while_redis_is_away_a_fresh_token_serves_and_nothing_is_refreshed(tmp_path):
+    issuer = Issuer()
+    ticks = Clock(0.0)
+    fresh = {**issuer.seed(), "expiry_date": int((time.time() + 3600) * 1000)}
+    with redis_server() as r:
+        async def run():
+            await put(fleet.SharedFences(aioredis.from_url(r.url)), fresh)
+            h = host(fleet.cli_state(r.url), tmp_path, "h", ticks)
+            assert (await h.access(issuer.refresh))["access_token"] == "at-0"
+            r.stop()
+            ticks.now += fleet.READ_EVERY + 1  # due for a read, which fails
+            assert (await h.access(issuer.refresh))["access_token"] == "at-0"
+            with pytest.raises(RefreshFailed, match="unreachable"):  # a 401: no refresh without the lock
+                await h.access(issuer.refresh, force=True)
+
+        asyncio.run(run())
+    assert issuer.calls == 0

@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from llmgate.credentials.store import (
@@ -164,7 +166,7 @@ class FleetCredentials(CredentialsFile):
         try:
             await self._read()
         except UNREACHABLE:
-            pass
+            self._read_at = self._clock()  # not on every request while Redis is away
 
     async def _read(self) -> int:
         """Take what the store holds (unless this host holds newer tokens); its version."""
@@ -182,7 +184,9 @@ class FleetCredentials(CredentialsFile):
         return version
 
     def _unreachable(self, e: BaseException, force: bool = True) -> None:
-        """The store did not answer: the copy held here serves while it is fresh."""
+        """The store did not answer: the copy held here serves while it is fresh (and requests
+        do not each wait for Redis meanwhile)."""
+        self._read_at = self._clock()
         if self.fresh() and not force:
             return
         raise RefreshFailed(f"the shared credentials store (server.state) is unreachable ({type(e).__name__}); "
@@ -387,5 +391,7 @@ async def export_credentials(state: Fenced, provider: str, account: str) -> dict
 
 
 def cli_state(url: str) -> SharedFences:
-    """A new connection to the store at `url` (the CLI's: its own event loop)."""
-    return SharedFences(aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2))
+    """A new connection to the store at `url` (the CLI's: its own event loop). One immediate
+    retry: a pooled connection from before a Redis restart fails once."""
+    return SharedFences(aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=1,
+                                          retry=Retry(NoBackoff(), 1)))
