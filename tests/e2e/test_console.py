@@ -411,7 +411,8 @@ def logins_gw(oauth_doubles, tmp_path_factory):
                {"id": "agy", "type": "antigravity", "base_url": agy.base, "token_url": agy.base + "/token",
                 "credentials": str(folder / "agy" / "*.json"), "project": "p"},
                {"id": "ifl", "type": "iflow", "base_url": iflow.base + "/v1",
-                "credentials": str(folder / "iflow" / "oauth_creds.json")}]}
+                "credentials": str(folder / "iflow" / "oauth_creds.json")},
+               {"id": "qup", "type": "qwen", "base_url": iflow.base + "/v1", "credentials": str(folder / "qwen-up.json")}]}
     g = Gateway(cfg, folder / "proxy.yaml")
     yield g, folder
     g.stop()
@@ -479,3 +480,31 @@ def test_iflow_loopback_login_from_the_console(logins_gw, oauth_doubles, logins_
         "userinfo_url": iflow.base + "/api/oauth/getUserInfo", "port": "0"})
     key = json.loads((folder / "iflow" / "oauth_creds.json").read_text())["apiKey"]
     assert key in httpx.get(f"{iflow.base}/__state").json()["api_keys"]
+
+
+def test_upload_a_credentials_file(logins_gw, logins_page, tmp_path):
+    g, folder = logins_gw
+    page = logins_page
+    page.goto(g.base + "/ui/logins")
+    section = entry_section(page, "qup")
+    token = "qwen-refresh-secret-0123456789"
+    bad = tmp_path / "bad.json"
+    for content, said in [("not json", "That file is not JSON."),
+                          (json.dumps({"access_token": token}), "This is not a qwen credentials file: it has no "
+                                                                "refresh_token."),
+                          (json.dumps({"refresh_token": "x" * 70_000}), "at most 64 KiB")]:
+        bad.write_text(content)
+        section.locator("input[type=file]").set_input_files(str(bad))
+        section.locator("button:text-is('Upload')").click()
+        expect(page.locator("#message")).to_contain_text(said)
+        assert token not in page.locator("#message").inner_text()
+    assert not (folder / "qwen-up.json").exists()
+    good = {"access_token": "acc-" + token, "refresh_token": token, "expiry_date": int(time.time() * 1000) + 3_600_000,
+            "resource_url": "portal.qwen.ai", "token_type": "Bearer"}
+    (tmp_path / "oauth_creds.json").write_text(json.dumps(good))
+    section.locator("input[type=file]").set_input_files(str(tmp_path / "oauth_creds.json"))
+    section.locator("button:text-is('Upload')").click()
+    expect(section.locator("tbody")).to_contain_text("usable")
+    written = folder / "qwen-up.json"
+    assert json.loads(written.read_text()) == good and oct(written.stat().st_mode & 0o777) == "0o600"
+    assert token not in page.content() and token not in g.output

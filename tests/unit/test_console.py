@@ -1,12 +1,17 @@
 """The console's pure parts: sessions and CSRF (injected clock), config masking, the live feed's
-bounds, form fields from a kind's schema, charts."""
+bounds, form fields from a kind's schema, charts; logins' and uploads' checks."""
 
 import asyncio
+import fnmatch
 import json
+
+import pytest
 
 from llmgate.console import charts, pages, queries, session
 from llmgate.console.feed import MAX_FEEDS, QUEUE, Feeds
-from llmgate.settings import PROVIDER_MODELS
+from llmgate.console.logins import UPLOAD_MAX, Logins, check_shape, login_file
+from llmgate.errors import GatewayError
+from llmgate.settings import PROVIDER_MODELS, parse_settings
 
 
 class Clock:
@@ -145,3 +150,61 @@ def test_failed_logins_are_throttled_per_client():
     for c in ("a", "b", "c"):
         t.failed(c)
     assert len(t._failures) == 2
+
+
+# --- subscription logins and uploads (llmgate/console/logins.py) ------------------------------
+
+def test_a_login_writes_the_entrys_file_or_a_new_one_its_glob_takes(tmp_path):
+    assert login_file(str(tmp_path / "a.json"), 0) == tmp_path / "a.json"
+    new = login_file(str(tmp_path / "agy" / "*.json"), 86400.0)
+    assert new == tmp_path / "agy" / "login-19700102-000000.json" and fnmatch.fnmatch(new.name, "*.json")
+    for pattern in ("*/a.json", "a*b*.json", "a?.json"):
+        with pytest.raises(GatewayError) as e:
+            login_file(str(tmp_path / pattern), 0)
+        assert e.value.status == 400
+
+
+def test_an_upload_must_have_the_fields_its_kind_reads_and_is_never_echoed():
+    check_shape("qwen", {"refresh_token": "r"})
+    check_shape("codex", {"tokens": {"refresh_token": "r"}})
+    check_shape("iflow", {"apiKey": "k"})
+    for kind, data, missing in [("qwen", {"access_token": "secret-a"}, "refresh_token"),
+                                ("gemini-cli", {"refresh_token": ""}, "refresh_token"),
+                                ("codex", {"tokens": "secret-b"}, "tokens.refresh_token"),
+                                ("iflow", {"apiKey": 12345678}, "apiKey"), ("qwen", ["secret-c"], None)]:
+        with pytest.raises(GatewayError) as e:
+            check_shape(kind, data)
+        assert e.value.status == 400 and "secret" not in e.value.message
+        assert missing is None or e.value.message.endswith(f"no {missing}.")
+
+
+class FakeRuntime:
+    """What Logins reads of the runtime: the settings' providers."""
+
+    def __init__(self, yaml_text: str):
+        self.settings = parse_settings(yaml_text)[0]
+
+
+def test_upload_is_bounded_and_written_0600(tmp_path):
+    path = tmp_path / "q" / "creds.json"
+    rt = FakeRuntime(f"providers: [{{id: q, type: qwen, credentials: '{path}'}}, "
+                     "{id: o, type: openai, base_url: 'http://h/v1'}]")
+    logins = Logins()
+    with pytest.raises(GatewayError) as e:
+        asyncio.run(logins.upload(rt, "q", {"credentials": {"refresh_token": "x" * UPLOAD_MAX}}))
+    assert e.value.status == 413 and not path.exists()
+    with pytest.raises(GatewayError) as e:
+        asyncio.run(logins.upload(rt, "o", {"credentials": {"refresh_token": "r"}}))
+    assert e.value.status == 404  # not a subscription entry
+    answer = asyncio.run(logins.upload(rt, "q", {"credentials": {"refresh_token": "tok-123456789"}}))
+    assert answer == {"ok": True, "message": f"Credentials written to {path}."}
+    assert json.loads(path.read_text()) == {"refresh_token": "tok-123456789"}
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_login_options_are_the_ones_its_kind_takes():
+    rt = FakeRuntime("providers: [{id: g, type: gemini-cli, credentials: /nonexistent/g.json}]")
+    for options in ({"device_url": "http://x"}, {"port": "80"}, {"port": 70000}, {"auth_url": 1}):
+        with pytest.raises(GatewayError) as e:
+            asyncio.run(Logins().start(rt, "g", options))
+        assert e.value.status == 400 and "auth_url, token_url, port" in e.value.message
