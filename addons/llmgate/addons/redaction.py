@@ -117,7 +117,8 @@ def secrets_of(rt: Any) -> list[str]:
     for data in _credentials(rt):
         nested = [kv for v in data.values() if isinstance(v, dict) for kv in v.items()]  # Codex: {"tokens": {...}}
         found += [v for k, v in [*data.items(), *nested] if isinstance(v, str) and _credential_name(k)]
-    return found + proxy_secrets(settings, *(data.get("proxy_url") for data in _credentials(rt)))
+    # the URLs' passwords: the accounts' proxies and the request log's PostgreSQL
+    return found + proxy_secrets(settings, *(data.get("proxy_url") for data in _credentials(rt)), settings.log.database)
 
 
 def _credential_name(name: str, *more: str) -> bool:
