@@ -58,7 +58,7 @@ def host_config(qwen, folder, state: str | None, pid: str = "qwen") -> dict:
 def hosts(qwen, redis, tmp_path_factory):
     folders = [tmp_path_factory.mktemp(f"host{i}") for i in range(3)]
     gateways = [Gateway(host_config(qwen, f, redis.url), f / "proxy.yaml") for f in folders]
-    yield list(zip(folders, gateways))
+    yield list(zip(folders, gateways, strict=True))
     for g in gateways:
         g.stop()
 
@@ -155,4 +155,4 @@ def test_credentials_commands_explain_what_is_missing(qwen, redis, tmp_path):
     (shared / "x.json").write_text("[]")
     done = llmgate("credentials", "import", "qwen-new", "--file", str(shared / "x.json"),
                    "--config", str(shared / "proxy.yaml"))
-    assert done.returncode == 1 and "no refresh token" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 1 and "no credentials in it" in done.stderr and "Traceback" not in done.stderr

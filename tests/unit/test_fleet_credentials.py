@@ -243,3 +243,23 @@ def test_while_redis_is_away_a_fresh_token_serves_and_nothing_is_refreshed(tmp_p
 
         asyncio.run(run())
     assert issuer.calls == 0
+
+
+def test_a_kinds_own_reading_of_its_file_decides_freshness(backend, tmp_path):
+    """Codex keeps its tokens under "tokens": the kind's CredentialsFile says whether they are
+    fresh, also when the credentials come from the store."""
+
+    class Nested(CredentialsFile):
+        def fresh(self, skew: float = 30.0) -> bool:
+            return bool((self.data.get("tokens") or {}).get("access_token"))
+
+    connect, _ = backend
+    issuer = Issuer()
+
+    async def run():
+        await put(connect(), {"tokens": {"access_token": "nested", "refresh_token": "rt-0"}})
+        file = Nested(tmp_path / "oauth_creds.json", "codex login", journal_dir=tmp_path / "j")
+        return await fleet.FleetCredentials(file, connect(), "qwen").access(issuer.refresh)
+
+    assert asyncio.run(run())["tokens"]["access_token"] == "nested"
+    assert issuer.calls == 0

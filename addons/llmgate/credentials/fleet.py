@@ -43,6 +43,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from llmgate.credentials.store import (
+    REFRESH_SKEW,
     RETRY_FIRST,
     RETRY_MAX,
     CredentialsFile,
@@ -132,6 +133,7 @@ class FleetCredentials(CredentialsFile):
     def __init__(self, file: CredentialsFile, state: Fenced, provider: str,
                  clock: Callable[[], float] = time.monotonic):
         super().__init__(file.path, file.login_hint, file.expiry_key, file.token_key, file.journal_dir, clock)
+        self.file = file  # its kind's reading of the fields (Codex: nested tokens, JWT expiry)
         self.state, self.provider, self.account = state, provider, account_name(file.path)
         self.key = value_name(provider, self.account)
         self.version = 0  # the fence the held credentials were written with (0: none)
@@ -144,6 +146,14 @@ class FleetCredentials(CredentialsFile):
     @property
     def name(self) -> str:
         return f"{self.provider}/{self.account}"
+
+    def expires_at(self) -> float | None:
+        self.file.data = self.data
+        return self.file.expires_at()
+
+    def fresh(self, skew: float = REFRESH_SKEW) -> bool:
+        self.file.data = self.data
+        return self.file.fresh(skew)
 
     def _journal(self, suffix: str = ".json") -> Path | None:
         if self.journal_dir is None:
