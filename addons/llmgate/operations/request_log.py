@@ -234,7 +234,8 @@ def count(db: sqlite3.Connection) -> int:
 
 def _filters(provider: str | None = None, model: str | None = None, key: str | None = None,
              status: int | None = None, since: float | None = None) -> tuple[str, tuple]:
-    clauses, args = [], []
+    clauses: list[str] = []
+    args: list[Any] = []
     for col, value in (("provider", provider), ("model", model), ("key_id", key), ("status", status)):
         if value is not None:
             clauses.append(f"{col} = ?")

@@ -18,10 +18,11 @@ import sqlite3
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from contextlib import closing
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
@@ -67,7 +68,7 @@ def migrate(conn: psycopg.Connection) -> int:
             raise SchemaTooNew(f"schema version {current} is newer than this llmgate's {len(MIGRATIONS)}")
         for version in range(current + 1, len(MIGRATIONS) + 1):
             for statement in MIGRATIONS[version - 1]:
-                conn.execute(statement)  # type: ignore[arg-type]  # constant SQL
+                conn.execute(statement)
             conn.execute("INSERT INTO llmgate_schema (version, applied) VALUES (%s, %s)", (version, time.time()))
     return len(MIGRATIONS)
 
@@ -98,7 +99,7 @@ class PgReader:
         self.conn = conn
 
     def execute(self, query: str, args: tuple = ()) -> psycopg.Cursor:
-        return self.conn.execute(query.replace("?", "%s"), args)  # type: ignore[arg-type]  # our own SQL
+        return self.conn.execute(query.replace("?", "%s"), args)
 
 
 def read(url: str, query: Callable[..., Any], *args: Any, empty: Any = None) -> Any:
