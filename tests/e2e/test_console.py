@@ -508,3 +508,52 @@ def test_upload_a_credentials_file(logins_gw, logins_page, tmp_path):
     written = folder / "qwen-up.json"
     assert json.loads(written.read_text()) == good and oct(written.stat().st_mode & 0o777) == "0o600"
     assert token not in page.content() and token not in g.output
+
+
+# --- what `auto: true` found, kept as proxy.yaml entries ---------------------------------------
+
+def test_auto_found_providers_are_shown_and_kept_as_edited_entries(up, browser, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no CLI logins on disk
+    monkeypatch.setenv("OPENAI_API_KEY", UPSTREAM_KEY)
+    monkeypatch.setenv("LLMGATE_OPENAI_BASE_URL", up.base + "/v1")
+    for var in ("ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENROUTER_API_KEY", "DASHSCOPE_API_KEY",
+                "DEEPSEEK_API_KEY", "GROQ_API_KEY", "MISTRAL_API_KEY", "OLLAMA_HOST"):
+        monkeypatch.delenv(var, raising=False)
+    with socket.socket() as s:  # a closed port: Ollama and LM Studio are not running
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setenv("LLMGATE_OLLAMA_BASE_URL", f"http://127.0.0.1:{closed}/v1")
+    monkeypatch.setenv("LLMGATE_LMSTUDIO_BASE_URL", f"http://127.0.0.1:{closed}/v1")
+    g = Gateway("auto: true\nserver: {admin_keys: [" + ADMIN_KEY + "]}\n", tmp_path / "proxy.yaml")
+    context = browser.new_context()
+    try:
+        pg = context.new_page()
+        pg.goto(g.base + "/ui/login")
+        pg.fill("#key", ADMIN_KEY)
+        pg.click("button[type=submit]")
+        expect(pg.locator("h1")).to_have_text("Dashboard")
+        found = pg.locator("#auto-found")
+        expect(found).to_contain_text("OPENAI_API_KEY")
+        expect(found).to_contain_text("gpt-5-mini")
+        expect(pg.locator("ul.auto-unreachable")).to_contain_text("Ollama at http://127.0.0.1:")
+        pg.goto(g.base + "/ui/config")
+        row = pg.locator("#auto-found tr", has=pg.locator("td", has_text="OPENAI_API_KEY"))
+        row.locator("summary").click()
+        expect(row).to_contain_text("api_key: ${OPENAI_API_KEY}")
+        assert UPSTREAM_KEY not in pg.content()
+        row.locator("input[name=id]").fill("openai-main")
+        row.locator("textarea[name=models]").fill("gpt-4o-mini")
+        row.locator("button:text-is('Keep openai')").click()
+        expect(pg).to_have_url(g.base + "/ui/providers")
+        expect(pg.locator("tr", has=pg.locator("span#openai-main"))).to_contain_text("gpt-4o-mini")
+        entry = yaml.safe_load(g.config_path.read_text())["providers"][0]
+        assert entry == {"id": "openai-main", "type": "openai", "base_url": up.base + "/v1",
+                         "api_key": "${OPENAI_API_KEY}", "models": ["gpt-4o-mini"]}
+        answer = client(g).chat.completions.create(model="openai-main/gpt-4o-mini",
+                                                   messages=[{"role": "user", "content": "kept"}])
+        assert answer.choices[0].message.content == "Echo: kept"
+        pg.goto(g.base + "/ui/")  # kept: no longer listed as found, and the file's entry serves
+        expect(pg.locator("#auto-found")).not_to_contain_text("OPENAI_API_KEY")
+    finally:
+        context.close()
+        g.stop()

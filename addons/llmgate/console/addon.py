@@ -20,12 +20,13 @@ from urllib.parse import parse_qsl, unquote
 from mitmproxy import ctx, http
 
 from llmgate.addons.accounting import INBOUND
-from llmgate.operations.admin_api import AdminApi, _require_json
+from llmgate.operations.admin_api import AdminApi, _no_env_references, _require_json, _strict
 from llmgate.console import logins, pages, queries
 from llmgate.console.feed import Feeds
 from llmgate.console.session import (COOKIE, CSRF_HEADER, LoginThrottle, Session, Sessions, cookie, csrf_ok,
                                      key_matches)
 from llmgate.errors import GatewayError
+from llmgate.operations import first_run
 from llmgate.addons.limits import request_body
 from llmgate.request_path.listings import health
 from llmgate.providers import PROVIDER_TYPES
@@ -176,6 +177,8 @@ class Console:
             resp = json_response(200, {"ok": True})
             resp.headers["Set-Cookie"] = cookie(None, flow.client_conn.tls_established)
             return resp
+        if req.method == "POST" and parts[0] == "auto" and len(parts) == 2:
+            return json_response(201, self._keep_found(req, parts[1]))
         if req.method == "POST" and parts[0] == "logins" and len(parts) in (2, 3):
             return await self._login_action(req, parts[1:])
         if req.method != "GET":
@@ -235,6 +238,27 @@ class Console:
             raise GatewayError(404, "No such console action.", code="not_found")
         return json_response(202, await self.logins.start(self.rt, parts[0], body))
 
+    def _found(self) -> dict[str, dict[str, Any]]:
+        """What `auto: true` added, each as the proxy.yaml entry that keeps it (keys as ${VAR})."""
+        report = self.rt.first_run
+        return {f.entry["id"]: first_run.persistent_entry(f) for f in (report.added if report else [])}
+
+    def _keep_found(self, req: http.Request, pid: str) -> dict[str, Any]:
+        """Write a provider `auto: true` found into proxy.yaml, with the edits sent (id, base_url, models...)."""
+        from llmgate.operations import config_edit
+
+        found = self._found().get(pid)
+        if found is None:
+            raise GatewayError(404, f"`auto: true` found no provider '{pid}' that proxy.yaml lacks.",
+                               code="provider_not_found")
+        edits = self.admin._json(request_body(req, self.rt.settings.server.limits))
+        _no_env_references(edits)  # only the key variable the gateway itself read is written as a reference
+        if edits.get("type", found["type"]) != found["type"]:
+            raise GatewayError(400, "type: a found provider keeps its type.", code="invalid_request", param="type")
+        entry = {**found, **{k: v for k, v in edits.items() if v is not None}}
+        _strict(entry)
+        return self.admin._edit(lambda path: config_edit.add_provider(path, entry), entry["id"])
+
     def _form(self, kind: str, values: dict[str, Any] | None) -> str:
         model = PROVIDER_MODELS[kind]
         required = {"id"} | ({"base_url"} if not PROVIDER_TYPES[kind].default_base_url else set())
@@ -257,7 +281,8 @@ class Console:
         except GatewayError:  # the request log is off or unreadable: the charts stay empty
             timeline = []
         timeline = timeline or [(0, 0, 0)] * int(HOUR / MINUTE)
-        return pages.dashboard(report, await self._described(report), timeline, MINUTE)
+        return (pages.dashboard(report, await self._described(report), timeline, MINUTE)
+                + pages.auto_section(report.get("auto"), self._found()))
 
     def _config(self) -> str:
         path = os.path.abspath(self.admin.config_path())
@@ -266,8 +291,9 @@ class Console:
         except OSError as e:
             text = f"(cannot read: {e.strerror})"
         watch = ctx.master.addons.get("configwatch")
-        return pages.config(path, queries.mask_config(text, self.rt.secrets.current().text),
-                            getattr(watch, "last_reload", None))
+        return (pages.config(path, queries.mask_config(text, self.rt.secrets.current().text),
+                             getattr(watch, "last_reload", None))
+                + pages.auto_section(self.rt.first_run.health() if self.rt.first_run else None, self._found()))
 
     def _logins(self) -> str:
         entries = []

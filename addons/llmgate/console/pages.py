@@ -248,6 +248,39 @@ def config(path: str, text: str, reload: tuple[float, str | None] | None) -> str
     return f"<p>File: <code>{e(path)}</code></p><p>Last reload: {last}</p><pre class=config>{e(text)}</pre>"
 
 
+def auto_section(auto: dict[str, Any] | None, keep: dict[str, dict[str, Any]]) -> str:
+    """What `auto: true` found (/health's "auto"), what it could not reach, the next step; each
+    provider found with a form that writes it into proxy.yaml (`keep`: its entry there, keys as ${VAR})."""
+    if auto is None:
+        return ""
+    rows = [[e(f["id"]), e(f["type"]), e(f["from"]), e(f.get("model") or "-"), e(f.get("note") or ""),
+             keep_form(keep[f["id"]]) if f["id"] in keep else "-"] for f in auto["found"]]
+    out = ("<h2>Found on this machine (auto: true)</h2>"
+           + table(("provider", "type", "found in", "model for auto", "note", "keep in proxy.yaml"), rows,
+                   "nothing found", "auto-found"))
+    if auto["unreachable"]:
+        out += "<p>Unreachable:</p><ul class=auto-unreachable>" + "".join(
+            f"<li>{e(u)}</li>" for u in auto["unreachable"]) + "</ul>"
+    if auto.get("next_step"):
+        out += f'<p class="error next-step">Next step: {e(auto["next_step"])}</p>'
+    return out
+
+
+def keep_form(entry: dict[str, Any]) -> str:
+    """The found entry, its id, base URL and models editable; saved as a proxy.yaml entry."""
+    pid = entry["id"]
+    fixed = ", ".join(f"{k}: {v}" for k, v in entry.items() if k not in ("id", "base_url"))  # type; key as ${VAR}
+    fields = [("id", pid), *([("base_url", entry["base_url"])] if "base_url" in entry else [])]
+    inputs = "".join(f'<div class=field><label for="k-{e(pid)}-{n}">{n}</label><input type=text '
+                     f'id="k-{e(pid)}-{n}" name={n} data-type=text value="{e(v)}" autocomplete=off></div>'
+                     for n, v in fields)
+    inputs += (f'<div class=field><label for="k-{e(pid)}-models">models</label><textarea id="k-{e(pid)}-models" '
+               'name=models data-type=list rows=2 placeholder="discovered"></textarea></div>')
+    return (f'<form class=keep data-json data-action="/ui/auto/{quote(pid, safe="")}" data-next="/ui/providers">'
+            f'<details><summary>Edit and keep</summary><p><code>{e(fixed)}</code></p>{inputs}'
+            f'<button type=submit>Keep {e(pid)}</button></details></form>')
+
+
 LOGIN_LABELS = {"qwen": "Start device login", "gemini-cli": "Log in with Google", "antigravity": "Log in with Google",
                 "iflow": "Log in with iFlow"}
 TERMS = {"antigravity": "Antigravity's terms forbid third-party clients; accounts have been suspended for it.",

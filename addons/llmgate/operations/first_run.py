@@ -101,6 +101,12 @@ class Found:
     source: str  # where it was found: a variable's name, a URL, a file (never a secret)
     model: str | None  # what `auto` asks it for; None: it serves no model yet
     note: str = ""
+    key_env: str | None = None  # the variable its api_key came from
+
+
+def persistent_entry(f: Found) -> dict[str, Any]:
+    """A proxy.yaml entry keeping what was found: its key as a ${VAR} reference, never the value."""
+    return {**f.entry, "api_key": "${" + f.key_env + "}"} if f.key_env else dict(f.entry)
 
 
 @dataclass(frozen=True)
@@ -158,7 +164,7 @@ def _api_keys(env: Mapping[str, str]) -> list[Found]:
         if var:
             entry = {"id": k.id, "type": k.type, "base_url": env.get(override_var(k.id)) or k.base_url,
                      "api_key": env[var]}
-            out.append(Found(entry, var, k.model))
+            out.append(Found(entry, var, k.model, key_env=var))
     return out
 
 
@@ -183,7 +189,7 @@ def _local(s: LocalServer, env: Mapping[str, str], timeout: float) -> Found | st
     chat = [m for m in ids if "embed" not in m]
     entry = {"id": s.id, "type": "openai", "base_url": base, **({"api_key": key} if key else {})}
     return Found(entry, f"{base} ({s.name})", chat[0] if chat else None,
-                 "" if chat else f"no model yet: {s.no_models}")
+                 "" if chat else f"no model yet: {s.no_models}", s.key_env if key else None)
 
 
 def _logins(home: Path, which: Callable[[str], str | None]) -> list[Found]:
