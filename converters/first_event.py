@@ -1,7 +1,8 @@
 """A streamed answer's first event: is it an error the provider sent inside a 200? (pure, no I/O)
 
 Providers answer 200 and then fail in the stream: Anthropic's `event: error` (overloaded_error,
-rate_limit_error, api_error), an OpenAI-compatible first chunk `{"error": ...}`, a Gemini or Code
+rate_limit_error, api_error), an OpenAI-compatible first chunk `{"error": ...}` (OpenRouter, SGLang;
+vLLM's `{"object": "error", ...}`), a Gemini or Code
 Assist error object (RESOURCE_EXHAUSTED), a Responses `response.failed` or `error` event, a Kiro
 exception frame, a CodeGeeX `event: error`. When that is the first event, nothing has reached the
 client yet, so the gateway can treat it as the HTTP error it stands for and try another member.
@@ -107,6 +108,8 @@ def openai_chat_event(ev: Event) -> Verdict:
     body = _json(ev.data)
     if isinstance(body, dict) and body.get("error"):
         return _openai_error(body["error"])
+    if isinstance(body, dict) and body.get("object") == "error":  # vLLM's shape
+        return _openai_error({k: v for k, v in body.items() if k != "object"})
     return True
 
 

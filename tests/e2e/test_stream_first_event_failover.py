@@ -46,6 +46,13 @@ def gem():
 
 
 @pytest.fixture(scope="module")
+def oai():
+    u = Upstream("openai_compat", "--api-key", UPSTREAM_KEY, "--models", "m")
+    yield u
+    u.stop()
+
+
+@pytest.fixture(scope="module")
 def gcli(tmp_path_factory):
     """A Code Assist host and a Gemini CLI login on it: (host, credentials file)."""
     with serving.ServerThread(code_assist.make_app()) as host:
@@ -54,7 +61,7 @@ def gcli(tmp_path_factory):
         yield host, creds
 
 
-def config(claude: Upstream, gem: Upstream, gcli: tuple[str, Path]) -> dict:
+def config(claude: Upstream, gem: Upstream, gcli: tuple[str, Path], oai: Upstream) -> dict:
     def ant(pid: str) -> dict:
         return {"id": pid, "type": "anthropic", "base_url": claude.base, "api_key": UPSTREAM_KEY,
                 "models": ["claude-sonnet-4-5"]}
@@ -67,7 +74,11 @@ def config(claude: Upstream, gem: Upstream, gcli: tuple[str, Path]) -> dict:
         "server": {"api_keys": [CLIENT_KEY], "admin_keys": [ADMIN_KEY], "timeouts": {"connect": 3, "read": 10}},
         "providers": [ant("c1"), ant("c2"), ant("c3"), gemini("g1"), gemini("g2"),
                       {"id": "gcli", "type": "gemini-cli", "base_url": gcli[0], "token_url": gcli[0] + "/token",
-                       "credentials": str(gcli[1])}],
+                       "credentials": str(gcli[1])},
+                      {"id": "o1", "type": "openai", "base_url": oai.base + "/v1", "api_key": UPSTREAM_KEY,
+                       "models": ["m"], "timeouts": {"connect": 3, "read": 1}},
+                      {"id": "o2", "type": "openai", "base_url": oai.base + "/v1", "api_key": UPSTREAM_KEY,
+                       "models": ["m"]}],
         "routing": {
             "strategy": "fill-first",  # the failing member is always asked first
             "aliases": {
@@ -77,6 +88,8 @@ def config(claude: Upstream, gem: Upstream, gcli: tuple[str, Path]) -> dict:
                 "claude-late": ["c2/fault-stream-error", "c3/claude-sonnet-4-5"],
                 "gem-pool": ["g1/fault-stream-429", "g2/gemini-2.5-flash"],
                 "ca-pool": ["gcli/gemini-2.5-flash", "g2/gemini-2.5-flash"],
+                "or-pool": ["o1/fault-processing-error", "o2/m"],
+                "or-slow": ["o1/fault-processing-slow", "o2/m"],
             },
         },
     }
@@ -84,14 +97,14 @@ def config(claude: Upstream, gem: Upstream, gcli: tuple[str, Path]) -> dict:
 
 
 @pytest.fixture(scope="module")
-def gw(claude, gem, gcli, tmp_path_factory):
-    g = Gateway(config(claude, gem, gcli), tmp_path_factory.mktemp("gw") / "proxy.yaml")
+def gw(claude, gem, gcli, oai, tmp_path_factory):
+    g = Gateway(config(claude, gem, gcli, oai), tmp_path_factory.mktemp("gw") / "proxy.yaml")
     yield g
     g.stop()
 
 
 def fresh(gw: Gateway, *ups: Upstream) -> None:
-    for pid in ("c1", "c2", "c3", "g1", "g2", "gcli"):
+    for pid in ("c1", "c2", "c3", "g1", "g2", "gcli", "o1", "o2"):
         httpx.post(gw.base + "/admin/reset", json={"provider": pid}, headers=admin()).raise_for_status()
     for u in ups:
         u.clear()
@@ -105,7 +118,7 @@ def models_asked(up: Upstream) -> list[str]:
     """The upstream models the double was asked to generate with, in order."""
     out = []
     for r in up.received():
-        if r["path"] == "/v1/messages":
+        if r["path"] in ("/v1/messages", "/v1/chat/completions"):
             out.append(r["body"]["model"])
         elif ":streamGenerateContent" in r["path"] or ":generateContent" in r["path"]:
             out.append(r["path"].rsplit("/", 1)[-1].split(":")[0])
@@ -221,11 +234,11 @@ def test_code_assist_quota_error_as_first_event_cools_the_account_and_fails_over
     assert 10800 < seconds_until(cooling[0]["until"]) <= 10921  # the quotaResetDelay 3h2m1s
 
 
-def test_the_failed_attempt_has_its_provider_flow(claude, gem, gcli, tmp_path):
+def test_the_failed_attempt_has_its_provider_flow(claude, gem, gcli, oai, tmp_path):
     """Saved flows (-w): the client's flow, the failed attempt's provider flow (200 and the error
     event it sent, marked failed over with 529 and its cooldown) and the attempt that served."""
     flows = tmp_path / "out.flows"
-    g = Gateway(config(claude, gem, gcli), tmp_path / "proxy.yaml", "-w", str(flows))
+    g = Gateway(config(claude, gem, gcli, oai), tmp_path / "proxy.yaml", "-w", str(flows))
     try:
         with anthropic_sdk(g).messages.stream(model="claude-pool", max_tokens=64, messages=HELLO) as s:
             assert s.get_final_message().content[0].text == "Echo: hello"
@@ -238,3 +251,33 @@ def test_the_failed_attempt_has_its_provider_flow(claude, gem, gcli, tmp_path):
     assert failed.metadata["llmgate"]["failed_over"]["status"] == 529
     assert failed.metadata["llmgate"]["failed_over"]["cooling_s"] is not None
     assert "failed_over" not in served.metadata["llmgate"] and b"message_stop" in served.response.content
+
+
+def openai_sdk(gw: Gateway) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.base + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20)
+
+
+def test_keepalive_comments_then_an_error_chunk_fail_over(gw, oai):
+    """OpenRouter's ": OPENROUTER PROCESSING" comments are no start; its error chunk after them is."""
+    fresh(gw, oai)
+    chunks = list(openai_sdk(gw).chat.completions.create(model="or-pool", messages=HELLO, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Echo: hello"
+    assert models_asked(oai) == ["fault-processing-error", "m"]
+    cooling = httpx.get(gw.base + "/health").json()["models"]["or-pool"]["cooling"]
+    assert [(c["provider"], c["reason"][:4]) for c in cooling] == [("o1", "502:")], cooling
+
+
+def test_keepalives_alone_are_not_held_past_the_read_timeout(gw, oai):
+    """Comments for 1.5 s from a member whose timeouts.read is 1 s: after 1 s they go on to the
+    client and the stream is served by that member, whole (no failover, no 504)."""
+    fresh(gw, oai)
+    body = {"model": "or-slow", "messages": HELLO, "stream": True}
+    with httpx.stream("POST", gw.base + "/v1/chat/completions", json=body,
+                      headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=20) as r:
+        assert r.status_code == 200
+        raw = b"".join(r.iter_raw())
+    assert raw.startswith(b": OPENROUTER PROCESSING\n\n"), raw[:200]
+    assert raw.rstrip().endswith(b"data: [DONE]"), raw[-300:]
+    chunks = [json.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: {")]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "Echo: hello"
+    assert models_asked(oai) == ["fault-processing-slow"]

@@ -73,6 +73,8 @@ def test_openai_error_chunk_first():
     assert v == StreamStartError(429, json.dumps({"error": {"message": "Rate limit exceeded", "code": 429}}).encode())
     assert first("openai_chat", sse({"error": {"message": "boom", "type": "server_error"}})).status == 500
     assert first("openai_chat", sse({"error": "weird"})).status == 502
+    vllm = first("openai_chat", sse({"object": "error", "message": "overloaded", "type": "x", "code": 503}))
+    assert vllm.status == 503 and json.loads(vllm.body)["error"]["message"] == "overloaded"
     assert first("openai_chat", b"data: \n\n", sse({"id": "c", "choices": [{"delta": {"role": "assistant"}}]})) is True
     assert first("openai_chat", b"data: [DONE]\n\n") is True
 

@@ -33,6 +33,12 @@ Scenario models (always available; auth and validation still apply first):
     fault-no-finish    stream ends cleanly but without finish_reason / [DONE];
                        non-stream: finish_reason is null
     fault-slow-stream  sleeps 0.3 s before each content chunk
+    fault-processing-error  stream: OpenRouter's keepalive comments (": OPENROUTER PROCESSING",
+                       0.1 s apart), then as the first event a chunk carrying
+                       "error": {"code": 502, "message": "Provider returned error"} and
+                       finish_reason "error" (OpenRouter's mid-stream error), then the end;
+                       non-stream: 502 with that error
+    fault-processing-slow  stream: those comments every 0.2 s for 1.5 s, then the normal stream
     sse-torture        valid but hostile SSE: CRLF, comments, id: fields, one
                        event split over two data: lines, one byte per write
 
@@ -80,8 +86,9 @@ import math
 import re
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -112,6 +119,8 @@ TEXT_PIECE = 4  # characters of answer text per stream chunk
 ARGS_PIECE = 5  # characters of tool arguments per stream chunk
 HANG_SECONDS = 120
 SLOW_CHUNK_DELAY = 0.3
+PROCESSING = b": OPENROUTER PROCESSING\n\n"
+PROCESSING_SECONDS = 1.5
 FAULT_429_RETRY_AFTER = 7  # seconds, unless a fault override says otherwise
 TORTURE_BYTE_DELAY = 0.0005
 
@@ -970,6 +979,37 @@ async def fault_slow_stream(request: web.Request, body: dict[str, Any]) -> web.S
     return response
 
 
+PROVIDER_ERROR = {"code": 502, "message": "Provider returned error"}
+
+
+async def fault_processing_error(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    if not body.get("stream"):
+        return web.json_response({"error": PROVIDER_ERROR}, status=502)
+    reply = make_reply(request.app[STATE], body)
+    response = await open_stream(request)
+    for _ in range(2):
+        await send(request, response, PROCESSING)
+        await asyncio.sleep(0.1)
+    await send_events(request, response, [{**chunk(reply, {"content": ""}, "error"), "error": PROVIDER_ERROR}])
+    await response.write_eof()
+    return response
+
+
+async def fault_processing_slow(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    if not body.get("stream"):
+        return await respond_normally(request, body)
+    reply = make_reply(request.app[STATE], body)
+    response = await open_stream(request)
+    deadline = asyncio.get_running_loop().time() + PROCESSING_SECONDS
+    while asyncio.get_running_loop().time() < deadline:
+        await send(request, response, PROCESSING)
+        await asyncio.sleep(0.2)
+    await send_events(request, response, full_stream(reply))
+    await send(request, response, sse_event("[DONE]"))
+    await response.write_eof()
+    return response
+
+
 async def sse_torture(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
     if not body.get("stream"):
         return await respond_normally(request, body)
@@ -990,6 +1030,8 @@ SCENARIOS: dict[str, Scenario] = {
     "fault-cut": fault_cut,
     "fault-no-finish": fault_no_finish,
     "fault-slow-stream": fault_slow_stream,
+    "fault-processing-error": fault_processing_error,
+    "fault-processing-slow": fault_processing_slow,
     "sse-torture": sse_torture,
 }
 SCENARIO_MODELS = list(SCENARIOS)
