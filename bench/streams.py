@@ -5,7 +5,8 @@ upstream; each chunk carries the time the upstream sent it, so the client measur
 every hop added. Streams are opened at `--rate` per second until `--streams` are open at once.
 Printed per system: added chunk delay p50/p99, the median gap between a stream's chunks (50 ms
 spacing must arrive as ~50 ms gaps, not as bursts), first-token p50, streams that arrived as one
-burst, and the proxy's CPU seconds. Loopback only; every run is bounded and stops by itself.
+burst, and the proxy's CPU seconds, with CPU and delay p50 as multiples of bare mitmdump's (the
+targets: <= 1.25x and <= 2x). Loopback only; every run is bounded and stops by itself.
 
     .venv/bin/python bench/streams.py [--streams 200] [--chunks 100] [--gap 50] [--baseline DIR]
 """
@@ -84,7 +85,7 @@ async def _one(session: aiohttp.ClientSession, url: str, model: str, out: list) 
                 i = line.find(b"t=")
                 if i >= 0:
                     arrivals.append((float(line[i + 2:line.index(b";", i)]), now))
-    except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+    except (TimeoutError, aiohttp.ClientError) as e:
         out.append({"error": type(e).__name__})
         return
     out.append({"started": started, "arrivals": arrivals})
@@ -188,16 +189,20 @@ def main() -> None:
         timeout = args.chunks * args.gap / 1000 * 4 + 60
         print(f"{args.chunks} chunks {args.gap:g} ms apart per stream, opened at {args.rate:g}/s\n")
         print(f"{'streams':>7}  {'system':18}{'ok':>6}{'fail':>6}{'delay p50':>11}{'p99':>9}{'gap p50':>9}"
-              f"{'first p50':>11}{'bursts':>8}{'CPU s':>8}")
+              f"{'first p50':>11}{'bursts':>8}{'CPU s':>8}{'CPU/bare':>10}{'delay/bare':>11}")
         for n in args.streams:
+            bare_cpu = bare_delay = float("nan")
             for name, (proc, base, model) in systems.items():
                 run_load(base + "/v1/chat/completions", model, min(n, 20), 100, timeout, 1)  # warm up
                 before = cpu_seconds(proc.p.pid)
                 s = summarize(run_load(base + "/v1/chat/completions", model, n, args.rate, timeout, args.clients),
                               args.gap)
                 cpu = cpu_seconds(proc.p.pid) - before
+                if proc is bare:  # the targets: CPU per stream <= 1.25x and delay p50 <= 2x bare mitmdump's
+                    bare_cpu, bare_delay = cpu, s["delay_p50"]
                 print(f"{n:>7}  {name:18}{s['ok']:>6}{s['failed']:>6}{s['delay_p50']:>9.1f}ms{s['delay_p99']:>7.0f}ms"
-                      f"{s['gap_p50']:>7.1f}ms{s['first_p50']:>9.0f}ms{s['bursts']:>8}{cpu:>8.2f}")
+                      f"{s['gap_p50']:>7.1f}ms{s['first_p50']:>9.0f}ms{s['bursts']:>8}{cpu:>8.2f}"
+                      f"{cpu / bare_cpu:>9.2f}x{s['delay_p50'] / bare_delay:>10.2f}x")
     finally:
         for p in procs:
             p.stop()

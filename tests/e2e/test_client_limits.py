@@ -4,9 +4,9 @@ slow connections, too many of them, HTTP/1.0; every refusal in the caller's own 
 from __future__ import annotations
 
 import gzip
-import random
 import json
 import os
+import random
 import resource
 import select
 import socket
@@ -72,7 +72,7 @@ def closed_within(s: socket.socket, seconds: float) -> bool:
         while s.recv(4096):
             pass
         return True
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return False
     except ConnectionResetError:
         return True

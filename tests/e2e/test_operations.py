@@ -71,7 +71,8 @@ def test_config_reload_and_broken_edit(upstream, tmp_path):
     try:
         c = openai.OpenAI(base_url=g.base + "/v1", api_key=CLIENT_KEY, max_retries=0)
         assert c.chat.completions.create(model="pick", messages=HELLO).model == "pick"
-        upstream_model = lambda: upstream.received()[-1]["body"]["model"]
+        def upstream_model():
+            return upstream.received()[-1]["body"]["model"]
         assert upstream_model() == "gpt-4o-mini"
 
         cfg["routing"]["aliases"] = {"pick": "up/qwen3-coder-30b"}

@@ -4,7 +4,6 @@ request that passes through it, in front of the strict provider doubles."""
 
 import json
 import os
-import sys
 import time
 
 import httpx

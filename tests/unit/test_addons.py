@@ -2,12 +2,13 @@ import json
 import logging
 
 import pytest
+from mitmproxy import exceptions
+from mitmproxy.test import taddons, tflow
+
 from llmgate.addons.client_auth import ClientAuth
 from llmgate.addons.config_watch import ConfigWatch
 from llmgate.runtime import Runtime
 from llmgate.settings import parse_settings
-from mitmproxy import exceptions
-from mitmproxy.test import taddons, tflow
 
 
 def runtime_with(text: str) -> Runtime:

@@ -9,7 +9,6 @@ from pathlib import Path
 import anthropic
 import httpx
 import pytest
-from llmgate.providers.claude_code_shim import ClaudeCodeShim, redact
 
 from converters import canonical as cn
 from converters.claude_code import (
@@ -18,6 +17,7 @@ from converters.claude_code import (
     collect,
     prompt_of,
 )
+from llmgate.providers.claude_code_shim import ClaudeCodeShim, redact
 
 FAKE_DIR = Path(__file__).resolve().parent.parent / "fake_claude"
 

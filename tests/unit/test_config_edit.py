@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from llmgate.operations import config_edit as ce
 from llmgate.settings import ConfigError, load_settings
 

@@ -4,6 +4,10 @@ import struct
 
 import pytest
 from botocore.eventstream import EventStreamBuffer
+from mitmproxy import contentviews, http
+from mitmproxy.contentviews import Metadata
+from mitmproxy.test import taddons, tflow
+
 from llmgate.views.contentviews import (
     ContentViews,
     aws_eventstream_view,
@@ -11,9 +15,6 @@ from llmgate.views.contentviews import (
     render_sse,
     sse_view,
 )
-from mitmproxy import contentviews, http
-from mitmproxy.contentviews import Metadata
-from mitmproxy.test import taddons, tflow
 
 # ------------------------------------------------------------------ helpers
 

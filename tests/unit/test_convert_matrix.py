@@ -790,7 +790,7 @@ def run_stream(upstream: str, client: str, data: bytes, cuts: list[int]) -> byte
     """Feed `data` split at the offsets `cuts`, then end the stream cleanly."""
     t = Converting(STREAM_DECODER[upstream](), stream_encoder(client))
     bounds = [0, *cuts, len(data)]
-    return b"".join(t.feed(data[a:b]) for a, b in zip(bounds, bounds[1:])) + t.finish()
+    return b"".join(t.feed(data[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)) + t.finish()
 
 
 def events_of(out: bytes) -> list[tuple[str | None, Any]]:

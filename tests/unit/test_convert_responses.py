@@ -566,7 +566,7 @@ def test_encoder_output_decodes_to_the_same_blocks():
         want = [b for b in blocks_of(source) if not (isinstance(b, cn.Text) and not b.text)]
         got = blocks_of(back)
         # the only difference: a thinking signature comes back in its wrapped, client-side form
-        for w, g in zip(want, got):
+        for w, g in zip(want, got, strict=False):
             if isinstance(w, cn.Thinking) and w.signature:
                 assert g.encrypted_content == responses.SIG_PREFIX + w.signature
                 g.encrypted_content, g.signature = None, w.signature

@@ -10,11 +10,11 @@ import time
 from types import SimpleNamespace
 
 import pytest
+
 from llmgate.credentials import store as credentials
 from llmgate.credentials.accounts import OAuthAccount
 from llmgate.credentials.store import CredentialsFile, FileLock, LoginRequired, RefreshFailed, write_atomic
 from llmgate.errors import GatewayError
-
 from tests.unwritable import fill, immutable, small_disk
 
 

@@ -9,12 +9,13 @@ import threading
 
 import pytest
 from aiohttp import web
-from llmgate.operations import first_run
+from mitmproxy.test import taddons
+
 from llmgate.addons.config_watch import ConfigWatch
+from llmgate.operations import first_run
 from llmgate.operations.first_run import Detection, Found, detect, merge
 from llmgate.runtime import Runtime
 from llmgate.settings import parse_settings
-from mitmproxy.test import taddons
 
 SECRET = "sk-test-secret-0123456789"
 

@@ -1,8 +1,9 @@
 import pytest
-from llmgate.addons.flow_limit import FlowLimit
 from mitmproxy import exceptions
 from mitmproxy.addons.view import View
 from mitmproxy.test import taddons, tflow
+
+from llmgate.addons.flow_limit import FlowLimit
 
 
 def arrive(view: View, limit: FlowLimit, live: bool = False):

@@ -2,15 +2,16 @@
 client flows at the client's address, and mitmweb's comment column on unless the user chose columns.
 End to end against a real mitmweb: tests/e2e/test_mitmweb_debugger.py."""
 
-from llmgate.addons.accounting import INBOUND, Accounting
-from llmgate.addons.flow_record import FlowRecorder, marker, show_client_address, upstream_flow
-from llmgate.request_path.provider_call import Exchange
-from llmgate.addons.redaction import Redactor
-from llmgate.runtime import UPSTREAM_MARK, Runtime
-from llmgate.request_path.upstream import UpstreamRequest
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 from mitmproxy.tools.web.webaddons import WebAddon
+
+from llmgate.addons.accounting import INBOUND, Accounting
+from llmgate.addons.flow_record import FlowRecorder, marker, show_client_address, upstream_flow
+from llmgate.addons.redaction import Redactor
+from llmgate.request_path.provider_call import Exchange
+from llmgate.request_path.upstream import UpstreamRequest
+from llmgate.runtime import UPSTREAM_MARK, Runtime
 
 SECRET = "up-secret-key-0123"
 

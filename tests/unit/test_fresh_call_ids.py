@@ -1,10 +1,9 @@
 """Tool-call ids an upstream repeats across turns (call_0, call_1, ... per answer) are made
 unique before the client sees them: Claude Code keys calls by id and dropped the repeat."""
 
-from llmgate.request_path.wire import fresh_call_ids
-
 from converters import call_ids
 from converters import canonical as cn
+from llmgate.request_path.wire import fresh_call_ids
 
 
 def test_a_repeated_id_gets_a_new_one_and_fresh_ids_are_kept():

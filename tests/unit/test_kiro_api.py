@@ -356,7 +356,7 @@ def test_tool_use_fragments_with_one_verbatim_repeat(http):
     assert len(ids) == 2 and all(i.startswith("tooluse_") for i in ids)
     repeats = [i for i in range(1, len(uses)) if uses[i] == uses[i - 1]]
     assert len(repeats) == 1 and "input" in uses[repeats[0]]
-    for n, (tool_use_id, name) in enumerate(zip(ids, ["get_weather", "get_time"])):
+    for n, (tool_use_id, name) in enumerate(zip(ids, ["get_weather", "get_time"], strict=False)):
         mine = [u for u in uses if u["toolUseId"] == tool_use_id]
         assert all(u["name"] == name for u in mine)
         assert "input" not in mine[0] and mine[-1] == {"name": name, "toolUseId": tool_use_id,

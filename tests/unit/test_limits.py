@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from converters import openai_chat
 from converters.json_limits import exceeds, too_deep
-from llmgate.request_path.client_apis import ANTHROPIC, GEMINI, OPENAI_CHAT, RESPONSES
-from llmgate.errors import GatewayError
 from llmgate.addons.limits import TICK, ClientLimits, Conn, decode
+from llmgate.errors import GatewayError
+from llmgate.request_path.client_apis import ANTHROPIC, GEMINI, OPENAI_CHAT, RESPONSES
 from llmgate.runtime import Runtime
 from llmgate.settings import Limits
 

@@ -409,7 +409,7 @@ def test_embeddings_dimensions_truncate_and_renormalize(http):
     full = embed(http, dimensions=32, encoding_format="float").json()["data"][0]["embedding"]
     assert (len(short), len(full)) == (3, 32)
     scale = math.sqrt(sum(v * v for v in full[:3]))
-    assert all(math.isclose(s, f / scale, rel_tol=1e-5) for s, f in zip(short, full[:3]))
+    assert all(math.isclose(s, f / scale, rel_tol=1e-5) for s, f in zip(short, full[:3], strict=False))
     large = embed(http, model="text-embedding-3-large", dimensions=3072).json()  # float by default
     assert len(large["data"][0]["embedding"]) == 3072
 

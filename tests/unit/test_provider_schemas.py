@@ -5,14 +5,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from llmgate.addons.flow_record import REDACTED, redacted_headers
+from llmgate.addons.redaction import SECRET_HEADERS
+from llmgate.errors import GatewayError
 from llmgate.operations import config_edit
 from llmgate.operations.admin_api import _strict
-from llmgate.errors import GatewayError
-from llmgate.addons.flow_record import REDACTED, redacted_headers
 from llmgate.providers import PROVIDER_TYPES
 from llmgate.providers.base import ProviderKind
 from llmgate.providers.iflow import signed_headers
-from llmgate.addons.redaction import SECRET_HEADERS
 from llmgate.settings import KIND_FIELDS, PROVIDER_MODELS, ConfigError, ProviderSettings, parse_settings
 
 COMMON = set(ProviderSettings.model_fields)

@@ -1,6 +1,5 @@
-from llmgate.request_path.wire import ReasoningMemory
-
 from converters import canonical as cn
+from llmgate.request_path.wire import ReasoningMemory
 
 
 def turn(call_id, *thinking):

@@ -4,10 +4,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from llmgate.errors import GatewayError
-from llmgate.request_path.model_names import check_model_name
-from llmgate.providers.gemini_api import KIND as GEMINI
 from llmgate.addons.redaction import MIN_SECRET, Redactor, Scrubbing, Secrets, secrets_of
+from llmgate.errors import GatewayError
+from llmgate.providers.gemini_api import KIND as GEMINI
+from llmgate.request_path.model_names import check_model_name
 from llmgate.settings import GatewaySettings
 
 KEY = "sk-abcdefgh12345678"

@@ -1,4 +1,5 @@
 import pytest
+
 from llmgate.errors import GatewayError
 from llmgate.request_path.routing import resolve
 from llmgate.settings import parse_settings

@@ -4,8 +4,9 @@ import os
 import re
 
 import pytest
-from llmgate.settings import ConfigError, load_settings, parse_settings
 from mitmproxy.test import taddons
+
+from llmgate.settings import ConfigError, load_settings, parse_settings
 
 GOOD = """
 server:

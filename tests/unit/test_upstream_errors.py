@@ -1,7 +1,8 @@
-from llmgate.request_path.inbound import match
-from llmgate.settings import ProviderSettings
-from llmgate.request_path.wire import openai_error as upstream_error
 from multidict import CIMultiDict
+
+from llmgate.request_path.inbound import match
+from llmgate.request_path.wire import openai_error as upstream_error
+from llmgate.settings import ProviderSettings
 
 P = ProviderSettings(id="lms", type="openai", base_url="http://h/v1", api_key="sk-provider-secret-123")
 

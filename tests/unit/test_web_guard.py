@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from llmgate.addons.web_guard import host_refusal, page_refusal
 
 OWN = ("127.0.0.1", 8143)

@@ -124,8 +124,9 @@ import re
 import secrets
 import string
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from aiohttp import web

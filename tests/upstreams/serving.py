@@ -9,7 +9,8 @@ import asyncio
 import json
 import signal
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
