@@ -43,7 +43,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 MIGRATION_LOCK = 7_596_150_771  # pg_advisory_xact_lock key: hosts starting together migrate one at a time
 MEMORY_ROWS = 10_000  # rows held when neither PostgreSQL nor the spill file takes them
 RETRY_EVERY = 2.0  # seconds between connection attempts while PostgreSQL is away
-CONNECT_TIMEOUT = 3  # seconds (libpq's connect_timeout)
+# libpq has no query timeout: keepalives and tcp_user_timeout end a connection to a host that
+# vanished (network cut, power loss) instead of leaving the writer waiting for ever
+LIBPQ = {"connect_timeout": 3, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+         "keepalives_count": 3, "tcp_user_timeout": 30_000}
 REPLAY_CHUNKS = 20  # spill chunks (of BATCH rows) replayed per flush, so new rows are not held up long
 
 INSERT = (f"INSERT INTO requests (uid, {', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * (len(COLUMNS) + 1))}) "
@@ -105,7 +108,7 @@ class PgReader:
 def read(url: str, query: Callable[..., Any], *args: Any, empty: Any = None) -> Any:
     """Run one of request_log's read queries on PostgreSQL; Unreadable when it cannot answer."""
     try:
-        with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT) as conn:
+        with psycopg.connect(url, **LIBPQ) as conn:
             conn.read_only = True
             return query(PgReader(conn), *args)
     except psycopg.errors.UndefinedTable:
@@ -122,8 +125,7 @@ class PostgresSink:
         self.url = url
         self.spill_path = spill
         self.clock = clock
-        self._connect_pg = connect_pg or (lambda: psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT,
-                                                                  autocommit=True))
+        self._connect_pg = connect_pg or (lambda: psycopg.connect(url, autocommit=True, **LIBPQ))
         self._conn: psycopg.Connection | None = None
         self._spill: sqlite3.Connection | None = None
         self._spilled: int | None = None  # rows in the spill table (None: not looked yet)
