@@ -1,4 +1,5 @@
 """Entry point: mitmdump -s addons/gateway.py --mode reverse:http://127.0.0.1:1@8143 --set connection_strategy=lazy
+(intercept mode: --mode regular@8080 instead, or beside it; README "Intercept mode")
 
 Builds the gateway's addon list; each addon lives in the llmgate package beside this file.
 """
@@ -20,6 +21,7 @@ from llmgate.addons.cors import Cors  # noqa: E402
 from llmgate.addons.flow_limit import FlowLimit  # noqa: E402
 from llmgate.addons.flow_record import FlowRecorder  # noqa: E402
 from llmgate.addons.front_door import FrontDoor  # noqa: E402
+from llmgate.addons.intercept import Intercept  # noqa: E402
 from llmgate.addons.limits import ClientLimits  # noqa: E402
 from llmgate.addons.redaction import Redaction  # noqa: E402
 from llmgate.runtime import Runtime  # noqa: E402
@@ -29,6 +31,7 @@ runtime = Runtime()
 addons = [
     ConfigWatch(runtime),
     ClientLimits(runtime),  # body size, connection timeouts and cap, HTTP/1.0 answers
+    Intercept(runtime),  # regular mode: the CLIs' vendor calls, routed or passed on (before ClientAuth, FrontDoor)
     Cors(runtime),  # before ClientAuth: a preflight never carries credentials
     ClientAuth(runtime),
     Redaction(runtime),  # before Accounting and FlowRecorder, which record answers

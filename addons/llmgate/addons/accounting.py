@@ -90,7 +90,8 @@ class Accounting:
         else:
             first = flow.response.timestamp_start if flow.response is not None else None
             sent = flow.response.content if flow.response is not None else None
-            tokens = usage.of_body(sent) if status < 400 and sent else None
+            count = usage.of_stream if info.get("stream") else usage.of_body  # a passed-on stream (addons/intercept)
+            tokens = count(sent) if status < 400 and sent else None
             error = error_code(sent) if status >= 400 else None
         if flow.response is None and streamed and error is None:
             status = 200  # the relay's answer, whole, though mitmproxy dropped the flow's response
@@ -99,7 +100,7 @@ class Accounting:
         row: dict[str, Any] = {
             "ts": start, "key_id": flow.metadata.get(KEY_ID), "inbound": info.get("inbound"),
             "endpoint": info.get("endpoint"), "model": info.get("model"), "provider": routed.get("provider"),
-            "account": ex.account if ex is not None and ex.account else None,
+            "account": ex.account if ex is not None and ex.account else routed.get("account"),
             "upstream_model": routed.get("upstream_model"),
             "attempts": len(ex.earlier) + 1 if ex is not None else 0,  # members called, failed-over ones included
             "status": status, "stream": int(bool(info.get("stream"))),

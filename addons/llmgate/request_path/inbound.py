@@ -21,7 +21,7 @@ A forced provider may be named by its type when exactly one provider has it (llm
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from mitmproxy import http
@@ -39,6 +39,9 @@ _POSTS = {
     "/v1/messages/count_tokens": ("count_tokens", ANTHROPIC),
 }
 _SEED_PREFIXES = {"anthropic": "/v1", "gemini": "/v1beta"}
+# flow.metadata of a regular-mode flow (llmgate/addons/intercept): {"host", "action": "route" | "passthrough"},
+# and for a routed call the gateway "path" it is, with the rule's "provider" or routing "model"
+INTERCEPT_MARK = "llmgate.intercept"
 ROUTES_HINT = ("Routes: POST /v1/chat/completions, /v1/responses, /v1/embeddings, /v1/messages, "
                "/v1beta/models/{model}:generateContent; GET /v1/models, /v1beta/models, /health "
                "(also under /{provider}/...).")
@@ -56,8 +59,10 @@ class Inbound:
 
 
 def inbound_of(flow: http.HTTPFlow, settings: GatewaySettings) -> Inbound:
-    return match(flow.request.path.split("?", 1)[0], "anthropic-version" in flow.request.headers,
-                 lambda pid: settings.provider(pid) is not None)
+    routed = flow.metadata.get(INTERCEPT_MARK) or {}  # a CLI's vendor call an intercept rule routes
+    ib = match(routed.get("path") or flow.request.path.split("?", 1)[0], "anthropic-version" in flow.request.headers,
+               lambda pid: settings.provider(pid) is not None)
+    return replace(ib, forced=routed["provider"]) if "provider" in routed else ib
 
 
 def match(path: str, anthropic_version: bool, is_provider: Callable[[str], bool]) -> Inbound:

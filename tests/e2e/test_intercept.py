@@ -1,0 +1,273 @@
+"""Intercept mode end to end: the real Claude Code and Gemini CLIs, started with HTTPS_PROXY
+pointing at the gateway in mitmproxy's regular mode and its CA trusted (NODE_EXTRA_CA_CERTS), as
+README "Intercept mode" says. The vendor hosts are connected to local TLS doubles by a test-only
+second script (tests/e2e/vendor_hosts.py), which plays DNS; the doubles' certificates come from
+a test CA the gateway is told to trust for upstreams. Calls an intercept rule matches must be
+answered by the gateway's provider (an OpenAI-compatible double), the others must reach the
+vendor double byte for byte with the CLI's own key; hosts not listed are tunnelled untouched."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from mitmproxy import certs, io
+
+from tests.agents.brain import Plan
+from tests.agents.conftest import QUIET, SETTINGS, agent_bin, run_bounded  # noqa: F401  (agent_bin: fixture)
+from tests.e2e.conftest import closed_port
+from tests.harness import ROOT, Gateway
+from tests.upstreams import anthropic_api, gemini_api, openai_compat, serving
+from tests.upstreams.serving import ServerThread
+
+ANTHROPIC_KEY = "sk-ant-vendor-cli-key-0123456789"  # the CLIs' own vendor keys
+GEMINI_KEY = "AIzaVendorCliKey0123456789"
+UPSTREAM_KEY = "gateway-provider-key-0123"
+CLIENT_KEY = "sk-gateway-client-key"  # server.api_keys: not asked of intercepted calls
+ROUTED_TEXT = "ROUTED-BY-GATEWAY"
+VENDOR_TEXT = "ANSWERED-BY-VENDOR"
+RUN_TIMEOUT = 40
+
+
+class TlsDouble(ServerThread):
+    """A provider double served over TLS with a certificate for its vendor host, keeping every
+    request as it arrived (path, headers, raw body)."""
+
+    def __init__(self, app: web.Application, cert: Path, key: Path):
+        self.raw: list[tuple[str, dict[str, str], bytes]] = []
+
+        @web.middleware
+        async def tap(request: web.Request, handler):
+            self.raw.append((request.path_qs, {k.lower(): v for k, v in request.headers.items()},
+                             await request.read()))
+            return await handler(request)
+
+        app.middlewares.insert(0, tap)
+        super().__init__(app)
+        self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.tls.load_cert_chain(cert, key)
+
+    async def _start(self) -> int:
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.tls).start()
+        return self.runner.addresses[0][1]
+
+
+def answer(text: str):
+    return lambda wire, body: Plan(text=text)
+
+
+@pytest.fixture(scope="module")
+def vendor_ca(tmp_path_factory) -> tuple[Path, callable]:
+    """A CA for the doubles (the gateway trusts it for upstreams) and a cert/key maker."""
+    folder = tmp_path_factory.mktemp("vendor-ca")
+    store = certs.CertStore.from_store(folder, "vendor", 2048)
+
+    def issue(host: str) -> tuple[Path, Path]:
+        entry = store.get_cert(host, [x509.DNSName(host)])
+        cert, key = folder / f"{host}.pem", folder / f"{host}.key"
+        cert.write_bytes(entry.cert.to_pem())
+        key.write_bytes(entry.privatekey.private_bytes(serialization.Encoding.PEM,
+                                                       serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+        return cert, key
+
+    return folder / "vendor-ca-cert.pem", issue
+
+
+@pytest.fixture(scope="module")
+def stack(vendor_ca, tmp_path_factory):
+    # the vendor double checks keys, headers and models, not the body's schema: the current CLI
+    # sends fields (diagnostics, cache_control.scope) newer than the double's
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(anthropic_api, "validate_create", lambda body: None)
+        mp.setattr(anthropic_api, "validate_semantics", lambda state, body, model: None)
+        yield from _stack(vendor_ca, tmp_path_factory)
+
+
+def _stack(vendor_ca, tmp_path_factory):
+    ca_file, issue = vendor_ca
+    doubles = {
+        "api.anthropic.com": TlsDouble(anthropic_api.make_app(ANTHROPIC_KEY, anthropic_api.DEFAULT_MODELS,
+                                                              brain=answer(VENDOR_TEXT)), *issue("api.anthropic.com")),
+        "generativelanguage.googleapis.com": TlsDouble(
+            gemini_api.make_app(GEMINI_KEY, gemini_api.DEFAULT_MODELS, brain=answer(VENDOR_TEXT)),
+            *issue("generativelanguage.googleapis.com")),
+        "elsewhere.test": TlsDouble(web.Application(), *issue("elsewhere.test")),  # not an LLM host
+    }
+    for d in doubles.values():
+        d.__enter__()
+    provider = ServerThread(openai_compat.make_app(UPSTREAM_KEY, ["qwen3-coder-plus", "gemini-2.5-flash"],
+                                                   brain=answer(ROUTED_TEXT)))
+    tmp = tmp_path_factory.mktemp("intercept")
+    cfg = {
+        "server": {"api_keys": [CLIENT_KEY]},
+        "providers": [{"id": "up", "type": "openai", "base_url": provider.__enter__() + "/v1",
+                       "api_key": UPSTREAM_KEY, "models": ["qwen3-coder-plus", "gemini-2.5-flash"]}],
+        "intercept": {
+            "hosts": ["api.anthropic.com", "generativelanguage.googleapis.com"],
+            "rules": [{"host": "api.anthropic.com", "model": "claude-haiku-*", "route": "up/qwen3-coder-plus"},
+                      {"host": "generativelanguage.googleapis.com", "model": "gemini-2.5-flash", "provider": "up"}],
+        },
+    }
+    mapping = ",".join(f"{h}={d.port}" for h, d in doubles.items())
+    # beside the harness's reverse listener (two cannot both take port 0)
+    gw = Gateway(cfg, tmp / "proxy.yaml", "--mode", f"regular@{closed_port()}",
+                 "-s", str(ROOT / "tests" / "e2e" / "vendor_hosts.py"),
+                 "--set", f"test_vendor_hosts={mapping}", "--set", f"confdir={tmp / 'mitmproxy'}",
+                 "--set", f"ssl_verify_upstream_trusted_ca={ca_file}", "--set", f"save_stream_file={tmp / 'flows'}")
+    proxy_port = int(gw.wait_for(r"HTTP\(S\) proxy listening at 127\.0\.0\.1:(\d+)").group(1))
+    gw.port = int(gw.wait_for(r"reverse proxy to \S+ listening at 127\.0\.0\.1:(\d+)").group(1))
+    gw.base = f"http://127.0.0.1:{gw.port}"
+    yield {"gw": gw, "proxy": proxy_port, "doubles": doubles, "provider": provider, "tmp": tmp,
+           "ca": tmp / "mitmproxy" / "mitmproxy-ca-cert.pem"}
+    gw.stop()
+    for d in (*doubles.values(), provider):
+        d.__exit__(None, None, None)
+
+
+def cli_env(agent_bin: Path, home: Path, s: dict) -> dict[str, str]:
+    """README "Intercept mode": the proxy and its CA; nothing else about the CLI changes."""
+    return {"PATH": f"{agent_bin}:{os.environ['PATH']}", "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_CACHE_HOME": str(home / ".cache"), "TMPDIR": str(home), **QUIET,
+            "HTTPS_PROXY": f"http://127.0.0.1:{s['proxy']}", "NODE_EXTRA_CA_CERTS": str(s["ca"])}
+
+
+def run_cli(agent: str, model: str, agent_bin: Path, s: dict) -> tuple[int | None, str]:
+    home = s["tmp"] / f"{agent}-{model}"
+    (home / "work").mkdir(parents=True)
+    env = cli_env(agent_bin, home, s)
+    if agent == "claude":
+        args = ["claude", "-p", "Say hello.", "--model", model]
+        env["ANTHROPIC_API_KEY"] = ANTHROPIC_KEY
+    else:
+        (home / ".gemini").mkdir()
+        (home / ".gemini" / "settings.json").write_text(
+            json.dumps({**SETTINGS, "security": {"auth": {"selectedType": "gemini-api-key"}}}))
+        args = ["gemini", "-p", "Say hello.", "-m", model]
+        env["GEMINI_API_KEY"] = GEMINI_KEY
+    return run_bounded(args, home / "work", env, RUN_TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def runs(stack, agent_bin) -> dict[tuple[str, str], tuple[int | None, str]]:
+    """Each CLI once with a model a rule routes and once with one that passes through."""
+    combos = [("claude", "claude-haiku-4-5"), ("claude", "claude-sonnet-4-5"),
+              ("gemini", "gemini-2.5-flash"), ("gemini", "gemini-2.5-pro")]
+    with ThreadPoolExecutor(4) as pool:
+        futures = {c: pool.submit(run_cli, *c, agent_bin, stack) for c in combos}
+        return {c: f.result() for c, f in futures.items()}
+
+
+def log_rows(s: dict, want: int) -> list[dict]:
+    """The gateway's request log (through its reverse listener beside the proxy one)."""
+    rows: list[dict] = []
+    for _ in range(40):
+        rows = httpx.get(s["gw"].base + "/admin/requests", params={"limit": 1000}).json()["requests"]
+        if len(rows) >= want:
+            break
+        time.sleep(0.25)
+    return rows
+
+
+def vendor_calls(s: dict, host: str, marker: str) -> list[tuple[str, dict[str, str], bytes]]:
+    return [r for r in s["doubles"][host].raw if marker.encode() in r[2] or marker in r[0]]
+
+
+def test_claude_code_routed_call_is_answered_by_the_gateways_provider(stack, runs):
+    rc, out = runs[("claude", "claude-haiku-4-5")]
+    assert rc == 0 and ROUTED_TEXT in out, out[-2000:]
+    got = [r for r in stack["provider"].app[serving.REQUEST_LOG]
+           if r["body"] and r["body"].get("model") == "qwen3-coder-plus"]
+    assert got, "the provider double saw no routed call"
+    assert all(r["headers"]["authorization"] == f"Bearer {UPSTREAM_KEY}" for r in got)
+    assert ANTHROPIC_KEY not in json.dumps(got), "the CLI's vendor key reached another provider"
+    assert not vendor_calls(stack, "api.anthropic.com", "claude-haiku-4-5"), "a routed call reached the vendor"
+
+
+def test_claude_code_unrouted_call_reaches_the_vendor_unchanged(stack, runs):
+    rc, out = runs[("claude", "claude-sonnet-4-5")]
+    assert rc == 0 and VENDOR_TEXT in out, out[-2000:]
+    calls = [r for r in vendor_calls(stack, "api.anthropic.com", '"claude-sonnet-4-5"') if "/v1/messages" in r[0]]
+    assert calls, "the vendor double saw no call"
+    assert all(h.get("x-api-key") == ANTHROPIC_KEY for _, h, _ in calls), "the CLI's own key did not arrive"
+    recorded = {bytes(f.request.raw_content) for f in flows(stack)
+                if f.request.host == "api.anthropic.com" and b'"claude-sonnet-4-5"' in (f.request.raw_content or b"")}
+    assert {body for _, _, body in calls} <= recorded, "the vendor got other bytes than the CLI sent"
+
+
+def test_gemini_cli_routed_and_passed_through(stack, runs):
+    rc, out = runs[("gemini", "gemini-2.5-flash")]
+    assert rc == 0 and ROUTED_TEXT in out, out[-2000:]
+    assert not vendor_calls(stack, "generativelanguage.googleapis.com", "models/gemini-2.5-flash:")
+    rc, out = runs[("gemini", "gemini-2.5-pro")]
+    assert rc == 0 and VENDOR_TEXT in out, out[-2000:]
+    calls = vendor_calls(stack, "generativelanguage.googleapis.com", "models/gemini-2.5-pro:")
+    assert calls and all(h.get("x-goog-api-key") == GEMINI_KEY for _, h, _ in calls)
+    recorded = {bytes(f.request.raw_content) for f in flows(stack) if "gemini-2.5-pro:" in f.request.path}
+    assert {body for _, _, body in calls} <= recorded
+
+
+def test_request_log_and_flows_show_the_intercepted_calls_without_their_keys(stack, runs):
+    rows = log_rows(stack, 4)
+    passed = {r["model"] for r in rows if r["provider"] == "passthrough"}
+    routed = {r["model"] for r in rows if r["provider"] == "up"}
+    assert {"claude-sonnet-4-5", "gemini-2.5-pro"} <= passed, rows
+    assert {"claude-haiku-4-5", "gemini-2.5-flash"} <= routed, rows
+    hosts = {r["account"] for r in rows if r["provider"] == "passthrough"}
+    assert hosts <= {"api.anthropic.com", "generativelanguage.googleapis.com"} and len(hosts) == 2
+    assert all(r["status"] == 200 for r in rows if r["model"] in passed | routed), rows
+    assert any(r["stream"] and r["completion_tokens"] for r in rows if r["provider"] == "passthrough"), rows
+    recorded = flows(stack)
+    vendor = [f for f in recorded if f.request.host in ("api.anthropic.com", "generativelanguage.googleapis.com")]
+    assert vendor and all(f.request.port == 443 for f in vendor)
+    dump = b"".join(bytes(str(f.request.headers), "utf-8") + (f.request.raw_content or b"") for f in recorded)
+    assert ANTHROPIC_KEY.encode() not in dump and GEMINI_KEY.encode() not in dump
+    streamed = [f for f in vendor if f.comment.endswith("(passthrough)") and f.response
+                and "event-stream" in f.response.headers.get("content-type", "")]
+    assert streamed and all(VENDOR_TEXT.encode() in f.response.content for f in streamed)
+
+
+def flows(s: dict) -> list:
+    with open(s["tmp"] / "flows", "rb") as f:
+        return [f for f in io.FlowReader(f).stream() if hasattr(f, "request")]
+
+
+def test_other_hosts_are_tunnelled_without_tls_interception(stack):
+    """A CONNECT to a host not in intercept.hosts meets that server's own certificate; one to a
+    vendor host meets the gateway's CA."""
+    assert issuer_via_proxy(stack, "elsewhere.test") == "vendor"
+    assert issuer_via_proxy(stack, "api.anthropic.com") == "mitmproxy"
+
+
+def issuer_via_proxy(s: dict, host: str) -> str:
+    sock = socket.create_connection(("127.0.0.1", s["proxy"]), timeout=10)
+    with sock:
+        sock.sendall(f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        with ctx.wrap_socket(sock, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+    issuer = certs.Cert.from_pem(ssl.DER_cert_to_PEM_cert(der).encode()).issuer
+    return dict(issuer).get("O", "") if issuer else ""
+
+
+def test_the_reverse_listener_beside_keeps_its_client_keys(stack):
+    r = httpx.get(stack["gw"].base + "/v1/models")
+    assert r.status_code == 401
+    r = httpx.get(stack["gw"].base + "/v1/models", headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+    assert r.status_code == 200 and "qwen3-coder-plus" in r.text
