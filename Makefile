@@ -4,7 +4,7 @@ HOST ?= 127.0.0.1
 WEB_PORT ?= 8081
 CONFIG ?= proxy.yaml
 
-.PHONY: setup setup-test run web test bench screenshots
+.PHONY: setup setup-test run web cores test bench screenshots
 
 # what running needs (mitmproxy and a few libraries); setup-test adds the SDKs and test tools
 setup:
@@ -24,12 +24,17 @@ web: setup
 		--listen-host $(HOST) --set connection_strategy=lazy --set gateway_config=$(CONFIG) \
 		--set web_port=$(WEB_PORT)
 
+# one gateway per core behind HAProxy (deploy/haproxy.cfg; README "Running on several cores / hosts")
+cores: setup
+	@CORES=$(CORES) PORT=$(PORT) HOST=$(HOST) CONFIG=$(CONFIG) scripts/cores.sh
+
 test: setup-test
 	.venv/bin/python -m pytest -q
 
 bench: setup-test
 	.venv/bin/python bench/bench.py
 	.venv/bin/python bench/streams.py --streams 100 200 1000
+	.venv/bin/python bench/cores.py
 
 # PNGs of each web console page (/ui) for the README, in docs/screenshots/ (needs Debian's chromium)
 screenshots: setup-test

@@ -1,0 +1,137 @@
+"""Several cores: N gateway processes behind HAProxy against one, and what shared state costs.
+
+Prints, side by side in one run (rounds alternate, the ratio is the median of side-by-side
+ratios; non-streamed chat completions, passthrough route):
+  - requests/s of one gateway process behind HAProxy and of N processes behind it, and
+    N-process throughput as a multiple of one process's (target >= 0.85 x N; on a machine with
+    N cores that also runs the upstream double, HAProxy and the load generator, read it as a
+    figure, not a verdict);
+  - the latency shared state adds per request at p50, one connection: the same gateway with
+    `server.state: redis://...` (a real redis-server) against the SQLite state file
+    (target <= 0.3 ms);
+  - the CPU the state check costs per request in-process (PoolState.cooling with the state file
+    attached, against none).
+
+    .venv/bin/python bench/cores.py [--processes N] [--seconds 4] [--rounds 3] [--no-redis]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import KEY, free_port, load, start_mitmdump  # noqa: E402  (bench/bench.py: this folder is on sys.path)
+from tests.harness import ROOT, Proc, Upstream  # noqa: E402
+from tests.services import haproxy, redis_server  # noqa: E402
+
+CHAT = "/v1/chat/completions"
+MODEL = "gpt-4o-mini"
+
+
+def gateways(n: int, config: Path) -> list[tuple[Proc, int]]:
+    started = []
+    for _ in range(n):
+        port = free_port()
+        started.append((start_mitmdump(port, "http://127.0.0.1:1", "-s", str(ROOT / "addons/gateway.py"),
+                                       "--set", "connection_strategy=lazy", "--set", f"gateway_config={config}"),
+                        port))
+    return started
+
+
+def write_config(folder: Path, up: Upstream, state: str | None) -> Path:
+    path = folder / ("redis.yaml" if state else "local.yaml")
+    server = f"{{api_keys: [{KEY}]{f', state: {state!r}' if state else ''}}}"
+    path.write_text(f"server: {server}\nlog: {{enabled: false}}\n"
+                    f"providers:\n  - {{id: up, type: openai, base_url: '{up.base}/v1', models: [{MODEL}]}}\n")
+    return path
+
+
+def throughput(args: argparse.Namespace, up: Upstream, folder: Path) -> None:
+    n = args.processes
+    config = write_config(folder, up, None)
+    procs = gateways(n, config)
+    try:
+        with haproxy([procs[0][1]]) as one, haproxy([p for _, p in procs]) as many:
+            targets = {"1 process": (one.base + CHAT, MODEL), f"{n} processes": (many.base + CHAT, MODEL)}
+            for t in targets.values():
+                load(t, 8, 1.0)
+            rps: dict[str, list[float]] = {name: [] for name in targets}
+            for r in range(args.rounds):
+                order = list(targets) if r % 2 == 0 else list(reversed(targets))
+                for name in order:
+                    rps[name].append(load(targets[name], 16 * n, args.seconds)[0])
+    finally:
+        for p, _ in procs:
+            p.stop()
+    print(f"non-stream throughput behind HAProxy ({os.cpu_count()} cores, {args.seconds:g} s x {args.rounds} rounds)")
+    for name, runs in rps.items():
+        print(f"  {name:14} {statistics.median(runs):8.0f} req/s")
+    ratio = statistics.median(b / a for a, b in zip(rps["1 process"], rps[f"{n} processes"], strict=True))
+    print(f"  {n} processes / 1 process: {ratio:.2f}x  (target >= {0.85 * n:.2f}x = 0.85 x {n})")
+
+
+def redis_latency(args: argparse.Namespace, up: Upstream, folder: Path) -> None:
+    with redis_server() as r:
+        (local, lp), = gateways(1, write_config(folder, up, None))
+        (shared, sp), = gateways(1, write_config(folder, up, r.url))
+        try:
+            targets = {"state file": (f"http://127.0.0.1:{lp}{CHAT}", MODEL),
+                       "redis": (f"http://127.0.0.1:{sp}{CHAT}", MODEL)}
+            for t in targets.values():
+                load(t, 1, 1.0)
+            p50: dict[str, list[float]] = {name: [] for name in targets}
+            for i in range(args.rounds):
+                for name in (list(targets) if i % 2 == 0 else list(reversed(targets))):
+                    p50[name].append(load(targets[name], 1, args.seconds)[1])
+        finally:
+            local.stop(), shared.stop()
+    added = statistics.median(b - a for a, b in zip(p50["state file"], p50["redis"], strict=True))
+    print(f"latency at p50, 1 connection: state file {statistics.median(p50['state file']):.2f} ms, "
+          f"redis {statistics.median(p50['redis']):.2f} ms; added by Redis {added:+.3f} ms (target <= 0.3 ms)")
+
+
+def state_check_cost(folder: Path, calls: int = 200_000) -> None:
+    from llmgate.request_path.pool import PoolState
+    from llmgate.state.local import LocalState
+
+    def per_call(pool: PoolState) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            pool.cooling("p", "acct", "m")
+        return (time.perf_counter() - start) / calls * 1e6
+
+    state = LocalState(folder / "check.sqlite")
+    attached = PoolState(state)
+    state.attach(attached)
+    bare, shared = per_call(PoolState()), per_call(attached)
+    print(f"cooldown check in-process: {bare:.2f} us without a state file, {shared:.2f} us with it "
+          f"(it looks at the file at most once per ms)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--processes", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-redis", action="store_true", help="skip the Redis latency runs")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as stack:
+        up = Upstream("openai_compat", "--models", MODEL)
+        stack.callback(up.stop)
+        print("\n== several cores (bench/cores.py) ==")
+        throughput(args, up, Path(d))
+        if not args.no_redis:
+            redis_latency(args, up, Path(d))
+        state_check_cost(Path(d))
+
+
+if __name__ == "__main__":
+    main()
