@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from llmgate.operations.request_log import BATCH, COLUMNS, Unreadable, connect
 
@@ -108,7 +109,7 @@ class PgReader:
 def read(url: str, query: Callable[..., Any], *args: Any, empty: Any = None) -> Any:
     """Run one of request_log's read queries on PostgreSQL; Unreadable when it cannot answer."""
     try:
-        with psycopg.connect(url, **LIBPQ) as conn:
+        with psycopg.connect(make_conninfo(url, **LIBPQ)) as conn:
             conn.read_only = True
             return query(PgReader(conn), *args)
     except psycopg.errors.UndefinedTable:
@@ -125,7 +126,7 @@ class PostgresSink:
         self.url = url
         self.spill_path = spill
         self.clock = clock
-        self._connect_pg = connect_pg or (lambda: psycopg.connect(url, autocommit=True, **LIBPQ))
+        self._connect_pg = connect_pg or (lambda: psycopg.connect(make_conninfo(url, **LIBPQ), autocommit=True))
         self._conn: psycopg.Connection | None = None
         self._spill: sqlite3.Connection | None = None
         self._spilled: int | None = None  # rows in the spill table (None: not looked yet)
@@ -286,7 +287,7 @@ class PostgresSink:
             self.dropped += len(batch) - room
 
     def spilled(self) -> int:
-        """Rows waiting in the spill file (for tests and status)."""
+        """Rows waiting in the spill file."""
         try:
             with closing(sqlite3.connect(self.spill_path)) as db:
                 return db.execute("SELECT COUNT(*) FROM pg_spill").fetchone()[0]
