@@ -114,6 +114,7 @@ class OAuthAccount(Account):
 
     async def refresh(self, data: dict[str, Any]) -> dict[str, Any]:
         """The refresh grant of this kind's OAuth client (Kiro has its own endpoints)."""
+        assert self.client is not None, "a kind without an OAuth client refreshes its own way"
         return await oauth.refresh(self.session(self.client.token_url), self.client, data)
 
 

@@ -1145,7 +1145,7 @@ def _shared_account(config: Path, pid: str, file: Path | None) -> tuple[str, str
     pattern = os.path.expanduser(configured)
     if glob.has_magic(pattern) and file is None:
         raise CliError(f"provider '{pid}' names one file per account ({configured}): pass --file")
-    named = file if glob.has_magic(pattern) else Path(pattern)
+    named = file if file is not None and glob.has_magic(pattern) else Path(pattern)
     return settings.server.state, fleet.account_name(named), (file or Path(pattern)).expanduser()
 
 
