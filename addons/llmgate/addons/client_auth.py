@@ -51,8 +51,13 @@ def presented_key(req: http.Request) -> str | None:
 def mask_client_credentials(req: http.Request, query_key: bool = True) -> None:
     """query_key: ?key= is a credential (Gemini's); on admin routes it is a filter."""
     fields = req.headers.fields
-    if any(k.lower() in CREDENTIAL_HEADERS for k, _ in fields):
-        req.headers.fields = tuple((k, b"[redacted]" if k.lower() in CREDENTIAL_HEADERS else v) for k, v in fields)
+    masked = None  # one pass, and a copy only when there is something to mask: this runs twice per request
+    for i, (k, _) in enumerate(fields):
+        if k.lower() in CREDENTIAL_HEADERS:
+            masked = masked or list(fields)
+            masked[i] = (k, b"[redacted]")
+    if masked is not None:
+        req.headers.fields = tuple(masked)
     if query_key and b"?" in req.data.path and "key" in req.query:
         req.query["key"] = REDACTED
 

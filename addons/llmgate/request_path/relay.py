@@ -57,7 +57,9 @@ class Capture:
         self.size += len(chunk)
 
     def bytes(self) -> bytes:
-        return b"".join(self.parts)
+        if len(self.parts) > 1:  # asked for twice per stream (the request log, the flow): joined once
+            self.parts = [b"".join(self.parts)]
+        return self.parts[0] if self.parts else b""
 
 
 class _ClientGone(Exception):
@@ -310,7 +312,9 @@ def restore(req: http.Request, saved: tuple) -> None:
 
 class StreamRelay:
     def __init__(self) -> None:
-        self._pipes: dict[str, Pipe] = {}
+        # token -> the stream and its unclaimed-expiry timer (cancelled when claimed: a timer
+        # left for every stream kept thousands in the event loop's heap under load)
+        self._pipes: dict[str, tuple[Pipe, asyncio.TimerHandle]] = {}
         self._server: asyncio.base_events.Server | None = None
         self._starting: asyncio.Lock | None = None
         self._serving: set[asyncio.Task] = set()  # in-process connections being served
@@ -339,12 +343,17 @@ class StreamRelay:
 
     def register(self, pipe: Pipe) -> str:
         token = secrets.token_urlsafe(16)
-        self._pipes[token] = pipe
-        asyncio.get_running_loop().call_later(CLAIM_TIMEOUT, self._expire, token)
+        self._pipes[token] = (pipe, asyncio.get_running_loop().call_later(CLAIM_TIMEOUT, self._expire, token))
         return token
 
+    def _claim(self, token: str) -> Pipe | None:
+        pipe, timer = self._pipes.pop(token, (None, None))
+        if timer is not None:
+            timer.cancel()
+        return pipe
+
     def _expire(self, token: str) -> None:
-        pipe = self._pipes.pop(token, None)
+        pipe = self._claim(token)
         if pipe is not None:
             pipe.abandon("unclaimed")
 
@@ -364,7 +373,7 @@ class StreamRelay:
                 request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
                 parts = request_line.split(" ")
                 token = parts[1].lstrip("/") if len(parts) == 3 else ""
-                pipe = self._pipes.pop(token, None)
+                pipe = self._claim(token)
                 if pipe is None:
                     writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                     await writer.drain()
