@@ -186,6 +186,8 @@ def test_redis_restart_keeps_serving_and_catches_up(tmp_path, redis, caplog):
         sa, sb = two(tmp_path, redis.url)
         a, b = attached(sa), attached(sb)
         await until(lambda: sa.up and sb.up, "connected")
+        a.cool("p", "early", "", 60, "429: before the restart")
+        await until(lambda: b.cooling("p", "early", "m") is not None, "shared before")
         redis.stop()
         await until(lambda: not sa.up and not sb.up, "outage noticed")
         a.cool("p", "acct", "m", 60, "429: while Redis was away")  # kept locally, sent on return
@@ -193,7 +195,12 @@ def test_redis_restart_keeps_serving_and_catches_up(tmp_path, redis, caplog):
         assert (await sa.acquire("lock", ttl=5)) is not None  # the file's lock meanwhile
         redis.start()
         await until(lambda: b.cooling("p", "acct", "m") is not None, "caught up after the restart")
-        sa.close(), sb.close()
+        # Redis came back empty: the processes wrote back what they knew, a newcomer reads it
+        sc = RedisState(LocalState(tmp_path / "c.sqlite"), redis.url)
+        c = attached(sc)
+        await until(lambda: c.cooling("p", "early", "m") is not None and c.cooling("p", "acct", "m") is not None,
+                    "the newcomer reads both")
+        sa.close(), sb.close(), sc.close()
 
     asyncio.run(run())
     assert caplog.text.count("unreachable") == 2  # once per process, not once per retry

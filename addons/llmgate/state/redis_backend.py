@@ -182,12 +182,23 @@ class RedisState:
         await self._send()
         raw = await self._redis.hgetall(COOLDOWNS)
         if self._pool is not None:
-            from llmgate.request_path.pool import Cooling
-
-            shared = {tuple(json.loads(k)): Cooling(*json.loads(v)) for k, v in raw.items()}
-            self._pool.cooldowns.clear()
-            self._pool.cooldowns.update(shared)  # type: ignore[arg-type]
+            self._merge({tuple(json.loads(k)): json.loads(v) for k, v in raw.items()})
         await self._redis.publish(CHANNEL, json.dumps({"k": "hello", "from": self.id}))
+
+    def _merge(self, shared: dict[Any, list[Any]]) -> None:
+        """Redis's cooldowns and ours, the later of each; ours that Redis lacks (it restarted
+        empty, or we learnt them while it was away) go out with the next send."""
+        from llmgate.request_path.pool import Cooling
+
+        assert self._pool is not None
+        mine = self._pool.cooldowns
+        for key, value in shared.items():
+            c = Cooling(*value)
+            if key not in mine or c.until >= mine[key].until:
+                mine[key] = c
+        self._dirty |= {k for k, c in mine.items() if k not in shared or shared[k][0] < c.until}
+        if self._dirty:
+            self._poke()
 
     # --- the two loops of a session ------------------------------------------------------------
 
