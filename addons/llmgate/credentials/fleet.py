@@ -267,7 +267,6 @@ class FleetCredentials(CredentialsFile):
         self._push = {"base": base_version, "data": self.data}
         await asyncio.to_thread(self._journal_push)
         await self._write_pending(fence)
-        log.info("credentials %s refreshed for the fleet", self.name)
         return self.data
 
     async def _newer_than(self, version: int) -> bool:
@@ -308,18 +307,22 @@ class FleetCredentials(CredentialsFile):
         self._retry_at = self._clock() + self._backoff
         try:
             lease = await self.state.acquire(lock_name(self.provider, self.account), LOCK_TTL)
-            if lease is None:  # someone is refreshing: later
-                return
-            try:
-                got = await self.state.get_fenced(self.key)
-                if _decode(got)[1] in (0, (self._push or {}).get("base")):
-                    await self._write_pending(lease.fence)
-                else:
-                    await self._refused()
-            finally:
-                await self.state.release(lease)
+        except UNREACHABLE as e:
+            return self._push_failed(e)
+        if lease is None:  # someone is refreshing: later
+            return
+        try:
+            if _decode(await self.state.get_fenced(self.key))[1] in (0, (self._push or {}).get("base")):
+                await self._write_pending(lease.fence)
+            else:
+                await self._refused()
         except UNREACHABLE as e:
             self._push_failed(e)
+        finally:
+            try:
+                await self.state.release(lease)
+            except UNREACHABLE:  # it lapses by itself
+                pass
 
     async def _write_pending(self, fence: int) -> None:
         if self._push is None:
@@ -333,6 +336,7 @@ class FleetCredentials(CredentialsFile):
             return await self._refused()
         self._push, self.version, self._backoff, self._retry_at = None, fence, RETRY_FIRST, 0.0
         await asyncio.to_thread(self._drop_journal)
+        log.info("credentials %s: new tokens stored for every gateway host", self.name)
 
     async def _refused(self) -> None:
         """The store holds credentials newer than this host's refresh (a newer lock holder
