@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import KEY, free_port, load, start_mitmdump  # noqa: E402  (bench/bench.py: this folder is on sys.path)
+from bench import KEY, free_port, load, start_mitmdump  # type: ignore[attr-defined]  # noqa: E402  (bench/bench.py)
 from tests.harness import ROOT, Proc, Upstream  # noqa: E402
 from tests.services import haproxy, redis_server  # noqa: E402
 
@@ -92,7 +92,8 @@ def redis_latency(args: argparse.Namespace, up: Upstream, folder: Path) -> None:
                 for name in (list(targets) if i % 2 == 0 else list(reversed(targets))):
                     p50[name].append(load(targets[name], 1, args.seconds)[1])
         finally:
-            local.stop(), shared.stop()
+            local.stop()
+            shared.stop()
     added = statistics.median(b - a for a, b in zip(p50["state file"], p50["redis"], strict=True))
     print(f"latency at p50, 1 connection: state file {statistics.median(p50['state file']):.2f} ms, "
           f"redis {statistics.median(p50['redis']):.2f} ms; added by Redis {added:+.3f} ms (target <= 0.3 ms)")

@@ -85,7 +85,7 @@ class SharedReasoningMemory(ReasoningMemory):
         super().remember(blocks)
         call = next((b for b in blocks if isinstance(b, cn.ToolCall)), None)
         kept = self._blocks.get(call.id) if call is not None else None
-        if kept:
+        if call is not None and kept:
             self._publish(call.id, kept)
 
     def learn(self, call_id: str, blocks: list[cn.Block]) -> None:
@@ -216,12 +216,12 @@ class RedisState:
         if kind == "c" and self._pool is not None:
             from llmgate.request_path.pool import Cooling
 
-            key = tuple(m["key"])
+            p, a, model = m["key"]
             if m["v"] is None:
-                self._pool.cooldowns.pop(key, None)  # type: ignore[arg-type]
+                self._pool.cooldowns.pop((p, a, model), None)
             else:
-                self._pool.cooldowns[key] = Cooling(*m["v"])  # type: ignore[index]
-        elif kind == "i":
+                self._pool.cooldowns[(p, a, model)] = Cooling(*m["v"])
+        elif kind == "i" and isinstance(sender, str):
             self._remote[sender] = (self.ticks(), {(p, a): n for p, a, n in m["n"]})
         elif kind == "hello":
             self._announce = True
@@ -356,8 +356,8 @@ class RedisState:
     async def get_fenced(self, name: str) -> tuple[bytes, int] | None:
         if self.up:
             try:
-                got = await self._redis.hmget(PREFIX + "value:" + name, "value", "fence")
-                return (bytes(got[0]), int(got[1])) if got[0] is not None else None
+                value, fence = await self._redis.hmget(PREFIX + "value:" + name, "value", "fence")
+                return (value, int(fence)) if isinstance(value, bytes) and fence is not None else None
             except (RedisError, OSError):
                 pass
         return await self.local.get_fenced(name)
