@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import unquote
 
 from mitmproxy import connection, ctx, http
