@@ -160,6 +160,20 @@ def test_memory_holds_at_most_MEMORY_ROWS_when_neither_store_takes_rows(url, tmp
     sink.close()
 
 
+def test_values_postgres_cannot_hold_cost_only_their_own_row(url, tmp_path, caplog):
+    """A NUL in a client's model name is replaced; a count beyond BIGINT drops that row alone,
+    not its batch (which would otherwise spill and fail again for ever)."""
+    sink = PostgresSink(url, tmp_path / "spill.sqlite", clock=Clock())
+    with caplog.at_level(logging.WARNING, "llmgate"):
+        sink.write([row(1, model="a\x00b"), row(2, prompt_tokens=2**70), row(3, completion_tokens=2**40)])
+        sink.write([row(4, prompt_tokens=2**70)])
+    rows = sink.read(request_log.history, None, None, None, None, None, 10)
+    assert sorted((r["model"], r["completion_tokens"]) for r in rows) == [("a\ufffdb", 4), ("m", 2**40)]
+    assert sink.refused == 2 and sink.spilled() == 0
+    assert caplog.text.count("refuses a row") == 1
+    sink.close()
+
+
 # --- reads: the same answers as from SQLite ---------------------------------------------------
 
 
@@ -210,3 +224,17 @@ def test_the_request_log_writes_through_its_thread_to_postgres(url, tmp_path):
     log.close()
     assert pg_count(url) == 5
     assert log.read(request_log.count) == 5
+
+
+def test_an_integer_past_64_bits_costs_its_batch_not_the_writer(tmp_path):
+    """An upstream may report any integer as a token count; the SQLite log's writer thread
+    survives it (it died of the OverflowError before)."""
+    log = request_log.RequestLog(tmp_path / "log.sqlite")
+    log.add(dict(zip(COLUMNS, row(1, prompt_tokens=2**70), strict=True)))
+    for _ in range(100):  # the writer's first batch (a dead writer never counts it)
+        if log.written + log.dropped:
+            break
+        time.sleep(0.05)
+    log.add(dict(zip(COLUMNS, row(2), strict=True)))
+    log.close()
+    assert log.dropped == 1 and log.read(request_log.count) == 1

@@ -177,7 +177,7 @@ class RequestLog:
                 if time.monotonic() - last_purge > PURGE_EVERY:
                     last_purge = time.monotonic()
                     self.sink.purge(time.time() - self.retention)
-            except (sqlite3.Error, OSError) as e:
+            except (sqlite3.Error, OSError, OverflowError) as e:  # Overflow: an integer past SQLite's 64 bits
                 self.dropped += len(rows)
                 self._warn(f"request log write failed, {len(rows)} row(s) lost: {e}")
                 self.sink.reset()

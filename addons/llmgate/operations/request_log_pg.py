@@ -36,8 +36,8 @@ log = logging.getLogger("llmgate")
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ("CREATE TABLE requests (id BIGSERIAL PRIMARY KEY, uid TEXT UNIQUE, ts DOUBLE PRECISION NOT NULL, "
      "key_id TEXT, inbound TEXT, endpoint TEXT, model TEXT, provider TEXT, account TEXT, upstream_model TEXT, "
-     "attempts INTEGER, status INTEGER, stream INTEGER, latency_ms DOUBLE PRECISION, ttft_ms DOUBLE PRECISION, "
-     "prompt_tokens INTEGER, completion_tokens INTEGER, cached_tokens INTEGER, reasoning_tokens INTEGER, "
+     "attempts BIGINT, status BIGINT, stream BIGINT, latency_ms DOUBLE PRECISION, ttft_ms DOUBLE PRECISION, "
+     "prompt_tokens BIGINT, completion_tokens BIGINT, cached_tokens BIGINT, reasoning_tokens BIGINT, "
      "error TEXT, request_body BYTEA, response_body BYTEA)",
      "CREATE INDEX requests_ts ON requests (ts)"),
 )
@@ -132,6 +132,7 @@ class PostgresSink:
         self._spilled: int | None = None  # rows in the spill table (None: not looked yet)
         self.memory: deque[tuple] = deque()
         self.dropped = 0
+        self.refused = 0  # rows PostgreSQL would not take (a value out of its types' range)
         self._spill_failed = False
         self._down_since: float | None = None
         self._retry_at = 0.0
@@ -141,7 +142,9 @@ class PostgresSink:
         return safe_url(self.url)
 
     def write(self, rows: list[tuple]) -> None:
-        batch = [(uuid.uuid4().hex, *r) for r in rows]
+        # PostgreSQL's text cannot hold NUL, which a client's model name may carry
+        batch = [(uuid.uuid4().hex, *(v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in r))
+                 for r in rows]
         if self._up():
             try:
                 self._catch_up()
@@ -153,8 +156,8 @@ class PostgresSink:
 
     def purge(self, before: float) -> None:
         try:
-            if self._up():
-                self._conn.execute("DELETE FROM requests WHERE ts < %s", (before,))  # type: ignore[union-attr]
+            if self._up() and self._conn is not None:
+                self._conn.execute("DELETE FROM requests WHERE ts < %s", (before,))
         except psycopg.Error as e:
             self._went_down(e)
         if self._spilled:  # the spill holds no more than the SQLite log would
@@ -215,10 +218,27 @@ class PostgresSink:
                         self.where, _scrub(self.url, error), self.spill_path)
 
     def _insert(self, batch: list[tuple]) -> None:
-        if batch:
-            assert self._conn is not None
+        if not batch:
+            return
+        assert self._conn is not None
+        try:
             with self._conn.transaction(), self._conn.cursor() as cur:
                 cur.executemany(INSERT, batch)
+        except psycopg.DataError:  # a row PostgreSQL refuses must not hold back (or spill) the others
+            self._insert_each(batch)
+
+    def _insert_each(self, batch: list[tuple]) -> None:
+        assert self._conn is not None
+        with self._conn.cursor() as cur:
+            for row in batch:
+                try:
+                    with self._conn.transaction():
+                        cur.execute(INSERT, row)
+                except psycopg.DataError as e:
+                    if not self.refused:
+                        log.warning("request log: PostgreSQL refuses a row (%s): such rows are dropped (counted)",
+                                    _scrub(self.url, e))
+                    self.refused += 1
 
     def _catch_up(self) -> None:
         """Rows held in memory, then spilled ones (a bounded number per call), into PostgreSQL."""
@@ -259,25 +279,31 @@ class PostgresSink:
         return self._spill
 
     def _keep(self, batch: list[tuple]) -> None:
+        """Commit the rows held in memory and this batch to the spill file, else hold the batch."""
         held = [*self.memory, *batch]
         try:
             db = self._spill_db()
             with db:
                 db.execute("BEGIN")
                 db.executemany(SPILL_INSERT, held)
-            self.memory.clear()
-            self._spilled = (self._spilled or 0) + len(held)
-            self._spill_failed = False
-        except (sqlite3.Error, OSError) as e:
-            if self._spill is not None:
-                self._spill.close()
-                self._spill = None
-            if not self._spill_failed:
-                self._spill_failed = True
-                log.warning("request log: %s cannot be written either (%s): up to %d rows wait in memory, "
-                            "more are dropped", self.spill_path, e, MEMORY_ROWS)
-        else:
+        except (sqlite3.Error, OSError, OverflowError) as e:  # Overflow: an integer past SQLite's 64 bits
+            self._spill_unwritable(e)
+            self._hold(batch)
             return
+        self.memory.clear()
+        self._spilled = (self._spilled or 0) + len(held)
+        self._spill_failed = False
+
+    def _spill_unwritable(self, error: Exception) -> None:
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+        if not self._spill_failed:
+            self._spill_failed = True
+            log.warning("request log: %s cannot be written either (%s): up to %d rows wait in memory, "
+                        "more are dropped", self.spill_path, error, MEMORY_ROWS)
+
+    def _hold(self, batch: list[tuple]) -> None:
         room = max(MEMORY_ROWS - len(self.memory), 0)
         self.memory.extend(batch[:room])
         if len(batch) > room:
