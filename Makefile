@@ -4,7 +4,10 @@ HOST ?= 127.0.0.1
 WEB_PORT ?= 8081
 CONFIG ?= proxy.yaml
 
-.PHONY: setup setup-test run web cores test bench screenshots
+INTERCEPT_PORT ?= 8080
+TOOL ?= mitmdump
+
+.PHONY: setup setup-test run web intercept cores test bench screenshots
 
 # what running needs (mitmproxy and a few libraries); setup-test adds the SDKs and test tools
 setup:
@@ -27,6 +30,17 @@ web: setup
 # one gateway per core behind HAProxy (deploy/haproxy.cfg; README "Running on several cores / hosts")
 cores: setup
 	@CORES=$(CORES) PORT=$(PORT) HOST=$(HOST) CONFIG=$(CONFIG) scripts/cores.sh
+
+# intercept mode (README "Intercept mode"): an HTTPS proxy for the coding CLIs on INTERCEPT_PORT, the
+# gateway's own routes beside it on PORT; TOOL=mitmweb to watch the calls in mitmweb (WEB_PORT)
+intercept: setup
+	@echo "Start the CLI with (the CA file appears on the first start):"
+	@echo "  export HTTPS_PROXY=http://$(HOST):$(INTERCEPT_PORT) NO_PROXY=localhost,127.0.0.1"
+	@echo "  export NODE_EXTRA_CA_CERTS=$$HOME/.mitmproxy/mitmproxy-ca-cert.pem"
+	@echo "  (Codex: CODEX_CA_CERTIFICATE, see README \"Intercept mode\")"
+	.venv/bin/$(TOOL) -s addons/gateway.py --mode regular@$(INTERCEPT_PORT) --mode reverse:http://127.0.0.1:1@$(PORT) \
+		--listen-host $(HOST) --set connection_strategy=lazy --set gateway_config=$(CONFIG) \
+		$(if $(filter mitmweb,$(TOOL)),--set web_port=$(WEB_PORT) --set web_open_browser=false)
 
 test: setup-test
 	.venv/bin/python -m pytest -q
