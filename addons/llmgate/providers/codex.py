@@ -113,7 +113,8 @@ class CodexAccount(OAuthAccount):
         self.session_id = str(uuid.uuid4())
 
     async def refresh(self, data: dict[str, Any]) -> dict[str, Any]:
-        tokens = data.get("tokens") if isinstance(data.get("tokens"), dict) else {}
+        found = data.get("tokens")
+        tokens: dict[str, Any] = found if isinstance(found, dict) else {}
         token = tokens.get("refresh_token")
         if not isinstance(token, str) or not token:
             raise LoginRequired("the file holds no ChatGPT refresh token (Codex CLI signed in with an API key?)")
@@ -219,7 +220,8 @@ def usage_error(p_id: str, account: str, status: int, headers: Any, body: bytes)
 def collect(body: bytes) -> bytes:
     """A streamed Responses answer -> the response object of its last event. Output items come
     from response.output_item.done when the final event lists none."""
-    parser, items, final = SSEParser(), {}, None
+    parser, final = SSEParser(), None
+    items: dict[Any, dict[str, Any]] = {}
     for ev in [*parser.feed(body), *parser.close()]:
         try:
             data = json.loads(ev.data or "")

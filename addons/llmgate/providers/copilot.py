@@ -130,8 +130,9 @@ def trade_fields(answer: dict[str, Any]) -> dict[str, Any]:
     """The token endpoint's answer as file fields: trade again after refresh_in (or a minute
     before expires_at), as the editors do."""
     now = time.time()
-    expires = answer.get("expires_at") if isinstance(answer.get("expires_at"), (int, float)) else now + 1500
-    when = now + answer["refresh_in"] if isinstance(answer.get("refresh_in"), (int, float)) else expires - 60
+    given, refresh_in = answer.get("expires_at"), answer.get("refresh_in")
+    expires = float(given) if isinstance(given, (int, float)) else now + 1500
+    when = now + refresh_in if isinstance(refresh_in, (int, float)) else expires - 60
     new: dict[str, Any] = {"copilot_token": answer["token"], "expiry_date": int(min(when, expires) * 1000)}
     api = (answer.get("endpoints") or {}).get("api") if isinstance(answer.get("endpoints"), dict) else None
     if isinstance(api, str) and api:
