@@ -281,3 +281,28 @@ def test_keepalives_alone_are_not_held_past_the_read_timeout(gw, oai):
     chunks = [json.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: {")]
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "Echo: hello"
     assert models_asked(oai) == ["fault-processing-slow"]
+
+
+def test_kiro_quota_exception_as_first_frame_is_a_429_response(tmp_path):
+    """Kiro's in-stream ServiceQuotaExceededException (an AWS exception frame, the only one) is the
+    429 quota_exhausted the same answer with an HTTP status is: an error response, not a 200."""
+    kiro = Upstream("kiro_api")
+    try:
+        creds = httpx.post(f"{kiro.base}/__seed", json={"auth": "social"}).json()
+        creds.pop("_client", None)
+        (tmp_path / "kiro-auth-token.json").write_text(json.dumps(creds))
+        cfg = {"server": {"api_keys": [CLIENT_KEY]},
+               "providers": [{"id": "kiro", "type": "kiro", "base_url": kiro.base,
+                              "token_url": kiro.base + "/refreshToken",
+                              "credentials": str(tmp_path / "kiro-auth-token.json")}]}
+        g = Gateway(cfg, tmp_path / "proxy.yaml")
+        try:
+            httpx.post(f"{kiro.base}/__scenario", json={"mode": "quota_stream", "times": 1}).raise_for_status()
+            with pytest.raises(openai.RateLimitError) as e:
+                list(openai_sdk(g).chat.completions.create(model="claude-sonnet-4-5", messages=HELLO, stream=True))
+            assert e.value.body["code"] == "quota_exhausted", e.value.body
+            assert "MONTHLY_REQUEST_COUNT" in e.value.body["message"], e.value.body
+        finally:
+            g.stop()
+    finally:
+        kiro.stop()
