@@ -130,6 +130,8 @@ class StreamTap:
 
 
 class Intercept:
+    name = "llmgate_intercept"  # mitmweb has an addon named "intercept" (its own); two may not share a name
+
     def __init__(self, rt: Runtime):
         self.rt = rt
         self._applied: GatewaySettings | None = None  # the settings allow_hosts was last set from
