@@ -153,6 +153,10 @@ def test_postgres_stopped_during_traffic_costs_no_request_and_no_row(upstream, p
         pg.stop()
         try:
             until(lambda: spilled(gw) >= 10, "rows spilled while PostgreSQL is down")
+            unreadable = httpx.get(gw.base + "/admin/requests")
+            assert unreadable.status_code == 503
+            assert unreadable.json()["error"]["code"] == "request_log_unavailable"
+            assert PostgresServer.PASSWORD not in unreadable.text
         finally:
             pg.start()
         until(lambda: spilled(gw) == 0, "the spill replayed")

@@ -26,7 +26,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
+from psycopg.abc import Buffer
 from psycopg.conninfo import make_conninfo
+from psycopg.types.numeric import NumericLoader
 
 from llmgate.operations.request_log import BATCH, COLUMNS, Unreadable, connect
 
@@ -92,6 +94,14 @@ def _scrub(url: str, error: BaseException) -> str:
     return text.replace(password, "[redacted]") if password else text
 
 
+class _Number(NumericLoader):
+    """SUM over BIGINT is NUMERIC, which psycopg gives as Decimal: give ints (floats), as SQLite does."""
+
+    def load(self, data: Buffer) -> int | float:  # type: ignore[override]
+        value = super().load(data)
+        return int(value) if value == value.to_integral_value() else float(value)
+
+
 class PgReader:
     """A psycopg connection that runs request_log's queries, written with SQLite's ? placeholders."""
 
@@ -101,6 +111,7 @@ class PgReader:
 
     def __init__(self, conn: psycopg.Connection):
         self.conn = conn
+        conn.adapters.register_loader("numeric", _Number)
 
     def execute(self, query: str, args: tuple = ()) -> psycopg.Cursor:
         return self.conn.execute(query.replace("?", "%s"), args)
@@ -224,7 +235,7 @@ class PostgresSink:
         try:
             with self._conn.transaction(), self._conn.cursor() as cur:
                 cur.executemany(INSERT, batch)
-        except psycopg.DataError:  # a row PostgreSQL refuses must not hold back (or spill) the others
+        except (psycopg.DataError, psycopg.IntegrityError):  # a row refused must not hold back (or spill) the rest
             self._insert_each(batch)
 
     def _insert_each(self, batch: list[tuple]) -> None:
@@ -234,7 +245,7 @@ class PostgresSink:
                 try:
                     with self._conn.transaction():
                         cur.execute(INSERT, row)
-                except psycopg.DataError as e:
+                except (psycopg.DataError, psycopg.IntegrityError) as e:
                     if not self.refused:
                         log.warning("request log: PostgreSQL refuses a row (%s): such rows are dropped (counted)",
                                     _scrub(self.url, e))
