@@ -8,6 +8,7 @@
     llmgate history [--provider --model --key --status --since --limit --bodies]
     llmgate stats [--by provider|model|key|day] [--since]
     llmgate models [add|link|unlink|remove]         model names and their targets (routing.aliases)
+    llmgate credentials import|export <provider>    subscription logins in the hosts' shared store (server.state)
 
 The management commands talk to the running gateway's /admin API (--url, --admin-key). When
 nothing listens there (connection refused), provider edits go to the config file instead
@@ -1204,8 +1205,7 @@ def credentials_import(pid: Annotated[str, typer.Argument(metavar="PROVIDER_ID",
 def credentials_export(pid: Annotated[str, typer.Argument(metavar="PROVIDER_ID", help="the provider")],
                        file: CredFileOpt = None, config: ConfigOpt = Path("proxy.yaml"),
                        as_json: JsonOpt = False) -> None:
-    """Write the shared store's current tokens to the CLI's file (atomically, mode 0600; the
-    file's other fields are kept)."""
+    """Write the shared store's current tokens to the CLI's file (atomic, 0600, its other fields kept)."""
     from llmgate.credentials import fleet
     from llmgate.credentials.store import read_json, write_atomic
 
