@@ -263,3 +263,21 @@ def test_a_kinds_own_reading_of_its_file_decides_freshness(backend, tmp_path):
 
     assert asyncio.run(run())["tokens"]["access_token"] == "nested"
     assert issuer.calls == 0
+
+
+def test_credentials_a_restarted_redis_lost_are_written_back_from_a_host(tmp_path):
+    issuer = Issuer()
+    ticks = Clock(0.0)
+    fresh = {**issuer.seed(), "expiry_date": int((time.time() + 3600) * 1000)}
+    with redis_server() as r:
+        async def run():
+            await put(fleet.SharedFences(aioredis.from_url(r.url)), fresh)
+            h = host(fleet.cli_state(r.url), tmp_path, "h", ticks)
+            await h.access(issuer.refresh)
+            r.restart()  # no persistence: the store is empty now
+            ticks.now += fleet.READ_EVERY + 1
+            return await h.access(issuer.refresh), await stored(h.state)
+
+        got, in_store = asyncio.run(run())
+    assert got == in_store == fresh
+    assert issuer.calls == 0

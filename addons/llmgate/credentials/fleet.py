@@ -185,6 +185,10 @@ class FleetCredentials(CredentialsFile):
         data, version = _decode(got)
         if self._push is not None:
             return version
+        if data is None and self.data and self.version:  # Redis lost it (restarted empty): ours is the newest
+            log.warning("credentials %s: gone from the shared store; writing back this host's copy", self.name)
+            self._push, self._retry_at = {"base": 0, "data": self.data}, self._clock()
+            return version
         self.data, self.version = data or {}, version
         if data is None:
             self.needs_login = (f"no credentials for account {self.account} of provider '{self.provider}' in the "
@@ -208,8 +212,6 @@ class FleetCredentials(CredentialsFile):
         if not self._journal_read:
             self._journal_read = True
             await asyncio.to_thread(self._load_journal)
-        if self._push is not None and self._clock() >= self._retry_at:
-            await self._push_pending()
         held = self.data.get(self.token_key)
         stale = self._read_at is None or self._clock() - self._read_at >= READ_EVERY
         if stale or force or not self.fresh():
@@ -217,6 +219,8 @@ class FleetCredentials(CredentialsFile):
                 await self._read()
             except UNREACHABLE as e:
                 self._unreachable(e, force)
+        if self._push is not None and self._clock() >= self._retry_at:
+            await self._push_pending()
         if self.needs_login:
             raise LoginRequired(self.needs_login)
         if self.fresh() and not (force and self.data.get(self.token_key) == held):  # a 401: another token?
