@@ -208,3 +208,16 @@ def test_login_options_are_the_ones_its_kind_takes():
         with pytest.raises(GatewayError) as e:
             asyncio.run(Logins().start(rt, "g", options))
         assert e.value.status == 400 and "auth_url, token_url, port" in e.value.message
+
+
+def test_a_running_login_shows_its_url_as_a_link_and_no_second_start():
+    url = "http://127.0.0.1:9/auth?a=1&b=<x>"
+    entry = {"id": "g", "type": "gemini-cli", "accounts": [], "cooling": []}
+    running = {"g": {"state": "waiting", "message": f"Open this URL to log in: {url}", "url": url}}
+    html = pages.logins([entry], running, {"gemini-cli": ("auth_url", "port")}, ["gemini-cli"])
+    assert '<a href="http://127.0.0.1:9/auth?a=1&amp;b=&lt;x&gt;" target=_blank rel=noopener>' in html
+    assert "login-start" not in html and "<x>" not in html
+    idle = pages.logins([entry, {**entry, "id": "q", "type": "qwen"}], {}, {"gemini-cli": ("port",), "qwen": ()},
+                        [])
+    assert idle.count("data-open") == 1  # the Google login page opens itself; Qwen's device page is a link
+    assert "Log in with Google" in idle and "Start device login" in idle

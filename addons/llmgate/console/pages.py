@@ -283,6 +283,7 @@ def keep_form(entry: dict[str, Any]) -> str:
 
 LOGIN_LABELS = {"qwen": "Start device login", "gemini-cli": "Log in with Google", "antigravity": "Log in with Google",
                 "iflow": "Log in with iFlow"}
+LOOPBACK_KINDS = ("gemini-cli", "antigravity", "iflow")
 TERMS = {"antigravity": "Antigravity's terms forbid third-party clients; accounts have been suspended for it.",
          "kiro": "Kiro's terms forbid third-party clients; accounts have been suspended for it."}
 
@@ -329,7 +330,8 @@ def login_form(pid: str, kind: str, overrides: tuple[str, ...]) -> str:
                      f'<input type={"number" if name == "port" else "text"} id="l-{e(pid)}-{name}" name={name} '
                      f'data-type={"number" if name == "port" else "text"} autocomplete=off></div>'
                      for name in overrides)
-    return (f'<form class=login-start data-json data-action="{e(url)}" data-next="/ui/logins">'
+    opens = " data-open" if kind in LOOPBACK_KINDS else ""  # the login page is the whole next step
+    return (f'<form class=login-start data-json{opens} data-action="{e(url)}" data-next="/ui/logins">'
             f'<button type=submit>{e(LOGIN_LABELS[kind])}</button>'
             f'<details><summary>Endpoints</summary>{fields}</details></form>')
 

@@ -78,7 +78,9 @@ document.addEventListener("submit", async (ev) => {
       const v = fieldValue(el);
       if (v !== undefined) body[el.name] = v;
     }
-    await send(form.dataset.action, form.dataset.method || "POST", body);
+    const data = await send(form.dataset.action, form.dataset.method || "POST", body);
+    // a login's page, opened while the click still counts as the user's (popup blockers allow that)
+    if ("open" in form.dataset && data && data.url) window.open(data.url, "_blank", "noopener");
     location.href = form.dataset.next;
   } catch (e) {
     say(e.message, false);
