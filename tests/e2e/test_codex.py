@@ -168,6 +168,18 @@ def test_usage_limit_is_a_named_429_with_retry_after_and_cools_the_account(clien
     assert len(backend_calls(codex)) == calls
 
 
+def test_a_usage_limit_failing_the_stream_is_named_for_a_client_that_did_not_stream(client, codex, creds):
+    """The backend may answer 200 and fail the stream with the limit (Codex CLI reads both ways)."""
+    seed(codex, creds, account_id="acct-main")
+    control(codex, "usage_limit", {"account_id": "acct-main", "resets_in_seconds": 60, "in_stream": True})
+    with pytest.raises(openai.RateLimitError) as e:
+        client.chat.completions.create(model=MODEL, messages=HELLO)
+    assert e.value.body["code"] == "quota_exhausted" and 58 <= int(e.value.response.headers["retry-after"]) <= 60
+    with pytest.raises(openai.RateLimitError) as e:
+        client.chat.completions.create(model=MODEL, messages=HELLO)
+    assert e.value.body["code"] == "pool_exhausted"  # the account cools down as for an HTTP 429
+
+
 def test_failover_between_two_accounts(client, codex, creds, accounts):
     """Two accounts pooled under one model: the limited one fails over to the other within the
     request and cools down; an entry holding both (a glob) takes the other one from then on."""

@@ -47,6 +47,14 @@ def test_collect_refuses_a_stream_without_a_complete_answer(body, words):
     assert e.value.status == 502 and words in e.value.message
 
 
+def test_a_stream_failed_for_a_usage_limit_is_the_named_429():
+    failed = {"type": "response.failed", "response": {"error": {"code": "usage_limit_reached", "message": "limit",
+                                                                "resets_in_seconds": 30}}}
+    with pytest.raises(GatewayError) as e:
+        codex.collect(sse({"type": "response.created", "response": {}}, failed))
+    assert (e.value.status, e.value.code, e.value.headers) == (429, "quota_exhausted", {"Retry-After": "30"})
+
+
 def test_usage_limit_is_a_quota_429_with_the_reset_as_retry_after():
     body = json.dumps({"error": {"type": "usage_limit_reached", "message": "limit", "plan_type": "pro",
                                  "resets_in_seconds": 3599.6}}).encode()

@@ -37,7 +37,8 @@ tool calls), so this double is as strict about the Responses body as that one.
 Control (no auth): GET /__codex (refresh_calls, refresh_failures, current refresh token per
 account, valid access tokens, logins); POST /__codex/seed JSON {account_id?, plan?, expired?}
 -> an auth.json as Codex CLI writes it; POST /__codex/usage_limit JSON {account_id,
-resets_in_seconds (null: lifted), type?}; POST /__codex/config JSON {refresh_delay,
+resets_in_seconds (null: lifted), type?, in_stream?: a 200 stream whose response.failed carries
+the error, as Codex CLI also expects it}; POST /__codex/config JSON {refresh_delay,
 access_ttl}; POST /__codex/expire_access; POST /__codex/reset.
 """
 
@@ -75,7 +76,7 @@ class CodexState:
     refresh: dict[str, str] = field(default_factory=dict)  # live refresh token -> account
     plans: dict[str, str] = field(default_factory=dict)  # account -> plan
     codes: dict[str, dict[str, str]] = field(default_factory=dict)  # authorization code -> its grant
-    limits: dict[str, tuple[float, str]] = field(default_factory=dict)  # account -> (resets at, type)
+    limits: dict[str, tuple[float, str, bool]] = field(default_factory=dict)  # account -> (resets at, type, in stream)
     refresh_calls: int = 0
     refresh_failures: int = 0
     logins: int = 0
@@ -196,18 +197,18 @@ def check_auth(request: web.Request, st: CodexState) -> str:
 
 
 def check_limit(st: CodexState, account: str) -> None:
-    until, kind = st.limits.get(account, (0.0, ""))
+    until, kind, in_stream = st.limits.get(account, (0.0, "", False))
     left = until - time.time()
     if left > 0:
         error = {"type": kind, "message": "The usage limit has been reached", "plan_type": st.plans.get(account),
                  "resets_at": int(until), "resets_in_seconds": int(left)}
-        raise LimitError(error)
+        raise LimitError(error, in_stream)
 
 
 class LimitError(Exception):
-    def __init__(self, error: dict[str, Any]):
+    def __init__(self, error: dict[str, Any], in_stream: bool = False):
         super().__init__(error["message"])
-        self.error = error
+        self.error, self.in_stream = error, in_stream
 
 
 def check_body(body: dict[str, Any]) -> None:
@@ -270,7 +271,8 @@ async def usage_limit(request: web.Request) -> web.Response:
     if wait is None:
         st.limits.pop(account, None)
     else:
-        st.limits[account] = (time.time() + float(wait), data.get("type") or "usage_limit_reached")
+        st.limits[account] = (time.time() + float(wait), data.get("type") or "usage_limit_reached",
+                              bool(data.get("in_stream")))
     return web.json_response({"account_id": account, "resets_in_seconds": wait})
 
 
@@ -298,7 +300,11 @@ async def codex_errors(request: web.Request, handler: Any) -> web.StreamResponse
     try:
         return await handler(request)
     except LimitError as e:
-        return web.json_response({"error": e.error}, status=429)
+        if not e.in_stream:
+            return web.json_response({"error": e.error}, status=429)
+        failed = {"id": "resp_failed", "object": "response", "status": "failed", "error": e.error, "output": []}
+        return await ra.stream_reply(request, [ra.lifecycle("created", {**failed, "status": "in_progress"}),
+                                               ra.lifecycle("failed", failed)])
 
 
 def make_app(api_key: str | None, models: list[str], brain: Any = None) -> web.Application:

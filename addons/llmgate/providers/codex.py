@@ -200,10 +200,13 @@ def usage_error(p_id: str, account: str, status: int, headers: Any, body: bytes)
         err = json.loads(body).get("error")
     except (ValueError, AttributeError):
         err = None
-    if not isinstance(err, dict):
-        return None
+    return classify(err, status, headers, f"account {account} (provider '{p_id}')") if isinstance(err, dict) else None
+
+
+def classify(err: dict[str, Any], status: int, headers: Any, who: str) -> GatewayError | None:
+    """An error object of the backend (an answer's, or a failed stream's) as a named error."""
     kind, plan = err.get("type") or err.get("code"), err.get("plan_type")
-    who = f"account {account} (provider '{p_id}'{f', plan {plan}' if plan else ''})"
+    who += f" (plan {plan})" if plan else ""
     message = str(err.get("message") or "")[:300]
     if kind == "usage_limit_reached":
         return GatewayError(429, f"ChatGPT usage limit reached for {who}: {message}", code="quota_exhausted",
@@ -211,7 +214,7 @@ def usage_error(p_id: str, account: str, status: int, headers: Any, body: bytes)
     if kind == "usage_not_included":
         return GatewayError(403, f"Codex is not included in the ChatGPT plan of {who}: {message}",
                             code="account_not_allowed")
-    if status == 429:
+    if status == 429 or kind == "rate_limit_exceeded":
         return GatewayError(429, f"Rate limited for {who}: {message}", code="rate_limited",
                             headers=_retry_after(err, headers))
     return None
@@ -236,10 +239,10 @@ def collect(body: bytes) -> bytes:
         why = ((final or {}).get("message") or "the stream ended before response.completed")
         raise GatewayError(502, f"Codex backend: {why}", code="upstream_error")
     response = final["response"]
-    if final["type"] == "response.failed":
-        err = response.get("error") or {}
-        raise GatewayError(502, f"Codex backend failed the response: {err.get('message') or err}",
-                           code="upstream_error")
+    if final["type"] == "response.failed":  # a usage limit may come this way too (Codex CLI reads both)
+        err = response.get("error") if isinstance(response.get("error"), dict) else {}
+        raise classify(err, 502, {}, "the account") or GatewayError(
+            502, f"Codex backend failed the response: {err.get('message') or err}", code="upstream_error")
     if not response.get("output") and items:
         response["output"] = [items[i] for i in sorted(items, key=lambda k: (not isinstance(k, int), k))]
     return json.dumps(response, ensure_ascii=False, separators=(",", ":")).encode()
