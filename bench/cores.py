@@ -9,8 +9,8 @@ ratios; non-streamed chat completions, passthrough route):
   - the latency shared state adds per request at p50, one connection: the same gateway with
     `server.state: redis://...` (a real redis-server) against the SQLite state file
     (target <= 0.3 ms);
-  - the CPU the state check costs per request in-process (PoolState.cooling with the state file
-    attached, against none).
+  - the CPU the state work costs per request in-process: no shared state, the state file, Redis
+    (a real redis-server; nothing on the request path waits for it, so this CPU is what it adds).
 
     .venv/bin/python bench/cores.py [--processes N] [--seconds 4] [--rounds 3] [--no-redis]
 """
@@ -18,6 +18,7 @@ ratios; non-streamed chat completions, passthrough route):
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import statistics
@@ -78,43 +79,60 @@ def throughput(args: argparse.Namespace, up: Upstream, folder: Path) -> None:
     print(f"  {n} processes / 1 process: {ratio:.2f}x  (target >= {0.85 * n:.2f}x = 0.85 x {n})")
 
 
-def redis_latency(args: argparse.Namespace, up: Upstream, folder: Path) -> None:
-    with redis_server() as r:
-        (local, lp), = gateways(1, write_config(folder, up, None))
-        (shared, sp), = gateways(1, write_config(folder, up, r.url))
-        try:
-            targets = {"state file": (f"http://127.0.0.1:{lp}{CHAT}", MODEL),
-                       "redis": (f"http://127.0.0.1:{sp}{CHAT}", MODEL)}
-            for t in targets.values():
-                load(t, 1, 1.0)
-            p50: dict[str, list[float]] = {name: [] for name in targets}
-            for i in range(args.rounds):
-                for name in (list(targets) if i % 2 == 0 else list(reversed(targets))):
-                    p50[name].append(load(targets[name], 1, args.seconds)[1])
-        finally:
-            local.stop()
-            shared.stop()
+def redis_latency(args: argparse.Namespace, up: Upstream, folder: Path, url: str) -> None:
+    (local, lp), = gateways(1, write_config(folder, up, None))
+    (shared, sp), = gateways(1, write_config(folder, up, url))
+    try:
+        targets = {"state file": (f"http://127.0.0.1:{lp}{CHAT}", MODEL),
+                   "redis": (f"http://127.0.0.1:{sp}{CHAT}", MODEL)}
+        for t in targets.values():
+            load(t, 1, 1.0)
+        p50: dict[str, list[float]] = {name: [] for name in targets}
+        for i in range(args.rounds):
+            for name in (list(targets) if i % 2 == 0 else list(reversed(targets))):
+                p50[name].append(load(targets[name], 1, args.seconds)[1])
+    finally:
+        local.stop()
+        shared.stop()
     added = statistics.median(b - a for a, b in zip(p50["state file"], p50["redis"], strict=True))
     print(f"latency at p50, 1 connection: state file {statistics.median(p50['state file']):.2f} ms, "
           f"redis {statistics.median(p50['redis']):.2f} ms; added by Redis {added:+.3f} ms (target <= 0.3 ms)")
 
 
-def state_check_cost(folder: Path, calls: int = 200_000) -> None:
+def state_costs(folder: Path, redis_url: str | None, requests: int = 20_000) -> None:
+    """CPU per request of the state work in-process, one request at a time (the worst case for
+    coalescing): a cooldown check, taking and giving back an in-flight slot, and (Redis) the
+    pipelines that announce them, which the event loop runs between requests."""
     from llmgate.request_path.pool import PoolState
-    from llmgate.state.local import LocalState
+    from llmgate.state import open_state
 
-    def per_call(pool: PoolState) -> float:
-        start = time.perf_counter()
-        for _ in range(calls):
-            pool.cooling("p", "acct", "m")
-        return (time.perf_counter() - start) / calls * 1e6
+    async def per_request(where: tuple[str, str | None] | None) -> float:
+        state = open_state(*where) if where else None  # in the loop: Redis connects at once
+        pool = PoolState(state)
+        if state is not None:
+            state.attach(pool)
+        while getattr(state, "up", True) is False:
+            await asyncio.sleep(0.01)
+        cpu = time.process_time()
+        for _ in range(requests):
+            pool.available("p", "", "m", 8)
+            key = pool.acquire("p", "")
+            await asyncio.sleep(0)
+            pool.release(key)
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.05)  # the last announcement
+        return (time.process_time() - cpu) / requests * 1e6
 
-    state = LocalState(folder / "check.sqlite")
-    attached = PoolState(state)
-    state.attach(attached)
-    bare, shared = per_call(PoolState()), per_call(attached)
-    print(f"cooldown check in-process: {bare:.2f} us without a state file, {shared:.2f} us with it "
-          f"(it looks at the file at most once per ms)")
+    rows: dict[str, tuple[str, str | None] | None] = {
+        "no shared state": None, "state file": (str(folder / "cost.sqlite"), None)}
+    if redis_url:
+        rows["redis"] = (str(folder / "cost-redis.sqlite"), redis_url)
+    print(f"state work per request in-process (CPU, one request at a time, {requests} requests):")
+    base = None
+    for name, where in rows.items():
+        us = asyncio.run(per_request(where))
+        base = us if base is None else base
+        print(f"  {name:16} {us:7.1f} us  (+{us - base:.1f} us)")
 
 
 def main() -> None:
@@ -129,9 +147,12 @@ def main() -> None:
         stack.callback(up.stop)
         print("\n== several cores (bench/cores.py) ==")
         throughput(args, up, Path(d))
-        if not args.no_redis:
-            redis_latency(args, up, Path(d))
-        state_check_cost(Path(d))
+        if args.no_redis:
+            state_costs(Path(d), None)
+            return
+        with redis_server() as r:
+            redis_latency(args, up, Path(d), r.url)
+            state_costs(Path(d), r.url)
 
 
 if __name__ == "__main__":
