@@ -4,6 +4,7 @@ CLI writes them, and `llmgate login codex` as users run it."""
 
 import asyncio
 import json
+import socket
 
 import anthropic
 import httpx
@@ -228,3 +229,26 @@ def test_login_codex_writes_what_codex_cli_reads_and_the_gateway_uses_it(client,
     assert oct(creds.stat().st_mode & 0o777) == "0o600"
     assert client.chat.completions.create(model=MODEL, messages=HELLO).choices[0].message.content
     assert backend_calls(codex)[-1]["headers"]["chatgpt-account-id"] == tokens["account_id"]
+
+
+def test_login_codex_takes_the_fallback_port_when_1455_is_taken(codex, tmp_path):
+    """Codex CLI's callback ports are allow-listed: 1455, then 1457; never a random one."""
+    with socket.socket() as taken:
+        try:
+            taken.bind(("127.0.0.1", 1455))
+        except OSError:
+            pytest.skip("port 1455 is in use here")
+        taken.listen()
+        p = Proc([str(BIN / "llmgate"), "login", "codex", "--credentials", str(tmp_path / "auth.json"),
+                  "--no-browser", "--timeout", "30", "--auth-url", f"{codex.base}/oauth/authorize",
+                  "--token-url", f"{codex.base}/oauth/token"])
+        try:
+            url = p.wait_for(r"(http://127\.0\.0\.1:\d+/oauth/authorize\?\S+)").group(1)
+            assert "redirect_uri=http%3A%2F%2Flocalhost%3A1457%2Fauth%2Fcallback" in url
+            callback = httpx.get(url).headers["location"].replace("//localhost:", "//127.0.0.1:", 1)
+            assert httpx.get(callback).status_code == 200
+            p.p.wait(30)
+        finally:
+            p.stop()
+    assert p.p.returncode == 0, p.output
+    assert json.loads((tmp_path / "auth.json").read_text())["tokens"]["access_token"]

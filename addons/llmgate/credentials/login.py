@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hashlib
 import http.server
 import secrets
@@ -205,16 +206,26 @@ def iflow_login(client: oauth.OAuthClient, userinfo_url: str, path: Path, say: S
     return creds
 
 
-def codex_login(client: oauth.OAuthClient, path: Path, say: Say, port: int, open_browser: bool = True,
+CODEX_PORTS = (1455, 1457)  # the callback ports OpenAI allow-lists for Codex CLI, tried in turn
+
+
+def codex_login(client: oauth.OAuthClient, path: Path, say: Say, port: int | None = None, open_browser: bool = True,
                 timeout: float = 600.0, proxy: str | None = None) -> dict[str, Any]:
     """Codex CLI's "Sign in with ChatGPT": PKCE, callback http://localhost:<port>/auth/callback
-    (1455 is the port OpenAI allow-lists), the code traded at the token endpoint."""
+    (1455, else 1457 when it is taken), the code traded at the token endpoint."""
     verifier, challenge = pkce()
-    code, redirect = loopback_code(client.auth_url or "", {
-        "response_type": "code", "client_id": client.client_id, "scope": " ".join(client.scopes),
-        "code_challenge": challenge, "code_challenge_method": "S256", "id_token_add_organizations": "true",
-        "codex_cli_simplified_flow": "true", "originator": codex.ORIGINATOR}, "/auth/callback", port, say,
-        open_browser, timeout, redirect_host="localhost")
+    params = {"response_type": "code", "client_id": client.client_id, "scope": " ".join(client.scopes),
+              "code_challenge": challenge, "code_challenge_method": "S256", "id_token_add_organizations": "true",
+              "codex_cli_simplified_flow": "true", "originator": codex.ORIGINATOR}
+    ports = CODEX_PORTS if port is None else (port,)
+    for i, each in enumerate(ports):
+        try:
+            code, redirect = loopback_code(client.auth_url or "", params, "/auth/callback", each, say, open_browser,
+                                           timeout, redirect_host="localhost")
+            break
+        except OSError as e:  # only binding the callback server raises it
+            if e.errno != errno.EADDRINUSE or i == len(ports) - 1:
+                raise LoginError(f"cannot listen on 127.0.0.1:{each} for the callback ({e.strerror})") from None
     with _http(proxy) as http:
         r = http.post(client.token_url, data={
             "grant_type": "authorization_code", "code": code, "redirect_uri": redirect,

@@ -153,7 +153,7 @@ def login_command(
         if provider is Provider.qwen:
             flows.qwen_device_login(client, path, say, timeout=timeout, proxy=proxy)
         elif provider is Provider.codex:
-            flows.codex_login(client, path, say, 1455 if port is None else port, browser, timeout, proxy)
+            flows.codex_login(client, path, say, port, browser, timeout, proxy)
         elif provider is Provider.copilot:
             flows.github_device_login(client, path, say, timeout=timeout, proxy=proxy)
         elif provider is Provider.iflow:
