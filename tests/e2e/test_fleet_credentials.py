@@ -8,11 +8,13 @@ import json
 import os
 import stat
 import subprocess
+import time
 
 import httpx
 import openai
 import pytest
 
+from llmgate.credentials import fleet
 from tests.e2e.conftest import CLIENT_KEY
 from tests.harness import BIN, Gateway, Upstream
 from tests.services import redis_server
@@ -156,3 +158,31 @@ def test_credentials_commands_explain_what_is_missing(qwen, redis, tmp_path):
     done = llmgate("credentials", "import", "qwen-new", "--file", str(shared / "x.json"),
                    "--config", str(shared / "proxy.yaml"))
     assert done.returncode == 1 and "no credentials in it" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_redis_away_and_back_empty_costs_no_request_and_no_login(qwen, redis, hosts):
+    """Last in this module: it restarts the module's Redis."""
+    control(qwen, "/reset")
+    creds = import_login(qwen, hosts[0][0], expired=False)
+    gateways = [g for _, g in hosts]
+    asyncio.run(ask_all(gateways, 1))  # every host holds the login now
+    redis.stop()
+    try:
+        answers = asyncio.run(ask_all(gateways, 5))
+    finally:
+        redis.start()  # empty: no persistence
+    assert [a.choices[0].message.content for a in answers] == ["Echo: hello there"] * 15
+    deadline = time.monotonic() + 4 * fleet.READ_EVERY
+    while (back := asyncio.run(_stored(redis.url))) is None and time.monotonic() < deadline:
+        asyncio.run(ask_all(gateways, 1))  # a host notices when it next reads the store
+        time.sleep(0.5)
+    assert back == creds  # written back from a host's copy
+    assert control(qwen, "")["refresh_calls"] == 0
+
+
+async def _stored(url: str) -> dict | None:
+    store = fleet.cli_state(url)
+    try:
+        return await fleet.export_credentials(store, "qwen", "oauth_creds")
+    finally:
+        await store.client.aclose()
