@@ -184,7 +184,8 @@ class Console:
         if req.method != "GET":
             raise GatewayError(405, "Method not allowed here.", code="method_not_allowed")
         if parts == ["feed"]:
-            return await self._feed(flow)
+            await self._feed(flow)  # the flow now streams from the feed: no response set here
+            return None
         try:
             html = await self._page(parts, query)
         except GatewayError as e:  # e.g. a filter that is not a number: said on a page, not as JSON
@@ -218,7 +219,8 @@ class Console:
                 row = await self.admin._read(queries.detail, int(rid))
                 return (f"Request {rid}", pages.request_detail(row), "/ui/requests") if row else None
             case ["usage"]:
-                by = q.get("by") if q.get("by") in pages.USAGE_BY else "provider"
+                by = q.get("by") or ""
+                by = by if by in pages.USAGE_BY else "provider"
                 rows = (await self.admin.stats({"by": by}))["rows"]
                 days = (await self.admin.stats({"by": "day"}))["rows"]
                 return "Usage", pages.usage(by, rows, days), "/ui/usage"
@@ -268,13 +270,13 @@ class Console:
         """AdminApi.describe of each provider, with /health's state (which knows a subscription
         entry without a usable account cannot serve)."""
         if report is None:
-            report = json.loads((await health(self.rt, self.rt.settings)).content)
+            report = json.loads((await health(self.rt, self.rt.settings)).content or b"{}")
         state = {p["id"]: p["state"] for p in report["providers"]}
         return [{**d, "state": state.get(d["id"], d["state"])}
                 for d in (self.admin.describe(p) for p in self.rt.settings.providers)]
 
     async def _dashboard(self) -> str:
-        report = json.loads((await health(self.rt, self.rt.settings)).content)
+        report = json.loads((await health(self.rt, self.rt.settings)).content or b"{}")
         now = time.time()
         try:
             timeline = await self.admin._read(queries.timeline, now - HOUR, MINUTE, int(HOUR / MINUTE))

@@ -82,8 +82,8 @@ def login_file(pattern: str, now: float) -> Path:
     return path.parent / name.replace("*", time.strftime("login-%Y%m%d-%H%M%S", time.gmtime(now)))
 
 
-def check_shape(kind: str, data: Any) -> None:
-    """A credentials file of this kind: a JSON object holding the fields its accounts read."""
+def check_shape(kind: str, data: Any) -> dict[str, Any]:
+    """`data` if it is a credentials file of this kind: a JSON object holding the fields its accounts read."""
     if not isinstance(data, dict):
         raise GatewayError(400, "A credentials file is a JSON object.", code="invalid_credentials")
     for dotted in SHAPES[kind]:
@@ -93,6 +93,7 @@ def check_shape(kind: str, data: Any) -> None:
         if not isinstance(value, str) or not value:
             raise GatewayError(400, f"This is not a {kind} credentials file: it has no {dotted}.",
                                code="invalid_credentials")
+    return data
 
 
 def _in_daemon_thread(fn: Callable[[], Any]) -> asyncio.Future:
@@ -205,7 +206,7 @@ class Logins:
         data = body.get("credentials")
         if len(json.dumps(data)) > UPLOAD_MAX:
             raise GatewayError(413, f"A credentials file is at most {UPLOAD_MAX // 1024} KiB.", code="too_large")
-        check_shape(p.type, data)
+        data = check_shape(p.type, data)
         path = login_file(p.credentials or PROVIDER_TYPES[p.type].credentials or "", time.time())
         await asyncio.to_thread(write_atomic, path, data)
         return {"ok": True, "message": f"Credentials written to {path}."}
