@@ -303,11 +303,11 @@ async def reset(request: web.Request) -> web.Response:
     return web.json_response({"reset": True})
 
 
-def make_app(api_key: str | None, models_: list[str]) -> web.Application:
-    """api_key is ignored: auth is the GitHub login."""
+def make_app(api_key: str | None, models_: list[str], brain: Any = None) -> web.Application:
+    """api_key is ignored: auth is the GitHub login. brain: scripted answers (openai_compat)."""
     app = web.Application(middlewares=[serving.request_log, oc.openai_errors], client_max_size=64 * 1024**2)
     app[COPILOT] = CopilotState()
-    app[oc.STATE] = oc.UpstreamState(api_key=None, models=list(models_))
+    app[oc.STATE] = oc.UpstreamState(api_key=None, models=list(models_), brain=brain)
     app.router.add_post("/login/device/code", device_code)
     app.router.add_post("/login/oauth/access_token", access_token)
     app.router.add_get("/copilot_internal/v2/token", copilot_token)
