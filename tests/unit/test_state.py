@@ -204,3 +204,24 @@ def test_redis_restart_keeps_serving_and_catches_up(tmp_path, redis, caplog):
 
     asyncio.run(run())
     assert caplog.text.count("unreachable") == 2  # once per process, not once per retry
+
+
+def test_malformed_messages_on_the_channel_are_ignored(tmp_path, redis):
+    import redis.asyncio as aioredis
+
+    from llmgate.state.redis_backend import CHANNEL
+
+    async def run():
+        sa, sb = two(tmp_path, redis.url)
+        a, b = attached(sa), attached(sb)
+        await until(lambda: sa.up and sb.up, "connected")
+        other = aioredis.Redis.from_url(redis.url)
+        for junk in (b"not json", b'{"k": "c"}', b'{"k": "i", "n": [[1]], "from": "x"}', b"[]"):
+            await other.publish(CHANNEL, junk)
+        await other.aclose()
+        a.cool("p", "acct", "m", 30, "429: after the junk")
+        await until(lambda: b.cooling("p", "acct", "m") is not None, "still sharing")
+        assert sa.up and sb.up
+        sa.close(), sb.close()
+
+    asyncio.run(run())

@@ -147,7 +147,7 @@ class RedisState:
                 await self._session()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError, ValueError) as e:
+            except Exception as e:  # noqa: BLE001 - whatever broke the session, requests go on without it
                 if not self._outage:
                     self._outage = True
                     log.warning("state: Redis at %s unreachable (%s): serving with this process's state, "
@@ -205,8 +205,12 @@ class RedisState:
     async def _listen(self, pubsub: Any) -> None:
         while True:
             msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=HEARTBEAT)
-            if msg is not None:
+            if msg is None:
+                continue
+            try:
                 self._receive(json.loads(msg["data"]))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                log.debug("state: ignored a malformed message on %s", CHANNEL)
 
     def _receive(self, m: dict[str, Any]) -> None:
         sender = m.get("from")
@@ -222,7 +226,9 @@ class RedisState:
             else:
                 self._pool.cooldowns[(p, a, model)] = Cooling(*m["v"])
         elif kind == "i" and isinstance(sender, str):
-            self._remote[sender] = (self.ticks(), {(p, a): n for p, a, n in m["n"]})
+            now = self.ticks()
+            self._remote = {k: v for k, v in self._remote.items() if now - v[0] <= LEASE}  # the departed go
+            self._remote[sender] = (now, {(p, a): int(n) for p, a, n in m["n"]})
         elif kind == "hello":
             self._announce = True
             self._poke()
