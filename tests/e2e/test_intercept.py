@@ -8,11 +8,13 @@ vendor double byte for byte with the CLI's own key; hosts not listed are tunnell
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import ssl
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -255,9 +257,10 @@ def test_other_hosts_are_tunnelled_without_tls_interception(stack):
     assert issuer_via_proxy(stack, "api.anthropic.com") == "mitmproxy"
 
 
-def issuer_via_proxy(s: dict, host: str) -> str:
-    sock = socket.create_connection(("127.0.0.1", s["proxy"]), timeout=10)
-    with sock:
+@contextlib.contextmanager
+def tunnel(proxy_port: int, host: str) -> Iterator[ssl.SSLSocket]:
+    """A CONNECT through the proxy and TLS inside it, whatever certificate it meets."""
+    with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as sock:
         sock.sendall(f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n".encode())
         head = b""
         while b"\r\n\r\n" not in head:
@@ -266,7 +269,12 @@ def issuer_via_proxy(s: dict, host: str) -> str:
         ctx = ssl.create_default_context()
         ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
         with ctx.wrap_socket(sock, server_hostname=host) as tls:
-            der = tls.getpeercert(binary_form=True)
+            yield tls
+
+
+def issuer_via_proxy(s: dict, host: str) -> str:
+    with tunnel(s["proxy"], host) as tls:
+        der = tls.getpeercert(binary_form=True)
     issuer = certs.Cert.from_pem(ssl.DER_cert_to_PEM_cert(der).encode()).issuer
     return dict(issuer).get("O", "") if issuer else ""
 
@@ -276,3 +284,28 @@ def test_the_reverse_listener_beside_keeps_its_client_keys(stack):
     assert r.status_code == 401
     r = httpx.get(stack["gw"].base + "/v1/models", headers={"Authorization": f"Bearer {CLIENT_KEY}"})
     assert r.status_code == 200 and "qwen3-coder-plus" in r.text
+
+
+def test_a_busy_tunnel_outlives_the_gateways_client_timeouts(vendor_ca, tmp_path):
+    """The client limits (idle, header and body timeouts) are the gateway API's: a tunnel to
+    another host (git, a download, a websocket) is the CLI's own and lasts as long as it is used."""
+    other = TlsDouble(web.Application(), *vendor_ca[1]("elsewhere.test"))
+    other.__enter__()
+    gw = Gateway({"server": {"limits": {"header_timeout": 0.5, "idle_timeout": 0.5}}}, tmp_path / "proxy.yaml",
+                 "--mode", f"regular@{closed_port()}", "-s", str(ROOT / "tests" / "e2e" / "vendor_hosts.py"),
+                 "--set", f"test_vendor_hosts=elsewhere.test={other.port}", "--set", f"confdir={tmp_path / 'mitm'}")
+    try:
+        port = int(gw.wait_for(r"HTTP\(S\) proxy listening at 127\.0\.0\.1:(\d+)").group(1))
+        with tunnel(port, "elsewhere.test") as tls:
+            for _ in range(6):  # 3 s of use, six times the timeouts
+                tls.sendall(b"GET /x HTTP/1.1\r\nHost: elsewhere.test\r\n\r\n")
+                got = b""
+                while b"\r\n\r\n" not in got or not got.endswith(b"Not Found"):
+                    chunk = tls.recv(4096)
+                    assert chunk, f"the tunnel was cut: {got!r}\n{gw.output[-2000:]}"
+                    got += chunk
+                assert got.startswith(b"HTTP/1.1 404")
+                time.sleep(0.5)
+    finally:
+        gw.stop()
+        other.__exit__(None, None, None)

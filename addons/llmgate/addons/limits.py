@@ -30,6 +30,7 @@ import zstandard
 from mitmproxy import connection, ctx, http
 from mitmproxy.net.http import http1
 from mitmproxy.proxy import commands
+from mitmproxy.proxy.mode_specs import RegularMode
 from mitmproxy.proxy.layers.http import _http1
 
 from llmgate.errors import GatewayError
@@ -211,6 +212,8 @@ class ClientLimits:
     # --- connections ------------------------------------------------------------------
 
     def client_connected(self, client: connection.Client) -> None:
+        if isinstance(client.proxy_mode, RegularMode):
+            return  # intercept mode: the CLIs' own connections, tunnels among them, last as long as they are used
         cap = self.limits.max_connections or default_max_connections()
         while len(self.conns) >= cap:
             idle = min((c for c in self.conns.values() if not c.flows), key=lambda c: c.since, default=None)
