@@ -20,18 +20,17 @@ from urllib.parse import parse_qsl, unquote
 from mitmproxy import ctx, http
 
 from llmgate.addons.accounting import INBOUND
-from llmgate.operations.admin_api import AdminApi, _no_env_references, _require_json, _strict
+from llmgate.addons.limits import request_body
 from llmgate.console import logins, pages, queries
 from llmgate.console.feed import Feeds
-from llmgate.console.session import (COOKIE, CSRF_HEADER, LoginThrottle, Session, Sessions, cookie, csrf_ok,
-                                     key_matches)
+from llmgate.console.session import COOKIE, CSRF_HEADER, LoginThrottle, Session, Sessions, cookie, csrf_ok, key_matches
 from llmgate.errors import GatewayError
 from llmgate.operations import first_run
-from llmgate.addons.limits import request_body
-from llmgate.request_path.listings import health
+from llmgate.operations.admin_api import AdminApi, _no_env_references, _require_json, _strict
 from llmgate.providers import PROVIDER_TYPES
-from llmgate.request_path.relay import bound_socket_buffers, point_at_relay, restore
 from llmgate.request_path.answers import error_response, json_response
+from llmgate.request_path.listings import health
+from llmgate.request_path.relay import bound_socket_buffers, point_at_relay, restore
 from llmgate.settings import PROVIDER_MODELS
 
 log = logging.getLogger("llmgate")
@@ -303,7 +302,7 @@ class Console:
             kind = PROVIDER_TYPES[p.type]
             if kind.accounts:
                 d = self.admin.describe(p)
-                for a, acc in zip(d["accounts"], self.rt.account_set(p, kind).accounts):
+                for a, acc in zip(d["accounts"], self.rt.account_set(p, kind).accounts, strict=False):
                     a.update(logins.account_times(acc))
                 entries.append(d)
         return pages.logins(entries, self.logins.status, logins.OVERRIDES, logins.SHAPES)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 FIELDS = ("ts", "key_id", "inbound", "endpoint", "model", "provider", "account", "attempts", "status", "stream",
           "latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens", "error")
@@ -48,7 +49,7 @@ class FeedStream:
             while not self.closed:
                 try:
                     row = await asyncio.wait_for(self._queue.get(), self._keepalive)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     data = b": keepalive\n\n"
                 else:
                     if row is None:

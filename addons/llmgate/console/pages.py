@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from html import escape
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from llmgate.console.charts import bars
@@ -51,7 +52,7 @@ def ends_in(until_iso: str, now: float | None = None) -> str:
 
 
 def when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
 
 def post_button(label: str, url: str, body: dict | None = None, confirm: str = "", target: str = "") -> str:
@@ -73,9 +74,10 @@ def dashboard(health: dict[str, Any], providers: list[dict[str, Any]],
              f'<div><b>{(errors / n * 100) if n else 0:.1f}%</b> errors</div>'
              f'<div><b>{sum(r[2] for r in timeline)}</b> tokens</div></section>')
     labels = [f"-{len(timeline) - i}m" for i in range(len(timeline))]
-    charts = (bars("Requests per minute", [(lb, r[0]) for lb, r in zip(labels, timeline)])
-              + bars("Error rate", [(lb, r[1] / r[0] * 100 if r[0] else 0) for lb, r in zip(labels, timeline)], "%")
-              + bars("Tokens per minute", [(lb, r[2]) for lb, r in zip(labels, timeline)]))
+    minutes = list(zip(labels, timeline, strict=True))
+    charts = (bars("Requests per minute", [(lb, r[0]) for lb, r in minutes])
+              + bars("Error rate", [(lb, r[1] / r[0] * 100 if r[0] else 0) for lb, r in minutes], "%")
+              + bars("Tokens per minute", [(lb, r[2]) for lb, r in minutes]))
     rows = [[f'<a href="/ui/providers#{e(p["id"])}">{e(p["id"])}</a>', e(p["type"]),
              f'<span class="state {e(p["state"])}">{e(p["state"])}</span>',
              accounts_cell(p["accounts"]), cooling_cell(p),

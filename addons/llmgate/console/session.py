@@ -11,8 +11,8 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 COOKIE = "llmgate_ui"
 CSRF_HEADER = "x-csrf-token"
