@@ -212,7 +212,7 @@ class ClientLimits:
     # --- connections ------------------------------------------------------------------
 
     def client_connected(self, client: connection.Client) -> None:
-        if isinstance(client.proxy_mode, RegularMode):
+        if isinstance(getattr(client, "proxy_mode", None), RegularMode):
             return  # intercept mode: the CLIs' own connections, tunnels among them, last as long as they are used
         cap = self.limits.max_connections or default_max_connections()
         while len(self.conns) >= cap:
