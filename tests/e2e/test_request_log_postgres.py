@@ -116,6 +116,8 @@ def test_rows_from_two_gateways_land_in_one_database_and_every_reader_shows_them
         assert status["requests_logged"] == 20 and status["request_log"].startswith("postgresql://llmgate:***@")
         page = httpx.get(gw2.base + "/ui/requests")
         assert page.status_code == 200 and page.text.count("gpt-4o-mini") >= 20
+        detail = httpx.get(f"{gw1.base}/ui/requests/{listed[-1]['id']}")
+        assert detail.status_code == 200 and "&quot;hi&quot;" in detail.text
         shown = httpx.get(gw2.base + "/ui/config").text  # proxy.yaml as the console shows it
         assert "log:" in shown and PostgresServer.PASSWORD not in shown
 
