@@ -1,15 +1,15 @@
 """Addon: intercept mode, the official coding CLIs' calls to their vendors seen and routed.
 
-With mitmproxy in regular mode (the CLI started with HTTPS_PROXY and mitmproxy's CA trusted), the
-TLS of the vendor API hosts (proxy.yaml `intercept.hosts`) is intercepted; every other host is
-tunnelled as it is (mitmproxy's `allow_hosts`, set here from that list). A call to a vendor host
-that an `intercept.rules` entry matches is answered by the gateway: front_door serves it as the
-route it names (inbound.inbound_of reads the mark this addon leaves), with the gateway's provider
-credentials; the CLI's own are masked before anything reads the flow. Every other call goes to
-the vendor unchanged, bytes and credentials as the CLI sent them, and is recorded like gateway
-traffic (request log, metrics, content views) with provider `passthrough` and the vendor host as
-its account. Client keys (server.api_keys) are not asked of intercepted calls: the vendor checks
-its own.
+With mitmproxy in regular mode (the CLI started with HTTPS_PROXY and mitmproxy's CA trusted; any
+listener not in reverse mode, as local capture, is treated alike), the TLS of the vendor API hosts
+(proxy.yaml `intercept.hosts`) is intercepted; every other host is tunnelled as it is (mitmproxy's
+`allow_hosts`, set here from that list). A call to a vendor host that an `intercept.rules` entry
+matches is answered by the gateway: front_door serves it as the route it names
+(inbound.inbound_of reads the mark this addon leaves), with the gateway's provider credentials;
+the CLI's own are masked before anything reads the flow. Every other call goes to the vendor
+unchanged, bytes and credentials as the CLI sent them, and is recorded like gateway traffic
+(request log, metrics, content views) with provider `passthrough` and the vendor host as its
+account. Client keys (server.api_keys) are not asked of intercepted calls: the vendor checks its own.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from mitmproxy import connection, ctx, http
-from mitmproxy.proxy.mode_specs import ProxyMode, RegularMode, ReverseMode
+from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 
 from converters import openai_chat
 from llmgate.addons.accounting import INBOUND
@@ -151,7 +151,7 @@ class Intercept:
             return
         self._applied = settings
         modes = [ProxyMode.parse(m) for m in ctx.options.mode]
-        if not any(isinstance(m, RegularMode) for m in modes):
+        if all(isinstance(m, ReverseMode) for m in modes):
             return
         o = ctx.options
         if o.ignore_hosts or (o.allow_hosts and list(o.allow_hosts) != self._ours):
@@ -166,7 +166,7 @@ class Intercept:
     # --- each call -----------------------------------------------------------------------
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.live and isinstance(flow.client_conn.proxy_mode, RegularMode):
+        if flow.live and not isinstance(flow.client_conn.proxy_mode, ReverseMode):  # regular, local, ...
             flow.metadata[INTERCEPT_MARK] = {"host": flow.request.host.lower(), "action": PASSTHROUGH}
 
     def request(self, flow: http.HTTPFlow) -> None:

@@ -30,8 +30,8 @@ import zstandard
 from mitmproxy import connection, ctx, http
 from mitmproxy.net.http import http1
 from mitmproxy.proxy import commands
-from mitmproxy.proxy.mode_specs import RegularMode
 from mitmproxy.proxy.layers.http import _http1
+from mitmproxy.proxy.mode_specs import ReverseMode
 
 from llmgate.errors import GatewayError
 from llmgate.request_path.inbound import inbound_of
@@ -212,7 +212,8 @@ class ClientLimits:
     # --- connections ------------------------------------------------------------------
 
     def client_connected(self, client: connection.Client) -> None:
-        if isinstance(getattr(client, "proxy_mode", None), RegularMode):
+        mode = getattr(client, "proxy_mode", None)
+        if mode is not None and not isinstance(mode, ReverseMode):
             return  # intercept mode: the CLIs' own connections, tunnels among them, last as long as they are used
         cap = self.limits.max_connections or default_max_connections()
         while len(self.conns) >= cap:
