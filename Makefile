@@ -7,7 +7,7 @@ CONFIG ?= proxy.yaml
 INTERCEPT_PORT ?= 8080
 TOOL ?= mitmdump
 
-.PHONY: setup setup-test run web intercept cores test bench screenshots
+.PHONY: setup setup-test run web intercept cores test lint bench screenshots
 
 # what running needs (mitmproxy and a few libraries); setup-test adds the SDKs and test tools
 setup:
@@ -44,6 +44,11 @@ intercept: setup
 
 test: setup-test
 	.venv/bin/python -m pytest -q
+
+# ruff and mypy as configured in pyproject.toml (.ci/run runs this before the tests)
+lint: setup-test
+	.venv/bin/ruff check .
+	.venv/bin/mypy
 
 bench: setup-test
 	.venv/bin/python bench/bench.py
