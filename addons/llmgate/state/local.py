@@ -45,6 +45,10 @@ class LocalState:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        # locks and fenced values: their own connection, used in worker threads, so a lock
+        # waiting for another process's write never holds up the event loop's connection
+        self._side_lock = threading.Lock()
+        self._side = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
         self._pool: PoolState | None = None
         self._version = self._data_version()
         self._looked = ticks()
@@ -121,28 +125,29 @@ class LocalState:
 
     def _try_lock(self, name: str, owner: str, ttl: float) -> int | None:
         now = self.clock()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._side_lock:
+            self._side.execute("BEGIN IMMEDIATE")
             try:
-                row = self._db.execute("SELECT until, fence FROM locks WHERE name = ?", (name,)).fetchone()
+                row = self._side.execute("SELECT until, fence FROM locks WHERE name = ?", (name,)).fetchone()
                 if row is not None and row[0] > now:
                     return None
                 fence = (row[1] if row else 0) + 1
-                self._db.execute("INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?)", (name, owner, now + ttl, fence))
+                self._side.execute("INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?)",
+                                   (name, owner, now + ttl, fence))
                 return fence
             finally:
-                self._db.execute("COMMIT")
+                self._side.execute("COMMIT")
 
     async def release(self, lease: Lease) -> None:
         def run() -> None:
-            with self._lock:  # only our own grant: a lapsed lease may have been granted again
-                self._db.execute("UPDATE locks SET until = 0 WHERE name = ? AND owner = ?", (lease.name, lease.owner))
+            with self._side_lock:  # only our own grant: a lapsed lease may have been granted again
+                self._side.execute("UPDATE locks SET until = 0 WHERE name = ? AND owner = ?", (lease.name, lease.owner))
         await asyncio.to_thread(run)
 
     async def put_fenced(self, name: str, value: bytes, fence: int) -> bool:
         def run() -> bool:
-            with self._lock:
-                cur = self._db.execute(
+            with self._side_lock:
+                cur = self._side.execute(
                     "INSERT INTO fenced VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value, "
                     "fence = excluded.fence WHERE excluded.fence >= fenced.fence", (name, value, fence))
                 return cur.rowcount > 0
@@ -150,8 +155,8 @@ class LocalState:
 
     async def get_fenced(self, name: str) -> tuple[bytes, int] | None:
         def run() -> tuple[bytes, int] | None:
-            with self._lock:
-                row = self._db.execute("SELECT value, fence FROM fenced WHERE name = ?", (name,)).fetchone()
+            with self._side_lock:
+                row = self._side.execute("SELECT value, fence FROM fenced WHERE name = ?", (name,)).fetchone()
             return (bytes(row[0]), row[1]) if row else None
         return await asyncio.to_thread(run)
 
@@ -161,3 +166,5 @@ class LocalState:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        with self._side_lock:
+            self._side.close()
