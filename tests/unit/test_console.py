@@ -4,6 +4,7 @@ bounds, form fields from a kind's schema, charts; logins' and uploads' checks.""
 import asyncio
 import fnmatch
 import json
+import socket
 
 import pytest
 
@@ -221,3 +222,14 @@ def test_a_running_login_shows_its_url_as_a_link_and_no_second_start():
                         [])
     assert idle.count("data-open") == 1  # the Google login page opens itself; Qwen's device page is a link
     assert "Log in with Google" in idle and "Start device login" in idle
+
+
+def test_a_login_that_cannot_start_says_so_rather_than_waiting(tmp_path):
+    rt = FakeRuntime(f"providers: [{{id: g, type: gemini-cli, credentials: '{tmp_path / 'g.json'}'}}]")
+    with socket.socket() as taken:  # the callback port is in use
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        entry = asyncio.run(Logins().start(rt, "g", {"port": taken.getsockname()[1],
+                                                     "auth_url": "http://127.0.0.1:9/auth"}))
+    assert entry["state"] == "failed" and entry["message"].startswith("Login failed: ") and entry["url"] is None
+    assert not (tmp_path / "g.json").exists()
