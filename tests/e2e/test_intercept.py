@@ -14,7 +14,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -72,7 +72,7 @@ def answer(text: str):
 
 
 @pytest.fixture(scope="module")
-def vendor_ca(tmp_path_factory) -> tuple[Path, callable]:
+def vendor_ca(tmp_path_factory) -> tuple[Path, Callable[[str], tuple[Path, Path]]]:
     """A CA for the doubles (the gateway trusts it for upstreams) and a cert/key maker."""
     folder = tmp_path_factory.mktemp("vendor-ca")
     store = certs.CertStore.from_store(folder, "vendor", 2048)
@@ -275,6 +275,7 @@ def tunnel(proxy_port: int, host: str) -> Iterator[ssl.SSLSocket]:
 def issuer_via_proxy(s: dict, host: str) -> str:
     with tunnel(s["proxy"], host) as tls:
         der = tls.getpeercert(binary_form=True)
+    assert der is not None
     issuer = certs.Cert.from_pem(ssl.DER_cert_to_PEM_cert(der).encode()).issuer
     return dict(issuer).get("O", "") if issuer else ""
 
