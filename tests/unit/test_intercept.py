@@ -11,7 +11,9 @@ import pytest
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import tflow
 
-from llmgate.addons.intercept import allow_patterns, call_of, gateway_path, pick_rule
+from llmgate.addons.client_auth import ClientAuth
+from llmgate.addons.intercept import Intercept, allow_patterns, call_of, gateway_path, pick_rule
+from llmgate.runtime import Runtime
 from llmgate.settings import ConfigError, InterceptRule, Limits, parse_settings
 
 RULES = [
@@ -135,3 +137,43 @@ def test_invalid_intercept_settings(yaml_text, message):
     with pytest.raises(ConfigError) as e:
         parse_settings(BASE + yaml_text)
     assert message in str(e.value)
+
+
+def _vendor_flow(model: str):
+    f = tflow.tflow(resp=True)
+    r = f.request
+    r.host, r.port, r.scheme, r.path, r.method = "api.anthropic.com", 443, "https", "/v1/messages", "POST"
+    r.headers.clear()
+    r.headers.update({"x-api-key": "sk-ant-the-clis-own-key", "anthropic-version": "2023-06-01"})
+    r.content = json.dumps({"model": model, "max_tokens": 5, "messages": []}).encode()
+    f.response = None
+    return f
+
+
+def _hooks(rt, f):
+    """The request hooks in gateway.py's order: Intercept before ClientAuth and the front door."""
+    ic, auth = Intercept(rt), ClientAuth(rt)
+    ic.requestheaders(f)
+    auth.requestheaders(f)
+    ic.request(f)
+    auth.request(f)
+    return ic
+
+
+@pytest.mark.parametrize("server", ["server: {api_keys: [sk-gateway-key]}\n", ""])
+def test_client_keys_and_web_guard_are_not_asked_of_vendor_calls(server):
+    """A passed-on call leaves with the CLI's own key (masked once sent); a routed one never
+    carries it. Neither is refused for lacking a gateway key, or for its vendor Host."""
+    rt = Runtime()
+    rt.settings = parse_settings(BASE + server + "intercept:\n  rules:\n    - {model: 'claude-haiku*', provider: up}\n")[0]
+    passed = _vendor_flow("claude-sonnet-4-5")
+    ic = _hooks(rt, passed)
+    assert passed.response is None and passed.request.headers["x-api-key"] == "sk-ant-the-clis-own-key"
+    passed.response = tflow.tresp()
+    ic.responseheaders(passed)
+    assert passed.request.headers["x-api-key"] == "[redacted]"
+    routed = _vendor_flow("claude-haiku-4-5")
+    _hooks(rt, routed)
+    assert routed.response is None and routed.request.headers["x-api-key"] == "[redacted]"
+    assert routed.metadata["llmgate.intercept"] == {"host": "api.anthropic.com", "action": "route",
+                                                    "path": "/v1/messages", "provider": "up"}
