@@ -19,8 +19,10 @@ core/src/client.rs):
   refresh_token_expired | refresh_token_reused | refresh_token_invalidated, and a 401 is
   permanent for Codex CLI.
 - the id token's "https://api.openai.com/auth" claim holds chatgpt_account_id and
-  chatgpt_plan_type; requests carry Authorization: Bearer <access token>, chatgpt-account-id
-  and originator.
+  chatgpt_plan_type (login/src/server.rs takes the account id from it).
+- requests carry Authorization: Bearer <access token>, chatgpt-account-id and originator
+  (the header names as several public re-implementations send them: opencode, pi-mono,
+  CLIProxyAPI; the header code of codex-rs/core was not read here).
 - usage limits: error {type: "usage_limit_reached" | "usage_not_included", message, plan_type,
   resets_in_seconds} (newer builds also resets_at).
 Assumed (peers' reports, not the official source): the backend answers only streams

@@ -5,7 +5,8 @@ Terms of service: OpenAI's terms allow the ChatGPT sign-in for its own apps (Cod
 IDE extension); using it from another client is not covered and accounts can be suspended.
 The gateway logs a warning the first time an entry is used.
 
-Facts from openai/codex (codex-rs/login/src/server.rs, auth/manager.rs, core/src/client.rs):
+Facts from openai/codex (codex-rs/login/src/server.rs, auth/manager.rs, core/src/client.rs;
+the request headers and the stream-only backend as public re-implementations have them):
 - auth.json in CODEX_HOME (~/.codex): {"OPENAI_API_KEY", "auth_mode", "tokens": {id_token,
   access_token, refresh_token, account_id}, "last_refresh" (RFC 3339)}. The access token is a
   JWT (its `exp` tells when it dies); Codex CLI also refreshes tokens older than 8 days.
