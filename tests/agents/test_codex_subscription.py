@@ -17,7 +17,7 @@ from tests.harness import Gateway
 from tests.upstreams import codex_backend, copilot_api
 from tests.upstreams.serving import ServerThread
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(900)  # the first test may install the CLIs (scripts/agents.sh)
 KEY = "sk-agent-codex"
 
 
