@@ -23,6 +23,7 @@ from llmgate.addons.flow_record import FlowRecorder  # noqa: E402
 from llmgate.addons.front_door import FrontDoor  # noqa: E402
 from llmgate.addons.intercept import Intercept  # noqa: E402
 from llmgate.addons.limits import ClientLimits  # noqa: E402
+from llmgate.addons.proxy_guard import ProxyGuard  # noqa: E402
 from llmgate.addons.redaction import Redaction  # noqa: E402
 from llmgate.runtime import Runtime  # noqa: E402
 
@@ -31,6 +32,7 @@ runtime = Runtime()
 addons = [
     ConfigWatch(runtime),
     ClientLimits(runtime),  # body size, connection timeouts and cap, HTTP/1.0 answers
+    ProxyGuard(runtime),  # the proxy port's network clients: a client key, no loopback targets
     Intercept(runtime),  # regular mode: the CLIs' vendor calls, routed or passed on (before ClientAuth, FrontDoor)
     Cors(runtime),  # before ClientAuth: a preflight never carries credentials
     ClientAuth(runtime),

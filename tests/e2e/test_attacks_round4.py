@@ -1,0 +1,168 @@
+"""Attacks on what was added in the fourth round (intercept mode, the request log in PostgreSQL,
+shared state in Redis), each through a real gateway: the hole shown, then kept shut."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import closed_port
+from tests.harness import Gateway
+from tests.upstreams import openai_compat
+from tests.upstreams.serving import ServerThread
+
+UPSTREAM_KEY = "gateway-provider-key-round4"
+CLIENT_KEY = "sk-gateway-client-key-round4"
+
+
+def lan_address() -> str:
+    """This machine's address on its network (a client there is not loopback)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+            ip = s.getsockname()[0]
+        except OSError:
+            ip = ""
+    if not ip or ip.startswith("127."):
+        pytest.skip("no non-loopback address on this machine")
+    return ip
+
+
+def exchange(host: str, port: int, raw: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes, read until the server closes (requests say Connection: close)."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(raw)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def json_of(answer: bytes) -> dict:
+    """The first answer's JSON body (a refused CONNECT may be followed by the answer to what came after)."""
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    length = int(next(v for k, _, v in (h.partition(b":") for h in head.split(b"\r\n")) if k.lower() == b"content-length"))
+    return json.loads(rest[:length])
+
+
+def proxy_auth(key: str) -> str:
+    return "Proxy-Authorization: Basic " + base64.b64encode(f"llmgate:{key}".encode()).decode() + "\r\n"
+
+
+def chat_via_proxy(lan: str, port: int, auth: str = "") -> bytes:
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    return exchange(lan, port, (
+        "POST http://api.openai.com/v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\n"
+        f"{auth}Content-Type: application/json\r\nAuthorization: Bearer sk-cli-own\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body)
+
+
+@pytest.fixture
+def provider() -> Iterator[str]:
+    srv = ServerThread(openai_compat.make_app(UPSTREAM_KEY, ["gpt-4o-mini"]))
+    yield srv.__enter__()
+    srv.__exit__(None, None, None)
+
+
+def provider_calls(base: str) -> list[dict]:
+    return httpx.get(base + "/__requests", timeout=5).json()
+
+
+def intercept_gateway(tmp: Path, provider_base: str, lan: str, **server) -> tuple[Gateway, int]:
+    """The gateway as `make intercept HOST=<lan address>` runs it (the proxy port on the network), the
+    CLIs' OpenAI calls routed to the gateway's provider."""
+    cfg = {
+        "server": server,
+        "providers": [{"id": "up", "type": "openai", "base_url": provider_base + "/v1", "api_key": UPSTREAM_KEY,
+                       "models": ["gpt-4o-mini"]}],
+        "intercept": {"hosts": ["api.openai.com"], "rules": [{"host": "api.openai.com", "provider": "up"}]},
+    }
+    gw = Gateway(cfg, tmp / "proxy.yaml", "--mode", f"regular@{lan}:{closed_port()}")
+    port = int(gw.wait_for(r"HTTP\(S\) proxy listening at [\d.]+:(\d+)").group(1))
+    gw.port = int(gw.wait_for(r"reverse proxy to \S+ listening at 127\.0\.0\.1:(\d+)").group(1))
+    gw.base = f"http://127.0.0.1:{gw.port}"
+    return gw, port
+
+
+def admin_via_proxy(lan: str, port: int, target: str, host: str, auth: str = "") -> bytes:
+    """An absolute-form request to `target`, naming the gateway as its Host (web_guard's check)."""
+    return exchange(lan, port, (f"GET http://{target}/admin/status HTTP/1.1\r\nHost: {host}\r\n{auth}"
+                                "Connection: close\r\n\r\n").encode())
+
+
+def tunnel_to_admin(lan: str, port: int, target: str, host: str, auth: str = "") -> bytes:
+    return exchange(lan, port, (f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n"
+                                f"GET /admin/status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").encode())
+
+
+# spellings of the gateway's loopback port that mitmproxy's own self-connect check does not know
+LOOPBACK_TARGETS = ("[::ffff:127.0.0.1]", "127.1", "0.0.0.0", "2130706433")
+
+
+# --- intercept mode: the proxy port -----------------------------------------------------------
+
+
+def test_intercept_proxy_does_not_take_network_clients_to_loopback_admin(tmp_path, provider):
+    """No admin_keys: /admin answers loopback clients only. Through the proxy port a network client
+    was loopback: its request to [::ffff:127.0.0.1] (or a tunnel there) reached /admin/status."""
+    lan = lan_address()
+    gw, port = intercept_gateway(tmp_path, provider, lan)
+    try:
+        host = f"127.0.0.1:{gw.port}"
+        for target in LOOPBACK_TARGETS:
+            for answer in (admin_via_proxy(lan, port, f"{target}:{gw.port}", host),
+                           tunnel_to_admin(lan, port, f"{target}:{gw.port}", host)):
+                assert status_of(answer) == 403, (target, answer[:300])
+                assert b"request_log" not in answer  # the admin status never came
+                assert json_of(answer)["error"]["code"] == "forbidden"
+        # without keys the proxy serves network clients as the gateway's own port does
+        assert status_of(chat_via_proxy(lan, port)) == 200
+    finally:
+        gw.stop()
+
+
+def test_intercept_proxy_asks_network_clients_for_a_gateway_key(tmp_path, provider):
+    """server.api_keys set: a routed vendor call spends the gateway's provider credentials, so a
+    network client must send a gateway key (as the proxy password: HTTPS_PROXY=http://x:KEY@host:port);
+    the key goes no further than the gateway."""
+    lan = lan_address()
+    gw, port = intercept_gateway(tmp_path, provider, lan, api_keys=[CLIENT_KEY])
+    try:
+        refused = chat_via_proxy(lan, port)
+        assert status_of(refused) == 407, refused[:300]
+        assert b"Proxy-Authenticate: Basic" in refused
+        assert status_of(chat_via_proxy(lan, port, proxy_auth("not-a-key"))) == 407
+        assert provider_calls(provider) == []
+        answer = chat_via_proxy(lan, port, proxy_auth(CLIENT_KEY))
+        assert status_of(answer) == 200, answer[:300]
+        calls = provider_calls(provider)
+        assert len(calls) == 1 and CLIENT_KEY not in json.dumps(calls)
+        assert CLIENT_KEY not in gw.output
+    finally:
+        gw.stop()
+
+
+def test_intercept_proxy_keyed_network_client_cannot_reach_loopback(tmp_path, provider):
+    """A client key is not an admin key: through the proxy, not even a keyed network client reaches
+    the gateway's loopback-only admin routes (by address, by name, or in a CONNECT tunnel)."""
+    lan = lan_address()
+    gw, port = intercept_gateway(tmp_path, provider, lan, api_keys=[CLIENT_KEY])
+    auth = proxy_auth(CLIENT_KEY)
+    try:
+        for target in ("127.0.0.1", "localhost", *LOOPBACK_TARGETS):
+            for answer in (admin_via_proxy(lan, port, f"{target}:{gw.port}", f"127.0.0.1:{gw.port}", auth),
+                           tunnel_to_admin(lan, port, f"{target}:{gw.port}", f"127.0.0.1:{gw.port}", auth)):
+                assert status_of(answer) == 403, (target, answer[:300])
+                assert b"request_log" not in answer
+    finally:
+        gw.stop()
