@@ -166,3 +166,38 @@ def test_intercept_proxy_keyed_network_client_cannot_reach_loopback(tmp_path, pr
                 assert b"request_log" not in answer
     finally:
         gw.stop()
+
+
+# --- the request log's and the shared state's URLs ------------------------------------------
+
+PG_QUERY_PASSWORD = "pg-query-password-round4"
+PG_PASSWORD = "pg-userinfo-password-round4"
+REDIS_PASSWORD = "redis-password-round4"
+
+
+@pytest.mark.parametrize("database", [
+    f"postgresql://llmgate@127.0.0.1:{{port}}/log?password={PG_QUERY_PASSWORD}&connect_timeout=1",
+    f"postgresql://llmgate:{PG_PASSWORD}@127.0.0.1:{{port}}/log?connect_timeout=1",
+])
+def test_database_and_state_passwords_never_shown(tmp_path, provider, database):
+    """log.database may carry its password as libpq's ?password= (a URI parameter libpq reads) and
+    server.state as redis://:password@: neither is shown by /admin/status, the console's pages or
+    the gateway's log, while both stores are unreachable (their errors are logged)."""
+    database = database.format(port=closed_port())
+    cfg = {"server": {"state": f"redis://:{REDIS_PASSWORD}@127.0.0.1:{closed_port()}/0"},
+           "log": {"database": database},
+           "providers": [{"id": "up", "type": "openai", "base_url": provider + "/v1", "api_key": UPSTREAM_KEY,
+                          "models": ["gpt-4o-mini"]}]}
+    gw = Gateway(cfg, tmp_path / "proxy.yaml")
+    try:
+        r = httpx.post(gw.base + "/v1/chat/completions", timeout=20,
+                       json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200, r.text
+        gw.wait_for(r"request log: PostgreSQL at .* cannot be written")
+        shown = [httpx.get(gw.base + path, timeout=20).text for path in ("/admin/status", "/ui/config", "/ui/")]
+        assert "127.0.0.1" in shown[0]  # the store is named, without its password
+        for text in (*shown, gw.output):
+            for secret in (PG_QUERY_PASSWORD, PG_PASSWORD, REDIS_PASSWORD):
+                assert secret not in text
+    finally:
+        gw.stop()

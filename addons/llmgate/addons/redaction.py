@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Iterable
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from mitmproxy import http
 
@@ -117,8 +118,21 @@ def secrets_of(rt: Any) -> list[str]:
     for data in _credentials(rt):
         nested = [kv for v in data.values() if isinstance(v, dict) for kv in v.items()]  # Codex: {"tokens": {...}}
         found += [v for k, v in [*data.items(), *nested] if isinstance(v, str) and _credential_name(k)]
-    # the URLs' passwords: the accounts' proxies and the request log's PostgreSQL
-    return found + proxy_secrets(settings, *(data.get("proxy_url") for data in _credentials(rt)), settings.log.database)
+    # the URLs' passwords: the accounts' proxies, the request log's PostgreSQL and the shared state's Redis
+    return (found + proxy_secrets(settings, *(data.get("proxy_url") for data in _credentials(rt)))
+            + url_passwords(settings.log.database) + url_passwords(settings.server.state))
+
+
+def url_passwords(url: str | None) -> list[str]:
+    """A store URL's password: in its userinfo, or as libpq's ?password= parameter."""
+    if not url:
+        return []
+    try:
+        parts = urlsplit(url)
+        userinfo = parts.password or ""
+        return [p for p in (userinfo, unquote(userinfo), *parse_qs(parts.query).get("password", [])) if p]
+    except ValueError:
+        return []
 
 
 def _credential_name(name: str, *more: str) -> bool:

@@ -14,6 +14,7 @@ written either are rows held in memory, at most MEMORY_ROWS, then dropped and co
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import time
 import uuid
@@ -30,6 +31,7 @@ from psycopg.abc import Buffer
 from psycopg.conninfo import make_conninfo
 from psycopg.types.numeric import NumericLoader
 
+from llmgate.addons.redaction import url_passwords
 from llmgate.operations.request_log import BATCH, COLUMNS, Unreadable, connect
 
 log = logging.getLogger("llmgate")
@@ -82,16 +84,18 @@ def migrate(conn: psycopg.Connection) -> int:
 def safe_url(url: str) -> str:
     """The URL with its password masked, for logs, /admin/status and the CLI."""
     parts = urlsplit(url)
+    parts = parts._replace(query=re.sub(r"(^|&)password=[^&]*", r"\1password=***", parts.query))  # libpq's too
     if parts.password is None:
-        return url
+        return parts.geturl()
     netloc = parts.netloc.rsplit("@", 1)
     return parts._replace(netloc=f"{parts.username or ''}:***@{netloc[-1]}").geturl()
 
 
 def _scrub(url: str, error: BaseException) -> str:
-    password = urlsplit(url).password
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text.replace(password, "[redacted]") if password else text
+    for password in url_passwords(url):
+        text = text.replace(password, "[redacted]")
+    return text
 
 
 class _Number(NumericLoader):
