@@ -225,3 +225,18 @@ def test_malformed_messages_on_the_channel_are_ignored(tmp_path, redis):
         sa.close(), sb.close()
 
     asyncio.run(run())
+
+
+def test_shared_reasoning_memory_stays_bounded_and_tells_what_it_learns():
+    from llmgate.state.redis_backend import SharedReasoningMemory, _blocks_in, _blocks_out
+
+    told: list[tuple[str, list]] = []
+    mem = SharedReasoningMemory(lambda call_id, blocks: told.append((call_id, blocks)), size=2)
+    mem.remember([cn.Thinking("t", "sig"), cn.ToolCall("toolu_1", "f", "{}")])
+    mem.remember([cn.Thinking("unsigned"), cn.ToolCall("toolu_2", "f", "{}")])  # nothing to keep
+    assert [c for c, _ in told] == ["toolu_1"]
+    blocks = [cn.Thinking("x", None, "enc"), cn.RedactedThinking("r")]
+    assert _blocks_in(_blocks_out(blocks)) == blocks  # what goes over the channel comes back equal
+    for i in range(3):
+        mem.learn(f"toolu_o{i}", blocks)
+    assert list(mem._blocks) == ["toolu_o1", "toolu_o2"]
