@@ -177,3 +177,17 @@ def test_client_keys_and_web_guard_are_not_asked_of_vendor_calls(server):
     assert routed.response is None and routed.request.headers["x-api-key"] == "[redacted]"
     assert routed.metadata["llmgate.intercept"] == {"host": "api.anthropic.com", "action": "route",
                                                     "path": "/v1/messages", "provider": "up"}
+
+
+def test_a_passed_on_compressed_body_is_recorded_decoded_once_sent():
+    rt = Runtime()
+    rt.settings = parse_settings(BASE + "intercept: {}\n")[0]
+    f = _vendor_flow("claude-sonnet-4-5")
+    plain = f.request.content
+    f.request.raw_content = zlib.compress(plain)
+    f.request.headers["content-encoding"] = "deflate"
+    ic = _hooks(rt, f)
+    assert f.request.headers["content-encoding"] == "deflate"  # as sent
+    f.response = tflow.tresp()
+    ic.responseheaders(f)
+    assert f.request.raw_content == plain and "content-encoding" not in f.request.headers

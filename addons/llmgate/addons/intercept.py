@@ -196,7 +196,7 @@ class Intercept:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if not self._passed_on(flow) or flow.response is None:
             return
-        mask_client_credentials(flow.request)  # sent: from here on the flow is only a record
+        self._as_record(flow.request)
         if INBOUND in flow.metadata and "text/event-stream" in flow.response.headers.get("content-type", ""):
             flow.response.stream = StreamTap()  # the CLI gets each event as it comes
 
@@ -206,7 +206,20 @@ class Intercept:
 
     def error(self, flow: http.HTTPFlow) -> None:
         if self._passed_on(flow):
-            mask_client_credentials(flow.request)
+            self._as_record(flow.request)
+
+    def _as_record(self, req: http.Request) -> None:
+        """A sent request, from here on only a record: credentials masked, the body decoded within
+        the limits (Codex compresses its bodies), so the views, the request log and mitmweb read it
+        without inflating anything unbounded (limits.py drops a Content-Encoding left on it)."""
+        mask_client_credentials(req)
+        if encoding := req.headers.get("content-encoding"):
+            limit = self.rt.settings.server.limits.max_decompressed
+            try:
+                req.raw_content = decode(req.raw_content or b"", encoding, limit)
+            except GatewayError:
+                return
+            del req.headers["content-encoding"]
 
     @staticmethod
     def _passed_on(flow: http.HTTPFlow) -> bool:
