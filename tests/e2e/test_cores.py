@@ -68,6 +68,7 @@ def test_make_cores_serves_through_haproxy_and_shares_cooldowns(ups, tmp_path):
         assert httpx.post(gws[1], json=BODY, headers=AUTH, timeout=10).status_code == 200
         assert (chats(a), chats(b)) == (1, 2)  # the second process knew a was cooling
         assert (tmp_path / "llmgate-state.sqlite").exists()
+        assert "Traceback" not in cores.output and "locked" not in cores.output  # shared files, no contention errors
     finally:
         cores.stop()
     assert cores.p.returncode is not None
