@@ -30,7 +30,7 @@ from llmgate.request_path.answers import json_response
 from llmgate.request_path.routing import Route
 from llmgate.settings import PROVIDER_ENTRY, ConfigError, ProviderSettings, entry_error
 
-OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "admin-openapi.yaml"
+OPENAPI = Path(__file__).resolve().parents[3] / "docs" / "admin-openapi.yaml"
 VERSION = "0.1.0"
 _PROVIDER = re.compile(r"^/admin/providers/([^/]+)(?:/(enable|disable|test))?$")
 _MODEL = re.compile(r"^/admin/models/([^/]+)(?:/(link|unlink))?$")
