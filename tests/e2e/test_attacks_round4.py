@@ -201,3 +201,45 @@ def test_database_and_state_passwords_never_shown(tmp_path, provider, database):
                 assert secret not in text
     finally:
         gw.stop()
+
+
+# --- shared state: what Redis holds is input too ---------------------------------------------
+
+def chat(gw: Gateway, timeout: float = 15.0) -> httpx.Response:
+    return httpx.post(gw.base + "/v1/chat/completions", timeout=timeout,
+                      json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+
+
+def test_hostile_cooldowns_in_redis_neither_crash_nor_hang_the_gateway(tmp_path, provider):
+    """Another writer of the shared Redis (a buggy or hostile process) publishes cooldowns of the
+    right shape with the wrong values: a cooldown whose end is a string broke every pick of that
+    member (TypeError -> 500); a failure count of 10**10 made the next failure's backoff compute
+    2 ** (10**10), which froze the gateway."""
+    import redis as sync_redis
+
+    from tests.services import redis_server
+
+    with redis_server() as r:
+        cfg = {"server": {"state": r.url},
+               "providers": [{"id": "up", "type": "openai", "base_url": provider + "/v1", "api_key": UPSTREAM_KEY,
+                              "models": ["gpt-4o-mini"]}]}
+        gw = Gateway(cfg, tmp_path / "proxy.yaml")
+        store = sync_redis.Redis.from_url(r.url)
+        try:
+            gw.wait_for(r"state: Redis at \S+ connected")
+            httpx.post(provider + "/__fault", json={"scenario": "fault-500", "count": 1}, timeout=5)
+            assert chat(gw).status_code >= 500  # the member cools down: its key as the gateway writes it
+            field = next(iter(store.hgetall("llmgate:cooldowns")))
+            key = json.loads(field)
+            for value in (["soon", 1, "x"], [0, 10**10, "x"], [float("inf"), -1, None], [0, 1, "x" * 10**6]):
+                store.publish("llmgate:events", json.dumps({"k": "c", "key": key, "v": value, "from": "evil"}))
+                store.hset("llmgate:cooldowns", field, json.dumps(value))
+                httpx.post(provider + "/__fault", json={"scenario": "fault-500", "count": 1}, timeout=5)
+                for _ in range(2):  # a failure (a new backoff from the stored count), then an answer
+                    resp = chat(gw)
+                    assert resp.status_code in (200, 500, 502, 503), (value, resp.text)
+                    assert "error" in resp.json() or resp.json()["choices"], resp.text
+            assert "Traceback" not in gw.output
+        finally:
+            store.close()
+            gw.stop()

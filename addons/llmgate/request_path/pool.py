@@ -66,7 +66,7 @@ class PoolState:
         old = self.cooldowns.get(key)
         failures = (old.failures if old else 0) + 1
         if seconds is None:
-            seconds = min(BACKOFF_BASE * 2 ** (failures - 1), BACKOFF_MAX)
+            seconds = min(BACKOFF_BASE * 2 ** min(failures - 1, 32), BACKOFF_MAX)  # a count from a shared store too
         c = self.cooldowns[key] = Cooling(self.clock() + seconds, failures, reason)
         if self.store is not None:
             self.store.save(key, c)

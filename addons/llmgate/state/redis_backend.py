@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import secrets
 import socket
@@ -49,6 +50,8 @@ LEASE = 10.0  # a process silent this long holds no in-flight slots
 BACKOFF = (0.2, 10.0)  # reconnect delay: first, most
 MAX_REASONING = 1 << 20  # bytes: larger thinking blocks stay in the process that saw them
 MAX_OUTBOX = 1000
+MAX_FAILURES = 1000  # a cooldown's failure count read from Redis (the backoff tops out long before)
+MAX_REASON = 1000  # characters of a cooldown's reason read from Redis
 
 LOCK = ("if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return redis.call('INCR', KEYS[2]) end "
         "return 0")
@@ -72,6 +75,36 @@ def _blocks_out(blocks: list[cn.Block]) -> list[dict[str, Any]]:
 
 def _blocks_in(raw: list[dict[str, Any]]) -> list[cn.Block]:
     return [cn.RedactedThinking(d["r"]) if "r" in d else cn.Thinking(d["t"], d.get("s"), d.get("e")) for d in raw]
+
+
+def _cooldown_key(raw: Any) -> Key:
+    p, a, model = raw
+    if not all(isinstance(x, str) for x in raw):
+        raise ValueError("a cooldown's key is three strings")
+    return p, a, model
+
+
+def cooling_of(value: Any) -> Cooling:
+    """A cooldown another process wrote ([until, failures, reason]); ValueError for any other
+    value: what Redis holds is input (a failure count of 10**10 made the next backoff 2 ** 10**10)."""
+    from llmgate.request_path.pool import Cooling
+
+    until, failures, reason = value
+    if not (isinstance(until, (int, float)) and not isinstance(until, bool) and math.isfinite(until)
+            and type(failures) is int and 0 <= failures <= MAX_FAILURES and isinstance(reason, str)):
+        raise ValueError("not a cooldown")
+    return Cooling(float(until), failures, reason[:MAX_REASON])
+
+
+def _coolings(raw: dict[Any, Any]) -> dict[Key, Cooling]:
+    """The cooldowns hash, each field that is not a cooldown left out (one bad field is no outage)."""
+    out = {}
+    for field, value in raw.items():
+        try:
+            out[_cooldown_key(json.loads(field))] = cooling_of(json.loads(value))
+        except (ValueError, TypeError):
+            log.debug("state: ignored a malformed cooldown in %s", COOLDOWNS)
+    return out
 
 
 class SharedReasoningMemory(ReasoningMemory):
@@ -182,21 +215,18 @@ class RedisState:
         await self._send()
         raw = await self._redis.hgetall(COOLDOWNS)
         if self._pool is not None:
-            self._merge({tuple(json.loads(k)): json.loads(v) for k, v in raw.items()})
+            self._merge(_coolings(raw))
         await self._redis.publish(CHANNEL, json.dumps({"k": "hello", "from": self.id}))
 
-    def _merge(self, shared: dict[Any, list[Any]]) -> None:
+    def _merge(self, shared: dict[Key, Cooling]) -> None:
         """Redis's cooldowns and ours, the later of each; ours that Redis lacks (it restarted
         empty, or we learnt them while it was away) go out with the next send."""
-        from llmgate.request_path.pool import Cooling
-
         assert self._pool is not None
         mine = self._pool.cooldowns
-        for key, value in shared.items():
-            c = Cooling(*value)
+        for key, c in shared.items():
             if key not in mine or c.until >= mine[key].until:
                 mine[key] = c
-        self._dirty |= {k for k, c in mine.items() if k not in shared or shared[k][0] < c.until}
+        self._dirty |= {k for k, c in mine.items() if k not in shared or shared[k].until < c.until}
         if self._dirty:
             self._poke()
 
@@ -218,13 +248,11 @@ class RedisState:
             return
         kind = m["k"]
         if kind == "c" and self._pool is not None:
-            from llmgate.request_path.pool import Cooling
-
-            p, a, model = m["key"]
+            key = _cooldown_key(m["key"])
             if m["v"] is None:
-                self._pool.cooldowns.pop((p, a, model), None)
+                self._pool.cooldowns.pop(key, None)
             else:
-                self._pool.cooldowns[(p, a, model)] = Cooling(*m["v"])
+                self._pool.cooldowns[key] = cooling_of(m["v"])
         elif kind == "i" and isinstance(sender, str):
             now = self.ticks()
             self._remote = {k: v for k, v in self._remote.items() if now - v[0] <= LEASE}  # the departed go
