@@ -140,12 +140,15 @@ def test_rows_from_two_gateways_land_in_one_database_and_every_reader_shows_them
 
 def test_postgres_stopped_during_traffic_costs_no_request_and_no_row(upstream, pg, db, tmp_path):
     gw = start(upstream, db, tmp_path / "gw")
-    statuses: list[int] = []
+    statuses: list[int | str] = []
     stop = threading.Event()
 
     def traffic() -> None:
         while not stop.is_set():
-            statuses.append(chat(gw, ALICE).status_code)
+            try:
+                statuses.append(chat(gw, ALICE).status_code)
+            except httpx.HTTPError as e:  # shown by the assertion below
+                statuses.append(repr(e))
 
     senders = [threading.Thread(target=traffic) for _ in range(2)]
     try:
@@ -165,8 +168,8 @@ def test_postgres_stopped_during_traffic_costs_no_request_and_no_row(upstream, p
         stop.set()
         for t in senders:
             t.join(30)
-        until(lambda: len(pg_rows(db)) == len(statuses), f"all {len(statuses)} rows in PostgreSQL")
         assert set(statuses) == {200}
+        until(lambda: len(pg_rows(db)) == len(statuses), f"all {len(statuses)} rows in PostgreSQL")
         assert len({r["uid"] for r in pg_rows(db)}) == len(statuses)
         gw.wait_for("PostgreSQL at postgresql://llmgate:\\*\\*\\*@.* answers again")
         assert gw.output.count("cannot be written") == 1  # logged once per outage
