@@ -8,7 +8,9 @@ exception frame, a CodeGeeX `event: error`. When that is the first event, nothin
 client yet, so the gateway can treat it as the HTTP error it stands for and try another member.
 
 `FirstEvent(wire).feed(chunk)` takes the stream's bytes as read and answers None (no event yet,
-or only keepalives: SSE comments, Anthropic `ping`, empty data), True (the first real event is
+or only keepalives and preambles that carry no content: SSE comments, Anthropic `ping` and
+`message_start`, Responses `response.created` / `response.in_progress`, empty data; an error may
+still follow them, as Anthropic's overloaded_error and the Codex backend's usage limit do), True (the first real event is
 not an error, or cannot be read: the relay's decoder judges it), or a `StreamStartError`: the
 HTTP status the same error has when answered before a stream, and the error in the body shape
 the format's error mapping reads (llmgate/request_path/wire.py), so it is classified, cooled down
@@ -86,14 +88,18 @@ def _openai_error(err: Any) -> StreamStartError:
     return StreamStartError(_openai_status(err), json.dumps({"error": err}).encode())
 
 
+ANTHROPIC_PREAMBLE = ("ping", "message_start")
+RESPONSES_PREAMBLE = ("response.created", "response.in_progress")
+
+
 def anthropic_event(ev: Event) -> Verdict:
-    if ev.event not in (None, "error", "ping"):
+    if ev.event not in (None, "error", *ANTHROPIC_PREAMBLE):
         return True  # named as no error: not parsed here (the relay does)
     body = _json(ev.data)
     if not isinstance(body, dict):
         return None if ev.data is None else True
     kind = body.get("type") if isinstance(body.get("type"), str) else ev.event
-    if kind == "ping":
+    if kind in ANTHROPIC_PREAMBLE:
         return None
     if kind != "error":
         return True
@@ -128,12 +134,14 @@ def gemini_event(ev: Event) -> Verdict:
 
 
 def responses_event(ev: Event) -> Verdict:
-    if ev.event not in (None, "error", "response.failed"):
+    if ev.event not in (None, "error", "response.failed", *RESPONSES_PREAMBLE):
         return True  # named as no error: not parsed here (the relay does)
     body = _json(ev.data)
     if not isinstance(body, dict):
         return None if not (ev.data or "").strip() else True
     kind = body.get("type") if isinstance(body.get("type"), str) else ev.event
+    if kind in RESPONSES_PREAMBLE:
+        return None
     if kind == "response.failed":
         failed = _dict(body.get("response")).get("error")
         return _openai_error(failed or {"message": "The response failed.", "code": "server_error"})

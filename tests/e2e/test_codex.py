@@ -181,6 +181,22 @@ def test_a_usage_limit_failing_the_stream_is_named_for_a_client_that_did_not_str
     assert e.value.body["code"] == "pool_exhausted"  # the account cools down as for an HTTP 429
 
 
+def test_a_usage_limit_failing_the_stream_after_response_created_is_a_429_for_a_streaming_client(
+        client, codex, creds):
+    """response.created carries no content: the limit after it is still the stream's first event,
+    so a streaming client gets the named 429 (nothing was sent yet) and the account cools."""
+    seed(codex, creds, account_id="acct-main")
+    control(codex, "usage_limit", {"account_id": "acct-main", "resets_in_seconds": 60, "in_stream": True})
+    with pytest.raises(openai.RateLimitError) as e:
+        for _ in client.chat.completions.create(model=MODEL, messages=HELLO, stream=True):
+            pass
+    assert e.value.body["code"] == "quota_exhausted" and 58 <= int(e.value.response.headers["retry-after"]) <= 60
+    calls = len(backend_calls(codex))
+    with pytest.raises(openai.RateLimitError) as e:
+        client.chat.completions.create(model=MODEL, messages=HELLO, stream=True)
+    assert e.value.body["code"] == "pool_exhausted" and len(backend_calls(codex)) == calls
+
+
 def test_failover_between_two_accounts(client, codex, creds, accounts):
     """Two accounts pooled under one model: the limited one fails over to the other within the
     request and cools down; an entry holding both (a glob) takes the other one from then on."""

@@ -60,11 +60,18 @@ def test_anthropic_error_types_are_their_http_statuses(etype, status):
     assert isinstance(v, StreamStartError) and v.status == status
 
 
-def test_anthropic_pings_and_comments_are_not_a_start_message_start_is():
+def test_anthropic_pings_comments_and_message_start_are_not_a_start_content_is():
     f = FirstEvent("anthropic")
     assert f.feed(b": keepalive\n\n") is None
     assert f.feed(PING) is None
-    assert f.feed(ANTHROPIC_START) is True
+    assert f.feed(ANTHROPIC_START) is None  # no content yet: an error may still follow it
+    assert f.feed(b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+                  b'"content_block":{"type":"text","text":""}}\n\n') is True
+
+
+def test_anthropic_error_after_message_start_is_still_the_first_event():
+    v = first("anthropic", ANTHROPIC_START, PING, ANTHROPIC_OVERLOADED)
+    assert isinstance(v, StreamStartError) and v.status == 529
 
 
 def test_openai_error_chunk_first():
@@ -95,7 +102,13 @@ def test_responses_failed_or_error_first():
     assert v.status == 429 and json.loads(v.body) == {"error": {"code": "rate_limit_exceeded", "message": "slow down"}}
     err = {"type": "error", "code": "server_error", "message": "oops", "param": None}
     assert first("responses", sse(err, "error")).status == 500
-    assert first("responses", sse({"type": "response.created", "response": {}}, "response.created")) is True
+    created = sse({"type": "response.created", "response": {}}, "response.created")
+    in_progress = sse({"type": "response.in_progress", "response": {}}, "response.in_progress")
+    assert first("responses", created, in_progress) is None  # no content yet
+    limit = {"type": "response.failed", "response": {"error": {"code": "rate_limit_exceeded", "message": "limit"}}}
+    assert first("responses", created, in_progress, sse(limit, "response.failed")).status == 429
+    text = {"type": "response.output_item.added", "output_index": 0, "item": {"type": "message"}}
+    assert first("responses", created, sse(text, "response.output_item.added")) is True
 
 
 def test_codegeex_error_event():
@@ -148,10 +161,11 @@ def test_keepalives_are_held_only_up_to_the_byte_limit():
 
 def test_held_bytes_come_back_byte_for_byte_with_the_first_event():
     gate = StreamStart(FirstEvent("anthropic"), Clock(), wait=600)
-    start = ANTHROPIC_START + b"event: content_block_start\r\n"
+    block = b'event: content_block_start\r\ndata: {"type":"content_block_start","index":0}\r\n\r\n'
     assert gate.feed(PING[:7]) is False
-    assert gate.feed(PING[7:] + start) is True
-    assert gate.held == PING + start
+    assert gate.feed(PING[7:] + ANTHROPIC_START) is False
+    assert gate.feed(block) is True
+    assert gate.held == PING + ANTHROPIC_START + block
 
 
 def test_an_in_stream_error_cools_down_like_the_http_answer():
