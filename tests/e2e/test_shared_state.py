@@ -155,6 +155,20 @@ def test_max_concurrency_holds_across_processes(fleet, ups, clean):
     assert (generations(ups.a), generations(ups.b)) == (1, 1)  # which knew lim was at its limit
 
 
+def test_max_concurrency_holds_for_simultaneous_requests(fleet, ups, clean):
+    """Requests arriving together on both processes: the slot is reserved atomically (Redis),
+    not only checked against the other process's announced counts."""
+    async def run() -> list[int]:
+        async with httpx.AsyncClient(base_url=fleet.lb.base, headers=AUTH, timeout=30,
+                                     limits=httpx.Limits(max_keepalive_connections=0)) as http:
+            body = {"model": "slow", "messages": HELLO, "stream": True}
+            rs = await asyncio.gather(*(http.post("/v1/chat/completions", json=body) for _ in range(8)))
+        return [r.status_code for r in rs]
+
+    assert asyncio.run(run()) == [200] * 8
+    assert (generations(ups.a), generations(ups.b)) == (1, 7)
+
+
 def test_thinking_tool_loop_continues_on_another_process(fleet, ups, clean):
     """Anthropic refuses a thinking tool loop whose assistant turn lost its signed thinking; an
     OpenAI chat client cannot carry it, so the process that saw it must share it."""

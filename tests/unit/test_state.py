@@ -240,3 +240,47 @@ def test_shared_reasoning_memory_stays_bounded_and_tells_what_it_learns():
     for i in range(3):
         mem.learn(f"toolu_o{i}", blocks)
     assert list(mem._blocks) == ["toolu_o1", "toolu_o2"]
+
+
+def test_max_concurrency_is_reserved_atomically_across_processes(tmp_path, redis):
+    async def confirmed(pool: PoolState, limit: int) -> bool:
+        key = pool.acquire("p", "acct")
+        if await pool.confirm(key, limit):
+            return True
+        pool.release(key)
+        return False
+
+    async def eventually(pool: PoolState, limit: int, what: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not await confirmed(pool, limit):
+            assert loop.time() < deadline, f"never happened: {what}"
+            await asyncio.sleep(0.01)
+
+    async def run():
+        sa, sb = (RedisState(LocalState(tmp_path / f"{n}.sqlite"), redis.url, lease=0.5) for n in "ab")
+        a, b = attached(sa), attached(sb)
+        await until(lambda: sa.up and sb.up, "connected")
+        assert await confirmed(a, 1)
+        assert not await confirmed(b, 1)  # at once: no announcement needed
+        assert await confirmed(b, 2) and not await confirmed(a, 2)
+        a.release(("p", "acct"))
+        await eventually(a, 2, "a's slot given back and taken again")
+        await asyncio.sleep(1.2)  # longer than the lease: the heartbeat renews what is held
+        assert not await confirmed(b, 2)
+        sa.close()  # as if it crashed: a's slot lapses with its lease
+        await eventually(b, 2, "a crashed process's slot lapses")
+        sb.close()
+
+    asyncio.run(run())
+
+
+def test_without_redis_the_local_limit_stands(tmp_path):
+    async def run():
+        state = RedisState(LocalState(tmp_path / "s.sqlite"), "redis://127.0.0.1:1/0")
+        pool = attached(state)
+        assert await pool.confirm(pool.acquire("p", ""), 1) and await LocalState(tmp_path / "t.sqlite").confirm(
+            ("p", ""), 1)
+        state.close()
+
+    asyncio.run(run())

@@ -265,6 +265,9 @@ class FrontDoor:
         converted = "" if kind.wire == ib.api.wire else f", {ib.api.wire}->{kind.wire}"
         flow.comment = f"-> {p.id} / {route.model} ({route.how}{converted}{note})"
         try:
+            if not await self.rt.pool.confirm(call.ex.inflight, p.max_concurrency):  # other processes' slots
+                raise GatewayError(429, f"Provider '{p.id}': at its max_concurrency ({p.max_concurrency}) across "
+                                   "the gateway processes.", code="pool_cooling")
             return call, await call.send(lambda: flow.error is not None)
         finally:
             if call.ex.status is not None and call.account is not None:  # it answered: say which account

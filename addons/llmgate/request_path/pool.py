@@ -104,6 +104,11 @@ class PoolState:
             if self.store is not None:
                 self.store.held(key, self.inflight[key])
 
+    async def confirm(self, key: tuple[str, str] | None, limit: int | None) -> bool:
+        """The slot `acquire` took holds across processes too (shared state): False if other
+        processes' requests already fill the account's limit (give the slot back then)."""
+        return key is None or self.store is None or await self.store.confirm(key, limit)
+
     def busy(self, provider: str, account: str | None = None) -> int:
         """Requests in flight, in this process and (shared state) the others."""
         others = self.store.others(provider, account) if self.store is not None else 0

@@ -107,6 +107,9 @@ class LocalState:
     def others(self, provider: str, account: str | None) -> int:
         return 0
 
+    async def confirm(self, key: tuple[str, str], limit: int | None) -> bool:
+        return True  # the process's own count is the whole count
+
     def reasoning(self, memory: ReasoningMemory) -> ReasoningMemory:
         return memory
 

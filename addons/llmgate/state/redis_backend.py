@@ -5,7 +5,10 @@ cooldowns, the other processes' in-flight counts, the reasoning memory) that one
 task keeps current from a pub/sub channel, and writes go out coalesced, in one pipeline per
 event-loop turn. Cooldowns are also kept in a Redis hash, read whole on (re)connect.
 In-flight counts are a lease: each process publishes its counts on every change and every
-HEARTBEAT seconds; a process not heard from for LEASE seconds (crashed) holds nothing.
+HEARTBEAT seconds; a process not heard from for LEASE seconds (crashed) holds nothing. Those
+counts are a pub/sub hop old, so an account with `max_concurrency` is also reserved atomically
+(`confirm`: one Lua call, the only round trip a request may wait for, and only for such
+accounts): slots in a sorted set scored by lease expiry, renewed by the heartbeat.
 
 Redis unreachable: requests go on with this process's state (and its SQLite file), the outage
 is logged once, the connection is retried with backoff, and on return this process's cooldown
@@ -45,7 +48,7 @@ log = logging.getLogger("llmgate.state")
 PREFIX = "llmgate:"
 CHANNEL = PREFIX + "events"
 COOLDOWNS = PREFIX + "cooldowns"
-HEARTBEAT = 2.0  # seconds between in-flight announcements
+HEARTBEAT = 2.0  # seconds between in-flight announcements (at most a quarter of the lease)
 LEASE = 10.0  # a process silent this long holds no in-flight slots
 BACKOFF = (0.2, 10.0)  # reconnect delay: first, most
 MAX_REASONING = 1 << 20  # bytes: larger thinking blocks stay in the process that saw them
@@ -56,6 +59,14 @@ MAX_REASON = 1000  # characters of a cooldown's reason read from Redis
 LOCK = ("if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return redis.call('INCR', KEYS[2]) end "
         "return 0")
 UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+RESERVE = ("local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
+           "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) "
+           "if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then "
+           "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3]) "
+           "redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end return 0")
+RENEW = ("local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
+         "for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i]) end "
+         "redis.call('PEXPIRE', KEYS[1], ARGV[1]) return 1")
 PUT_FENCED = ("local f = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0') "
               "if tonumber(ARGV[2]) >= f then redis.call('HSET', KEYS[1], 'value', ARGV[1], 'fence', ARGV[2]) "
               "return 1 end return 0")
@@ -75,6 +86,10 @@ def _blocks_out(blocks: list[cn.Block]) -> list[dict[str, Any]]:
 
 def _blocks_in(raw: list[dict[str, Any]]) -> list[cn.Block]:
     return [cn.RedactedThinking(d["r"]) if "r" in d else cn.Thinking(d["t"], d.get("s"), d.get("e")) for d in raw]
+
+
+def _slots_key(key: tuple[str, str]) -> str:
+    return PREFIX + "slots:" + json.dumps(key)
 
 
 def _cooldown_key(raw: Any) -> Key:
@@ -129,8 +144,9 @@ class SharedReasoningMemory(ReasoningMemory):
 
 
 class RedisState:
-    def __init__(self, local: LocalState, url: str, ticks: Callable[[], float] = time.monotonic):
-        self.local, self.url, self.path, self.ticks = local, url, local.path, ticks
+    def __init__(self, local: LocalState, url: str, ticks: Callable[[], float] = time.monotonic,
+                 lease: float = LEASE):
+        self.local, self.url, self.path, self.ticks, self.lease = local, url, local.path, ticks, lease
         self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.up, self._outage, self._delay = False, False, BACKOFF[0]
         self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0,
@@ -140,6 +156,10 @@ class RedisState:
         self._remote: dict[str, tuple[float, dict[tuple[str, str], int]]] = {}  # process -> (heard, counts)
         self._dirty: set[Key] = set()
         self._announce = False
+        self._slots: dict[tuple[str, str], list[str]] = {}  # reserved slot ids per account
+        self._freed: list[tuple[str, str]] = []  # (slot key, id) to give back
+        self._renew = False
+        self._seq = 0
         self._outbox: list[str] = []  # reasoning messages
         self._memory: SharedReasoningMemory | None = None
         self._wake: asyncio.Event | None = None
@@ -255,7 +275,7 @@ class RedisState:
                 self._pool.cooldowns[key] = cooling_of(m["v"])
         elif kind == "i" and isinstance(sender, str):
             now = self.ticks()
-            self._remote = {k: v for k, v in self._remote.items() if now - v[0] <= LEASE}  # the departed go
+            self._remote = {k: v for k, v in self._remote.items() if now - v[0] <= self.lease}  # the departed go
             self._remote[sender] = (now, {(p, a): int(n) for p, a, n in m["n"]})
         elif kind == "hello":
             self._announce = True
@@ -267,9 +287,9 @@ class RedisState:
         assert self._wake is not None
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), HEARTBEAT)
+                await asyncio.wait_for(self._wake.wait(), min(HEARTBEAT, self.lease / 4))
             except TimeoutError:
-                self._announce = True  # the heartbeat: our lease goes on
+                self._announce = self._renew = True  # the heartbeat: our leases go on
             self._wake.clear()
             await self._send()
 
@@ -278,9 +298,16 @@ class RedisState:
         dirty, self._dirty = self._dirty, set()
         outbox, self._outbox = self._outbox, []
         announce, self._announce = self._announce, False
-        if not (dirty or outbox or announce):
+        freed, self._freed = self._freed, []
+        renew, self._renew = self._renew, False
+        if not (dirty or outbox or announce or freed):
             return
         pipe = self._redis.pipeline(transaction=False)
+        for slots, slot in freed:
+            pipe.zrem(slots, slot)
+        for account, ids in self._slots.items() if renew else ():
+            if ids:
+                pipe.eval(RENEW, 1, _slots_key(account), int(self.lease * 1000), *ids)
         for key in dirty:
             c = self._pool.cooldowns.get(key) if self._pool is not None else None
             value = [c.until, c.failures, c.reason] if c is not None else None
@@ -299,6 +326,7 @@ class RedisState:
             await pipe.execute()
         except BaseException:
             self._dirty |= dirty  # written on reconnect (the reasoning messages are not kept)
+            self._freed += freed
             self._announce = True
             raise
 
@@ -327,15 +355,37 @@ class RedisState:
         self._mine[key] = n
         if not n:
             del self._mine[key]
+        ids = self._slots.get(key)
+        while ids and len(ids) > n:  # a reserved slot given back (unreserved ones have no id)
+            self._freed.append((_slots_key(key), ids.pop()))
         self._announce = True
         self._poke()
+
+    async def confirm(self, key: tuple[str, str], limit: int | None) -> bool:
+        """Reserve the slot just taken against every process's: False if the account is at
+        `limit` elsewhere. Without a limit, or with Redis away, the local check stands."""
+        if limit is None or not self.up:
+            return True
+        self._seq += 1
+        slot = f"{self.id}:{self._seq}"
+        try:
+            if not await self._redis.eval(RESERVE, 1, _slots_key(key), limit, int(self.lease * 1000), slot):
+                return False
+        except (RedisError, OSError):
+            return True
+        if self._mine.get(key, 0) > len(self._slots.get(key, ())):  # still held (not given back meanwhile)
+            self._slots.setdefault(key, []).append(slot)
+        else:
+            self._freed.append((_slots_key(key), slot))
+            self._poke()
+        return True
 
     def others(self, provider: str, account: str | None) -> int:
         if not self.up or not self._remote:
             return 0
         now, total = self.ticks(), 0
         for heard, counts in list(self._remote.values()):
-            if now - heard <= LEASE:
+            if now - heard <= self.lease:
                 total += sum(n for (p, a), n in counts.items() if p == provider and (account is None or a == account))
         return total
 
