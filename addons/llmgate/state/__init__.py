@@ -8,7 +8,8 @@ processes and hosts), reasoning memory, locks and fenced values are shared by ev
 that names the same Redis. If Redis is unreachable it serves with the local part and catches
 up when Redis is back.
 
-The request path reads only local memory (no round trip per request): the pool's dicts are
+The request path reads only local memory (no round trip per request, except Redis's atomic
+reservation of a slot on an account with `max_concurrency`): the pool's dicts are
 mirrors that the backend keeps current (SQLite: `PRAGMA data_version`, a few microseconds,
 checked at most once per millisecond; Redis: pushed over pub/sub). Writes are rare
 (a cooldown starts or ends) or coalesced (in-flight counts).

@@ -1,6 +1,6 @@
 """Shared state in Redis (`server.state: redis://...`), on top of the local SQLite backend.
 
-Nothing on the request path waits for Redis. Each process keeps mirrors in memory (the pool's
+Only a limited account's slot reservation (below) waits for Redis. Each process keeps mirrors in memory (the pool's
 cooldowns, the other processes' in-flight counts, the reasoning memory) that one background
 task keeps current from a pub/sub channel, and writes go out coalesced, in one pipeline per
 event-loop turn. Cooldowns are also kept in a Redis hash, read whole on (re)connect.
@@ -67,7 +67,7 @@ RESERVE = ("local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[
 RENEW = ("local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
          "for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i]) end "
          "redis.call('PEXPIRE', KEYS[1], ARGV[1]) return 1")
-PUT_FENCED = ("local f = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0') "
+PUT_FENCED = ("local f = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0') or 0 "  # garbage: replaceable
               "if tonumber(ARGV[2]) >= f then redis.call('HSET', KEYS[1], 'value', ARGV[1], 'fence', ARGV[2]) "
               "return 1 end return 0")
 
