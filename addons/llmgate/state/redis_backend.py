@@ -1,8 +1,8 @@
 """Shared state in Redis (`server.state: redis://...`), on top of the local SQLite backend.
 
-Only a limited account's slot reservation (below) waits for Redis. Each process keeps mirrors in memory (the pool's
-cooldowns, the other processes' in-flight counts, the reasoning memory) that one background
-task keeps current from a pub/sub channel, and writes go out coalesced, in one pipeline per
+Only a limited account's slot reservation (below) waits for Redis. Each process keeps mirrors
+in memory (the pool's cooldowns, the other processes' in-flight counts, the reasoning memory)
+that one background task keeps current from a pub/sub channel, and writes go out coalesced, in one pipeline per
 event-loop turn. Cooldowns are also kept in a Redis hash, read whole on (re)connect.
 In-flight counts are a lease: each process publishes its counts on every change and every
 HEARTBEAT seconds; a process not heard from for LEASE seconds (crashed) holds nothing. Those
