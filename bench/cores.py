@@ -133,6 +133,32 @@ def state_costs(folder: Path, redis_url: str | None, requests: int = 20_000) -> 
         us = asyncio.run(per_request(where))
         base = us if base is None else base
         print(f"  {name:16} {us:7.1f} us  (+{us - base:.1f} us)")
+    if redis_url:
+        p50 = asyncio.run(reservation_p50(folder, redis_url))
+        print(f"  redis, an account with max_concurrency: its slot reservation waits {p50:.3f} ms at p50 "
+              "(target <= 0.3 ms)")
+
+
+async def reservation_p50(folder: Path, url: str, n: int = 2000) -> float:
+    """Wall time of the one round trip a request may wait for: reserving a limited account's slot."""
+    from llmgate.request_path.pool import PoolState
+    from llmgate.state import open_state
+
+    state = open_state(str(folder / "reserve.sqlite"), url)
+    pool = PoolState(state)
+    state.attach(pool)
+    while getattr(state, "up", True) is False:
+        await asyncio.sleep(0.01)
+    waits = []
+    for _ in range(n):
+        key = pool.acquire("p", "")
+        start = time.perf_counter()
+        assert await pool.confirm(key, 8)
+        waits.append(time.perf_counter() - start)
+        pool.release(key)
+        await asyncio.sleep(0)
+    state.close()
+    return statistics.median(waits) * 1000
 
 
 def main() -> None:
