@@ -160,10 +160,13 @@ class Secrets:
         self._redactor = Redactor(())
 
     def current(self) -> Redactor:
-        # identities are enough: a reload makes new settings, a refresh or re-read new token data
-        stamp = (self.rt.settings, *_credentials(self.rt))
-        if len(stamp) != len(self._stamp) or any(a is not b for a, b in zip(stamp, self._stamp)):
-            self._redactor, self._stamp = Redactor(secrets_of(self.rt)), stamp
+        # identities are enough: a reload makes new settings, a refresh or re-read new token data.
+        # Asked several times per request: with no subscription accounts, one identity check
+        rt, stamp = self.rt, self._stamp
+        creds = _credentials(rt) if rt._accounts else []
+        if not stamp or stamp[0] is not rt.settings or len(stamp) != len(creds) + 1 or \
+                any(a is not b for a, b in zip(creds, stamp[1:])):
+            self._redactor, self._stamp = Redactor(secrets_of(rt)), (rt.settings, *creds)
         return self._redactor
 
     def stream(self, transform: StreamTransform) -> StreamTransform:
