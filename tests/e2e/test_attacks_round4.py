@@ -243,3 +243,68 @@ def test_hostile_cooldowns_in_redis_neither_crash_nor_hang_the_gateway(tmp_path,
         finally:
             store.close()
             gw.stop()
+
+
+# --- fleet credentials: what the shared store holds is input too ---------------------------------
+
+@pytest.mark.parametrize("value, fence", [
+    ('{"access_token": "a", "refresh_token": "r", "expiry_date": 99999999999999}', b"not-a-number"),
+    ("[" * 100_000, b"1"),  # nested past the JSON parser's recursion limit
+    ('{"access_token": 5, "refresh_token": ["r"], "expiry_date": "soon", "resource_url": 7}', b"1"),
+])
+def test_hostile_fleet_credentials_in_redis_are_a_clear_error(tmp_path, value, fence):
+    """A shared store holding garbage for an account (another writer's bug, a hand edit) is an error
+    that says where to look, in the caller's format: not an internal error with a traceback."""
+    from tests.harness import Upstream
+    from tests.services import redis_server
+
+    qwen = Upstream("qwen_portal")
+    with redis_server() as r:
+        import redis as sync_redis
+
+        store = sync_redis.Redis.from_url(r.url)
+        store.hset("llmgate:value:credentials:qwen:oauth_creds", mapping={"value": value, "fence": fence})
+        cfg = {"server": {"state": r.url},
+               "providers": [{"id": "qwen", "type": "qwen", "base_url": qwen.base + "/v1",
+                              "token_url": qwen.base + "/api/v1/oauth2/token",
+                              "credentials": str(tmp_path / "qwen" / "oauth_creds.json")}]}
+        gw = Gateway(cfg, tmp_path / "proxy.yaml")
+        try:
+            resp = httpx.post(gw.base + "/v1/chat/completions", timeout=20,
+                              json={"model": "qwen/qwen3-coder-plus", "messages": [{"role": "user", "content": "hi"}]})
+            assert resp.status_code in (502, 503), resp.text
+            err = resp.json()["error"]
+            assert err["code"] != "internal_error" and "llmgate credentials import qwen" in err["message"], err
+            assert "Traceback" not in gw.output
+        finally:
+            store.close()
+            gw.stop()
+            qwen.stop()
+
+
+def test_credentials_import_replaces_garbage_in_the_shared_store(tmp_path):
+    """A stored value whose fence is not a number made every write fail in Redis's script, and
+    `llmgate credentials import` said the store was unreachable: the way out was redis-cli."""
+    import subprocess
+
+    import redis as sync_redis
+    import yaml
+
+    from tests.harness import BIN
+    from tests.services import redis_server
+
+    with redis_server() as r:
+        store = sync_redis.Redis.from_url(r.url)
+        key = "llmgate:value:credentials:qwen:oauth_creds"
+        store.hset(key, mapping={"value": "junk", "fence": "junk"})
+        (tmp_path / "proxy.yaml").write_text(yaml.safe_dump({
+            "server": {"state": r.url},
+            "providers": [{"id": "qwen", "type": "qwen", "credentials": str(tmp_path / "oauth_creds.json")}]}))
+        login = {"access_token": "a-round4", "refresh_token": "r-round4", "expiry_date": 1}
+        (tmp_path / "login.json").write_text(json.dumps(login))
+        done = subprocess.run([str(BIN / "llmgate"), "credentials", "import", "qwen", "--file",
+                               str(tmp_path / "login.json"), "--config", str(tmp_path / "proxy.yaml")],
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(store.hget(key, "value")) == login
+        store.close()

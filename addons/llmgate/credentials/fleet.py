@@ -105,8 +105,8 @@ class SharedFences:
 
     async def get_fenced(self, name: str) -> tuple[bytes, int] | None:
         value, fence = await self.client.hmget(PREFIX + "value:" + name, ["value", "fence"])
-        if value is None or fence is None:
-            return None
+        if value is None or fence is None or not fence.isdigit():
+            return None  # not a value this code wrote: as if none (an import replaces it)
         return (value.encode() if isinstance(value, str) else value), int(fence)
 
 
@@ -384,7 +384,7 @@ def _decode(got: tuple[bytes, int] | None) -> tuple[dict[str, Any] | None, int]:
         return None, 0
     try:
         data = json.loads(got[0])
-    except ValueError:
+    except (ValueError, RecursionError):  # what another writer put there: as if nothing
         data = None
     return (data if isinstance(data, dict) else None), got[1]
 
