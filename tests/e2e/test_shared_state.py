@@ -136,6 +136,12 @@ def test_affinity_holds_across_processes(fleet, ups, clean):
         seen[session] = counts
     assert len(set(seen.values())) == 2  # sessions spread over both members (rendezvous hashing)
 
+    # s1's member answers one 429: the session moves to the other member on both processes
+    home, other = (ups.a, ups.b) if seen["s1"] == (6, 0) else (ups.b, ups.a)
+    arm_429(home)
+    lbs, _ = served("s1")
+    assert lbs == {"gw0", "gw1"} and (generations(home), generations(other)) == (1, 6)
+
 
 def test_max_concurrency_holds_across_processes(fleet, ups, clean):
     async def run() -> tuple[str, str]:
