@@ -308,3 +308,20 @@ def test_credentials_import_replaces_garbage_in_the_shared_store(tmp_path):
         assert done.returncode == 0, done.stderr
         assert json.loads(store.hget(key, "value")) == login
         store.close()
+
+
+def test_intercept_proxy_credentials_go_no_further_than_the_gateway(tmp_path, provider):
+    """HTTPS_PROXY=http://user:secret@... makes clients send Proxy-Authorization with every plain-HTTP
+    call: mitmproxy passed it on to the host called and kept it in the flow."""
+    gw, port = intercept_gateway(tmp_path, provider, "127.0.0.1")
+    try:
+        httpx.delete(provider + "/__requests", timeout=5)
+        answer = exchange("127.0.0.1", port, (
+            f"GET http://127.0.0.1:{provider.rsplit(':', 1)[1]}/v1/models HTTP/1.1\r\n"
+            f"Host: 127.0.0.1\r\n{proxy_auth('proxy-secret-round4')}Authorization: Bearer {UPSTREAM_KEY}\r\n"
+            "Connection: close\r\n\r\n").encode())
+        assert status_of(answer) == 200, answer[:300]
+        (seen,) = provider_calls(provider)
+        assert "proxy-authorization" not in seen["headers"]
+    finally:
+        gw.stop()

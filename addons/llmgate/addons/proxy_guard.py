@@ -85,12 +85,12 @@ class ProxyGuard:
             await self._guard(flow)
 
     async def _guard(self, flow: http.HTTPFlow) -> None:
-        client = flow.client_conn
-        if isinstance(client.proxy_mode, ReverseMode) or (client.peername and client.peername[0] in LOOPBACK):
+        client, req = flow.client_conn, flow.request
+        if isinstance(client.proxy_mode, ReverseMode):
             return
-        req = flow.request
-        key = proxy_key(req.headers.get(HEADER))
-        req.headers.pop(HEADER, None)
+        key = proxy_key(req.headers.pop(HEADER, None))  # for us only: never to the vendor, a flow or a log
+        if client.peername and client.peername[0] in LOOPBACK:
+            return
         err = None
         keys = [k.encode() for k, _ in self.rt.settings.server.key_ids()]
         if keys and not any(hmac.compare_digest((key or "").encode(), k) for k in keys):
