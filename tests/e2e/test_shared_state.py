@@ -6,6 +6,7 @@ an account, the next request meets on another. HAProxy alternates requests betwe
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -212,7 +213,7 @@ def test_a_redis_restart_during_traffic_causes_no_5xx(fleet, ups, redis, clean):
             running = asyncio.create_task(traffic(done))
             await asyncio.to_thread(redis.stop)
             before = len(statuses)
-            await asyncio.sleep(0.5)  # traffic goes on while Redis is away
+            await asyncio.to_thread(shared_state_up, fleet, 0.0)  # traffic goes on while Redis is away
             during = len(statuses) - before
             await asyncio.to_thread(redis.start)
             await asyncio.sleep(0.5)
@@ -225,7 +226,17 @@ def test_a_redis_restart_during_traffic_causes_no_5xx(fleet, ups, redis, clean):
     for g in fleet.gws:
         g.wait_for("state: Redis at .* back: sharing state again")
         assert sum("unreachable" in line for line in g.lines) == 1  # logged once, not per retry
+    shared_state_up(fleet, 1.0)
     cooled_for_all(fleet, ups)  # and sharing works again
+
+
+def shared_state_up(fleet: Fleet, value: float) -> None:
+    """Wait (bounded) until every process's /metrics says llmgate_shared_state_up is value."""
+    deadline = time.monotonic() + 20
+    for g in fleet.gws:
+        while f"llmgate_shared_state_up {value}" not in httpx.get(g.base + "/metrics").text:
+            assert time.monotonic() < deadline, f"{g.base}: llmgate_shared_state_up never {value}"
+            time.sleep(0.05)
 
 
 def test_without_redis_processes_sharing_a_state_file_see_each_others_cooldowns(ups, tmp_path):

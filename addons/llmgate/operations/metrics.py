@@ -82,3 +82,8 @@ class _PoolCollector:
             inflight.add_metric((provider, account), n)
         yield cooling
         yield inflight
+        up = self.rt.state.connected() if self.rt.state is not None else None
+        if up is not None:  # server.state names a Redis
+            shared = GaugeMetricFamily("llmgate_shared_state_up", "1 while the shared state (Redis) is reachable")
+            shared.add_metric((), 1.0 if up else 0.0)
+            yield shared

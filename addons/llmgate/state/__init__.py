@@ -78,6 +78,10 @@ class SharedState(Protocol):
 
     async def get_fenced(self, name: str) -> tuple[bytes, int] | None: ...
 
+    def connected(self) -> bool | None:
+        """Redis reachable now (None: no Redis configured)."""
+        ...
+
     def stop_sharing(self) -> None:
         """Another backend replaces this one: stop telling other processes about this one's state."""
         ...

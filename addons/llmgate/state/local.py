@@ -163,6 +163,9 @@ class LocalState:
             return (bytes(row[0]), row[1]) if row else None
         return await asyncio.to_thread(run)
 
+    def connected(self) -> bool | None:
+        return None
+
     def stop_sharing(self) -> None:
         pass
 

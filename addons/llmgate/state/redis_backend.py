@@ -185,6 +185,9 @@ class RedisState:
         else:
             self._start()
 
+    def connected(self) -> bool | None:
+        return self.up
+
     def stop_sharing(self) -> None:
         """Replaced by another backend: stop announcing (callable from any thread)."""
         if self._task is not None:
