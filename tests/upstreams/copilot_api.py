@@ -1,7 +1,7 @@
 """Strict local double of GitHub Copilot as its editor extensions use it: GitHub's device flow
 (github.com/login/device/code, /login/oauth/access_token), the Copilot token trade
 (api.github.com/copilot_internal/v2/token) and the Copilot API (api.githubcopilot.com:
-/models, /chat/completions), in one aiohttp.web app.
+/models, /chat/completions, /responses, /v1/messages), in one aiohttp.web app.
 
     python -m tests.upstreams.copilot_api --port 0 [--models gpt-4.1,...]
 
@@ -26,7 +26,20 @@ API wants Authorization: Bearer <Copilot token> and the editor headers (Editor-V
 expired Copilot token with 401; GET /models -> {data: [{id, capabilities: {type}}]};
 rate limits as 429 with Retry-After; a spent premium allowance as 402 quota_exceeded.
 
-Chat answers, validation and scenario models come from tests.upstreams.openai_compat
+Endpoints per model. Confirmed (users' reports of the real service: caozhiyuan/copilot-api
+#102 and #113, ericc-ch/copilot-api PR #274, cc-switch #1681, BenedictKing/ccx #273): each
+/models entry lists supported_endpoints ("/chat/completions", "/responses", "ws:/responses",
+"/v1/messages"); GPT-5.x and codex models may list only /responses, Claude models /v1/messages
+and /chat/completions, some models none; a model sent to an endpoint it does not list is
+refused with HTTP 400 {"error": {"message": "model \"<id>\" is not accessible via the
+<endpoint> endpoint", "code": "unsupported_api_for_model"}} (seen for /chat/completions; ASSUMED
+the same for the other two). ASSUMED: /v1/messages speaks Anthropic's Messages API as
+api.anthropic.com does (anthropic-version required, Anthropic-shaped validation errors) while
+auth and limits stay Copilot's; which model lists which endpoints here (ENDPOINTS; the
+messages-only claude-opus-4.5 is a test fixture, real Claude models also list chat).
+
+Answers, validation and scenario models come from the other doubles: chat from
+tests.upstreams.openai_compat, /responses from responses_api, /v1/messages from anthropic_api
 (the model is echoed as sent).
 
 Control (no auth): GET /__copilot (trades, device_polls, valid Copilot tokens, pending user
@@ -49,12 +62,21 @@ from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
 
+from tests.upstreams import anthropic_api as aa
 from tests.upstreams import openai_compat as oc
+from tests.upstreams import responses_api as ra
 from tests.upstreams import serving
 
 CLIENT_ID = "Iv1.b507a08c87ecfe98"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-DEFAULT_MODELS = ["gpt-4.1", "gpt-5-mini", "claude-sonnet-4.5"]
+DEFAULT_MODELS = ["gpt-4.1", "gpt-5-mini", "claude-sonnet-4.5", "gpt-5.1-codex", "claude-opus-4.5"]
+CHAT, RESPONSES, MESSAGES = "/chat/completions", "/responses", "/v1/messages"
+ENDPOINTS = {  # supported_endpoints per model; a model not named here: chat completions only
+    "gpt-5-mini": [CHAT, RESPONSES],
+    "claude-sonnet-4.5": [CHAT, MESSAGES],
+    "gpt-5.1-codex": [RESPONSES, "ws:/responses"],
+    "claude-opus-4.5": [MESSAGES],
+}
 COPILOT = web.AppKey("copilot", object)
 
 
@@ -191,7 +213,7 @@ def model_entry(mid: str, kind: str = "chat") -> dict[str, Any]:
             "model_picker_enabled": kind == "chat", "capabilities": {"type": kind, "family": mid,
                                                                      "supports": {"streaming": True,
                                                                                   "tool_calls": True}},
-            "supported_endpoints": ["/chat/completions"] if kind == "chat" else []}
+            "supported_endpoints": ENDPOINTS.get(mid, [CHAT]) if kind == "chat" else []}
 
 
 async def models(request: web.Request) -> web.Response:
@@ -211,9 +233,20 @@ def check_limit(st: CopilotState, login: str) -> None:
                           headers={"Retry-After": str(retry)})
 
 
+def check_endpoint(body: Any, endpoint: str) -> None:
+    """A model goes only to the endpoints its /models entry lists (refused as Copilot does)."""
+    model = body.get("model") if isinstance(body, dict) else None
+    if isinstance(model, str) and endpoint not in ENDPOINTS.get(model, [CHAT]):
+        refused = oc.ApiError(400, f'model "{model}" is not accessible via the {endpoint} endpoint',
+                              code="unsupported_api_for_model")
+        refused.error = {"message": refused.error["message"], "code": refused.error["code"]}  # no type, param
+        raise refused
+
+
 async def chat(request: web.Request) -> web.StreamResponse:
     check_limit(state(request), check_copilot(request))
     body = await oc.parse_json_body(request)
+    check_endpoint(body, CHAT)
     compat = request.app[oc.STATE]
     oc.validate_chat_request(body, [*compat.models, *oc.SCENARIO_MODELS])
     scenario = oc.SCENARIOS.get(body["model"])
@@ -233,6 +266,26 @@ async def respond(request: web.Request, body: dict[str, Any]) -> web.StreamRespo
     await oc.send(request, response, oc.sse_event("[DONE]"))
     await response.write_eof()
     return response
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    check_limit(state(request), check_copilot(request))
+    body = await oc.parse_json_body(request)
+    check_endpoint(body, RESPONSES)
+    ra.validate_request(body, ra.state_of(request))
+    try:
+        return await ra.respond_normally(request, body)
+    except ConnectionError:
+        return oc.drop_connection(request)
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    check_limit(state(request), check_copilot(request))
+    check_endpoint(await oc.parse_json_body(request), MESSAGES)
+    try:
+        return await aa.create_message(request)  # its checks, answers and scenarios
+    except aa.ApiError as e:
+        return e.response()
 
 
 async def control_body(request: web.Request) -> dict[str, Any]:
@@ -307,12 +360,15 @@ def make_app(api_key: str | None, models_: list[str], brain: Any = None) -> web.
     """api_key is ignored: auth is the GitHub login. brain: scripted answers (openai_compat)."""
     app = web.Application(middlewares=[serving.request_log, oc.openai_errors], client_max_size=64 * 1024**2)
     app[COPILOT] = CopilotState()
-    app[oc.STATE] = oc.UpstreamState(api_key=None, models=list(models_), brain=brain)
+    app[oc.STATE] = ra.ResponsesState(api_key=None, models=list(models_), brain=brain)
+    app[aa.STATE] = aa.UpstreamState(api_key=None, models=list(models_))
     app.router.add_post("/login/device/code", device_code)
     app.router.add_post("/login/oauth/access_token", access_token)
     app.router.add_get("/copilot_internal/v2/token", copilot_token)
     app.router.add_get("/models", models)
     app.router.add_post("/chat/completions", chat)
+    app.router.add_post("/responses", responses)
+    app.router.add_post("/v1/messages", messages)
     app.router.add_get("/__copilot", inspect)
     for path, handler in (("seed", seed), ("approve", approve), ("deny", deny), ("limit", limit),
                           ("config", configure), ("expire", expire), ("reset", reset)):

@@ -34,7 +34,7 @@ from llmgate.request_path.pool import Cooling
 from llmgate.request_path.provider_call import CallRequest, Exchange, ProviderCall
 from llmgate.request_path.relay import Pipe, bound_socket_buffers, point_at_relay
 from llmgate.request_path.routing import Route, members
-from llmgate.request_path.wire import UPSTREAM_FORMATS, plan
+from llmgate.request_path.wire import UPSTREAM_FORMATS, plan, serving_kind
 from llmgate.runtime import UPSTREAM_MARK, Runtime
 from llmgate.settings import Limits
 
@@ -223,7 +223,9 @@ class FrontDoor:
         while (a := engine.next()) is not None:
             before = self.rt.exchanges.get(flow.id)
             try:
-                await attempt(a.route, PROVIDER_TYPES[a.route.provider.type], a.probe)
+                kind = serving_kind(PROVIDER_TYPES[a.route.provider.type], self.rt.catalog.info, a.route.provider,
+                                    a.route.model, ib.api.wire)  # Copilot: per model
+                await attempt(a.route, kind, a.probe)
                 return
             except GatewayError as e:
                 ex = self._end_attempt(flow, before)

@@ -33,6 +33,11 @@ class ProviderKind:
     # upstreams that only stream (Codex's backend): the streamed answer to a request the client
     # did not stream -> the JSON answer (its accounts ask for a stream either way)
     collect: Callable[[bytes], bytes] | None = None
+    # kinds whose models differ in wire format (Copilot): the models endpoint's JSON -> facts per model
+    # id (the catalog keeps them), and (upstream model, its facts or None, the client's wire) -> the kind
+    # as it serves that model. None for the rest: one wire format, nothing looked up per request.
+    model_info: Callable[[Any], dict[str, Any]] | None = None
+    for_model: Callable[[str, Any, str], ProviderKind] | None = None
 
     def secret_header_names(self) -> frozenset[str]:
         """Lowercased names of every header that carries this kind's credentials: redacted in flows."""

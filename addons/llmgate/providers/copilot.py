@@ -14,7 +14,13 @@ suspend Copilot access for it. The gateway logs a warning the first time an entr
   business and enterprise plans differ); base_url in proxy.yaml overrides it.
 - Requests carry the editor headers Copilot requires (Editor-Version, Editor-Plugin-Version,
   Copilot-Integration-Id) and X-Initiator (agent when the last message is a tool result).
-- Models come from GET {api}/models; chat is POST {api}/chat/completions.
+- Models come from GET {api}/models; each entry's supported_endpoints says where a model is
+  served: /chat/completions, /responses (GPT-5.x and the codex models, some only there) or
+  /v1/messages (Claude models). A model sent to an endpoint it is not listed on is refused
+  (400 unsupported_api_for_model), so the wire format is chosen per model (for_model): the
+  client's own when the model is served in it (passed through), else chat completions, else
+  Responses, else Messages. A model the list says nothing of (a `models:` list in proxy.yaml is
+  never discovered) goes to chat completions.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import logging
 import time
 import uuid
 from pathlib import Path
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -31,6 +38,7 @@ import aiohttp
 from llmgate.credentials.accounts import AccountSet, OAuthAccount
 from llmgate.credentials.store import CredentialsFile, LoginRequired, RefreshFailed
 from llmgate.errors import GatewayError
+from llmgate.providers.anthropic_api import ANTHROPIC_VERSION
 from llmgate.providers.base import ProviderKind
 from llmgate.providers.openai_compat import KIND as OPENAI
 
@@ -51,20 +59,49 @@ MODELS = ("gpt-4.1", "gpt-5-mini", "claude-sonnet-4.5", "gemini-2.5-pro")
 _warned: set[str] = set()
 
 
+# supported_endpoints -> wire format, in the order chosen when the client's own is not among them
+ENDPOINT_WIRES = {"/chat/completions": "openai_chat", "/responses": "responses", "/v1/messages": "anthropic"}
+
+
+def _entries(body: Any) -> list[dict[str, Any]]:
+    data = body.get("data") if isinstance(body, dict) else None
+    return [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)] if isinstance(data, list) else []
+
+
+def model_wires(body: Any) -> dict[str, tuple[str, ...]]:
+    """The models endpoint's answer -> the wire formats each model is served in (none listed: left out)."""
+    out = {}
+    for m in _entries(body):
+        listed = m.get("supported_endpoints")
+        wires = tuple(w for e, w in ENDPOINT_WIRES.items() if isinstance(listed, list) and e in listed)
+        if wires:
+            out[m["id"]] = wires
+    return out
+
+
 def _model_ids(body: Any) -> list[str]:
-    """The models endpoint's chat models (embeddings and completions models left out)."""
-    return [m["id"] for m in (body.get("data") or []) if isinstance(m, dict) and isinstance(m.get("id"), str)
-            and ((m.get("capabilities") or {}).get("type") or "chat") == "chat"] if isinstance(body, dict) else []
+    """The models endpoint's chat models (embeddings and completions models left out): type chat, or
+    served on an endpoint the gateway speaks."""
+    wires = model_wires(body)
+    return [m["id"] for m in _entries(body)
+            if ((m.get("capabilities") or {}).get("type") or "chat") == "chat" or m["id"] in wires]
 
 
 def initiator(body: bytes) -> str:
-    """"agent" when the request continues a tool loop, else "user" (Copilot bills user turns)."""
+    """"agent" when the request continues a tool loop, else "user" (Copilot bills user turns). Chat
+    and Messages bodies say it in their last message, Responses bodies in their last input item."""
     try:
-        messages = json.loads(body).get("messages") or []
-        last = messages[-1].get("role") if messages else "user"
+        data = json.loads(body)
+        turns = data.get("messages") or data.get("input")
+        last = turns[-1] if isinstance(turns, list) and turns else {}
+        role, content = last.get("role"), last.get("content")
     except (ValueError, AttributeError, TypeError):
         return "user"
-    return "agent" if last in ("tool", "assistant") else "user"
+    if role in ("tool", "assistant") or last.get("type") in ("function_call_output", "function_call"):
+        return "agent"
+    results = role == "user" and isinstance(content, list) and any(
+        isinstance(c, dict) and c.get("type") == "tool_result" for c in content)
+    return "agent" if results else "user"
 
 
 class CopilotAccount(OAuthAccount):
@@ -148,6 +185,13 @@ def _accounts(p: Any, rt: Any) -> AccountSet:
     return AccountSet(p, lambda path: CopilotAccount(p, rt, path), KIND.credentials)
 
 
+def _for_model(model: str, wires: Any, client_wire: str) -> ProviderKind:
+    """The kind as Copilot serves this model (wires: model_wires' entry for it, None if unknown)."""
+    if not wires:
+        return KIND
+    return BY_WIRE[client_wire if client_wire in wires else wires[0]]
+
+
 KIND = ProviderKind(
     type="copilot",
     wire="openai_chat",
@@ -161,4 +205,12 @@ KIND = ProviderKind(
     credentials="~/.llmgate/copilot/account.json",
     config_fields=("credentials", "token_url"),
     secret_headers=("Authorization",),  # the Copilot token
+    model_info=model_wires,
+    for_model=_for_model,
 )
+BY_WIRE = {  # same accounts and headers; only the endpoint and its format differ
+    "openai_chat": KIND,
+    "responses": replace(KIND, wire="responses", chat_url=lambda base, model, stream: base + "/responses"),
+    "anthropic": replace(KIND, wire="anthropic", chat_url=lambda base, model, stream: base + "/v1/messages",
+                         default_headers={"anthropic-version": ANTHROPIC_VERSION}),
+}

@@ -25,6 +25,7 @@ MAX_MODEL_LIST = 16 << 20  # bytes; a module constant until server.limits exists
 @dataclass
 class _Entry:
     models: list[str] | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # per model, for kinds that keep facts (model_info)
     fetched_at: float = 0.0
     error: str | None = None
     failed_at: float = 0.0
@@ -48,6 +49,11 @@ class ModelCatalog:
         if (entry is None or entry.models is None) and kind.default_models:
             return list(kind.default_models)  # not discovered (yet): the known ones meanwhile
         return entry.models if entry else None
+
+    def info(self, p: ProviderSettings, model: str) -> Any:
+        """What the provider's models endpoint said of one model (None: nothing known)."""
+        entry = self._entries.get(p.id)
+        return entry.info.get(model) if entry is not None else None
 
     def status(self, p: ProviderSettings) -> dict:
         if p.models is not None:
@@ -93,7 +99,9 @@ class ModelCatalog:
             call = self.call(p, kind, req)
             resp = await call.send()
             body = await call.read(resp, MAX_MODEL_LIST)
-            e.models = kind.parse_models(json.loads(body))
+            answer = json.loads(body)
+            e.models = kind.parse_models(answer)
+            e.info = kind.model_info(answer) if kind.model_info is not None else {}
             e.fetched_at, e.error = time.monotonic(), None
             log.info("provider %s: discovered %d models", p.id, len(e.models))
         except (GatewayError, ValueError) as err:

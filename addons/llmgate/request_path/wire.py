@@ -128,6 +128,15 @@ class _Remembering:
         return events
 
 
+def serving_kind(kind: ProviderKind, info: Callable[[ProviderSettings, str], Any], p: ProviderSettings,
+                 upstream_model: str, client_wire: str) -> ProviderKind:
+    """The kind as it serves this model: most kinds speak one wire format; a kind with for_model
+    (Copilot) picks it per model from what its models endpoint said (info: the catalog's)."""
+    if kind.for_model is None:
+        return kind
+    return kind.for_model(upstream_model, info(p, upstream_model), client_wire)
+
+
 def plan(client: ClientApi, kind: ProviderKind, p: ProviderSettings, upstream_model: str, client_model: str,
          data: dict[str, Any], raw: bytes, stream: bool, memory: ReasoningMemory, sse: bool = True) -> Plan:
     """A request in the client's API, to a provider of any wire format.
