@@ -83,5 +83,5 @@ class Runtime:
         """The accounts of a subscription provider entry, rebuilt when its settings change."""
         cached = self._accounts.get(p.id)
         if cached is None or cached[0] is not p:
-            cached = self._accounts[p.id] = (p, kind.accounts(p, self))
+            cached = self._accounts[p.id] = (p, kind.accounts(p, self).share(self))
         return cached[1]

@@ -120,7 +120,8 @@ class OAuthAccount(Account):
 
 class AccountSet:
     """The accounts of one provider entry, taken in turn. With a glob, files that appear
-    or go away are noticed at the next request (accounts keep their state by path)."""
+    or go away are noticed at the next request (accounts keep their state by path); with
+    `server.state` too (share()), accounts the shared store lists are added and removed ones go."""
 
     def __init__(self, p: ProviderSettings, make: Callable[[Path], Account], default: str | None = None,
                  fixed: list[Account] | None = None):
@@ -130,14 +131,37 @@ class AccountSet:
         self._fixed = fixed
         self._by_path: dict[Path, Account] = {}
         self._turn = 0
+        self._listing: Any = None  # fleet.FleetListing: a glob's accounts across the hosts (server.state)
         self.accounts = self._current()
+
+    def share(self, rt: Any) -> AccountSet:
+        """With `server.state` and a glob, the accounts are the fleet's: those the shared store
+        lists and this host's files (fleet.FleetListing), named alike on every host."""
+        pattern = os.path.expanduser(self.p.credentials or self._default or "")
+        if (url := state_url(rt)) and self._fixed is None and glob.has_magic(pattern):
+            from llmgate.credentials import fleet
+
+            self._listing = fleet.FleetListing(fleet.shared_fences(url), self.p.id)
+            self.accounts = self._current()
+        return self
 
     def _current(self) -> list[Account]:
         if self._fixed is not None:
             return self._fixed
         paths = credential_paths(self.p, self._default)
+        if self._listing is not None:
+            paths = self._fleet_paths(paths)
         self._by_path = {path: self._by_path.get(path) or self._make(path) for path in paths}
         return list(self._by_path.values())
+
+    def _fleet_paths(self, local: list[Path]) -> list[Path]:
+        """One path per account of the fleet: the local file, else where the glob would put it
+        (a name only: the gateway reads the store, not the file)."""
+        from llmgate.credentials.fleet import account_name
+
+        mine = {account_name(path): path for path in local}
+        pattern = Path(os.path.expanduser(self.p.credentials or self._default or ""))
+        return [mine.get(a) or pattern.parent / (a + pattern.suffix) for a in self._listing.names(mine)]
 
     def current(self) -> list[Account]:
         """The accounts as the files are now (a glob read again): for reports, between requests."""
@@ -159,7 +183,9 @@ class AccountSet:
             raise GatewayError(429, f"Provider '{self.p.id}': every account is cooling down or busy.",
                                code="pool_cooling")
         why = "; ".join(f"{a.name}: {a.needs_login}" for a in self.accounts) or \
-            f"no credentials file matches {self.p.credentials or self._default}"
+            f"no credentials file matches {self.p.credentials or self._default}" + \
+            (f" and the shared store lists none: llmgate credentials import {self.p.id} --file <file>"
+             if self._listing is not None else "")
         raise GatewayError(503, f"Provider '{self.p.id}': no account can be used, each needs a new login "
                            f"({why}).", code="provider_login_required")
 

@@ -18,6 +18,10 @@ fleet refreshes them once:
 - A lock lapses LOCK_TTL after it was granted, so a killed holder blocks the account's
   refreshes for at most that long.
 
+With a `credentials:` glob, a provider entry's accounts are the fleet's (FleetListing): an index
+in the store names them (`llmgate credentials import|remove` edit it), each host's local files
+are offered to it when first seen, and every host reads it every READ_EVERY.
+
 The lock and fenced values are the shared state's (llmgate.state: its Redis scripts and keys),
 used strictly (SharedFences). Without `server.state` the credentials files are used as before
 (credentials/store.py).
@@ -63,6 +67,7 @@ LOCK_WAIT = 15.0  # seconds a request waits for another host's refresh
 READ_EVERY = 10.0  # seconds a host serves its copy before reading the store again (a new login shows)
 UNREACHABLE = (RedisError, OSError)  # what the store raises when Redis does not answer
 LOCK_POLL = 0.05  # seconds between tries of a held lock
+MAX_ACCOUNTS = 1000  # accounts of one provider entry read from the store's index
 
 
 class Fenced(Protocol):
@@ -185,7 +190,7 @@ class FleetCredentials(CredentialsFile):
         data, version = _decode(got)
         if self._push is not None:
             return version
-        if data is None and self.data and self.version:  # Redis lost it (restarted empty): ours is the newest
+        if not version and self.data and self.version:  # Redis lost it (restarted empty): ours is the newest
             log.warning("credentials %s: gone from the shared store; writing back this host's copy", self.name)
             self._push, self._retry_at = {"base": 0, "data": self.data}, self._clock()
             return version
@@ -378,6 +383,14 @@ def lock_name(provider: str, account: str) -> str:
     return f"credentials-refresh:{provider}:{account}"
 
 
+def index_name(provider: str) -> str:
+    return f"credentials-accounts:{provider}"
+
+
+def index_lock(provider: str) -> str:
+    return f"credentials-accounts-edit:{provider}"
+
+
 def _decode(got: tuple[bytes, int] | None) -> tuple[dict[str, Any] | None, int]:
     """A stored value as (credentials, version); (None, 0) when there is none."""
     if got is None:
@@ -398,9 +411,121 @@ async def import_credentials(state: Fenced, provider: str, account: str, data: d
     try:
         if not await state.put_fenced(value_name(provider, account), json.dumps(data).encode(), lease.fence):
             raise RefreshFailed(f"a newer writer stored {provider}/{account} meanwhile; try again")
-        return int(lease.fence)
     finally:
         await state.release(lease)
+    await _mark(state, provider, {account: True})  # every host with a glob entry serves it from now
+    return int(lease.fence)
+
+
+async def remove_credentials(state: Fenced, provider: str, account: str) -> bool:
+    """Take an account out of the fleet: its stored value becomes an empty one (under the lock, so
+    a refresh running on some host finishes first and cannot write after), and the index marks it
+    removed, so no host's local file brings it back. Whether the store knew the account."""
+    known = (await state.get_fenced(value_name(provider, account))) is not None
+    lease = await state.acquire(lock_name(provider, account), LOCK_TTL, LOCK_WAIT)
+    if lease is None:
+        raise RefreshFailed(f"a gateway held the refresh lock of {provider}/{account} for {LOCK_WAIT:g} s")
+    try:
+        await state.put_fenced(value_name(provider, account), b"null", lease.fence)
+    finally:
+        await state.release(lease)
+    return await _mark(state, provider, {account: False}) or known
+
+
+async def _mark(state: Fenced, provider: str, changes: dict[str, bool], keep_removed: bool = False) -> bool:
+    """Apply `changes` to the provider's account index (under its lock): True: the account
+    serves, False: removed. keep_removed: a removed account stays so. Whether it held them."""
+    lease = await state.acquire(index_lock(provider), LOCK_TTL, LOCK_WAIT)
+    if lease is None:
+        raise RefreshFailed(f"a gateway held the account index of provider '{provider}' for {LOCK_WAIT:g} s")
+    try:
+        index = _index(await state.get_fenced(index_name(provider)))
+        known = all(a in index for a in changes)
+        index.update({a: v for a, v in changes.items() if not (keep_removed and index.get(a) is False)})
+        value = json.dumps(index, separators=(",", ":")).encode()
+        if not await state.put_fenced(index_name(provider), value, lease.fence):
+            raise RefreshFailed(f"a newer writer changed the account index of provider '{provider}'; try again")
+        return known
+    finally:
+        await state.release(lease)
+
+
+def _index(got: tuple[bytes, int] | None) -> dict[str, bool]:
+    """The stored account index ({account: serves}); anything else, or past MAX_ACCOUNTS: what fits."""
+    data, _ = _decode(got)
+    entries = [(a, v) for a, v in (data or {}).items() if isinstance(a, str) and isinstance(v, bool)]
+    return dict(entries[:MAX_ACCOUNTS])
+
+
+async def offer_credentials(state: Fenced, provider: str, account: str, data: dict[str, Any]) -> bool:
+    """A host's local file of an account the index does not know: stored unless the store holds
+    credentials for it already (those are newer: a refresh or an import), then indexed unless it
+    was removed meanwhile. Whether the file's credentials were stored."""
+    lease = await state.acquire(lock_name(provider, account), LOCK_TTL, LOCK_WAIT)
+    if lease is None:
+        return False
+    try:
+        stored = await state.get_fenced(value_name(provider, account)) is None and await state.put_fenced(
+            value_name(provider, account), json.dumps(data).encode(), lease.fence)
+    finally:
+        await state.release(lease)
+    await _mark(state, provider, {account: True}, keep_removed=True)
+    return stored
+
+
+class FleetListing:
+    """The accounts of a provider entry with a `credentials:` glob across the fleet: those the
+    shared store's index lists, and this host's files (offered to the store when first seen here),
+    less the removed. The index is read every READ_EVERY, in the background: no request waits."""
+
+    def __init__(self, state: Fenced, provider: str, clock: Callable[[], float] = time.monotonic):
+        self.state, self.provider, self._clock = state, provider, clock
+        self.index: dict[str, bool] = {}  # as last read (False: removed)
+        self.read_at: float | None = None
+        self._reading: asyncio.Task | None = None
+        self._offered: set[Path] = set()  # local files this process gave the store already
+
+    def names(self, local: dict[str, Path]) -> list[str]:
+        """(sync) The accounts now, from the index as last read and the local files; a read of
+        the index starts when the last is READ_EVERY old."""
+        self._read_if_due(local)
+        return sorted({a for a, serves in self.index.items() if serves}
+                      | {a for a in local if self.index.get(a) is not False})
+
+    def _read_if_due(self, local: dict[str, Path]) -> None:
+        if self._reading is not None and not self._reading.done():
+            return
+        if self.read_at is not None and self._clock() - self.read_at < READ_EVERY:
+            return
+        try:
+            self._reading = asyncio.get_running_loop().create_task(self.read(dict(local)))
+        except RuntimeError:  # no event loop (a report before the gateway runs): the next call
+            return
+
+    async def read(self, local: dict[str, Path]) -> None:
+        """Read the index; offer the local files it does not know yet."""
+        try:
+            self.index = _index(await self.state.get_fenced(index_name(self.provider)))
+            for account, path in local.items():
+                if account not in self.index and path not in self._offered:
+                    await self._offer(account, path)
+                    self._offered.add(path)  # once per process (a store that failed to answer: again)
+        except UNREACHABLE as e:
+            log.warning("credentials of provider '%s': the shared store is unreachable (%s); the accounts "
+                        "last listed serve", self.provider, type(e).__name__)
+        except RefreshFailed as e:
+            log.warning("credentials of provider '%s': %s", self.provider, e)
+        self.read_at = self._clock()
+
+    async def _offer(self, account: str, path: Path) -> None:
+        try:
+            data = await asyncio.to_thread(read_json, path)
+        except (OSError, ValueError) as e:
+            log.error("credentials file %s unreadable (%s), not imported", path, type(e).__name__)
+            return
+        if isinstance(data, dict) and data and await offer_credentials(self.state, self.provider, account, data):
+            log.info("credentials %s/%s: imported from %s into the shared store", self.provider, account, path)
+        self.index.setdefault(account, True)
 
 
 async def export_credentials(state: Fenced, provider: str, account: str) -> dict[str, Any] | None:

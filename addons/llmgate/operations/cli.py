@@ -8,7 +8,7 @@
     llmgate history [--provider --model --key --status --since --limit --bodies]
     llmgate stats [--by provider|model|key|day] [--since]
     llmgate models [add|link|unlink|remove]         model names and their targets (routing.aliases)
-    llmgate credentials import|export <provider>    subscription logins in the hosts' shared store (server.state)
+    llmgate credentials import|export|remove <provider>  subscription logins in the hosts' shared store (server.state)
 
 The management commands talk to the running gateway's /admin API (--url, --admin-key). When
 nothing listens there (connection refused), provider edits go to the config file instead
@@ -1118,7 +1118,7 @@ def _offline_models(config: Path) -> list[dict[str, Any]]:
 # =============================================================================== credentials (several hosts)
 
 credentials_app = typer.Typer(help="Subscription credentials in the store the gateway hosts share (server.state): "
-                              "import a CLI's credentials file, export the current tokens back to it.",
+                              "import a CLI's credentials file, export its current tokens, remove an account.",
                               no_args_is_help=True)
 app.add_typer(credentials_app, name="credentials")
 CredFileOpt = Annotated[Path | None, typer.Option("--file", help="the CLI's credentials file (default: the "
@@ -1130,6 +1130,16 @@ def _shared_account(config: Path, pid: str, file: Path | None) -> tuple[str, str
     import glob
 
     from llmgate.credentials import fleet
+
+    url, pattern, configured = _shared_provider(config, pid)
+    if glob.has_magic(pattern) and file is None:
+        raise CliError(f"provider '{pid}' names one file per account ({configured}): pass --file")
+    named = file if file is not None and glob.has_magic(pattern) else Path(pattern)
+    return url, fleet.account_name(named), (file or Path(pattern)).expanduser()
+
+
+def _shared_provider(config: Path, pid: str) -> tuple[str, str, str]:
+    """(server.state URL, credentials path or glob expanded, as configured) of a subscription provider."""
     from llmgate.providers import PROVIDER_TYPES
     from llmgate.settings import load_settings
 
@@ -1143,11 +1153,7 @@ def _shared_account(config: Path, pid: str, file: Path | None) -> tuple[str, str
     configured = (getattr(p, "credentials", None) or (kind.credentials if kind else None)) if p else None
     if p is None or not configured:
         raise CliError(f"{config} has no subscription provider '{pid}' with a credentials file")
-    pattern = os.path.expanduser(configured)
-    if glob.has_magic(pattern) and file is None:
-        raise CliError(f"provider '{pid}' names one file per account ({configured}): pass --file")
-    named = file if file is not None and glob.has_magic(pattern) else Path(pattern)
-    return settings.server.state, fleet.account_name(named), (file or Path(pattern)).expanduser()
+    return settings.server.state, os.path.expanduser(configured), configured
 
 
 def _in_store(url: str, work: Callable[[Any], Any]) -> Any:
@@ -1222,6 +1228,25 @@ def credentials_export(pid: Annotated[str, typer.Argument(metavar="PROVIDER_ID",
         _emit_json({"provider": pid, "account": account, "file": str(path)})
     else:
         _say(f"Wrote the current tokens of account {account} of provider '{pid}' to {path}.")
+
+
+@credentials_app.command(name="remove")
+@handled
+def credentials_remove(pid: Annotated[str, typer.Argument(metavar="PROVIDER_ID", help="the provider")],
+                       account: Annotated[str, typer.Argument(help="the account (its file's name without "
+                                                                       "the extension)")],
+                       config: ConfigOpt = Path("proxy.yaml"), as_json: JsonOpt = False) -> None:
+    """Take an account out of every host (its stored tokens go; a host's own file does not bring it back)."""
+    from llmgate.credentials import fleet
+
+    url, _, _ = _shared_provider(config, pid)
+    known = _in_store(url, lambda store: fleet.remove_credentials(store, pid, account))
+    if as_json:
+        _emit_json({"provider": pid, "account": account, "known": known})
+    elif known:
+        _say(f"Removed account {account} of provider '{pid}' from the shared store: no host uses it.")
+    else:
+        _say(f"The shared store did not know account {account} of provider '{pid}'; marked removed anyway.")
 
 
 if __name__ == "__main__":
