@@ -325,3 +325,34 @@ def test_intercept_proxy_credentials_go_no_further_than_the_gateway(tmp_path, pr
         assert "proxy-authorization" not in seen["headers"]
     finally:
         gw.stop()
+
+
+# --- the request log's filters ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pg():
+    from tests.services import postgres_server
+
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_request_log_filters_that_no_row_can_match_are_an_empty_answer(tmp_path, provider, store, request):
+    """Filters are the caller's text: a NUL in one (PostgreSQL's text cannot hold it) or a status past
+    64 bits (SQLite's integers) matched nothing, yet answered 503 'request log unavailable' or 500."""
+    log = {"database": request.getfixturevalue("pg").database("filters_round4")} if store == "postgresql" else {}
+    cfg = {"log": log, "providers": [{"id": "up", "type": "openai", "base_url": provider + "/v1",
+                                      "api_key": UPSTREAM_KEY, "models": ["gpt-4o-mini"]}]}
+    gw = Gateway(cfg, tmp_path / "proxy.yaml")
+    try:
+        assert chat(gw).status_code == 200
+        for query in ({"model": "gpt-4o-mini\x00"}, {"provider": "\x00"}, {"key": "a\x00b"},
+                      {"status": str(10**30)}, {"status": str(-10**30)}):
+            for path in ("/admin/requests", "/ui/requests"):
+                r = httpx.get(gw.base + path, params=query, timeout=20)
+                assert r.status_code in (200, 400), (path, query, r.status_code, r.text[:300])
+                assert "gpt-4o-mini" not in r.text or path == "/ui/requests"
+        assert "Traceback" not in gw.output
+    finally:
+        gw.stop()

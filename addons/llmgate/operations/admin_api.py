@@ -433,6 +433,8 @@ class AdminApi:
             raise GatewayError(400, "status and limit must be integers.", code="invalid_request") from None
         if not 1 <= limit <= 1000:
             raise GatewayError(400, "limit must be between 1 and 1000.", code="invalid_request", param="limit")
+        if status is not None and not 0 <= status <= 999:  # an HTTP status (SQLite takes no int past 64 bits)
+            raise GatewayError(400, "status must be an HTTP status (0-999).", code="invalid_request", param="status")
         rows = await self._read(request_log.history, q.get("provider"), q.get("model"), q.get("key"), status,
                                 _since(q.get("since")), limit)
         return {"requests": rows}

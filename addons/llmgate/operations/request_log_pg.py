@@ -118,6 +118,8 @@ class PgReader:
         conn.adapters.register_loader("numeric", _Number)
 
     def execute(self, query: str, args: tuple = ()) -> psycopg.Cursor:
+        # a filter's NUL as the writer stored it (PostgreSQL's text cannot hold NUL)
+        args = tuple(a.replace("\x00", "\ufffd") if isinstance(a, str) else a for a in args)
         return self.conn.execute(query.replace("?", "%s"), args)
 
 
