@@ -219,3 +219,98 @@ def test_a_denied_device_login_fails_cleanly(copilot, tmp_path):
     time.sleep(0.1)
     assert p.p.returncode == 1 and "Login failed: access_denied" in p.output
     assert "Traceback" not in p.output and not path.exists()
+
+
+# --- the endpoint each model is served on (its supported_endpoints in Copilot's /models) -------
+
+CHAT, RESPONSES, MESSAGES = "/chat/completions", "/responses", "/v1/messages"
+CODEX, OPUS, SONNET = "gpt-5.1-codex", "claude-opus-4.5", "claude-sonnet-4.5"  # see the double's ENDPOINTS
+AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
+
+
+@pytest.fixture(scope="module")
+def signed_in(tmp_path_factory):
+    """Its own double and gateway, the account signed in before the gateway starts, so that
+    model discovery (which says where each model is served) succeeds at once."""
+    up = Upstream("copilot_api")
+    creds = tmp_path_factory.mktemp("copilot-signed-in") / "account.json"
+    seed(up, creds, login="octo")
+    cfg = {"server": {"api_keys": [CLIENT_KEY], "timeouts": {"connect": 3, "read": 10}},
+           "providers": [{"id": "copilot", "type": "copilot", "credentials": str(creds),
+                          "token_url": up.base + "/copilot_internal/v2/token"}]}
+    g = Gateway(cfg, creds.parent / "proxy.yaml")
+    try:
+        ids = {m["id"] for m in httpx.get(g.base + "/v1/models", headers=AUTH, timeout=30).json()["data"]}
+        assert {CODEX, OPUS} <= ids  # discovered: they are in no built-in list
+        yield up, g
+    finally:
+        g.stop()
+        up.stop()
+
+
+def ask(base: str, api: str, model: str, stream: bool, text: str) -> str:
+    """One request from an official SDK; the answer's text."""
+    if api in ("chat", "responses"):
+        c = openai.OpenAI(base_url=base + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30)
+        if api == "chat":
+            r = c.chat.completions.create(model=model, messages=[{"role": "user", "content": text}], stream=stream)
+            if not stream:
+                assert r.model == model
+                return r.choices[0].message.content
+            return "".join(ch.choices[0].delta.content or "" for ch in r if ch.choices)
+        if not stream:
+            return c.responses.create(model=model, input=text).output_text
+        events = list(c.responses.create(model=model, input=text, stream=True))
+        assert events[-1].type == "response.completed" and events[-1].response.model == model
+        return "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    if api == "anthropic":
+        a = anthropic.Anthropic(base_url=base, api_key=CLIENT_KEY, max_retries=0, timeout=30)
+        msgs = [{"role": "user", "content": text}]
+        if not stream:
+            return "".join(b.text for b in a.messages.create(model=model, max_tokens=200, messages=msgs).content
+                           if b.type == "text")
+        with a.messages.stream(model=model, max_tokens=200, messages=msgs) as s:
+            return "".join(s.text_stream)
+    g = genai.Client(api_key=CLIENT_KEY, http_options=types.HttpOptions(base_url=base, timeout=30_000))
+    if not stream:
+        return g.models.generate_content(model=model, contents=text).text
+    return "".join(ch.text or "" for ch in g.models.generate_content_stream(model=model, contents=text))
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("model, api, endpoint", [
+    (CODEX, "chat", RESPONSES), (CODEX, "responses", RESPONSES), (CODEX, "anthropic", RESPONSES),
+    (CODEX, "gemini", RESPONSES),  # served on /responses only
+    (OPUS, "chat", MESSAGES), (OPUS, "responses", MESSAGES), (OPUS, "anthropic", MESSAGES),
+    (OPUS, "gemini", MESSAGES),  # on /v1/messages only
+    (SONNET, "anthropic", MESSAGES), (SONNET, "chat", CHAT), (SONNET, "gemini", CHAT),  # both: the client's own first
+    ("gpt-5-mini", "responses", RESPONSES), ("gpt-5-mini", "anthropic", CHAT),
+    ("gpt-4.1", "responses", CHAT), ("gpt-4.1", "anthropic", CHAT), ("gpt-4.1", "gemini", CHAT),  # chat only
+])
+def test_each_model_goes_to_the_endpoint_copilot_lists_for_it(signed_in, model, api, endpoint, stream):
+    up, g = signed_in
+    up.clear()
+    text = f"{api} to {model}"
+    assert ask(g.base, api, model, stream, text) == f"Echo: {text}"
+    calls = [c for c in up.received() if c["method"] == "POST"]
+    assert [c["path"] for c in calls] == [endpoint]
+    h = calls[0]["headers"]
+    assert h["authorization"].startswith("Bearer tid=") and h["copilot-integration-id"] == "vscode-chat"
+    assert h["editor-version"].startswith("vscode/") and h["x-initiator"] == "user"
+    sent = calls[0]["body"]
+    assert sent["model"] == model and bool(sent.get("stream")) == stream
+
+
+def test_the_double_refuses_a_model_on_an_endpoint_it_is_not_listed_on(copilot, creds):
+    github = seed(copilot, creds)["oauth_token"]
+    token = httpx.get(copilot.base + "/copilot_internal/v2/token", headers={"Authorization": f"token {github}"}).json()
+    headers = {"Authorization": f"Bearer {token['token']}", "Editor-Version": "vscode/1.104.1",
+               "Copilot-Integration-Id": "vscode-chat", "anthropic-version": "2023-06-01"}
+    hi = [{"role": "user", "content": "hi"}]
+    for path, body in ((CHAT, {"model": CODEX, "messages": hi}), (RESPONSES, {"model": "gpt-4.1", "input": "hi"}),
+                       (MESSAGES, {"model": CODEX, "max_tokens": 5, "messages": hi})):
+        r = httpx.post(copilot.base + path, json=body, headers=headers)
+        model = body["model"]
+        assert r.status_code == 400 and r.json() == {"error": {
+            "message": f'model "{model}" is not accessible via the {path} endpoint',
+            "code": "unsupported_api_for_model"}}
