@@ -165,3 +165,34 @@ def test_an_import_after_a_remove_serves_again_and_the_index_is_bounded(store):
     many = json.dumps({f"a{i}": True for i in range(fleet.MAX_ACCOUNTS + 50)}).encode()
     assert len(fleet._index((many, 1))) == fleet.MAX_ACCOUNTS
     assert fleet._index((b'{"x": "yes", "y": true}', 1)) == {"y": True}  # not ours: skipped
+
+
+def account_set(tmp_path, kind: str, credentials: str, state: str | None):
+    from types import SimpleNamespace
+
+    from llmgate.providers import PROVIDER_TYPES
+    from llmgate.settings import GatewaySettings
+
+    settings = GatewaySettings.model_validate({
+        "server": {"state": state} if state else {},
+        "providers": [{"id": "p", "type": kind, "credentials": str(tmp_path / credentials)}]})
+    rt = SimpleNamespace(settings=settings, pool=None)
+    return PROVIDER_TYPES[kind].accounts(settings.providers[0], rt).share(rt)
+
+
+@pytest.mark.parametrize(("kind", "credentials", "state", "fleet_listed"), [
+    ("qwen", "*.json", "redis://127.0.0.1:1", True),
+    ("codex", "codex/*.json", "redis://127.0.0.1:1", True),
+    ("qwen", "oauth_creds.json", "redis://127.0.0.1:1", False),  # one file: as before
+    ("qwen", "*.json", None, False),  # no shared state: the files, as before
+    ("iflow", "*.json", "redis://127.0.0.1:1", False),  # API-key files the gateway reads itself
+])
+def test_which_entries_take_their_accounts_from_the_fleet(tmp_path, kind, credentials, state, fleet_listed):
+    local_files(tmp_path / Path(credentials).parent, "mine")
+    accounts = account_set(tmp_path, kind, credentials, state)
+    assert (accounts._listing is not None) == fleet_listed
+    if fleet_listed:
+        accounts._listing.index = {"theirs": True, "mine": True, "gone": False}  # as read from the store
+        assert [a.name for a in accounts.current()] == ["p/mine", "p/theirs"]
+    else:
+        assert len(accounts.current()) == 1  # the local file (or the one file named)

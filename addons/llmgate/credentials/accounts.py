@@ -136,13 +136,16 @@ class AccountSet:
 
     def share(self, rt: Any) -> AccountSet:
         """With `server.state` and a glob, the accounts are the fleet's: those the shared store
-        lists and this host's files (fleet.FleetListing), named alike on every host."""
+        lists and this host's files (fleet.FleetListing), named alike on every host. Only for
+        kinds whose accounts keep their credentials there (iFlow's API-key files stay local)."""
         pattern = os.path.expanduser(self.p.credentials or self._default or "")
         if (url := state_url(rt)) and self._fixed is None and glob.has_magic(pattern):
             from llmgate.credentials import fleet
 
-            self._listing = fleet.FleetListing(fleet.shared_fences(url), self.p.id)
-            self.accounts = self._current()
+            probe = self._make(Path(pattern))  # made, not used: nothing is read
+            if isinstance(getattr(probe, "creds", None), fleet.FleetCredentials):
+                self._listing = fleet.FleetListing(fleet.shared_fences(url), self.p.id)
+                self.accounts = self._current()
         return self
 
     def _current(self) -> list[Account]:

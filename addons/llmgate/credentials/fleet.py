@@ -525,7 +525,6 @@ class FleetListing:
             return
         if isinstance(data, dict) and data and await offer_credentials(self.state, self.provider, account, data):
             log.info("credentials %s/%s: imported from %s into the shared store", self.provider, account, path)
-        self.index.setdefault(account, True)
 
 
 async def export_credentials(state: Fenced, provider: str, account: str) -> dict[str, Any] | None:
