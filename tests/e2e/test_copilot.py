@@ -314,3 +314,12 @@ def test_the_double_refuses_a_model_on_an_endpoint_it_is_not_listed_on(copilot, 
         assert r.status_code == 400 and r.json() == {"error": {
             "message": f'model "{model}" is not accessible via the {path} endpoint',
             "code": "unsupported_api_for_model"}}
+
+
+def test_the_admin_provider_test_uses_the_models_own_endpoint(signed_in):
+    up, g = signed_in
+    for model, endpoint in ((CODEX, RESPONSES), (OPUS, MESSAGES), ("gpt-4.1", CHAT)):
+        up.clear()
+        tested = httpx.post(g.base + "/admin/providers/copilot/test", json={"model": model}, timeout=30).json()
+        assert tested["ok"] and tested["status"] == 200, json.dumps(tested)
+        assert [c["path"] for c in up.received() if c["method"] == "POST"] == [endpoint]

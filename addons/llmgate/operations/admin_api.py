@@ -288,9 +288,9 @@ class AdminApi:
                            headers={"Allow": allowed})
 
     async def test(self, pid: str, model: Any) -> dict[str, Any]:
-        """A tiny live request (one token) straight to the provider."""
+        """A tiny live request (a few tokens) straight to the provider."""
         from llmgate.request_path.client_apis import OPENAI_CHAT
-        from llmgate.request_path.wire import ReasoningMemory, plan
+        from llmgate.request_path.wire import ReasoningMemory, plan, serving_kind
 
         p = self.rt.settings.provider(pid)
         kind = PROVIDER_TYPES[p.type]
@@ -306,7 +306,9 @@ class AdminApi:
         if model is None:
             out.update(error="the provider lists no models; name one", latency_ms=0.0)
             return out
-        data = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+        # 16: the least a Responses upstream accepts (max_output_tokens)
+        data = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 16}
+        kind = serving_kind(kind, self.rt.catalog.info, p, model, OPENAI_CHAT.wire)  # Copilot: per model
         call = None
         try:
             pl = plan(OPENAI_CHAT, kind, p, model, model, data, json.dumps(data).encode(), False, ReasoningMemory())
