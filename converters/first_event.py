@@ -58,7 +58,7 @@ OPENAI_STATUS = {"invalid_request_error": 400, "invalid_prompt": 400, "context_l
 def _json(data: str | None) -> Any:
     try:
         return json.loads(data) if data else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         return None
 
 

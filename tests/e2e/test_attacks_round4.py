@@ -356,3 +356,47 @@ def test_request_log_filters_that_no_row_can_match_are_an_empty_answer(tmp_path,
         assert "Traceback" not in gw.output
     finally:
         gw.stop()
+
+
+# --- in-stream first-event failover: a hostile upstream ----------------------------------------
+
+NESTED = b'{"a":' * 30_000 + b"1" + b"}" * 30_000  # past json.loads' recursion, 180 KB
+
+
+@pytest.fixture
+def nesting_upstream() -> Iterator[str]:
+    """A provider whose answers nest JSON deeper than json.loads goes: a stream's first event, or
+    the whole body."""
+    from aiohttp import web
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        if not (await request.json()).get("stream"):
+            return web.Response(body=NESTED, content_type="application/json")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b"data: " + NESTED + b"\n\ndata: [DONE]\n\n")
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    srv = ServerThread(app)
+    yield srv.__enter__()
+    srv.__exit__(None, None, None)
+
+
+def test_answers_nested_past_the_json_limit_are_an_upstream_error(tmp_path, nesting_upstream):
+    """JSON nested deeper than the parser goes raised RecursionError wherever an answer was read (the
+    first event's check, the stream converters, usage, error bodies): a 500 internal_error (or a stream
+    ended with one) and a traceback in the log, for bytes that are the upstream's fault."""
+    gw = Gateway({"providers": [{"id": "up", "type": "openai", "base_url": nesting_upstream + "/v1",
+                                 "api_key": UPSTREAM_KEY, "models": ["gpt-4o-mini"]}]}, tmp_path / "proxy.yaml")
+    body = {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        r = httpx.post(gw.base + "/v1/chat/completions", timeout=20, json={**body, "stream": True})
+        assert r.status_code == 200 and '"code":"upstream_error"' in r.text, r.text[:300]
+        for path, shape in (("/v1/chat/completions", "upstream_error"), ("/v1/messages", "api_error")):
+            r = httpx.post(gw.base + path, timeout=20, json=body)
+            assert r.status_code == 502 and shape in r.text and "too deeply" in r.text, (path, r.text[:300])
+        assert "internal_error" not in r.text and "Traceback" not in gw.output
+    finally:
+        gw.stop()

@@ -93,6 +93,11 @@ class FrontDoor:
         except GatewayError as e:
             array = inbound.action == "streamGenerateContent" and flow.request.query.get("alt") != "sse"
             flow.response = error_response(e, inbound.api, array)
+        except RecursionError:  # JSON nested past json.loads' reach: client bodies are depth-checked, so an upstream's
+            log.warning("an upstream answer to %s %s nests JSON too deeply to read", flow.request.method,
+                        flow.request.path)
+            flow.response = error_response(GatewayError(
+                502, "The upstream's answer nests its JSON too deeply to be read.", code="upstream_error"), inbound.api)
         except Exception:
             log.exception("gateway failed on %s %s", flow.request.method, flow.request.path)
             flow.response = error_response(GatewayError(

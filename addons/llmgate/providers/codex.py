@@ -229,11 +229,12 @@ def collect(body: bytes) -> bytes:
     for ev in [*parser.feed(body), *parser.close()]:
         try:
             data = json.loads(ev.data or "")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             continue
         kind = data.get("type") if isinstance(data, dict) else None
         if kind == "response.output_item.done" and isinstance(data.get("item"), dict):
-            items[data.get("output_index", len(items))] = data["item"]
+            index = data.get("output_index")
+            items[index if type(index) is int else len(items)] = data["item"]
         elif kind in ("response.completed", "response.incomplete", "response.failed", "error"):
             final = data
     if final is None or not isinstance(final.get("response"), dict):
@@ -245,7 +246,7 @@ def collect(body: bytes) -> bytes:
         raise classify(err, 502, {}, "the account") or GatewayError(
             502, f"Codex backend failed the response: {err.get('message') or err}", code="upstream_error")
     if not response.get("output") and items:
-        response["output"] = [items[i] for i in sorted(items, key=lambda k: (not isinstance(k, int), k))]
+        response["output"] = [items[i] for i in sorted(items)]
     return json.dumps(response, ensure_ascii=False, separators=(",", ":")).encode()
 
 

@@ -140,6 +140,10 @@ class Pipe:
             self.outcome = "upstream-error"
         except _ClientGone:
             raise
+        except RecursionError:  # an event nested past json.loads' reach: the upstream's bytes, not a converter bug
+            tail = self.transform.fail(f"Upstream {self.who} sent an event that nests its JSON too deeply to be read.",
+                                       "upstream_error")
+            self.outcome = "upstream-error"
         except Exception:  # a converter bug must end this stream with an error, not hang it
             log.exception("stream conversion failed")
             tail = self.transform.fail("The gateway failed converting the stream; its log has the details.",
