@@ -29,8 +29,8 @@ import json
 import logging
 import time
 import uuid
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
