@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from converters import canonical as cn
 from converters.sse import Event, SSEParser, StreamFault, encode_like, not_json

@@ -23,7 +23,7 @@ def runtime_with(text: str) -> Runtime:
 
 
 def test_renamed_answer_keeps_every_other_byte():
-    body = '{ "id" : "x",\n  "model": "gpt-4o-2024-08-06", "choices": [{"text": "caf\\u00e9 \\"q\\""}] }'.encode()
+    body = b'{ "id" : "x",\n  "model": "gpt-4o-2024-08-06", "choices": [{"text": "caf\\u00e9 \\"q\\""}] }'
     out = relabel_body(body, "gpt-4o")
     assert out == body.replace(b'"gpt-4o-2024-08-06"', b'"gpt-4o"')
 

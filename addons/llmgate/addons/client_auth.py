@@ -14,12 +14,12 @@ import weakref
 from mitmproxy import ctx, http
 
 from llmgate.addons.cors import CORS_ORIGIN
+from llmgate.addons.web_guard import host_refusal, page_refusal
 from llmgate.errors import GatewayError
-from llmgate.request_path.inbound import INTERCEPT_MARK, inbound_of
 from llmgate.request_path.answers import error_response
+from llmgate.request_path.inbound import INTERCEPT_MARK, inbound_of
 from llmgate.runtime import UPSTREAM_MARK, Runtime
 from llmgate.settings import ServerSettings
-from llmgate.addons.web_guard import host_refusal, page_refusal
 
 OPEN_PATHS = ("/health", "/provider_health")
 ADMIN_PREFIX = "/admin/"

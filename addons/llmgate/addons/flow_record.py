@@ -25,8 +25,8 @@ from mitmproxy.proxy.layers.http import (
 )
 
 from llmgate.addons.redaction import SECRET_HEADERS, Redactor, scrub_message
-from llmgate.request_path.relay import restore
 from llmgate.request_path.inbound import INTERCEPT_MARK
+from llmgate.request_path.relay import restore
 from llmgate.runtime import UPSTREAM_MARK, Exchange, Runtime
 
 log = logging.getLogger("llmgate")

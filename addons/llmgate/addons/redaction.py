@@ -18,7 +18,8 @@ no secret has (SSE events end in a newline) is checked in constant time.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from mitmproxy import http
@@ -165,7 +166,7 @@ class Secrets:
         rt, stamp = self.rt, self._stamp
         creds = _credentials(rt) if rt._accounts else []
         if not stamp or stamp[0] is not rt.settings or len(stamp) != len(creds) + 1 or \
-                any(a is not b for a, b in zip(creds, stamp[1:])):
+                any(a is not b for a, b in zip(creds, stamp[1:], strict=True)):
             self._redactor, self._stamp = Redactor(secrets_of(rt)), (rt.settings, *creds)
         return self._redactor
 
