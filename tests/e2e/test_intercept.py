@@ -91,15 +91,6 @@ def vendor_ca(tmp_path_factory) -> tuple[Path, Callable[[str], tuple[Path, Path]
 
 @pytest.fixture(scope="module")
 def stack(vendor_ca, tmp_path_factory):
-    # the vendor double checks keys, headers and models, not the body's schema: the current CLI
-    # sends fields (diagnostics, cache_control.scope) newer than the double's
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(anthropic_api, "validate_create", lambda body: None)
-        mp.setattr(anthropic_api, "validate_semantics", lambda state, body, model: None)
-        yield from _stack(vendor_ca, tmp_path_factory)
-
-
-def _stack(vendor_ca, tmp_path_factory):
     ca_file, issue = vendor_ca
     doubles = {
         "api.anthropic.com": TlsDouble(anthropic_api.make_app(ANTHROPIC_KEY, anthropic_api.DEFAULT_MODELS,
@@ -206,6 +197,10 @@ def test_claude_code_unrouted_call_reaches_the_vendor_unchanged(stack, runs):
     calls = [r for r in vendor_calls(stack, "api.anthropic.com", '"claude-sonnet-4-5"') if "/v1/messages" in r[0]]
     assert calls, "the vendor double saw no call"
     assert all(h.get("x-api-key") == ANTHROPIC_KEY for _, h, _ in calls), "the CLI's own key did not arrive"
+    # the strict double accepted what the current CLI sends with its betas (anthropic_api's docstring)
+    assert any(b'"scope":"global"' in body and b'"diagnostics":' in body
+               and "prompt-caching-scope-2026-01-05" in h["anthropic-beta"]
+               and "cache-diagnosis-2026-04-07" in h["anthropic-beta"] for _, h, body in calls)
     recorded = {bytes(f.request.raw_content) for f in flows(stack)
                 if f.request.host == "api.anthropic.com" and b'"claude-sonnet-4-5"' in (f.request.raw_content or b"")}
     assert {body for _, _, body in calls} <= recorded, "the vendor got other bytes than the CLI sent"

@@ -376,6 +376,43 @@ def test_body_must_be_a_json_object(http):
     )
 
 
+SCOPED = {"type": "ephemeral", "scope": "global"}  # what Claude Code marks its system prompt with
+
+
+@pytest.mark.parametrize(
+    "body, beta, refused",
+    [
+        ({"system": [{"type": "text", "text": "s"}, {"type": "text", "text": "t", "cache_control": SCOPED}]},
+         "prompt-caching-scope-2026-01-05", "system.1.cache_control.ephemeral.scope: Extra inputs are not permitted"),
+        ({"messages": blocks({"type": "text", "text": "a", "cache_control": SCOPED})}, "prompt-caching-scope-2026-01-05",
+         "messages.0.content.0.text.cache_control.ephemeral.scope: Extra inputs are not permitted"),
+        ({"tools": [{**WEATHER, "cache_control": SCOPED}]}, "prompt-caching-scope-2026-01-05",
+         "tools.0.custom.cache_control.ephemeral.scope: Extra inputs are not permitted"),
+        ({"diagnostics": {"previous_message_id": None}}, "cache-diagnosis-2026-04-07",
+         "diagnostics: Extra inputs are not permitted"),
+    ],
+)
+def test_beta_fields_need_their_beta(http, body, beta, refused):
+    """Claude Code's cache_control scope and diagnostics: refused without the beta that unlocks them."""
+    assert invalid_message(create(http, **body)) == refused
+    others = "claude-code-20250219,interleaved-thinking-2025-05-14"
+    assert invalid_message(http.post("/v1/messages", headers={"anthropic-beta": others},
+                                     json={"model": MODEL, "max_tokens": 10, "messages": [USER], **body})) == refused
+    ok = http.post("/v1/messages", headers={"anthropic-beta": f"{others},{beta}"},
+                   json={"model": MODEL, "max_tokens": 10, "messages": [USER], **body})
+    assert ok.status_code == 200, ok.text
+    counted = http.post("/v1/messages/count_tokens", headers={"anthropic-beta": beta},
+                        json={"model": MODEL, "messages": [USER], **body})
+    assert counted.status_code == 200, counted.text
+
+
+def test_only_the_global_scope_is_unlocked(http):
+    body = {"model": MODEL, "max_tokens": 10, "messages": [USER],
+            "system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral", "scope": "session"}}]}
+    r = http.post("/v1/messages", headers={"anthropic-beta": "prompt-caching-scope-2026-01-05"}, json=body)
+    assert invalid_message(r) == "system.0.cache_control.ephemeral.scope: Extra inputs are not permitted"
+
+
 def tool_use(id: str = "toolu_01", name: str = "get_weather") -> dict:
     return {"type": "tool_use", "id": id, "name": name, "input": {}}
 

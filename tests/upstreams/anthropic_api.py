@@ -24,8 +24,17 @@ a request-id header. Auth (only when --api-key is given): x-api-key, or
 Authorization: Bearer (what the SDK's auth_token sends); missing or wrong ->
 401 authentication_error "invalid x-api-key". Then every /v1 call needs the
 anthropic-version header (400 otherwise); anthropic-beta is accepted (see the log), and
-context-management-2025-06-27 / advanced-tool-use-2025-11-20 unlock context_management and
-tools' defer_loading.
+these betas unlock fields that are otherwise "Extra inputs are not permitted":
+    context-management-2025-06-27    top-level context_management
+    advanced-tool-use-2025-11-20     tools' defer_loading
+    prompt-caching-scope-2026-01-05  cache_control {"type": "ephemeral", "scope": "global"}
+    cache-diagnosis-2026-04-07       top-level diagnostics {"previous_message_id": id | null}
+Confirmed (Claude Code 2.1.332's bundle sends each field only beside its beta and drops it
+when that beta is refused; real 400s quoted in public trackers): "system.1.cache_control.
+ephemeral.scope: Extra inputs are not permitted" (an extra key in cache_control is located
+under its tag, "ephemeral") and "diagnostics: Extra inputs are not permitted" without the
+beta. Assumed: scope is also accepted on message blocks and tools, and a scope other than
+"global" is refused as an extra input; the shape of diagnostics is not checked.
 
 Validation, first failure only, in pydantic's words ("<loc>: <problem>"):
  1. structure: required fields ("max_tokens: Field required"), unknown fields
@@ -413,7 +422,7 @@ def optional_field(body: dict, key: str, kind: str) -> Any:
 
 def without_beta_fields(body: Any, request: web.Request) -> Any:
     """The body without the fields its anthropic-beta header unlocks (what Claude Code sends:
-    context_management, and defer_loading on tools), for the checks that know none of them."""
+    context_management, defer_loading, cache_control scope, diagnostics), for the checks that know none of them."""
     betas = {b.strip() for b in request.headers.get("anthropic-beta", "").split(",")}
     if not isinstance(body, dict):
         return body
@@ -423,7 +432,37 @@ def without_beta_fields(body: Any, request: web.Request) -> Any:
     if "advanced-tool-use-2025-11-20" in betas and isinstance(body.get("tools"), list):
         body["tools"] = [{k: v for k, v in t.items() if k != "defer_loading"} if isinstance(t, dict) else t
                          for t in body["tools"]]
+    if "cache-diagnosis-2026-04-07" in betas:
+        body.pop("diagnostics", None)
+    if "prompt-caching-scope-2026-01-05" in betas:
+        body = without_global_scope(body)
     return body
+
+
+def without_global_scope(body: dict) -> dict:
+    """The body with scope "global" taken out of the cache_control of system blocks, message
+    blocks (and the blocks inside a tool_result) and tools."""
+    out = dict(body)
+    for key in ("system", "tools"):
+        if isinstance(body.get(key), list):
+            out[key] = [unscoped(b) for b in body[key]]
+    if isinstance(body.get("messages"), list):
+        out["messages"] = [{**m, "content": [unscoped(b) for b in m["content"]]}
+                           if isinstance(m, dict) and isinstance(m.get("content"), list) else m
+                           for m in body["messages"]]
+    return out
+
+
+def unscoped(block: Any) -> Any:
+    if not isinstance(block, dict):
+        return block
+    out = dict(block)
+    if isinstance(block.get("content"), list):  # a tool_result's blocks
+        out["content"] = [unscoped(b) for b in block["content"]]
+    cc = block.get("cache_control")
+    if isinstance(cc, dict) and cc.get("scope") == "global":
+        out["cache_control"] = {k: v for k, v in cc.items() if k != "scope"}
+    return out
 
 
 def validate_create(body: Any) -> None:
@@ -588,8 +627,9 @@ BLOCK_CHECKS: dict[str, Callable[[dict, str], None]] = {
 
 
 def check_cache_control(value: Any, loc: str) -> None:
-    fields(value, loc, ("type",), ("ttl",))
+    fields(value, loc, ("type",), tuple(value) if isinstance(value, dict) else ())
     one_of(value["type"], ("ephemeral",), at(loc, "type"))
+    fields(value, at(loc, "ephemeral"), (), ("type", "ttl"))  # the API names extras under the tag
     if "ttl" in value:
         one_of(value["ttl"], ("5m", "1h"), at(loc, "ttl"))
 
