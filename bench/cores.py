@@ -6,8 +6,8 @@ ratios; non-streamed chat completions, passthrough route):
     N-process throughput as a multiple of one process's (target >= 0.85 x N; on a machine with
     N cores that also runs the upstream double, HAProxy and the load generator, read it as a
     figure, not a verdict);
-  - the latency shared state adds per request at p50, one connection: the same gateway with
-    `server.state: redis://...` (a real redis-server) against the SQLite state file
+  - the latency Redis adds per request at p50, one connection: one gateway process with
+    `server.state: redis://...` (a real redis-server), with Redis up against Redis stopped
     (target <= 0.3 ms);
   - the CPU the state work costs per request in-process: no shared state, the state file, Redis
     (a real redis-server; nothing on the request path waits for it, so this CPU is what it adds).
@@ -25,13 +25,14 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import KEY, free_port, load, start_mitmdump  # type: ignore[attr-defined]  # noqa: E402  (bench/bench.py)
 from tests.harness import ROOT, Proc, Upstream  # noqa: E402
-from tests.services import haproxy, redis_server  # noqa: E402
+from tests.services import RedisServer, haproxy, redis_server  # noqa: E402
 
 CHAT = "/v1/chat/completions"
 MODEL = "gpt-4o-mini"
@@ -79,24 +80,42 @@ def throughput(args: argparse.Namespace, up: Upstream, folder: Path) -> None:
     print(f"  {n} processes / 1 process: {ratio:.2f}x  (target >= {0.85 * n:.2f}x = 0.85 x {n})")
 
 
-def redis_latency(args: argparse.Namespace, up: Upstream, folder: Path, url: str) -> None:
-    (local, lp), = gateways(1, write_config(folder, up, None))
-    (shared, sp), = gateways(1, write_config(folder, up, url))
+def redis_latency(args: argparse.Namespace, up: Upstream, folder: Path, redis: RedisServer) -> None:
+    """p50 at one connection of one gateway process with Redis up and with Redis stopped (then
+    it serves on its own state): the same process both ways, so only Redis differs."""
+    (gw, port), = gateways(1, write_config(folder, up, redis.url))
+    target = (f"http://127.0.0.1:{port}{CHAT}", MODEL)
+    p50: dict[str, list[float]] = {"redis": [], "no redis": []}
     try:
-        targets = {"state file": (f"http://127.0.0.1:{lp}{CHAT}", MODEL),
-                   "redis": (f"http://127.0.0.1:{sp}{CHAT}", MODEL)}
-        for t in targets.values():
-            load(t, 1, 1.0)
-        p50: dict[str, list[float]] = {name: [] for name in targets}
         for i in range(args.rounds):
-            for name in (list(targets) if i % 2 == 0 else list(reversed(targets))):
-                p50[name].append(load(targets[name], 1, args.seconds)[1])
+            for name in (list(p50) if i % 2 == 0 else list(reversed(p50))):
+                if name == "redis":
+                    if redis.proc is None:
+                        redis.start()
+                    shared_up(port, 1)
+                else:
+                    redis.stop()
+                    shared_up(port, 0)
+                load(target, 1, 0.5)
+                p50[name].append(load(target, 1, args.seconds)[1])
     finally:
-        local.stop()
-        shared.stop()
-    added = statistics.median(b - a for a, b in zip(p50["state file"], p50["redis"], strict=True))
-    print(f"latency at p50, 1 connection: state file {statistics.median(p50['state file']):.2f} ms, "
-          f"redis {statistics.median(p50['redis']):.2f} ms; added by Redis {added:+.3f} ms (target <= 0.3 ms)")
+        gw.stop()
+        if redis.proc is None:
+            redis.start()
+    added = statistics.median(b - a for a, b in zip(p50["no redis"], p50["redis"], strict=True))
+    print(f"latency at p50, 1 connection, one process: Redis up {statistics.median(p50['redis']):.2f} ms, "
+          f"Redis stopped {statistics.median(p50['no redis']):.2f} ms; added by Redis {added:+.3f} ms "
+          "(target <= 0.3 ms)")
+
+
+def shared_up(port: int, value: int, timeout: float = 30) -> None:
+    """Wait until the gateway's /metrics says llmgate_shared_state_up is value."""
+    deadline = time.monotonic() + timeout
+    while f"llmgate_shared_state_up {value}.0" not in urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/metrics").read().decode():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"llmgate_shared_state_up never {value}")
+        time.sleep(0.1)
 
 
 def state_costs(folder: Path, redis_url: str | None, requests: int = 20_000) -> None:
@@ -177,7 +196,7 @@ def main() -> None:
             state_costs(Path(d), None)
             return
         with redis_server() as r:
-            redis_latency(args, up, Path(d), r.url)
+            redis_latency(args, up, Path(d), r)
             state_costs(Path(d), r.url)
 
 
