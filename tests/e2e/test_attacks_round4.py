@@ -400,3 +400,24 @@ def test_answers_nested_past_the_json_limit_are_an_upstream_error(tmp_path, nest
         assert "internal_error" not in r.text and "Traceback" not in gw.output
     finally:
         gw.stop()
+
+
+def test_intercept_routed_calls_refuse_other_sites_pages(tmp_path, provider):
+    """A browser that uses the proxy (a system-wide proxy setting) lets any web page send a simple
+    POST to http://api.openai.com: an intercept rule answered it with the gateway's provider
+    credentials. The coding CLIs never send Origin or Sec-Fetch-Site; a page of another site always does."""
+    gw, port = intercept_gateway(tmp_path, provider, "127.0.0.1")
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    try:
+        httpx.delete(provider + "/__requests", timeout=5)
+        for marks in ("Origin: http://evil.example\r\n", "Sec-Fetch-Site: cross-site\r\n"):
+            answer = exchange("127.0.0.1", port, (
+                "POST http://api.openai.com/v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\n"
+                f"{marks}Content-Type: text/plain\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            ).encode() + body)
+            assert status_of(answer) == 403, answer[:300]
+            assert json_of(answer)["error"]["code"] == "forbidden"
+        assert provider_calls(provider) == []
+        assert status_of(chat_via_proxy("127.0.0.1", port)) == 200  # the CLIs' calls as before
+    finally:
+        gw.stop()

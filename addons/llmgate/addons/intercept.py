@@ -29,7 +29,9 @@ from converters import openai_chat
 from llmgate.addons.accounting import INBOUND
 from llmgate.addons.client_auth import mask_client_credentials
 from llmgate.addons.limits import decode
+from llmgate.addons.web_guard import page_refusal
 from llmgate.errors import GatewayError
+from llmgate.request_path.answers import error_response
 from llmgate.request_path.inbound import INTERCEPT_MARK, Inbound, match
 from llmgate.runtime import Runtime
 from llmgate.settings import GatewaySettings, InterceptRule, InterceptSettings, Limits
@@ -181,6 +183,14 @@ class Intercept:
             return  # the CLI's other calls to its vendor (login, quotas...): shown, passed on
         rule = pick_rule(ic.rules, host, call.model)
         if rule is not None:
+            req = flow.request
+            if why := page_refusal(req.headers.get("sec-fetch-site"), req.headers.get("origin"), req.host_header,
+                                   flow.client_conn.tls_established):
+                # the gateway's credentials would answer it: not for a web page of another site (a browser
+                # that uses this proxy), as on the gateway's own port; the CLIs send neither header
+                mask_client_credentials(req)
+                flow.response = error_response(GatewayError(403, why, code="forbidden"), call.inbound.api)
+                return
             mark.update(action=ROUTE, path=call.path)
             if rule.provider:
                 mark["provider"] = rule.provider
