@@ -237,6 +237,8 @@ def signed_in(tmp_path_factory):
     seed(up, creds, login="octo")
     cfg = {"server": {"api_keys": [CLIENT_KEY], "timeouts": {"connect": 3, "read": 10}},
            "providers": [{"id": "copilot", "type": "copilot", "credentials": str(creds),
+                          "token_url": up.base + "/copilot_internal/v2/token"},
+                         {"id": "cp-listed", "type": "copilot", "credentials": str(creds), "models": [CODEX],
                           "token_url": up.base + "/copilot_internal/v2/token"}]}
     g = Gateway(cfg, creds.parent / "proxy.yaml")
     try:
@@ -323,3 +325,12 @@ def test_the_admin_provider_test_uses_the_models_own_endpoint(signed_in):
         tested = httpx.post(g.base + "/admin/providers/copilot/test", json={"model": model}, timeout=30).json()
         assert tested["ok"] and tested["status"] == 200, json.dumps(tested)
         assert [c["path"] for c in up.received() if c["method"] == "POST"] == [endpoint]
+
+
+def test_a_models_list_in_the_config_still_learns_where_each_model_is_served(signed_in):
+    up, g = signed_in
+    up.clear()
+    c = openai.OpenAI(base_url=g.base + "/cp-listed/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30)
+    r = c.chat.completions.create(model=CODEX, messages=HELLO)
+    assert r.choices[0].message.content == "Echo: hello there"
+    assert [c["path"] for c in up.received() if c["method"] == "POST"] == [RESPONSES]

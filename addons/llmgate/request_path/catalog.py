@@ -73,7 +73,8 @@ class ModelCatalog:
                 del self._entries[pid]
 
     def stale(self, p: ProviderSettings) -> bool:
-        if p.models is not None or PROVIDER_TYPES[p.type].models_path is None:
+        kind = PROVIDER_TYPES[p.type]  # a `models:` list still leaves model_info's facts to discover
+        if (p.models is not None and kind.model_info is None) or kind.models_path is None:
             return False
         e = self._entries.get(p.id)
         now = time.monotonic()
