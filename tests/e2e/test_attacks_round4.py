@@ -421,3 +421,28 @@ def test_intercept_routed_calls_refuse_other_sites_pages(tmp_path, provider):
         assert status_of(chat_via_proxy("127.0.0.1", port)) == 200  # the CLIs' calls as before
     finally:
         gw.stop()
+
+
+# --- the console's credentials upload ----------------------------------------------------------
+
+def test_console_uploads_into_a_glob_folder_never_replace_each_other(tmp_path):
+    """An entry whose credentials are a glob takes each upload as a new file named by the time to
+    the second: two accounts uploaded within one second were one file, the first account lost."""
+    import re
+
+    gw = Gateway({"providers": [{"id": "agy", "type": "antigravity", "project": "p",
+                                 "credentials": str(tmp_path / "agy" / "*.json")}]}, tmp_path / "proxy.yaml")
+    try:
+        with httpx.Client(base_url=gw.base, timeout=20) as ui:
+            page = ui.get("/ui/")
+            token = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+            for n in range(3):
+                r = ui.post("/ui/logins/agy/credentials", headers={"X-CSRF-Token": token},
+                            json={"credentials": {"refresh_token": f"refresh-{n}-round4", "type": "antigravity"}})
+                assert r.status_code == 200, r.text
+                assert "refresh-" not in r.text  # never echoed
+        kept = sorted(json.loads(p.read_text())["refresh_token"] for p in (tmp_path / "agy").glob("*.json"))
+        assert kept == [f"refresh-{n}-round4" for n in range(3)]
+        assert all(p.stat().st_mode & 0o777 == 0o600 for p in (tmp_path / "agy").glob("*.json"))
+    finally:
+        gw.stop()

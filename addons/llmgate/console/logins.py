@@ -79,7 +79,12 @@ def login_file(pattern: str, now: float) -> Path:
     if any(c in str(path.parent) for c in "*?[") or name.count("*") != 1 or any(c in name for c in "?["):
         raise GatewayError(400, "This entry's credentials glob names no single folder to write a new file in: "
                            "log in with `llmgate login <kind> --credentials <file>`.", code="invalid_request")
-    return path.parent / name.replace("*", time.strftime("login-%Y%m%d-%H%M%S", time.gmtime(now)))
+    stamp = time.strftime("login-%Y%m%d-%H%M%S", time.gmtime(now))
+    new, n = path.parent / name.replace("*", stamp), 1
+    while new.exists():  # another account's file from the same second: never replaced
+        n += 1
+        new = path.parent / name.replace("*", f"{stamp}-{n}")
+    return new
 
 
 def check_shape(kind: str, data: Any) -> dict[str, Any]:
@@ -129,6 +134,7 @@ class Logins:
     def __init__(self) -> None:
         self.status: dict[str, dict[str, Any]] = {}  # provider id -> {state, message, url}
         self._tasks: set[asyncio.Task] = set()
+        self._writing = asyncio.Lock()
 
     def _entry(self, rt: Any, pid: str, kinds: Any) -> Any:
         p = rt.settings.provider(pid)
@@ -207,6 +213,7 @@ class Logins:
         if len(json.dumps(data)) > UPLOAD_MAX:
             raise GatewayError(413, f"A credentials file is at most {UPLOAD_MAX // 1024} KiB.", code="too_large")
         data = check_shape(p.type, data)
-        path = login_file(p.credentials or PROVIDER_TYPES[p.type].credentials or "", time.time())
-        await asyncio.to_thread(write_atomic, path, data)
+        async with self._writing:  # the file name is free until written: one upload at a time
+            path = login_file(p.credentials or PROVIDER_TYPES[p.type].credentials or "", time.time())
+            await asyncio.to_thread(write_atomic, path, data)
         return {"ok": True, "message": f"Credentials written to {path}."}
