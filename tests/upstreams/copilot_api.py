@@ -361,7 +361,7 @@ def make_app(api_key: str | None, models_: list[str], brain: Any = None) -> web.
     app = web.Application(middlewares=[serving.request_log, oc.openai_errors], client_max_size=64 * 1024**2)
     app[COPILOT] = CopilotState()
     app[oc.STATE] = ra.ResponsesState(api_key=None, models=list(models_), brain=brain)
-    app[aa.STATE] = aa.UpstreamState(api_key=None, models=list(models_))
+    app[aa.STATE] = aa.UpstreamState(api_key=None, models=list(models_), brain=brain)
     app.router.add_post("/login/device/code", device_code)
     app.router.add_post("/login/oauth/access_token", access_token)
     app.router.add_get("/copilot_internal/v2/token", copilot_token)
