@@ -39,7 +39,8 @@ def _apply(t: Tokens, obj: Any) -> bool:
         u, meta = holder.get("usage"), holder.get("usageMetadata")
         if isinstance(meta, dict):  # Gemini
             t.prompt = _int(meta.get("promptTokenCount")) or t.prompt
-            t.completion = (_int(meta.get("candidatesTokenCount")) + _int(meta.get("thoughtsTokenCount"))) or t.completion
+            answer = _int(meta.get("candidatesTokenCount")) + _int(meta.get("thoughtsTokenCount"))
+            t.completion = answer or t.completion
             t.cached = _int(meta.get("cachedContentTokenCount")) or t.cached
             t.reasoning = _int(meta.get("thoughtsTokenCount")) or t.reasoning
             found = True
@@ -68,7 +69,7 @@ def _apply(t: Tokens, obj: Any) -> bool:
 def of_body(body: bytes) -> Tokens | None:
     try:
         obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested deeper than json goes
         return None
     t = Tokens()
     return t if _apply(t, obj) else None
@@ -83,6 +84,6 @@ def of_stream(data: bytes) -> Tokens | None:
         text = line.strip().removeprefix(b"data:").strip().lstrip(b"[,").rstrip(b",]").strip()
         try:
             found |= _apply(t, json.loads(text))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             continue
     return t if found else None

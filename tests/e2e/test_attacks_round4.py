@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,16 +79,18 @@ def provider_calls(base: str) -> list[dict]:
     return httpx.get(base + "/__requests", timeout=5).json()
 
 
-def intercept_gateway(tmp: Path, provider_base: str, lan: str, **server) -> tuple[Gateway, int]:
+def intercept_gateway(tmp: Path, provider_base: str, lan: str, *extra: str, rules: list | None = None,
+                      **server) -> tuple[Gateway, int]:
     """The gateway as `make intercept HOST=<lan address>` runs it (the proxy port on the network), the
     CLIs' OpenAI calls routed to the gateway's provider."""
     cfg = {
         "server": server,
         "providers": [{"id": "up", "type": "openai", "base_url": provider_base + "/v1", "api_key": UPSTREAM_KEY,
                        "models": ["gpt-4o-mini"]}],
-        "intercept": {"hosts": ["api.openai.com"], "rules": [{"host": "api.openai.com", "provider": "up"}]},
+        "intercept": {"hosts": ["api.openai.com"],
+                      "rules": [{"host": "api.openai.com", "provider": "up"}] if rules is None else rules},
     }
-    gw = Gateway(cfg, tmp / "proxy.yaml", "--mode", f"regular@{lan}:{closed_port()}")
+    gw = Gateway(cfg, tmp / "proxy.yaml", "--mode", f"regular@{lan}:{closed_port()}", *extra)
     port = int(gw.wait_for(r"HTTP\(S\) proxy listening at [\d.]+:(\d+)").group(1))
     gw.port = int(gw.wait_for(r"reverse proxy to \S+ listening at 127\.0\.0\.1:(\d+)").group(1))
     gw.base = f"http://127.0.0.1:{gw.port}"
@@ -444,5 +447,26 @@ def test_console_uploads_into_a_glob_folder_never_replace_each_other(tmp_path):
         kept = sorted(json.loads(p.read_text())["refresh_token"] for p in (tmp_path / "agy").glob("*.json"))
         assert kept == [f"refresh-{n}-round4" for n in range(3)]
         assert all(p.stat().st_mode & 0o777 == 0o600 for p in (tmp_path / "agy").glob("*.json"))
+    finally:
+        gw.stop()
+
+
+def test_a_passed_on_vendor_answer_nested_past_the_json_limit_is_still_logged(tmp_path, provider, nesting_upstream):
+    """Intercept mode passes a vendor's answer on as it is and reads its usage for the request log:
+    JSON nested deeper than the parser goes raised there, and the row was lost (a traceback instead)."""
+    from tests.harness import ROOT
+
+    hosts = f"api.openai.com={nesting_upstream.rsplit(':', 1)[1]}"
+    gw, port = intercept_gateway(tmp_path, provider, "127.0.0.1", "-s", str(ROOT / "tests" / "e2e" / "vendor_hosts.py"),
+                                 "--set", f"test_vendor_hosts={hosts}", rules=[])
+    try:
+        answer = chat_via_proxy("127.0.0.1", port)
+        assert status_of(answer) == 200 and NESTED in answer  # passed on, byte for byte
+        deadline, rows = time.monotonic() + 10, []
+        while not rows and time.monotonic() < deadline:  # the log's writer batches rows
+            rows = httpx.get(gw.base + "/admin/requests", timeout=20).json()["requests"]
+            time.sleep(0.2)
+        assert [(r["provider"], r["account"], r["status"]) for r in rows] == [("passthrough", "api.openai.com", 200)]
+        assert "Traceback" not in gw.output
     finally:
         gw.stop()
