@@ -1,5 +1,6 @@
 """GitHub Copilot: a GitHub token from the device-flow login (`llmgate login copilot`), traded
-for a short-lived Copilot token, and Copilot's OpenAI-compatible chat API.
+for a short-lived Copilot token, and Copilot's API: chat completions, Responses or Messages,
+whichever its models list offers for a model.
 
 Terms of service: GitHub's terms for Copilot cover its use through GitHub's own and supported
 editor clients; using the editor login from a gateway is not among them, and GitHub can
