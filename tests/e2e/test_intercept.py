@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import zstandard
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -45,19 +46,24 @@ RUN_TIMEOUT = 90  # seconds one CLI session may take (tests/agents uses the same
 
 class TlsDouble(ServerThread):
     """A provider double served over TLS with a certificate for its vendor host, keeping every
-    request as it arrived (path, headers, raw body)."""
+    request as it arrived (path, headers, raw body: compressed if it came so). A zstd body (Codex
+    compresses its calls to chatgpt.com) is decoded for the double here: aiohttp needs a package
+    this venv does not have for that."""
 
     def __init__(self, app: web.Application, cert: Path, key: Path):
         self.raw: list[tuple[str, dict[str, str], bytes]] = []
 
         @web.middleware
         async def tap(request: web.Request, handler):
-            self.raw.append((request.path_qs, {k.lower(): v for k, v in request.headers.items()},
-                             await request.read()))
+            raw = await request.read()
+            self.raw.append((request.path_qs, {k.lower(): v for k, v in request.headers.items()}, raw))
+            if request.headers.get("content-encoding") == "zstd":
+                request._read_bytes = zstandard.ZstdDecompressor().decompressobj().decompress(raw)
             return await handler(request)
 
         app.middlewares.insert(0, tap)
         super().__init__(app)
+        self.runner = web.AppRunner(app, shutdown_timeout=0.5, auto_decompress=False)
         self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.tls.load_cert_chain(cert, key)
 

@@ -38,7 +38,9 @@ tests.upstreams.openai_compat. Validation (400 unless noted):
     prepended to this input; otherwise "Previous response with id '<id>' not
     found.". Hosted tools (web_search, file_search, ...) are accepted, echoed
     and never called; background is accepted and ignored (answers are
-    synchronous); client_metadata (Codex CLI's installation and turn ids) is accepted.
+    synchronous); client_metadata (Codex CLI's installation and turn ids) is accepted, and so
+    is a message item's internal_chat_message_metadata_passthrough (Codex CLI 0.171 sends it
+    to api.openai.com on every message; assumed accepted there, since Codex works).
 
 Scripted answers: make_app(..., brain=f) asks f("responses", body) first; a plan it returns
 (.text, or .calls as [(tool name, arguments)]) is the answer, None falls back to the rules
@@ -144,7 +146,7 @@ ASSISTANT_PARTS = ("output_text", "refusal")
 IMAGE_DETAILS = ("low", "high", "auto")
 ITEM_STATUSES = ("in_progress", "completed", "incomplete")
 ITEM_KEYS = {
-    "message": {"type", "role", "content", "id", "status"},
+    "message": {"type", "role", "content", "id", "status", "internal_chat_message_metadata_passthrough"},
     "function_call": {"type", "call_id", "name", "arguments", "id", "status"},
     "function_call_output": {"type", "call_id", "output", "id", "status"},
     "reasoning": {"type", "id", "summary", "encrypted_content", "content", "status"},

@@ -47,6 +47,11 @@ PREFIXES = {
     "dashscope.aliyuncs.com": ("/compatible-mode/v1/", "/v1/"),
     "dashscope-intl.aliyuncs.com": ("/compatible-mode/v1/", "/v1/"),
 }
+# body fields a CLI adds only for its vendor (Qwen Code for DashScope and the Qwen portal): a routed
+# call is the CLI's call, not the vendor's dialect, so they stay behind (an OpenAI-compatible
+# provider may refuse them: "Unrecognized request argument supplied: preserve_thinking")
+QWEN_EXTRAS = ("preserve_thinking", "vl_high_resolution_images", "enable_thinking", "thinking_budget")
+DIALECTS = {h: QWEN_EXTRAS for h in ("dashscope.aliyuncs.com", "dashscope-intl.aliyuncs.com", "portal.qwen.ai")}
 STREAM_CAPTURE = 4 << 20  # bytes of a passed-on stream kept for the views and the request log
 DEFAULT = InterceptSettings()
 
@@ -105,6 +110,14 @@ def call_of(host: str, req: http.Request, limits: Limits) -> Call | None:
     else:
         model, stream = data.get("model"), data.get("stream") is True
     return Call(path, ib, model if isinstance(model, str) and model else None, stream)
+
+
+def without_dialect(host: str, req: http.Request, limits: Limits) -> None:
+    """A routed call's body without its vendor's own fields (DIALECTS), if it has any."""
+    extras = DIALECTS.get(host, ())
+    data = _body(req, limits) if extras else {}
+    if any(k in data for k in extras):
+        req.content = openai_chat.dumps({k: v for k, v in data.items() if k not in extras})
 
 
 def _body(req: http.Request, limits: Limits) -> dict[str, Any]:
@@ -192,6 +205,7 @@ class Intercept:
                 flow.response = error_response(GatewayError(403, why, code="forbidden"), call.inbound.api)
                 return
             mark.update(action=ROUTE, path=call.path)
+            without_dialect(host, req, self.rt.settings.server.limits)
             if rule.provider:
                 mark["provider"] = rule.provider
             elif rule.route != "gateway":
