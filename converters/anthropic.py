@@ -63,11 +63,12 @@ import json
 import re
 import secrets
 import time
-from typing import Any
+from typing import Any, TypeGuard
 
 from converters import call_ids
 from converters import canonical as cn
 from converters.pipeline import SSERelabel, SSEStreamDecoder
+from converters.shapes import arr, obj, string
 from converters.sse import encode
 from converters.thinking import anthropic_one_sampler
 
@@ -78,7 +79,7 @@ _EFFORT_BUDGET = {"none": 0, "minimal": 0, "low": 1024, "medium": 8192, "high": 
 _SAFE_ID = re.compile(r"[a-zA-Z0-9_-]+")
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
 
-_STOP_IN = {"end_turn": "stop", "max_tokens": "length", "stop_sequence": "stop_sequence",
+_STOP_IN: dict[str, cn.FinishReason] = {"end_turn": "stop", "max_tokens": "length", "stop_sequence": "stop_sequence",
             "tool_use": "tool_calls", "pause_turn": "stop", "refusal": "content_filter",
             "model_context_window_exceeded": "length"}
 _STOP_OUT = {"stop": "end_turn", "stop_sequence": "stop_sequence", "length": "max_tokens",
@@ -101,7 +102,7 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -257,8 +258,8 @@ def _block(b: Any, where: str, names: dict[str, str]) -> cn.Block:
 
 
 def _image(b: dict[str, Any], where: str, cache: dict | None) -> cn.Image:
-    src = b.get("source")
-    kind = src.get("type") if isinstance(src, dict) else None
+    src = obj(b.get("source"))
+    kind = src.get("type")
     if kind == "base64" and isinstance(src.get("data"), str):
         media = src.get("media_type")
         return cn.Image(media if isinstance(media, str) else "", src["data"], cache_control=cache)
@@ -337,7 +338,8 @@ def _tool_choice(choice: Any) -> tuple[cn.ToolChoice | None, bool]:
         if not isinstance(choice.get("name"), str) or not choice["name"]:
             raise cn.ConversionError("tool_choice of type 'tool' needs a 'name'.", "tool_choice.name")
         return cn.ToolChoice("tool", choice["name"]), disable
-    return cn.ToolChoice({"auto": "auto", "any": "required", "none": "none"}[kind]), disable
+    modes: dict[str, cn.ToolChoiceMode] = {"auto": "auto", "any": "required", "none": "none"}
+    return cn.ToolChoice(modes[kind]), disable
 
 
 def _thinking(thinking: Any, effort: Any, dropped: list[str]) -> cn.Reasoning | None:
@@ -560,7 +562,7 @@ def _turns(req: cn.Request) -> list[dict[str, Any]]:
     if turns[0][0] != "user":
         raise cn.ConversionError("Anthropic requires the conversation to start with a user message.",
                                  f"messages.{turns[0][3]}.role")
-    out = [{"role": role, "content": results + rest} for role, results, rest, _ in turns]
+    out: list[dict[str, Any]] = [{"role": role, "content": results + rest} for role, results, rest, _ in turns]
     last = out[-1]
     if last["role"] == "assistant":  # prefill: no trailing whitespace allowed
         blocks = last["content"]
@@ -687,13 +689,13 @@ def decode_response(body: dict[str, Any]) -> cn.Response:
     An error body ({"type": "error"}) gives an empty response with finish "error"."""
     body = body if isinstance(body, dict) else {}
     blocks: list[cn.Block] = []
-    for b in body.get("content") if isinstance(body.get("content"), list) else ():
+    for b in arr(body.get("content")):
         block = _response_block(b) if isinstance(b, dict) else None
         if block is not None:
             blocks.append(block)
     finish, detail = finish_of(body.get("stop_reason"))
     if body.get("type") == "error":
-        err = body.get("error") if isinstance(body.get("error"), dict) else {}
+        err = obj(body.get("error"))
         finish, detail = "error", str(err.get("message") or err.get("type") or "error")
     rid, model = body.get("id"), body.get("model")
     return cn.Response(id=rid if isinstance(rid, str) and rid else message_id(""),
@@ -844,13 +846,13 @@ class StreamDecoder(SSEStreamDecoder):
             return []
         if kind == "error":
             self.finished = True
-            err = body.get("error") if isinstance(body.get("error"), dict) else {}
-            etype = err.get("type") if isinstance(err.get("type"), str) else "upstream_error"
-            message = err.get("message") if isinstance(err.get("message"), str) else str(err or body)
+            err = obj(body.get("error"))
+            etype = string(err.get("type"), "upstream_error")
+            message = string(err.get("message"), str(err or body))
             return self._close_all() + [cn.StreamError(message, etype, _ERROR_STATUS.get(etype, 502))]
         out: list[cn.Event] = []
         if kind == "message_start":
-            msg = body.get("message") if isinstance(body.get("message"), dict) else {}
+            msg = obj(body.get("message"))
             if self._started:
                 return []
             self._started = True
@@ -872,7 +874,7 @@ class StreamDecoder(SSEStreamDecoder):
         elif kind == "content_block_stop" and _is_int(index) and index in self._open:
             out += self._block_stop(index)
         elif kind == "message_delta":
-            delta = body.get("delta") if isinstance(body.get("delta"), dict) else {}
+            delta = obj(body.get("delta"))
             if delta.get("stop_reason") is not None:
                 self._stop = delta["stop_reason"]
             if isinstance(body.get("usage"), dict):

@@ -70,9 +70,15 @@ class RedactedThinking:
 Block = Text | Image | ToolCall | ToolResult | Thinking | RedactedThinking
 
 
+Role = Literal["user", "assistant"]
+
+
+ToolChoiceMode = Literal["auto", "none", "required", "tool"]
+
+
 @dataclass(slots=True)
 class Message:
-    role: Literal["user", "assistant"]
+    role: Role
     content: list[Block]
 
 
@@ -99,7 +105,7 @@ class HostedTool:
 
 @dataclass(slots=True)
 class ToolChoice:
-    mode: Literal["auto", "none", "required", "tool"]
+    mode: ToolChoiceMode
     name: str | None = None  # with mode "tool"
 
 

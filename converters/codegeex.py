@@ -118,7 +118,7 @@ def encode_request(req: cn.Request, talk_id: str, machine_id: str) -> dict[str, 
     prompt = _join(texts[start:])
 
     turns: list[list[Any]] = []  # [query texts, answer texts]
-    for msg, text in zip(req.messages[:start], texts[:start]):
+    for msg, text in zip(req.messages[:start], texts[:start], strict=True):
         if msg.role == "user":
             if not turns or turns[-1][1]:
                 turns.append([[], []])

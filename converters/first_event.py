@@ -10,8 +10,8 @@ client yet, so the gateway can treat it as the HTTP error it stands for and try 
 `FirstEvent(wire).feed(chunk)` takes the stream's bytes as read and answers None (no event yet,
 or only keepalives and preambles that carry no content: SSE comments, Anthropic `ping` and
 `message_start`, Responses `response.created` / `response.in_progress`, empty data; an error may
-still follow them, as Anthropic's overloaded_error and the Codex backend's usage limit do), True (the first real event is
-not an error, or cannot be read: the relay's decoder judges it), or a `StreamStartError`: the
+still follow them, as Anthropic's overloaded_error and the Codex backend's usage limit do), True
+(the first real event is not an error, or cannot be read: the relay's decoder judges it), or a `StreamStartError`: the
 HTTP status the same error has when answered before a stream, and the error in the body shape
 the format's error mapping reads (llmgate/request_path/wire.py), so it is classified, cooled down
 and shown exactly like that HTTP answer.

@@ -36,10 +36,11 @@ from converters import call_ids
 from converters import canonical as cn
 from converters.gemini_schema import open_object, to_gemini_schema
 from converters.pipeline import SSERelabel, SSEStreamDecoder
+from converters.shapes import string
 
 SKIP_SIGNATURE = "skip_thought_signature_validator"  # Google's documented placeholder
 _EFFORT_BUDGET = {"minimal": 0, "low": 1024, "medium": 8192, "high": 24576}
-_FINISH = {
+_FINISH: dict[str, cn.FinishReason] = {
     "STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
     "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter",
     "IMAGE_SAFETY": "content_filter", "LANGUAGE": "error", "MALFORMED_FUNCTION_CALL": "error",
@@ -113,7 +114,8 @@ def _parts(b: cn.Block, names: dict[str, str], where: str, placeholder: str | No
             args = json.loads(b.arguments or "{}")
         except ValueError:
             raise cn.ConversionError(f"Tool call {b.id} has arguments that are not JSON.", where) from None
-        part = {"functionCall": {"name": b.name, "args": args if isinstance(args, dict) else {"value": args}}}
+        part: dict[str, Any] = {"functionCall": {"name": b.name,
+                                                 "args": args if isinstance(args, dict) else {"value": args}}}
         if b.signature or placeholder:
             part["thoughtSignature"] = b.signature or placeholder
         return [part]
@@ -140,9 +142,10 @@ def _declaration(t: cn.Tool) -> dict[str, Any]:
     d: dict[str, Any] = {"name": t.name}
     if t.description:
         d["description"] = t.description
-    params = to_gemini_schema(t.parameters) if t.parameters else None
+    source = t.parameters or {}
+    params = to_gemini_schema(source) if source else None
     if params and open_object(params):  # a free-form object Gemini's Schema cannot say
-        d["parametersJsonSchema"] = {k: v for k, v in t.parameters.items() if k != "$schema"}
+        d["parametersJsonSchema"] = {k: v for k, v in source.items() if k != "$schema"}
     elif params and params.get("properties"):
         d["parameters"] = params
     return d
@@ -753,7 +756,7 @@ def _function_response(raw: Any, where: str, calls: _Calls) -> cn.ToolResult:
             uri = fd.get("fileUri")
             if not isinstance(uri, str) or not uri:
                 raise cn.ConversionError("fileData needs a fileUri.", f"{where}.parts.{k}.fileData.fileUri")
-            content.append(cn.Image(fd.get("mimeType") if isinstance(fd.get("mimeType"), str) else "", url=uri))
+            content.append(cn.Image(string(fd.get("mimeType")), url=uri))
     return cn.ToolResult(call_id, content, is_error, name)
 
 

@@ -655,7 +655,8 @@ def _resolve(ref: str, root: Any) -> tuple[bool, Any]:
         part = part.replace("~1", "/").replace("~0", "~")
         if isinstance(current, dict) and part in current:
             current = current[part]
-        elif isinstance(current, list) and part.isascii() and part.isdigit() and len(part) < 10 and int(part) < len(current):
+        elif (isinstance(current, list) and part.isascii() and part.isdigit() and len(part) < 10
+              and int(part) < len(current)):
             current = current[int(part)]
         else:
             return False, None

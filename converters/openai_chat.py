@@ -19,6 +19,7 @@ from converters import call_ids
 from converters import canonical as cn
 from converters.json_limits import exceeds
 from converters.pipeline import relabel_all, relabel_body, splice_model
+from converters.shapes import arr, integer, obj, string
 from converters.sse import Event, SSEParser, encode, encode_like, not_json
 from converters.thinking import OPENAI_SAMPLING, openai_refuses_sampling
 
@@ -113,29 +114,33 @@ _JSON = json.JSONDecoder()
 _WS = re.compile(r"[ \t\n\r]*")
 
 
+def _skip(text: str, i: int) -> int:
+    m = _WS.match(text, i)  # always matches (possibly empty)
+    return m.end() if m else i
+
+
 def _splice_top_level(body: bytes, key: str, value: str) -> bytes | None:
     """`body` (a JSON object) with the value of its top-level `key` replaced in place; None if
     the key is absent or repeated, or the body is not what json.loads accepted."""
     try:
         text = body.decode("utf-8")
-        skip = _WS.match
-        i = skip(text, 0).end()
+        i = _skip(text, 0)
         if text[i:i + 1] != "{":
             return None
-        i = skip(text, i + 1).end()
+        i = _skip(text, i + 1)
         spans = []
         while text[i:i + 1] != "}":
             name, i = _JSON.raw_decode(text, i)
-            i = skip(text, i).end()
+            i = _skip(text, i)
             if text[i:i + 1] != ":":
                 return None
-            i = skip(text, i + 1).end()
+            i = _skip(text, i + 1)
             _, end = _JSON.raw_decode(text, i)
             if name == key:
                 spans.append((i, end))
-            i = skip(text, end).end()
+            i = _skip(text, end)
             if text[i:i + 1] == ",":
-                i = skip(text, i + 1).end()
+                i = _skip(text, i + 1)
             elif text[i:i + 1] != "}":
                 return None
     except (ValueError, UnicodeDecodeError):
@@ -335,7 +340,7 @@ def _tool_call(tc: Any, where: str, fallback_id: str, calls: dict[str, str]) -> 
     return cn.ToolCall(call_id, fn["name"], args, call_ids.signature_of(call_id))
 
 
-def _append(messages: list[cn.Message], role: str, blocks: list[cn.Block]) -> None:
+def _append(messages: list[cn.Message], role: cn.Role, blocks: list[cn.Block]) -> None:
     if messages and messages[-1].role == role:  # tool results after tool results, etc.
         messages[-1].content.extend(blocks)
     else:
@@ -508,7 +513,7 @@ class StreamEncoder:
 # parameters they refuse: thinking.openai_refuses_sampling); top_k, which OpenAI lacks, is dropped.
 
 _EFFORT_OF_BUDGET = ((1024, "low"), (8192, "medium"))
-_FINISH_FROM_OPENAI = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
+_FINISH_FROM_OPENAI: dict[str, cn.FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
                        "function_call": "tool_calls", "content_filter": "content_filter"}
 
 
@@ -623,9 +628,9 @@ def _finish_from(reason: Any, has_calls: bool) -> cn.FinishReason:
 
 def decode_response(body: dict[str, Any]) -> cn.Response:
     """An OpenAI chat.completion -> canonical (lenient: never raises on odd shapes)."""
-    choices = body.get("choices") if isinstance(body.get("choices"), list) else []
+    choices = arr(body.get("choices"))
     choice = choices[0] if choices and isinstance(choices[0], dict) else {}
-    msg = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    msg = obj(choice.get("message"))
     blocks: list[cn.Block] = []
     if isinstance(msg.get("reasoning_content"), str) and msg["reasoning_content"]:
         blocks.append(cn.Thinking(msg["reasoning_content"]))
@@ -641,7 +646,7 @@ def decode_response(body: dict[str, Any]) -> cn.Response:
     return cn.Response(id=str(body.get("id") or "chatcmpl-gateway"), model=str(body.get("model") or ""),
                        content=blocks, finish=_finish_from(choice.get("finish_reason"), has_calls),
                        usage=_usage_of(body.get("usage")),
-                       created=body.get("created") if isinstance(body.get("created"), int) else 0)
+                       created=integer(body.get("created")))
 
 
 class StreamDecoder:
@@ -698,10 +703,10 @@ class StreamDecoder:
         if not self._started:
             self._started = True
             out.append(cn.MessageStart(str(body.get("id") or "chatcmpl-gateway"), str(body.get("model") or ""),
-                                       body.get("created") if isinstance(body.get("created"), int) else 0))
-        choices = body.get("choices") if isinstance(body.get("choices"), list) else []
+                                       integer(body.get("created"))))
+        choices = arr(body.get("choices"))
         choice = choices[0] if choices and isinstance(choices[0], dict) else {}
-        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+        delta = obj(choice.get("delta"))
         if isinstance(delta.get("reasoning_content"), str) and delta["reasoning_content"]:
             out += self._text("thinking", delta["reasoning_content"])
         if isinstance(delta.get("content"), str) and delta["content"]:
@@ -726,8 +731,8 @@ class StreamDecoder:
         return out + [cn.ThinkingDelta(index, text) if kind == "thinking" else cn.TextDelta(index, text)]
 
     def _tool(self, tc: dict[str, Any]) -> list[cn.Event]:
-        n = tc.get("index") if isinstance(tc.get("index"), int) else 0
-        fn = tc.get("function") if isinstance(tc.get("function"), dict) else {}
+        n = integer(tc.get("index"))
+        fn = obj(tc.get("function"))
         out: list[cn.Event] = []
         if n not in self._tools:
             out += self._close()
@@ -735,7 +740,7 @@ class StreamDecoder:
             self._next += 1
             self._open = (index, f"tool:{n}")
             self._calls = True
-            call_id = tc.get("id") if isinstance(tc.get("id"), str) and tc.get("id") else call_ids.new_call_id()
+            call_id = string(tc.get("id")) or call_ids.new_call_id()
             out.append(cn.BlockStart(index, cn.ToolCall(call_id, str(fn.get("name") or ""), "")))
         args = fn.get("arguments")
         if isinstance(args, str) and args:

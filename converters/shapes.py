@@ -15,3 +15,7 @@ def arr(v: Any) -> list[Any]:
 
 def string(v: Any, default: str = "") -> str:
     return v if isinstance(v, str) else default
+
+
+def integer(v: Any, default: int = 0) -> int:
+    return v if isinstance(v, int) else default
