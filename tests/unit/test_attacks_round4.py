@@ -65,3 +65,38 @@ def test_proxy_key_from_proxy_authorization(value, key):
 ])
 def test_local_addresses(ip, local):
     assert is_local(ip) is local
+
+
+def _shared_folder_with_link(tmp_path, owner: int):
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("planting another user's symlink needs root")
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)  # as /tmp
+    victim = tmp_path / "victim.conf"
+    victim.write_text("precious\n")
+    link = shared / "creds.json"
+    link.symlink_to(victim)
+    os.lchown(link, owner, owner)
+    return link, victim
+
+
+def test_credentials_are_not_written_through_another_users_symlink_in_a_shared_folder(tmp_path):
+    """write_atomic follows symlinks (realpath, then a rename over the target): in /tmp another user's
+    link made root's `llmgate credentials export --file /tmp/...` replace any file it pointed at."""
+    from llmgate.credentials.store import write_atomic
+
+    link, victim = _shared_folder_with_link(tmp_path, 65534)
+    with pytest.raises(PermissionError):
+        write_atomic(link, {"refresh_token": "r"})
+    assert victim.read_text() == "precious\n"
+
+
+def test_credentials_are_written_through_ones_own_symlink(tmp_path):
+    from llmgate.credentials.store import write_atomic
+
+    link, victim = _shared_folder_with_link(tmp_path, 0)
+    write_atomic(link, {"refresh_token": "r"})
+    assert json.loads(victim.read_text()) == {"refresh_token": "r"} and link.is_symlink()

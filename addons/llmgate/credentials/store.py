@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import logging
@@ -74,9 +75,24 @@ def read_json(path: Path, nofollow: bool = False) -> Any:
     return json.loads(raw)
 
 
+def _check_symlink(path: Path) -> None:
+    """The kernel's protected_symlinks rule, which realpath and a rename would bypass: a symlink in
+    a sticky world-writable folder (/tmp) is written through only if it is ours or the folder owner's
+    (else another user's link would have root's export replace any file)."""
+    try:
+        link, folder = os.lstat(path), os.stat(path.parent)
+    except FileNotFoundError:
+        return
+    shared = folder.st_mode & stat.S_ISVTX and folder.st_mode & stat.S_IWOTH
+    if stat.S_ISLNK(link.st_mode) and shared and link.st_uid not in (os.geteuid(), folder.st_uid):
+        raise PermissionError(errno.EACCES, "another user's symlink in a shared folder: not written through",
+                              str(path))
+
+
 def write_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write JSON so that readers only ever see the old or the new file, mode 0600. A symlink
     is written through: the temp file goes beside the target, which the rename replaces."""
+    _check_symlink(Path(path))
     target = Path(os.path.realpath(path))
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
