@@ -41,6 +41,7 @@ UPSTREAM_KEY = "gateway-provider-key-0123"
 CLIENT_KEY = "sk-gateway-client-key"  # server.api_keys: not asked of intercepted calls
 ROUTED_TEXT = "ROUTED-BY-GATEWAY"
 VENDOR_TEXT = "ANSWERED-BY-VENDOR"
+ANTHROPIC_ROUTED = "claude-sonnet-4-5-20250929"  # a rule sends it to the gateway's `anthropic` provider
 RUN_TIMEOUT = 90  # seconds one CLI session may take (tests/agents uses the same)
 
 
@@ -110,14 +111,18 @@ def stack(vendor_ca, tmp_path_factory):
         d.__enter__()
     provider = ServerThread(openai_compat.make_app(UPSTREAM_KEY, ["qwen3-coder-plus", "gemini-2.5-flash"],
                                                    brain=answer(ROUTED_TEXT)))
+    anthropic_up = ServerThread(anthropic_api.make_app(UPSTREAM_KEY, [ANTHROPIC_ROUTED], brain=answer(ROUTED_TEXT)))
     tmp = tmp_path_factory.mktemp("intercept")
     cfg = {
         "server": {"api_keys": [CLIENT_KEY]},
         "providers": [{"id": "up", "type": "openai", "base_url": provider.__enter__() + "/v1",
-                       "api_key": UPSTREAM_KEY, "models": ["qwen3-coder-plus", "gemini-2.5-flash"]}],
+                       "api_key": UPSTREAM_KEY, "models": ["qwen3-coder-plus", "gemini-2.5-flash"]},
+                      {"id": "ant", "type": "anthropic", "base_url": anthropic_up.__enter__(), "api_key": UPSTREAM_KEY,
+                       "models": [ANTHROPIC_ROUTED]}],
         "intercept": {
             "hosts": ["api.anthropic.com", "generativelanguage.googleapis.com"],
             "rules": [{"host": "api.anthropic.com", "model": "claude-haiku-*", "route": "up/qwen3-coder-plus"},
+                      {"host": "api.anthropic.com", "model": ANTHROPIC_ROUTED, "provider": "ant"},
                       {"host": "generativelanguage.googleapis.com", "model": "gemini-2.5-flash", "provider": "up"}],
         },
     }
@@ -131,9 +136,9 @@ def stack(vendor_ca, tmp_path_factory):
     gw.port = int(gw.wait_for(r"reverse proxy to \S+ listening at 127\.0\.0\.1:(\d+)").group(1))
     gw.base = f"http://127.0.0.1:{gw.port}"
     yield {"gw": gw, "proxy": proxy_port, "doubles": doubles, "provider": provider, "tmp": tmp,
-           "ca": tmp / "mitmproxy" / "mitmproxy-ca-cert.pem"}
+           "ca": tmp / "mitmproxy" / "mitmproxy-ca-cert.pem", "anthropic_up": anthropic_up}
     gw.stop()
-    for d in (*doubles.values(), provider):
+    for d in (*doubles.values(), provider, anthropic_up):
         d.__exit__(None, None, None)
 
 
@@ -163,7 +168,7 @@ def run_cli(agent: str, model: str, agent_bin: Path, s: dict) -> tuple[int | Non
 @pytest.fixture(scope="module")
 def runs(stack, agent_bin) -> dict[tuple[str, str], tuple[int | None, str]]:
     """Each CLI once with a model a rule routes and once with one that passes through."""
-    combos = [("claude", "claude-haiku-4-5"), ("claude", "claude-sonnet-4-5"),
+    combos = [("claude", "claude-haiku-4-5"), ("claude", "claude-sonnet-4-5"), ("claude", ANTHROPIC_ROUTED),
               ("gemini", "gemini-2.5-flash"), ("gemini", "gemini-2.5-pro")]
     with ThreadPoolExecutor(4) as pool:
         futures = {c: pool.submit(run_cli, *c, agent_bin, stack) for c in combos}
@@ -210,6 +215,20 @@ def test_claude_code_unrouted_call_reaches_the_vendor_unchanged(stack, runs):
     recorded = {bytes(f.request.raw_content) for f in flows(stack)
                 if f.request.host == "api.anthropic.com" and b'"claude-sonnet-4-5"' in (f.request.raw_content or b"")}
     assert {body for _, _, body in calls} <= recorded, "the vendor got other bytes than the CLI sent"
+
+
+def test_claude_code_routed_to_an_anthropic_provider_keeps_its_betas(stack, runs):
+    """The strict Anthropic double behind the gateway accepts what Claude Code sends its vendor
+    (cache_control scope, diagnostics) because the gateway forwards anthropic-beta with it."""
+    rc, out = runs[("claude", ANTHROPIC_ROUTED)]
+    assert rc == 0 and ROUTED_TEXT in out, out[-2000:]
+    got = [r for r in stack["anthropic_up"].app[serving.REQUEST_LOG]
+           if r["path"] == "/v1/messages" and (r["body"] or {}).get("model") == ANTHROPIC_ROUTED]
+    assert got and all(r["headers"]["x-api-key"] == UPSTREAM_KEY for r in got)
+    assert any('"scope": "global"' in json.dumps(r["body"]) and "diagnostics" in r["body"]
+               and "prompt-caching-scope-2026-01-05" in r["headers"]["anthropic-beta"]
+               and "cache-diagnosis-2026-04-07" in r["headers"]["anthropic-beta"] for r in got)
+    assert not vendor_calls(stack, "api.anthropic.com", ANTHROPIC_ROUTED), "a routed call reached the vendor"
 
 
 def test_gemini_cli_routed_and_passed_through(stack, runs):
