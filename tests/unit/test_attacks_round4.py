@@ -41,10 +41,11 @@ def test_codex_collect_of_garbage_is_a_502():
 
 
 def test_store_url_passwords_are_found_and_masked_in_userinfo_and_query():
-    url = "postgresql://u:p%40ss@db:5432/log?sslmode=require&password=q-secret"
-    assert set(url_passwords(url)) == {"p%40ss", "p@ss", "q-secret"}
+    url = "postgresql://u:p%40ss@db:5432/log?sslmode=require&password=q-secret&sslpassword=k-secret"
+    assert set(url_passwords(url)) == {"p%40ss", "p@ss", "q-secret", "k-secret"}
     shown = safe_url(url)
-    assert "q-secret" not in shown and "p%40ss" not in shown and "sslmode=require" in shown
+    assert "q-secret" not in shown and "k-secret" not in shown and "p%40ss" not in shown
+    assert "sslmode=require" in shown
     assert set(url_passwords("redis://:r-secret@cache:6379/0")) == {"r-secret"}
     assert url_passwords(None) == [] and url_passwords("redis://[broken") == []
 

@@ -125,13 +125,14 @@ def secrets_of(rt: Any) -> list[str]:
 
 
 def url_passwords(url: str | None) -> list[str]:
-    """A store URL's password: in its userinfo, or as libpq's ?password= parameter."""
+    """A store URL's passwords: in its userinfo, or as libpq's ?password= (and sslpassword=) parameters."""
     if not url:
         return []
     try:
         parts = urlsplit(url)
         userinfo = parts.password or ""
-        return [p for p in (userinfo, unquote(userinfo), *parse_qs(parts.query).get("password", [])) if p]
+        query = [v for k, vs in parse_qs(parts.query).items() if k.endswith("password") for v in vs]
+        return [p for p in (userinfo, unquote(userinfo), *query) if p]
     except ValueError:
         return []
 

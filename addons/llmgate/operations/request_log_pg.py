@@ -84,7 +84,7 @@ def migrate(conn: psycopg.Connection) -> int:
 def safe_url(url: str) -> str:
     """The URL with its password masked, for logs, /admin/status and the CLI."""
     parts = urlsplit(url)
-    parts = parts._replace(query=re.sub(r"(^|&)password=[^&]*", r"\1password=***", parts.query))  # libpq's too
+    parts = parts._replace(query=re.sub(r"(^|&)(\w*password)=[^&]*", r"\1\2=***", parts.query))  # libpq's too
     if parts.password is None:
         return parts.geturl()
     netloc = parts.netloc.rsplit("@", 1)
