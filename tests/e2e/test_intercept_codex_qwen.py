@@ -210,9 +210,6 @@ def test_a_passed_call_reaches_the_vendor_with_the_clis_own_auth(stack, runs, ag
     if agent == "codex-chatgpt":
         token = stack["chatgpt_auth"]["tokens"]["access_token"]
         assert all(h.get("authorization") == f"Bearer {token}" for _, h, _ in calls)
-        # the Codex double refuses Codex 0.171's calls ("Instructions are required": it assumes the
-        # backend needs `instructions`; this Codex sends them as a developer message instead)
-        return
     assert rc == 0 and VENDOR_TEXT in out, out[-3000:]
 
 

@@ -55,7 +55,7 @@ def test_codex_backend_refuses_requests_codex_cli_would_not_send(codex, change, 
 @pytest.mark.parametrize("change, words", [
     ({"stream": False}, "Stream must be set to true"),
     ({"store": True}, "Store must be set to false"),
-    ({"instructions": None}, "Instructions are required"),
+    ({"instructions": 5}, "Instructions must be a string"),
     ({"max_output_tokens": 100}, "Unsupported parameter: max_output_tokens"),
 ])
 def test_codex_backend_refuses_bodies_it_does_not_take(codex, change, words):

@@ -26,12 +26,15 @@ core/src/client.rs):
 - usage limits: error {type: "usage_limit_reached" | "usage_not_included", message, plan_type,
   resets_in_seconds} (newer builds also resets_at).
 Assumed (peers' reports, not the official source): the backend answers only streams
-("Stream must be set to true"), requires store false and instructions, refuses
+("Stream must be set to true"), requires store false, refuses
 max_output_tokens / temperature / top_p; the exact wording and HTTP shape of its errors; a
 missing chatgpt-account-id or originator is refused; refresh tokens rotate on every refresh and a
 reused one is refused (401 refresh_token_reused) without revoking the newer ones; the real
 redirect allow-list has only ports 1455 and 1457 (this double takes any localhost port);
 access tokens are JWTs whose `exp` the backend enforces (401 token_expired).
+
+Confirmed by the real Codex CLI 0.171 (tests/e2e/test_intercept_codex_qwen.py): it sends no
+`instructions` (its base instructions ride as a developer message), so they are optional here.
 
 Answers come from tests.upstreams.responses_api (validation, "Echo: <text>", reasoning items,
 tool calls), so this double is as strict about the Responses body as that one.
@@ -218,8 +221,8 @@ def check_body(body: dict[str, Any]) -> None:
         raise oc.invalid("Stream must be set to true", "stream")
     if body.get("store") is not False:
         raise oc.invalid("Store must be set to false", "store")
-    if not isinstance(body.get("instructions"), str):
-        raise oc.invalid("Instructions are required", "instructions")
+    if "instructions" in body and not isinstance(body["instructions"], str):  # Codex 0.171 sends none
+        raise oc.invalid("Instructions must be a string", "instructions")
     for name in REFUSED_PARAMS:
         if name in body:
             raise oc.invalid(f"Unsupported parameter: {name}", name)
