@@ -470,3 +470,35 @@ def test_a_passed_on_vendor_answer_nested_past_the_json_limit_is_still_logged(tm
         assert "Traceback" not in gw.output
     finally:
         gw.stop()
+
+
+def test_socks_proxy_does_not_take_network_clients_to_loopback_admin(tmp_path, provider):
+    """Any listener not in reverse mode is the CLIs' side (socks5 too). A SOCKS connection carries no
+    CONNECT for the guard to read, and one to a host intercept does not decrypt is tunnelled as raw
+    TCP: to the gateway's own port it reached /admin from loopback."""
+    import struct
+
+    lan = lan_address()
+    cfg = {"providers": [{"id": "up", "type": "openai", "base_url": provider + "/v1", "api_key": UPSTREAM_KEY,
+                          "models": ["gpt-4o-mini"]}]}
+    gw = Gateway(cfg, tmp_path / "proxy.yaml", "--mode", f"socks5@{lan}:{closed_port()}")
+    port = int(gw.wait_for(r"SOCKS v5 proxy listening at [\d.]+:(\d+)").group(1))
+    gw.port = int(gw.wait_for(r"reverse proxy to \S+ listening at 127\.0\.0\.1:(\d+)").group(1))
+    try:
+        for target in ("127.0.0.1", "::ffff:127.0.0.1", "localhost"):
+            with socket.create_connection((lan, port), timeout=10) as s:
+                s.sendall(b"\x05\x01\x00")
+                assert s.recv(2) == b"\x05\x00"
+                name = target.encode()
+                s.sendall(b"\x05\x01\x00\x03" + bytes([len(name)]) + name + struct.pack(">H", gw.port))
+                s.sendall(f"GET /admin/status HTTP/1.1\r\nHost: 127.0.0.1:{gw.port}\r\nConnection: close\r\n\r\n"
+                          .encode())
+                out = b""
+                try:
+                    while chunk := s.recv(65536):
+                        out += chunk
+                except OSError:
+                    pass
+            assert b"request_log" not in out, (target, out[:300])
+    finally:
+        gw.stop()

@@ -8,6 +8,8 @@ A client on the network is held to what the gateway's own port asks of it:
 - never a loopback destination, by any spelling or name: through the proxy its connection would come
   from loopback, and loopback is what opens /admin, /metrics and /ui when server.admin_keys is unset.
   (mitmproxy itself refuses only its own listen addresses spelt 127.0.0.1, ::1 or localhost.)
+  Checked on the CONNECT or request, and again on every connection out (server_connect), which also
+  sees what no flow shows: a SOCKS tunnel, a host not decrypted.
 The name is resolved here, and again by mitmproxy when it connects: a name whose DNS answer changes
 in between is not caught (the target's own Host check, web_guard, still refuses foreign names).
 """
@@ -22,6 +24,7 @@ import weakref
 
 from mitmproxy import connection, http
 from mitmproxy.addons.proxyauth import parse_http_basic_auth
+from mitmproxy.proxy import server_hooks
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from llmgate.addons.client_auth import LOOPBACK
@@ -83,6 +86,15 @@ class ProxyGuard:
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.live and not flow.response and flow.client_conn not in self._tunnels:
             await self._guard(flow)
+
+    async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        """Every connection out, also those no flow shows (a SOCKS tunnel, a host not decrypted)."""
+        client = data.client
+        if (isinstance(client.proxy_mode, ReverseMode) or (client.peername and client.peername[0] in LOOPBACK)
+                or data.server.address is None):
+            return
+        if await reaches_local(str(data.server.address[0]), int(data.server.address[1])):
+            data.server.error = "This proxy does not take network clients to the gateway's own machine (loopback)."
 
     async def _guard(self, flow: http.HTTPFlow) -> None:
         client, req = flow.client_conn, flow.request
