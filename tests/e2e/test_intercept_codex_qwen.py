@@ -5,7 +5,9 @@ login and base URL, is given HTTPS_PROXY and the gateway's CA as README "Interce
 of its vendor hosts. Codex signed in with an API key (api.openai.com, Responses) and with a
 ChatGPT auth.json (chatgpt.com/backend-api/codex); Qwen Code with a DashScope API key
 (compatible-mode, OpenAI chat). For each, a model an intercept rule names is answered by the
-gateway's provider, another reaches the vendor double byte for byte with the CLI's own auth."""
+gateway's provider, another reaches the vendor double byte for byte with the CLI's own auth.
+Qwen Code's Qwen OAuth login (portal.qwen.ai) is not run: Qwen Code 0.24 refuses it itself ("Qwen
+OAuth free tier was discontinued on 2026-04-15") before any call."""
 
 from __future__ import annotations
 
