@@ -86,7 +86,7 @@ def wait_until(check, what: str) -> None:
         time.sleep(0.5)
 
 
-def test_accounts_imported_on_one_host_serve_on_every_host_and_a_removed_one_nowhere(qwen, hosts):
+def test_accounts_imported_on_one_host_serve_on_every_host_and_a_removed_one_nowhere(qwen, redis, hosts, tmp_path):
     control(qwen, "/reset")
     a, b, c = hosts
     for _, g in hosts:  # no file anywhere, nothing in the store: each says what to do
@@ -98,6 +98,12 @@ def test_accounts_imported_on_one_host_serve_on_every_host_and_a_removed_one_now
     both = {alice["access_token"], bob["access_token"]}
     for _, g in (b, c):
         wait_until(lambda g=g: serves_all(qwen, g, both), "a host with no files serves both accounts")
+    joining = Gateway(host_config(qwen, tmp_path, redis.url), tmp_path / "proxy.yaml")
+    try:  # a host joining the fleet reads the list as it starts: its first request is served
+        joining.wait_for(r"provider 'qwen': the shared store lists 2 account\(s\): alice, bob")
+        assert ask(joining).status_code == 200
+    finally:
+        joining.stop()
 
     # alice's tokens die (a new import, then refused by the issuer): B's requests fail over to bob
     import_account(qwen, a, "alice", {"access_token": "dead-access", "refresh_token": "dead-refresh",
@@ -125,3 +131,20 @@ def test_accounts_imported_on_one_host_serve_on_every_host_and_a_removed_one_now
     assert bob["access_token"] not in bearers(qwen)
     for _, g in hosts:
         assert bob["refresh_token"] not in g.output and "Traceback" not in g.output
+
+
+def test_a_file_on_one_hosts_disk_serves_everywhere_unless_its_account_was_removed(qwen, hosts):
+    control(qwen, "/reset")
+    a, b, c = hosts
+    alice = import_account(qwen, a, "alice")
+    done = llmgate("credentials", "remove", "qwen", "dave", "--config", str(a[0] / "proxy.yaml"))
+    assert done.returncode == 0, done.stderr
+    carol, dave = control(qwen, "/seed", json={"expired": False}), control(qwen, "/seed", json={"expired": False})
+    for (folder, _), name, creds in ((c, "carol", carol), (b, "dave", dave)):
+        (folder / "qwen").mkdir(exist_ok=True)
+        (folder / "qwen" / f"{name}.json").write_text(json.dumps(creds))
+    wanted = {alice["access_token"], carol["access_token"]}
+    # C offers its file when it next serves the entry; then A and B list carol; dave, removed,
+    # serves nowhere, not even on B, where his file is
+    for _, g in (c, a, b):
+        wait_until(lambda g=g: serves_all(qwen, g, wanted), "C's file serves on every host, B's removed one nowhere")

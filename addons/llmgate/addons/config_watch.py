@@ -157,10 +157,15 @@ class ConfigWatch:
             log.log(level, "%s", line)
 
     def _kick_discovery(self) -> None:
+        from llmgate.providers import PROVIDER_TYPES
+
         loop = asyncio.get_running_loop()
         for p in self.rt.settings.providers:
             if p.enabled and self.rt.catalog.stale(p):
                 loop.create_task(self.rt.catalog.refresh(p))
+            kind = PROVIDER_TYPES.get(p.type)
+            if self.rt.settings.server.state and p.enabled and kind is not None and kind.accounts:
+                self.rt.account_set(p, kind)  # a fleet's glob entry lists the shared store's accounts now
 
     async def _watch(self) -> None:
         last_error = None

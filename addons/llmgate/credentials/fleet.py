@@ -505,7 +505,12 @@ class FleetListing:
     async def read(self, local: dict[str, Path]) -> None:
         """Read the index; offer the local files it does not know yet."""
         try:
-            self.index = _index(await self.state.get_fenced(index_name(self.provider)))
+            index = _index(await self.state.get_fenced(index_name(self.provider)))
+            listed = [a for a, serves in index.items() if serves]
+            if self.read_at is None or listed != [a for a, serves in self.index.items() if serves]:
+                log.info("credentials of provider '%s': the shared store lists %d account(s): %s", self.provider,
+                         len(listed), ", ".join(listed[:20]) + (", ..." if len(listed) > 20 else "") or "-")
+            self.index = index
             for account, path in local.items():
                 if account not in self.index and path not in self._offered:
                     await self._offer(account, path)
