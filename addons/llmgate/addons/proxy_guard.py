@@ -25,7 +25,7 @@ import weakref
 from mitmproxy import connection, http
 from mitmproxy.addons.proxyauth import parse_http_basic_auth
 from mitmproxy.proxy import server_hooks
-from mitmproxy.proxy.mode_specs import ReverseMode
+from mitmproxy.proxy.mode_specs import LocalMode, ReverseMode
 
 from llmgate.addons.client_auth import LOOPBACK
 from llmgate.errors import GatewayError
@@ -72,6 +72,14 @@ async def reaches_local(host: str, port: int) -> bool:
     return any(is_local(str(info[4][0])) for info in infos)
 
 
+def from_network(client: connection.Client) -> bool:
+    """A client of a proxy listener that is not on this machine (local capture: this machine's processes,
+    whatever address they connect from)."""
+    if isinstance(client.proxy_mode, (ReverseMode, LocalMode)):
+        return False
+    return not (client.peername and client.peername[0] in LOOPBACK)
+
+
 class ProxyGuard:
     def __init__(self, rt: Runtime):
         self.rt = rt
@@ -89,9 +97,7 @@ class ProxyGuard:
 
     async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         """Every connection out, also those no flow shows (a SOCKS tunnel, a host not decrypted)."""
-        client = data.client
-        if (isinstance(client.proxy_mode, ReverseMode) or (client.peername and client.peername[0] in LOOPBACK)
-                or data.server.address is None):
+        if not from_network(data.client) or data.server.address is None:
             return
         if await reaches_local(str(data.server.address[0]), int(data.server.address[1])):
             data.server.error = "This proxy does not take network clients to the gateway's own machine (loopback)."
@@ -101,7 +107,7 @@ class ProxyGuard:
         if isinstance(client.proxy_mode, ReverseMode):
             return
         key = proxy_key(req.headers.pop(HEADER, None))  # for us only: never to the vendor, a flow or a log
-        if client.peername and client.peername[0] in LOOPBACK:
+        if not from_network(client):
             return
         err = None
         keys = [k.encode() for k, _ in self.rt.settings.server.key_ids()]
