@@ -1,1 +1,2 @@
-"""The mitmproxy addons gateway.py loads: one concern each, hooks only; the work is done in the other groups."""
+"""The mitmproxy addons gateway.py loads: one concern each, hooks only; the work is done in the
+other groups."""

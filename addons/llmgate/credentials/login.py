@@ -23,9 +23,10 @@ import threading
 import time
 import urllib.parse
 import webbrowser
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 
@@ -61,7 +62,7 @@ def _http(proxy: str | None) -> Iterator[httpx.Client]:
         with httpx.Client(timeout=30, proxy=proxy if explicit else None, trust_env=proxy != "none") as http:
             yield http
     except httpx.HTTPError as e:
-        via = f" through the proxy {proxy_name(proxy)}" if explicit else ""
+        via = f" through the proxy {proxy_name(proxy)}" if explicit and proxy else ""
         raise LoginError(f"the login's HTTP request failed{via} ({type(e).__name__})") from None
 
 

@@ -1,1 +1,2 @@
-"""Running the gateway: the management API and CLI, proxy.yaml edits, the request log, metrics, persisted state, first-run detection."""
+"""Running the gateway: the management API and CLI, proxy.yaml edits, the request log, metrics,
+first-run detection."""

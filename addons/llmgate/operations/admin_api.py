@@ -14,19 +14,21 @@ import os
 import re
 import sqlite3
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, TypeGuard
 from urllib.parse import parse_qsl, unquote
 
 import yaml
 from mitmproxy import http
 
-from llmgate.operations import request_log
+from converters.shapes import string
 from llmgate.errors import GatewayError
-from llmgate.request_path.provider_call import CallRequest, ProviderCall
+from llmgate.operations import request_log
 from llmgate.providers import PROVIDER_TYPES
 from llmgate.request_path.answers import json_response
+from llmgate.request_path.provider_call import CallRequest, ProviderCall
 from llmgate.request_path.routing import Route
 from llmgate.settings import PROVIDER_ENTRY, ConfigError, ProviderSettings, entry_error
 
@@ -85,7 +87,7 @@ def _strict(entry: dict[str, Any]) -> None:
         raise GatewayError(400, f"{field}: {msg}", code="invalid_request", param=field or None) from None
 
 
-def _target(t: Any) -> bool:
+def _target(t: Any) -> TypeGuard[str]:
     """A model name's target: "provider/model" or a model name ("provider/" names no model)."""
     return isinstance(t, str) and bool(t) and not t.endswith("/")
 
@@ -96,7 +98,7 @@ def _sentence(e: Exception) -> str:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
 def _since(value: str | None) -> float | None:
@@ -270,7 +272,7 @@ class AdminApi:
                 raise GatewayError(409, f"This change sends the provider's requests to a new host; its stored "
                                    f"{' and '.join(left)} would not go along: give them again in the same change "
                                    "(null drops them).", code="secret_not_carried", param=left[0])
-            new_id = body.get("id") if isinstance(body.get("id"), str) else pid
+            new_id = string(body.get("id"), pid)
             return lambda: self._edit(lambda path: config_edit.update_provider(path, pid, body), new_id)
         if (method, action) == ("DELETE", None):
             read()
@@ -316,6 +318,7 @@ class AdminApi:
             call = ProviderCall(self.rt, Route(p, model, "test"), kind, CallRequest(pl.url, pl.error, pl.body,
                                                                                     pl.accept, "test"))
             resp = await call.send()
+            assert resp is not None  # None only when the client left, and a test passes no `gone`
             await call.read(resp, 1 << 16, cut=True)
             out["status"], out["ok"] = resp.status, True
         except GatewayError as e:  # the upstream's own status when it answered
@@ -420,7 +423,7 @@ class AdminApi:
         if log is None:
             raise GatewayError(404, "The request log is off (log.enabled: false).", code="request_log_off")
 
-        empty = 0 if query is request_log.count else None if query is request_log.detail else []
+        empty: Any = 0 if query is request_log.count else None if query is request_log.detail else []
 
         try:  # the SQLite file or PostgreSQL (log.database)
             return await asyncio.to_thread(lambda: log.read(query, *args, empty=empty))

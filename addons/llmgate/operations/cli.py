@@ -27,10 +27,11 @@ import os
 import re
 import sqlite3
 import sys
-from datetime import datetime, timedelta, timezone
-from enum import Enum
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -38,7 +39,7 @@ import typer
 try:  # typer >= 0.20 vendors click
     from typer._click import exceptions as click_exc
 except ImportError:  # pragma: no cover
-    from click import exceptions as click_exc
+    from click import exceptions as click_exc  # type: ignore[no-redef]
 
 from llmgate.credentials import login as flows
 from llmgate.credentials import oauth
@@ -79,7 +80,7 @@ app = LlmgateTyper(help="llmgate: an LLM API gateway on mitmproxy.", no_args_is_
                    pretty_exceptions_enable=False)
 
 
-class Provider(str, Enum):
+class Provider(StrEnum):
     qwen = "qwen"
     gemini = "gemini"
     antigravity = "antigravity"
@@ -343,7 +344,7 @@ def _parse_since(value: str | None) -> datetime | None:
     if m:
         n, unit = float(m.group(1)), m.group(2).lower()
         seconds = n * {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}[unit]
-        return datetime.now(timezone.utc) - timedelta(seconds=seconds)
+        return datetime.now(UTC) - timedelta(seconds=seconds)
     try:
         dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -352,7 +353,7 @@ def _parse_since(value: str | None) -> datetime | None:
 
 
 def _since_iso(dt: datetime | None) -> str | None:
-    return dt.astimezone(timezone.utc).isoformat(timespec="seconds") if dt else None
+    return dt.astimezone(UTC).isoformat(timespec="seconds") if dt else None
 
 
 def _log_db(config: Path, log_db: Path | None) -> Path:
@@ -432,7 +433,7 @@ def _offline_history(source: Path | str, provider: str | None, model: str | None
 
     def query(db: Any) -> list[dict[str, Any]]:
         rows = request_log.history(db, provider, model, key, status, since.timestamp() if since else None, limit)
-        return [request_log.detail(db, r["id"]) for r in rows] if bodies else rows
+        return [d for r in rows if (d := request_log.detail(db, r["id"])) is not None] if bodies else rows
 
     return _offline_read(source, query)
 
@@ -882,7 +883,7 @@ def _print_bodies(rows: list[dict[str, Any]]) -> None:
             typer.echo(f"{k.replace('_', ' ')}:\n{r.get(k) or ''}")
 
 
-class StatsBy(str, Enum):
+class StatsBy(StrEnum):
     provider = "provider"
     model = "model"
     key = "key"
