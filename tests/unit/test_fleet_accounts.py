@@ -165,6 +165,8 @@ def test_an_import_after_a_remove_serves_again_and_the_index_is_bounded(store):
     many = json.dumps({f"a{i}": True for i in range(fleet.MAX_ACCOUNTS + 50)}).encode()
     assert len(fleet._index((many, 1))) == fleet.MAX_ACCOUNTS
     assert fleet._index((b'{"x": "yes", "y": true}', 1)) == {"y": True}  # not ours: skipped
+    odd = json.dumps({"../up": True, "/etc/passwd": True, "": True, "..": True, "a\u0000b": True, "ok": True})
+    assert fleet._index((odd.encode(), 1)) == {"ok": True}  # never a path outside the glob's folder
 
 
 def account_set(tmp_path, kind: str, credentials: str, state: str | None):

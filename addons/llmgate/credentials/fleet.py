@@ -451,9 +451,11 @@ async def _mark(state: Fenced, provider: str, changes: dict[str, bool], keep_rem
 
 
 def _index(got: tuple[bytes, int] | None) -> dict[str, bool]:
-    """The stored account index ({account: serves}); anything else, or past MAX_ACCOUNTS: what fits."""
+    """The stored account index ({account: serves}): names a file could have (each becomes a path
+    beside the glob's files), at most MAX_ACCOUNTS; anything else is skipped."""
     data, _ = _decode(got)
-    entries = [(a, v) for a, v in (data or {}).items() if isinstance(a, str) and isinstance(v, bool)]
+    entries = [(a, v) for a, v in (data or {}).items()
+               if isinstance(v, bool) and Path(a).name == a and a not in ("", ".", "..") and "\0" not in a]
     return dict(entries[:MAX_ACCOUNTS])
 
 
