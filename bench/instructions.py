@@ -68,7 +68,8 @@ def main() -> None:
     out = str(Path(tempfile.mkdtemp()) / "callgrind.out")
     mitmdump = [str(BIN / "python"), str(BIN / "mitmdump"), "-q", "--listen-host", "127.0.0.1"]
     if args.system == "bare":
-        cmd, env = [*mitmdump, "--mode", f"reverse:{up.base}@{port}"], {}
+        streaming = ["--set", "stream_large_bodies=1"] if args.route == "stream" else []  # else it buffers
+        cmd, env = [*mitmdump, "--mode", f"reverse:{up.base}@{port}", *streaming], {}
     else:
         cmd = [*mitmdump, "--mode", f"reverse:http://127.0.0.1:1@{port}", "-s", str(args.root / "addons/gateway.py"),
                "--set", "connection_strategy=lazy", "--set", f"gateway_config={cfg}"]

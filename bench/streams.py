@@ -131,7 +131,7 @@ def run_load(url: str, model: str, streams: int, rate: float, timeout: float, cl
 def summarize(results: list, gap_ms: float) -> dict:
     ok = [r for r in results if "arrivals" in r and r["arrivals"]]
     delays = sorted((recv - sent) * 1000 for r in ok for sent, recv in r["arrivals"])
-    gaps = [statistics.median((b[1] - a[1]) * 1000 for a, b in zip(r["arrivals"], r["arrivals"][1:]))
+    gaps = [statistics.median((b[1] - a[1]) * 1000 for a, b in zip(r["arrivals"], r["arrivals"][1:], strict=False))
             for r in ok if len(r["arrivals"]) > 2]
     first = [(r["arrivals"][0][1] - r["started"]) * 1000 for r in ok]
     # a burst: the whole stream arrived within two upstream gaps
