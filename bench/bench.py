@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -75,10 +76,17 @@ def wrk(url: str, connections: int, seconds: float, body: dict) -> tuple[float, 
     ).stdout
     if "Non-2xx" in out:
         raise RuntimeError(f"errors under load:\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    m = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    rps = float(_found(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    m = _found(r"50%\s+([\d.]+)(us|ms|s)", out)
     p50 = float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)]
-    return rps, p50, int(re.search(r"(\d+) requests in", out).group(1))
+    return rps, p50, int(_found(r"(\d+) requests in", out).group(1))
+
+
+def _found(pattern: str, out: str) -> re.Match[str]:
+    m = re.search(pattern, out)
+    if m is None:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    return m
 
 
 async def py_load(url: str, connections: int, seconds: float, body: dict) -> tuple[float, float, int]:
@@ -248,6 +256,7 @@ def converter_costs(events: int = 2000) -> None:
     """CPU per SSE event of the stream transforms, in-process (no network)."""
     from converters import gemini, openai_chat
     from converters.pipeline import Converting
+    from llmgate.request_path.relay import StreamTransform
 
     def gemini_event(i: int) -> bytes:
         body = {"candidates": [{"content": {"role": "model", "parts": [{"text": f"tok{i} "}]}}],
@@ -259,7 +268,7 @@ def converter_costs(events: int = 2000) -> None:
                 "choices": [{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}]}
         return b"data: " + json.dumps(body).encode() + b"\n\n"
 
-    cases = {
+    cases: dict[str, tuple[Callable[[], StreamTransform], Callable[[int], bytes]]] = {
         "OpenAI -> OpenAI (model rename)": (lambda: openai_chat.StreamRelabel("gpt-4o-mini"), openai_event),
         "Gemini -> OpenAI (converted)": (lambda: Converting(gemini.StreamDecoder(),
                                                             openai_chat.StreamEncoder("m", True)), gemini_event),
@@ -316,8 +325,15 @@ def redaction_cost(n: int = 20000) -> None:
              "choices": [{"index": 0, "delta": {"content": "some token text "}}]}
     chunk = b"data: " + json.dumps(event).encode() + b"\n\n"
 
-    class Passing:
-        feed = staticmethod(lambda c: c)
+    class Passing:  # the transform Scrubbing wraps: here one that passes everything on
+        def feed(self, chunk: bytes) -> bytes:
+            return chunk
+
+        def finish(self) -> bytes:
+            return b""
+
+        def fail(self, message: str, code: str = "upstream_error") -> bytes:
+            return b""
 
     def per_call(f, arg) -> float:
         times = []

@@ -47,6 +47,8 @@ def counted(pid: int, out: str, work: Callable[[], None]) -> tuple[int, float]:
         time.sleep(0.5)
     time.sleep(1)  # the dump is written in one go, but give it a moment
     m = re.search(r"^totals: (\d+)", Path(dumped.pop()).read_text(errors="replace"), re.M)  # "summary:" says 0
+    if m is None:
+        raise RuntimeError(f"callgrind's dump in {out}.* has no totals")
     return int(m.group(1)), took
 
 
