@@ -120,16 +120,33 @@ def stack(vendor_ca, tmp_path_factory):
         d.__exit__(None, None, None)
 
 
+CODEX_CONFIG = """check_for_update_on_startup = false
+model_provider = "openai_http"
+
+[model_providers.openai_http]  # README "Intercept mode": OpenAI's own, over HTTPS only
+name = "OpenAI"
+base_url = "{base}"
+wire_api = "responses"
+requires_openai_auth = true
+supports_websockets = false
+
+[analytics]
+enabled = false
+"""
+
+
 def codex(home: Path, model: str, s: dict, chatgpt: bool) -> tuple[list[str], dict[str, str]]:
-    """Codex as installed, signed in with an API key or a ChatGPT auth.json; Codex (Rust) trusts
-    the CA named by CODEX_CA_CERTIFICATE besides its built-in roots (codex-rs custom_ca.rs)."""
+    """Codex signed in with an API key or a ChatGPT auth.json, configured as README says so that
+    its turns go over HTTPS (a websocket is passed on, never routed); Codex (Rust) trusts the CA
+    named by CODEX_CA_CERTIFICATE besides its built-in roots (codex-rs custom_ca.rs)."""
     (home / ".codex").mkdir()
-    (home / ".codex" / "config.toml").write_text('check_for_update_on_startup = false\n\n[analytics]\nenabled = false\n')
+    base = "https://chatgpt.com/backend-api/codex" if chatgpt else "https://api.openai.com/v1"
+    (home / ".codex" / "config.toml").write_text(CODEX_CONFIG.format(base=base))
     env = {"CODEX_HOME": str(home / ".codex"), "CODEX_CA_CERTIFICATE": str(s["ca"])}
     if chatgpt:
         (home / ".codex" / "auth.json").write_text(json.dumps(s["chatgpt_auth"]))
     else:
-        env["OPENAI_API_KEY"] = env["CODEX_API_KEY"] = OPENAI_KEY
+        env["CODEX_API_KEY"] = OPENAI_KEY  # codex exec reads this one, not OPENAI_API_KEY
     return ["codex", "exec", "--skip-git-repo-check", "-m", model, "Say hello."], env
 
 
