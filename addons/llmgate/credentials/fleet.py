@@ -508,8 +508,8 @@ class FleetListing:
         """Read the index; offer the local files it does not know yet."""
         try:
             index = _index(await self.state.get_fenced(index_name(self.provider)))
-            listed = [a for a, serves in index.items() if serves]
-            if self.read_at is None or listed != [a for a, serves in self.index.items() if serves]:
+            listed = sorted(a for a, serves in index.items() if serves)
+            if self.read_at is None or listed != sorted(a for a, serves in self.index.items() if serves):
                 log.info("credentials of provider '%s': the shared store lists %d account(s): %s", self.provider,
                          len(listed), ", ".join(listed[:20]) + (", ..." if len(listed) > 20 else "") or "-")
             self.index = index
