@@ -502,3 +502,39 @@ def test_socks_proxy_does_not_take_network_clients_to_loopback_admin(tmp_path, p
             assert b"request_log" not in out, (target, out[:300])
     finally:
         gw.stop()
+
+
+# --- browser logins: the loopback callback -------------------------------------------------------
+
+def test_a_stray_callback_does_not_end_a_console_login(tmp_path):
+    """A login waits for Google to send the browser to its loopback callback. Any page the browser
+    has open can load that URL too (an <img>): the first hit ended the login, 'state does not
+    match'. A callback without the login's state is not the login's; the real one still logs in."""
+    import re
+
+    from tests.harness import Upstream
+
+    google = Upstream("code_assist")
+    folder = tmp_path / "gemini"
+    gw = Gateway({"providers": [{"id": "gcli", "type": "gemini-cli", "base_url": google.base, "project": "p",
+                                 "token_url": google.base + "/token", "credentials": str(folder / "creds.json")}]},
+                 tmp_path / "proxy.yaml")
+    try:
+        with httpx.Client(base_url=gw.base, timeout=40) as ui:
+            token = re.search(r'name="csrf-token" content="([^"]+)"', ui.get("/ui/").text).group(1)
+            started = ui.post("/ui/logins/gcli", headers={"X-CSRF-Token": token},
+                              json={"auth_url": google.base + "/o/oauth2/v2/auth", "port": 0}).json()
+            assert started["state"] == "waiting", started
+            redirect = dict(httpx.URL(started["url"]).params)["redirect_uri"]
+            stray = httpx.get(redirect, params={"code": "attackers-code", "state": "forged"}, timeout=10)
+            assert stray.status_code == 400
+            done = httpx.get(started["url"], follow_redirects=True, timeout=20)  # the browser's real round
+            assert "Logged in" in done.text, done.text[:300]
+            deadline = time.monotonic() + 20
+            while "Logged in; credentials written" not in ui.get("/ui/logins").text and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert "Logged in; credentials written" in ui.get("/ui/logins").text
+        assert json.loads((folder / "creds.json").read_text())["refresh_token"]
+    finally:
+        gw.stop()
+        google.stop()

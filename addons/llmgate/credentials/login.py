@@ -112,6 +112,7 @@ def qwen_device_login(client: oauth.OAuthClient, path: Path, say: Say, interval:
 @dataclass
 class _Callback:
     params: dict[str, str] | None = None
+    state = ""  # the login's: a callback without it is not this login's (any page can load the URL)
 
 
 def _callback_server(path: str, port: int, done: _Callback, event: threading.Event) -> http.server.HTTPServer:
@@ -121,7 +122,11 @@ def _callback_server(path: str, port: int, done: _Callback, event: threading.Eve
             if url.path != path:
                 self.send_error(404)
                 return
-            done.params = dict(urllib.parse.parse_qsl(url.query))
+            params = dict(urllib.parse.parse_qsl(url.query))
+            if params.get("state") != done.state:
+                self.send_error(400, "Not this login's callback")
+                return
+            done.params = params
             ok = "code" in done.params
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; charset=utf-8")
@@ -141,9 +146,9 @@ def loopback_code(auth_url: str, params: dict[str, str], callback_path: str, por
     """Run the browser leg: -> (code, redirect_uri). Checks the state it sent. `redirect_host`: the
     name the issuer has allow-listed (OpenAI's is "localhost"); the server listens on 127.0.0.1."""
     done, event = _Callback(), threading.Event()
+    done.state = state = secrets.token_urlsafe(16)
     server = _callback_server(callback_path, port, done, event)
     redirect = f"http://{redirect_host}:{server.server_address[1]}{callback_path}"
-    state = secrets.token_urlsafe(16)
     query = {**params, redirect_key: redirect, "state": state}
     url = auth_url + "?" + urllib.parse.urlencode(query)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -157,9 +162,7 @@ def loopback_code(auth_url: str, params: dict[str, str], callback_path: str, por
     finally:
         server.shutdown()
         server.server_close()
-    got = done.params or {}
-    if got.get("state") != state:
-        raise LoginError("the callback's state does not match: login refused")
+    got = done.params or {}  # with the login's state (the callback server keeps only that)
     if "code" not in got:
         raise LoginError(got.get("error") or "no code in the callback")
     return got["code"], redirect
