@@ -15,8 +15,6 @@ if _root not in sys.path:
 from llmgate.addons.accounting import Accounting  # noqa: E402
 from llmgate.addons.client_auth import ClientAuth  # noqa: E402
 from llmgate.addons.config_watch import ConfigWatch  # noqa: E402
-from llmgate.console.addon import Console  # noqa: E402
-from llmgate.views.contentviews import ContentViews  # noqa: E402
 from llmgate.addons.cors import Cors  # noqa: E402
 from llmgate.addons.flow_limit import FlowLimit  # noqa: E402
 from llmgate.addons.flow_record import FlowRecorder  # noqa: E402
@@ -25,7 +23,9 @@ from llmgate.addons.intercept import Intercept  # noqa: E402
 from llmgate.addons.limits import ClientLimits  # noqa: E402
 from llmgate.addons.proxy_guard import ProxyGuard  # noqa: E402
 from llmgate.addons.redaction import Redaction  # noqa: E402
+from llmgate.console.addon import Console  # noqa: E402
 from llmgate.runtime import Runtime  # noqa: E402
+from llmgate.views.contentviews import ContentViews  # noqa: E402
 
 runtime = Runtime()
 

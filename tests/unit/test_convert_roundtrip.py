@@ -816,7 +816,7 @@ def pieces(draw, s: str) -> list[str]:
     if len(s) < 2:
         return [s] if s else []
     cuts = sorted(draw(st.lists(st.integers(1, len(s) - 1), unique=True, max_size=4)))
-    return [s[a:b] for a, b in zip([0] + cuts, cuts + [len(s)])]
+    return [s[a:b] for a, b in zip([0] + cuts, cuts + [len(s)], strict=False)]
 
 
 @st.composite
@@ -844,7 +844,7 @@ def event_batches(draw, r: cn.Response) -> list[list[cn.Event]]:
             events.append(cn.BlockStop(i))
     events += [cn.UsageUpdate(r.usage), cn.Finish(r.finish)]
     cuts = sorted(draw(st.lists(st.integers(1, len(events) - 1), unique=True, max_size=len(events) - 1)))
-    return [events[a:b] for a, b in zip([0] + cuts, cuts + [len(events)])]
+    return [events[a:b] for a, b in zip([0] + cuts, cuts + [len(events)], strict=False)]
 
 
 @dataclasses.dataclass
@@ -996,7 +996,7 @@ def run_stream(fmt: str, batches: list[list[cn.Event]], data: st.DataObject) -> 
     out = b"".join(encoder.encode(batch) for batch in batches)
     cuts = sorted(data.draw(st.lists(st.integers(1, max(1, len(out) - 1)), unique=True, max_size=12), label="cuts"))
     events: list[cn.Event] = []
-    for a, b in zip([0] + cuts, cuts + [len(out)]):
+    for a, b in zip([0] + cuts, cuts + [len(out)], strict=False):
         events += decoder.feed(out[a:b])
     events += decoder.finish()
     return accumulate(events)

@@ -21,7 +21,8 @@ def settings():
 
 
 def route(settings, model, forced=None, header=None, discovered=None):
-    models_of = lambda p: p.models if p.models is not None else (discovered or {}).get(p.id)
+    def models_of(p):
+        return p.models if p.models is not None else (discovered or {}).get(p.id)
     r = resolve(settings, models_of, model, forced, header)
     return r.provider.id, r.model, r.how
 

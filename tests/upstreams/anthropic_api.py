@@ -113,10 +113,11 @@ import json
 import re
 import secrets
 import string
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from itertools import accumulate
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -1306,7 +1307,7 @@ async def fault_overloaded(request: web.Request, body: dict[str, Any]) -> web.St
 
 
 def rate_limit_headers() -> dict[str, str]:
-    reset = (datetime.now(timezone.utc) + timedelta(seconds=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    reset = (datetime.now(UTC) + timedelta(seconds=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
     headers = {"retry-after": "7"}
     for name, limit in RATE_LIMITS.items():
         headers[f"anthropic-ratelimit-{name}-limit"] = str(limit)

@@ -136,8 +136,9 @@ import math
 import os
 import re
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from mitmproxy import http
 
@@ -78,14 +79,16 @@ class Accounting:
         routed = flow.metadata.get("llmgate") or {}
         start = flow.request.timestamp_start
         status = flow.response.status_code if flow.response is not None else 499  # the client left
-        streamed = ex is not None and ex.pipe is not None
-        if streamed:
-            first = ex.pipe.first_sent
-            sent = ex.pipe.client.bytes()
+        pipe = ex.pipe if ex is not None else None
+        streamed = pipe is not None
+        sent: bytes | None
+        if pipe is not None:
+            first = pipe.first_sent
+            sent = pipe.client.bytes()
             tokens = usage.of_stream(sent)
-            if ex.pipe.outcome == "client-gone" and terminal_sent(sent):
-                ex.pipe.outcome = "complete"  # the answer was whole; what the client did next is its own
-            outcome = ex.pipe.outcome
+            if pipe.outcome == "client-gone" and terminal_sent(sent):
+                pipe.outcome = "complete"  # the answer was whole; what the client did next is its own
+            outcome = pipe.outcome
             error = None if outcome == "complete" else outcome.replace("-", "_")
         else:
             first = flow.response.timestamp_start if flow.response is not None else None

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from mitmproxy import ctx, exceptions
 

@@ -22,8 +22,8 @@ import logging
 import resource
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import brotli
 import zstandard
@@ -34,8 +34,8 @@ from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from llmgate.errors import GatewayError
-from llmgate.request_path.inbound import inbound_of
 from llmgate.request_path.answers import error_response
+from llmgate.request_path.inbound import inbound_of
 from llmgate.runtime import Runtime
 from llmgate.settings import Limits
 

@@ -17,6 +17,7 @@ no secret has (SSE events end in a newline) is checked in constant time.
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -70,11 +71,11 @@ class Redactor:
             return text
         return self.bytes(text.encode("utf-8", "surrogateescape")).decode("utf-8", "surrogateescape")
 
-    def partial_tail(self, data: bytes) -> int:
+    def partial_tail(self, data: builtins.bytes) -> int:  # `bytes` is a method here
         """Where a secret that `data` ends in the middle of begins (len(data) if none)."""
         if not data or data[-1] not in self._inner:
             return len(data)
-        run = self._run.search(data, max(0, len(data) - self._hold))  # the trailing run of secret bytes
+        run = self._run.search(data, max(0, len(data) - self._hold)) if self._run else None  # trailing secret bytes
         for i in range(run.start() if run else len(data), len(data)):
             if data[i:] in self._prefixes:
                 return i

@@ -12,8 +12,9 @@ import dataclasses
 import glob
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -23,8 +24,8 @@ from llmgate.errors import GatewayError
 from llmgate.request_path.upstream import check_proxy, proxy_setting
 
 if TYPE_CHECKING:
-    from llmgate.settings import ProviderSettings
     from llmgate.request_path.upstream import UpstreamRequest
+    from llmgate.settings import ProviderSettings
 
 VERSION = "0.1.0"
 

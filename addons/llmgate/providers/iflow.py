@@ -22,8 +22,8 @@ from llmgate.providers.base import ProviderKind
 from llmgate.providers.openai_compat import KIND as OPENAI
 
 if TYPE_CHECKING:
-    from llmgate.settings import ProviderSettings
     from llmgate.request_path.upstream import UpstreamRequest
+    from llmgate.settings import ProviderSettings
 
 USER_AGENT = "iFlow-Cli"
 

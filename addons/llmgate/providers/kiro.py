@@ -23,7 +23,7 @@ import json
 import logging
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -62,7 +62,7 @@ def _model_ids(body: Any) -> list[str]:
 
 def _iso_in(seconds: Any) -> str:
     s = seconds if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else 3600
-    return datetime.fromtimestamp(time.time() + s, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(time.time() + s, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class KiroAccount(OAuthAccount):

@@ -6,8 +6,8 @@ import json
 
 from mitmproxy import http
 
-from llmgate.request_path.client_apis import OPENAI_CHAT, ClientApi
 from llmgate.errors import GatewayError
+from llmgate.request_path.client_apis import OPENAI_CHAT, ClientApi
 
 
 def error_response(err: GatewayError, api: ClientApi = OPENAI_CHAT, array: bool = False) -> http.Response:

@@ -8,8 +8,9 @@ through untouched when the provider speaks the same wire format.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from converters import anthropic, gemini, openai_chat, responses
 from converters import canonical as cn

@@ -21,8 +21,8 @@ A forced provider may be named by its type when exactly one provider has it (llm
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 from mitmproxy import http
 

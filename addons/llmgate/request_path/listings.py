@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
 from mitmproxy import http
 
 from converters import anthropic, gemini, openai_chat
-from llmgate.request_path.catalog import ModelCatalog
-from llmgate.request_path.client_apis import ANTHROPIC, GEMINI
 from llmgate.errors import GatewayError
-from llmgate.request_path.inbound import Inbound
-from llmgate.request_path.model_names import check_model_name
 from llmgate.providers import PROVIDER_TYPES
 from llmgate.request_path.answers import json_response
+from llmgate.request_path.catalog import ModelCatalog
+from llmgate.request_path.client_apis import ANTHROPIC, GEMINI
+from llmgate.request_path.inbound import Inbound
+from llmgate.request_path.model_names import check_model_name
 from llmgate.request_path.routing import Route, members, provider_named
 from llmgate.settings import GatewaySettings, ProviderSettings
 
@@ -77,7 +77,7 @@ def _pool_health(rt: Any, routes: list[Route]) -> dict[str, Any]:
             c = rt.pool.cooling(p.id, name, r.model)
             if c is not None:
                 cooling.append({"provider": p.id, "account": name or None, "model": r.model,
-                                "until": datetime.fromtimestamp(c.until, timezone.utc).isoformat(timespec="seconds"),
+                                "until": datetime.fromtimestamp(c.until, UTC).isoformat(timespec="seconds"),
                                 "reason": c.reason})
             elif usable:
                 routable += 1

@@ -20,9 +20,9 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from llmgate.request_path.routing import Route
 
@@ -117,7 +117,9 @@ class PoolState:
         return sum(n for (p, _), n in self.inflight.items() if p == provider) + others
 
     def available(self, provider: str, account: str, model: str, limit: int | None) -> bool:
-        return self.cooling(provider, account, model) is None and (limit is None or self.busy(provider, account) < limit)
+        if self.cooling(provider, account, model) is not None:
+            return False
+        return limit is None or self.busy(provider, account) < limit
 
     # --- ordering --------------------------------------------------------------
 

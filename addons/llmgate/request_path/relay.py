@@ -127,7 +127,7 @@ class Pipe:
         except StreamFault as f:  # an event too large or malformed: the rest is not read
             tail = f.before + self.transform.fail(f"Upstream {self.who} {f.message}", f.code)
             self.outcome = "upstream-error"
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+        except (TimeoutError, aiohttp.ServerTimeoutError):
             tail = self.transform.fail(
                 f"Upstream {self.who} sent nothing for {self.read_timeout:g} s; the stream was cut off.",
                 "upstream_timeout",
@@ -264,7 +264,7 @@ def in_process_pair(peername: tuple[str, int]) -> tuple[tuple[asyncio.StreamRead
     return tuple(ends)
 
 
-_RELAYS: dict[int, "StreamRelay"] = {}  # relays running in this process, by port
+_RELAYS: dict[int, StreamRelay] = {}  # relays running in this process, by port
 _tcp_open_connection = asyncio.open_connection
 
 

@@ -8,8 +8,8 @@ members() gives the whole pool; llmgate/request_path/pool.py orders it per reque
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from llmgate.errors import GatewayError
 from llmgate.request_path.model_names import check_model_name

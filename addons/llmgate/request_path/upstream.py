@@ -6,7 +6,6 @@ through mitmdump) httpx's pool managed ~30% of aiohttp's throughput.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import urllib.request
 from dataclasses import dataclass
@@ -75,7 +74,7 @@ def _env_proxies() -> dict[str, str]:
 def _env_proxy(scheme: str, host: str) -> str | None:
     """HTTPS_PROXY / HTTP_PROXY / ALL_PROXY for this scheme, unless NO_PROXY names the host."""
     env = _env_proxies()
-    if urllib.request.proxy_bypass_environment(host, env):
+    if urllib.request.proxy_bypass_environment(host, env):  # type: ignore[attr-defined]  # not in typeshed
         return None
     return env.get(scheme) or env.get("all")
 
@@ -126,7 +125,7 @@ class _SocksConnector(aiohttp_socks.ProxyConnector):
 
 def _new_session(proxy: str | None) -> aiohttp.ClientSession:
     """A pooled session whose every request goes through `proxy` (None: direct)."""
-    pool = {"limit": 0, "enable_cleanup_closed": True}
+    pool: dict[str, Any] = {"limit": 0, "enable_cleanup_closed": True}
     if proxy is not None and proxy.startswith("socks"):
         remote_dns = proxy.startswith("socks5h")  # the proxy resolves names (curl's meaning)
         connector: aiohttp.TCPConnector = _SocksConnector.from_url(
@@ -188,7 +187,7 @@ class Upstream:
             )
         except (aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError) as e:
             raise proxy_error(e, proxy or "", who) from None
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as e:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as e:
             if isinstance(e, aiohttp.ConnectionTimeoutError):
                 message = f"did not connect within {timeouts.connect:g} s"
             elif isinstance(e, aiohttp.ServerTimeoutError):
@@ -235,7 +234,7 @@ class Upstream:
         except aiohttp.ServerTimeoutError:
             raise GatewayError(504, f"Upstream {who} stopped sending its answer after {len(buf)} bytes.",
                                code="upstream_timeout") from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise GatewayError(504, f"Upstream {who} did not finish its answer in time (timeouts.total); "
                                f"{len(buf)} bytes had arrived.", code="upstream_timeout") from None
         except aiohttp.ClientError as e:

@@ -11,15 +11,16 @@ import json
 import logging
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from converters import anthropic, call_ids, codegeex, gemini, kiro, openai_chat, responses, thinking
 from converters import canonical as cn
 from converters.pipeline import Converting
-from llmgate.request_path.client_apis import ClientApi
 from llmgate.errors import GatewayError
 from llmgate.providers.base import ProviderKind
+from llmgate.request_path.client_apis import ClientApi
 from llmgate.request_path.relay import StreamTransform
 from llmgate.settings import ProviderSettings
 
@@ -117,12 +118,13 @@ class _Remembering:
                 fresh_call_ids([b], self._taken)
                 self._blocks[e.index] = (cn.Thinking(b.text, b.signature, b.encrypted_content)
                                          if isinstance(b, cn.Thinking) else b)
-            elif isinstance(e, cn.ThinkingDelta) and isinstance(self._blocks.get(e.index), cn.Thinking):
-                self._blocks[e.index].text += e.text
-            elif isinstance(e, cn.SignatureDelta) and isinstance(self._blocks.get(e.index), cn.Thinking):
-                self._blocks[e.index].signature = (self._blocks[e.index].signature or "") + e.signature
-            elif isinstance(e, cn.BlockStop) and e.encrypted_content and isinstance(self._blocks.get(e.index), cn.Thinking):
-                self._blocks[e.index].encrypted_content = e.encrypted_content
+            elif isinstance(e, cn.ThinkingDelta) and isinstance(t := self._blocks.get(e.index), cn.Thinking):
+                t.text += e.text
+            elif isinstance(e, cn.SignatureDelta) and isinstance(t := self._blocks.get(e.index), cn.Thinking):
+                t.signature = (t.signature or "") + e.signature
+            elif (isinstance(e, cn.BlockStop) and e.encrypted_content
+                  and isinstance(t := self._blocks.get(e.index), cn.Thinking)):
+                t.encrypted_content = e.encrypted_content
             elif isinstance(e, cn.Finish):
                 self._memory.remember([self._blocks[i] for i in sorted(self._blocks)])
         return events
