@@ -68,6 +68,7 @@ READ_EVERY = 10.0  # seconds a host serves its copy before reading the store aga
 UNREACHABLE = (RedisError, OSError)  # what the store raises when Redis does not answer
 LOCK_POLL = 0.05  # seconds between tries of a held lock
 MAX_ACCOUNTS = 1000  # accounts of one provider entry read from the store's index
+REMOVED = b"null"  # the stored value of a removed account (no credentials)
 
 
 class Fenced(Protocol):
@@ -190,7 +191,8 @@ class FleetCredentials(CredentialsFile):
         data, version = _decode(got)
         if self._push is not None:
             return version
-        if not version and self.data and self.version:  # Redis lost it (restarted empty): ours is the newest
+        removed = got is not None and got[0] == REMOVED  # `llmgate credentials remove`: never written back
+        if data is None and not removed and self.data and self.version:  # Redis lost it: ours is the newest
             log.warning("credentials %s: gone from the shared store; writing back this host's copy", self.name)
             self._push, self._retry_at = {"base": 0, "data": self.data}, self._clock()
             return version
@@ -426,7 +428,7 @@ async def remove_credentials(state: Fenced, provider: str, account: str) -> bool
     if lease is None:
         raise RefreshFailed(f"a gateway held the refresh lock of {provider}/{account} for {LOCK_WAIT:g} s")
     try:
-        await state.put_fenced(value_name(provider, account), b"null", lease.fence)
+        await state.put_fenced(value_name(provider, account), REMOVED, lease.fence)
     finally:
         await state.release(lease)
     return await _mark(state, provider, {account: False}) or known
