@@ -19,10 +19,10 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; sys.exit(sys.
   rm -rf .venv
   "$py" -m venv .venv
 fi
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   echo "Installing $about (first time only)"
   start=$SECONDS
-  .venv/bin/python -m pip install --disable-pip-version-check --progress-bar on -e "$spec"
+  .venv/bin/python -m pip install --disable-pip-version-check --progress-bar on -c constraints.txt -e "$spec"
   touch "$stamp"
   if [ "$what" = test ]; then touch .venv/.installed-run; fi  # it holds everything running needs
   echo "Installed in $((SECONDS - start)) s"
