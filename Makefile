@@ -7,7 +7,7 @@ CONFIG ?= proxy.yaml
 INTERCEPT_PORT ?= 8080
 TOOL ?= mitmdump
 
-.PHONY: setup setup-test run web intercept cores test lint bench screenshots
+.PHONY: setup setup-test run web intercept cores fleet test lint bench screenshots
 
 # what running needs (mitmproxy and a few libraries); setup-test adds the SDKs and test tools
 setup:
@@ -30,6 +30,11 @@ web: setup
 # one gateway per core behind HAProxy (deploy/haproxy.cfg; README "Running on several cores / hosts")
 cores: setup
 	@CORES=$(CORES) PORT=$(PORT) HOST=$(HOST) CONFIG=$(CONFIG) scripts/cores.sh
+
+# the reference deployment: FLEET gateways (default 2) sharing Redis and PostgreSQL from the
+# distribution, behind HAProxy (README "Running on several cores / hosts")
+fleet: setup
+	@FLEET=$(FLEET) PORT=$(PORT) HOST=$(HOST) CONFIG=$(CONFIG) scripts/fleet.sh
 
 # intercept mode (README "Intercept mode"): an HTTPS proxy for the coding CLIs on INTERCEPT_PORT, the
 # gateway's own routes beside it on PORT; TOOL=mitmweb to watch the calls in mitmweb (WEB_PORT)
