@@ -261,3 +261,19 @@ def kill_mid_traffic(lb, victim: Gateway) -> tuple[float, float, Traffic, Except
     finally:
         traffic.stop()
     return killed_at, down_at, traffic, broken
+
+
+def test_a_gateway_stopped_for_a_restart_writes_the_rows_of_its_last_answers(ups, tmp_path):
+    """A rolling restart stops gateways with SIGTERM: the rows still queued for the log writer
+    (up to 0.5 s of answers) are written before the process exits."""
+    with postgres_server() as pg:
+        database = pg.database("fleet_stop")
+        gw = Gateway(config(*ups, database=database, capture_bodies=True), tmp_path / "proxy.yaml")
+        try:
+            for i in range(5):
+                body = {**BODY, "messages": [{"role": "user", "content": f"fleet-{i}"}]}
+                assert httpx.post(gw.base + "/v1/chat/completions", json=body, headers=AUTH, timeout=10).status_code == 200
+        finally:
+            gw.stop()
+        assert gw.p.returncode == 0
+        assert sorted(pg_marks(database) + spilled_marks(tmp_path)) == list(range(5))

@@ -63,6 +63,8 @@ class ConfigWatch:
     def done(self):
         if self._task:
             self._task.cancel()
+        if self.rt.request_log is not None:  # a stop (SIGTERM) writes the rows still queued
+            self.rt.request_log.close()
 
     def _apply(self) -> None:
         """Load and apply now, in the caller's thread: start-up, `set gateway_config`, admin API edits."""
