@@ -108,7 +108,8 @@ defaults
     timeout client 120s
     timeout server 120s
     option http-keep-alive
-    retries 0
+    retries 3
+    option redispatch 1
 frontend gateways
     bind 127.0.0.1:{port}
     default_backend gateways

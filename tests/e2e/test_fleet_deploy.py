@@ -26,6 +26,7 @@ from tests.harness import ROOT, Gateway, Proc, Upstream
 from tests.services import binary, free_port, haproxy, postgres_server, redis_server
 
 MARK = re.compile(rb"fleet-(\d+)")
+CLIENTS = 2  # sending requests through HAProxy while a gateway is killed
 
 
 @pytest.fixture
@@ -147,7 +148,7 @@ class Sent:
 class Traffic:
     """Clients sending marked requests through HAProxy, one at a time each, until stopped."""
 
-    def __init__(self, base: str, clients: int = 2):
+    def __init__(self, base: str, clients: int = CLIENTS):
         self.base, self._stop = base, threading.Event()
         self.sent: list[Sent] = []
         self._lock = threading.Lock()
@@ -219,8 +220,11 @@ def test_a_gateway_killed_mid_traffic_is_routed_around_and_loses_no_acknowledged
     after_down = [s for s in traffic.sent if s.at > down_at]
     assert len(after_down) >= 20 and all(s.status == 200 and s.server == "gw1" for s in after_down), \
         [(s.status, s.server) for s in after_down if s.status != 200 or s.server != "gw1"]
+    # the requests in flight on it at the kill (one per client), perhaps one more sent on a connection
+    # HAProxy had not yet seen closed; a refused connection is retried on the other (option redispatch)
     failed = [s for s in traffic.sent if s.status != 200]
-    assert all(s.at < down_at for s in failed)  # only requests sent before HAProxy marked it down
+    assert len(failed) <= 2 * CLIENTS and all(s.at < down_at for s in failed), \
+        [(s.status, round(s.at - killed_at, 3)) for s in failed]
     assert len(logged) == len(set(logged))  # no row written twice (the replay and its delete)
     unlogged = [s for s in traffic.answered("gw0") if s.mark not in logged]
     # a row is committed within a flush (0.5 s) of its answer: only the last answers before the kill
