@@ -28,7 +28,7 @@ stop() {
   trap - EXIT INT TERM
   kill "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
-  [ -f "$run/pg/data/postmaster.pid" ] && "${as_pg[@]}" "$PG/pg_ctl" -D "$run/pg/data" -m fast -w stop >/dev/null
+  [ -f "$run/pg/data/postmaster.pid" ] && { "${as_pg[@]}" "$PG/pg_ctl" -D "$run/pg/data" -m fast -w stop >/dev/null || true; }
   rm -rf "$run"
 }
 trap stop EXIT INT TERM
