@@ -195,8 +195,8 @@ def spilled_marks(folder: Path) -> list[int]:
 def test_a_gateway_killed_mid_traffic_is_routed_around_and_loses_no_acknowledged_row(ups, tmp_path):
     with redis_server() as redis, postgres_server() as pg:
         database = pg.database("fleet_kill")
-        cfg = {**config(*ups, database=database, capture_bodies=True)}
-        cfg["server"] = {**cfg["server"], "state": redis.url}
+        cfg = config(*ups, database=database, capture_bodies=True)
+        cfg["server"]["state"] = redis.url
         folders = [tmp_path / "gw0", tmp_path / "gw1"]
         gws = []
         for f in folders:
@@ -204,7 +204,7 @@ def test_a_gateway_killed_mid_traffic_is_routed_around_and_loses_no_acknowledged
             gws.append(Gateway(cfg, f / "proxy.yaml"))
         try:
             with haproxy([g.port for g in gws], check=True) as lb:  # checks every 200 ms, down after 2 failures
-                killed_at, down_at, traffic, in_flight = kill_mid_traffic(lb, gws[0])
+                killed_at, down_at, traffic, stream_error = kill_mid_traffic(lb, gws[0])
             survivor = {s.mark for s in traffic.answered("gw1")}
             until(lambda: survivor <= set(pg_marks(database)), "a row for every answer of the surviving gateway")
             # acknowledged by the killed gateway: committed to PostgreSQL, or to its spill file
@@ -216,7 +216,7 @@ def test_a_gateway_killed_mid_traffic_is_routed_around_and_loses_no_acknowledged
         finally:
             for g in gws:
                 g.stop()
-    assert in_flight is not None, "the stream on the killed gateway ended normally: it was not in flight"
+    assert stream_error is not None, "the stream on the killed gateway ended normally: it was not in flight"
     after_down = [s for s in traffic.sent if s.at > down_at]
     assert len(after_down) >= 20 and all(s.status == 200 and s.server == "gw1" for s in after_down), \
         [(s.status, s.server) for s in after_down if s.status != 200 or s.server != "gw1"]
