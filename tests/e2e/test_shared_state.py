@@ -101,6 +101,20 @@ def clean(ups, fleet):
     for g in fleet.gws:  # the operator's reset, shared too
         for pid in ("a", "b", "lim"):
             reset_cooldowns(g.base, pid)
+        wait_idle(g, "lim")  # an earlier test's stream may still hold lim's one slot
+
+
+def wait_idle(g: Gateway, provider: str, within: float = 15.0) -> None:
+    """Until the process has no request in flight on `provider` (its /metrics gauge)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        lines = httpx.get(g.base + "/metrics", headers=AUTH).text.splitlines()
+        busy = [ln for ln in lines if ln.startswith("llmgate_in_flight{") and f'provider="{provider}"' in ln
+                and float(ln.rsplit(" ", 1)[1]) > 0]
+        if not busy:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{provider} still has requests in flight on {g.base} after {within:g} s")
 
 
 def generations(up: Upstream) -> int:

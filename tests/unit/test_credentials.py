@@ -55,6 +55,43 @@ def test_refresh_merges_and_is_single_flight(tmp_path):
     assert not path.with_suffix(".lock").exists()
 
 
+def test_a_401_for_a_token_already_replaced_refreshes_nothing(tmp_path):
+    """Two requests refused with the same token: the first refreshes; the second, whose 401 comes
+    after that, is given the new token (it names the token it was refused with) rather than
+    rotating the refresh token once more. Through OAuthAccount.token, which remembers per task
+    the token each request was given."""
+    path = tmp_path / "c.json"
+    creds(path, expiry_date=int((time.time() + 3600) * 1000))
+    calls = []
+
+    async def refresh(data):
+        calls.append(data["refresh_token"])
+        n = len(calls) + 1
+        return {"access_token": f"t{n}", "refresh_token": f"r{n}", "expiry_date": int((time.time() + 3600) * 1000)}
+
+    account = OAuthAccount.__new__(OAuthAccount)
+    account.creds, account.refresh = CredentialsFile(path, "llmgate login qwen"), refresh
+    account.p, account.name = SimpleNamespace(id="q"), "q"
+
+    async def request(gate: asyncio.Event | None) -> str:
+        assert (await account.token())["access_token"] == "old"  # both requests are sent with it
+        if gate is not None:
+            await gate.wait()  # its 401 arrives after the other request's refresh
+        return (await account.token(force=True))["access_token"]
+
+    async def both() -> list[str]:
+        gate = asyncio.Event()
+        first = asyncio.ensure_future(request(None))
+        second = asyncio.ensure_future(request(gate))
+        done = await first
+        gate.set()
+        return [done, await second]
+
+    assert asyncio.run(both()) == ["t2", "t2"]
+    assert calls == ["r1"]
+    assert asyncio.run(account.creds.access(refresh, True, "t2"))["access_token"] == "t3"  # refused itself
+
+
 def test_refused_refresh_needs_login_until_the_file_changes(tmp_path):
     path = tmp_path / "c.json"
     creds(path)

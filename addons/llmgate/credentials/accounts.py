@@ -13,6 +13,7 @@ import glob
 import os
 import platform
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
     from llmgate.settings import ProviderSettings
 
 VERSION = "0.1.0"
+# the token each account gave the request running in this task: after a 401 the account knows
+# which token was refused (not whatever another request made current since)
+_USED: ContextVar[dict[int, Any] | None] = ContextVar("llmgate_tokens_used", default=None)
 
 
 def platform_tag() -> tuple[str, str]:
@@ -84,9 +88,14 @@ class OAuthAccount(Account):
 
     async def token(self, force: bool = False) -> dict[str, Any]:
         """Fresh credentials; GatewayError 503 when this account needs a login, 502 when the
-        refresh failed for now."""
+        refresh failed for now. `force` (after a 401) refreshes unless the token this request
+        was refused with has been replaced meanwhile (a concurrent request already refreshed)."""
+        used = _USED.get()
+        stale = used.get(id(self)) if force and used else None
         try:
-            return await self.creds.access(self.refresh, force)
+            creds = await self.creds.access(self.refresh, force, stale)
+            _USED.set({**(used or {}), id(self): creds.get(self.creds.token_key)})
+            return creds
         except LoginRequired as e:
             raise GatewayError(503, f"Provider '{self.p.id}': account {self.name} needs a new login: {e}",
                                code="provider_login_required") from None

@@ -213,15 +213,15 @@ class FleetCredentials(CredentialsFile):
         raise RefreshFailed(f"the shared credentials store (server.state) is unreachable ({type(e).__name__}); "
                             "no refresh without the fleet lock") from None
 
-    async def access(self, refresh: Refresher, force: bool = False) -> dict[str, Any]:
-        """The credentials, refreshed once across the fleet when (nearly) expired or `force`.
-        Raises LoginRequired or RefreshFailed."""
+    async def access(self, refresh: Refresher, force: bool = False, stale: Any = None) -> dict[str, Any]:
+        """The credentials, refreshed once across the fleet when (nearly) expired or `force`
+        (`stale`: the token refused, when known). Raises LoginRequired or RefreshFailed."""
         if not self._journal_read:
             self._journal_read = True
             await asyncio.to_thread(self._load_journal)
-        held = self.data.get(self.token_key)
-        stale = self._read_at is None or self._clock() - self._read_at >= READ_EVERY
-        if stale or force or not self.fresh():
+        held = stale if stale is not None else self.data.get(self.token_key)
+        due = self._read_at is None or self._clock() - self._read_at >= READ_EVERY
+        if due or force or not self.fresh():
             try:
                 await self._read()
             except UNREACHABLE as e:

@@ -396,16 +396,16 @@ class CredentialsFile:
                   "retrying in %g s", self.path, e.strerror or e, kept, self._backoff)
         self._backoff = min(self._backoff * 2, RETRY_MAX)
 
-    async def access(self, refresh: Refresher, force: bool = False) -> dict[str, Any]:
-        """The credentials, refreshed first when (nearly) expired or when `force` (after a 401).
-        Raises LoginRequired, RefreshFailed or Unwritable."""
+    async def access(self, refresh: Refresher, force: bool = False, stale: Any = None) -> dict[str, Any]:
+        """The credentials, refreshed first when (nearly) expired or when `force` (after a 401;
+        `stale`: the token refused, when known). Raises LoginRequired, RefreshFailed or Unwritable."""
         self.reload_if_changed()
         if self.needs_login:
             raise LoginRequired(self.needs_login)
         if self._pending is not None and self._clock() >= self._retry_at:
             await self._persist()
-        if self.fresh() and not force:
-            return self.data
+        if self.fresh() and not (force and stale in (None, self.data.get(self.token_key))):
+            return self.data  # not forced, or the refused token was replaced meanwhile
         if self._refreshing is None or self._refreshing.done():
             stale_token = self.data.get(self.token_key)
             self._refreshing = asyncio.ensure_future(self._refresh(refresh, stale_token))
