@@ -24,6 +24,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pac
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
 expect = sync_api.expect
+expect.set_options(timeout=15_000)  # a page on a busy 2-core CI machine: 5 s (the default) is too tight
 
 ADMIN_KEY = "adm-console-key-0123456789"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
