@@ -286,7 +286,8 @@ def test_loopback_without_admin_keys_needs_no_login_but_keeps_csrf(up, browser, 
         expect(pg.locator("h1")).to_have_text("Dashboard")  # no login form
         (cookie,) = context.cookies()  # a session all the same: it carries the CSRF token
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
-        pg.locator("button:text-is('Reset')").first.click()
+        with pg.expect_navigation():  # the page reloads once the reset is done (or goes on to /ui/)
+            pg.locator("button:text-is('Reset')").first.click()
         expect(pg.locator("#message")).to_have_text("")
         status, answer = raw(g.port, "POST", "/ui/api/reset", [
             ("Cookie", f"llmgate_ui={cookie['value']}"), ("Content-Type", "application/json")], b'{"provider": "up"}')
