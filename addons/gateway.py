@@ -19,6 +19,7 @@ from llmgate.addons.cors import Cors  # noqa: E402
 from llmgate.addons.flow_limit import FlowLimit  # noqa: E402
 from llmgate.addons.flow_record import FlowRecorder  # noqa: E402
 from llmgate.addons.front_door import FrontDoor  # noqa: E402
+from llmgate.addons.hook_dispatch import HookDispatch  # noqa: E402
 from llmgate.addons.intercept import Intercept  # noqa: E402
 from llmgate.addons.limits import ClientLimits  # noqa: E402
 from llmgate.addons.proxy_guard import ProxyGuard  # noqa: E402
@@ -30,6 +31,7 @@ from llmgate.views.contentviews import ContentViews  # noqa: E402
 runtime = Runtime()
 
 addons = [
+    HookDispatch(),  # mitmproxy's per-hook walk over every addon, worked out once per hook
     ConfigWatch(runtime),
     ClientLimits(runtime),  # body size, connection timeouts and cap, HTTP/1.0 answers
     ProxyGuard(runtime),  # the proxy port's network clients: a client key, no loopback targets
