@@ -17,6 +17,7 @@ import time
 from typing import Protocol
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
 from mitmproxy import ctx, http
 
 from converters.sse import StreamFault
@@ -66,9 +67,18 @@ class _ClientGone(Exception):
     """The relay connection failed while writing: mitmproxy closed it because the client left."""
 
 
+class _Blocked(Exception):
+    """The synchronous path stopped: its output has nowhere to go until the task catches up."""
+
+
 class Pipe:
-    """One upstream stream: read and converted from the moment it is opened, each read's
-    output written to the relay connection before the next read (one task, no queue hop).
+    """One upstream stream, converted and written to the relay connection.
+
+    Each upstream read is converted and written in the same callback that received it (the
+    upstream connection's data_received): one event-loop pass from the provider's socket to
+    mitmproxy's side of the relay, as bare mitmproxy takes from socket to socket. A task stands
+    by for what cannot be done there: waiting for mitmproxy to fetch the stream, for a client
+    that stopped reading, for the end or the failure of the upstream read.
 
     Until mitmproxy fetches the stream, at most BACKLOG outputs wait and reading pauses.
     What a client that stops reading can hold: one read, the captures, aiohttp's read buffer,
@@ -92,6 +102,9 @@ class Pipe:
         self._writer: asyncio.StreamWriter | None = None  # the relay connection, once mitmproxy fetched the stream
         self._backlog: list[bytes] = []  # output made before that
         self._claimed = asyncio.Event()
+        self._pushing = False  # data_received converts and writes (the task is waiting for it to stop)
+        self._stopped: asyncio.Future[None] | None = None  # set when the synchronous path stops
+        self._fault: BaseException | None = None  # what stopped it, if not _Blocked
         loop = asyncio.get_running_loop()
         self._ended: asyncio.Future[bool] = loop.create_future()  # run()'s answer
         # read at once: aiohttp drops buffered data when the connection dies before it is read
@@ -102,8 +115,10 @@ class Pipe:
         try:
             tail = await self._convert()
             if tail:
-                await self._send(tail)
-            await self._send(b"")
+                self._emit(tail)
+                await self._drain()
+            self._emit(b"")
+            await self._drain()
             ok = True
         except _ClientGone:
             self.outcome = "client-gone"
@@ -115,14 +130,8 @@ class Pipe:
         """Read, convert and send the stream; returns its last bytes (an end or error event)."""
         try:
             if self.head:
-                self.upstream.add(self.head)
-                if out := self.transform.feed(self.head):
-                    await self._send(out)
-            async for chunk in self.resp.content.iter_chunked(READ_SIZE):
-                self.upstream.add(chunk)
-                out = self.transform.feed(chunk)
-                if out:
-                    await self._send(out)
+                self._take(self.head)
+            await self._read_all()
             tail, self.outcome = self.transform.finish(), "complete"
         except StreamFault as f:  # an event too large or malformed: the rest is not read
             tail = f.before + self.transform.fail(f"Upstream {self.who} {f.message}", f.code)
@@ -153,15 +162,119 @@ class Pipe:
             self.resp.close()
         return tail
 
-    async def _send(self, data: bytes) -> None:
+    async def _read_all(self) -> None:
+        """Until the upstream's end: data_received converts each read while it can; this task
+        takes over (awaiting the fetch or a full client) whenever it cannot. Raises what ended
+        the read (a timeout, a broken connection, a conversion error)."""
+        eof = asyncio.ensure_future(self.resp.content.wait_eof())  # raises the read's error: timeout, disconnect
+        try:
+            while True:
+                await self._catch_up()
+                if eof.done():
+                    break
+                protocol = self.resp.connection.protocol if self.resp.connection is not None else None
+                if protocol is None or not isinstance(self._writer_transport(), _InProcess):
+                    await self._slow(eof)  # not fetched yet (or fetched over TCP)
+                    continue
+                self._stopped = asyncio.get_running_loop().create_future()
+                self._listen(protocol)
+                try:
+                    await asyncio.wait((eof, self._stopped), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    self._pushing = False
+                    self._unlisten(protocol)
+                if self._fault is not None:
+                    raise self._fault
+            eof.result()
+            await self._catch_up()  # what came with the end
+        finally:
+            eof.cancel()
+
+    async def _slow(self, eof: asyncio.Future) -> None:
+        """Wait for the next read as any reader does."""
+        read = asyncio.ensure_future(self.resp.content.readany())
+        try:
+            await asyncio.wait((eof, read), return_when=asyncio.FIRST_COMPLETED)
+            if read.done() and not read.exception() and (chunk := read.result()):
+                self._take(chunk)
+        finally:
+            read.cancel()
+
+    def _listen(self, protocol: ResponseHandler) -> None:
+        received, content = type(protocol).data_received.__get__(protocol), self.resp.content
+
+        def data_received(data: bytes) -> None:
+            received(data)
+            if content.is_eof():  # aiohttp gives the connection back to its pool at the end
+                self._unlisten(protocol)
+            self._push()
+
+        protocol.data_received = data_received  # type: ignore[method-assign]
+        self._pushing = True
+        self._push()  # what arrived since the task last looked
+
+    def _unlisten(self, protocol: ResponseHandler) -> None:
+        protocol.__dict__.pop("data_received", None)
+
+    def _push(self) -> None:
+        """In the upstream's data_received: convert and write what is buffered, or stop."""
+        if not self._pushing:
+            return
+        try:
+            while not self._blocked():
+                chunk = self.resp.content.read_nowait(READ_SIZE)
+                if not chunk:
+                    return
+                self._take(chunk)
+            raise _Blocked
+        except Exception as e:  # the task goes on from here (a read error reaches it by itself)
+            self._pushing = False
+            if not isinstance(e, (_Blocked, aiohttp.ClientError, TimeoutError)):
+                self._fault = e
+            if self._stopped is not None and not self._stopped.done():
+                self._stopped.set_result(None)
+
+    async def _catch_up(self) -> None:
+        """Convert and write what is buffered, waiting for the fetch or the client as needed."""
+        content = self.resp.content
+        while True:
+            if self._writer is None and len(self._backlog) >= self.BACKLOG:
+                await self._claimed.wait()
+            await self._drain()
+            chunk = content.read_nowait(READ_SIZE)
+            if not chunk:
+                return
+            self._take(chunk)
+
+    def _take(self, chunk: bytes) -> None:
+        self.upstream.add(chunk)
+        out = self.transform.feed(chunk)
+        if out:
+            self._emit(out)
+
+    def _writer_transport(self) -> asyncio.BaseTransport | None:
+        return self._writer.transport if self._writer is not None else None
+
+    def _blocked(self) -> bool:
+        if self._writer is None:
+            return len(self._backlog) >= self.BACKLOG
+        t = self._writer.transport
+        return t.is_closing() or (isinstance(t, _InProcess) and t.paused)
+
+    def _emit(self, data: bytes) -> None:
         """One HTTP chunk to the relay connection (b"": the last), or to the backlog before it exists."""
         w = self._writer
         if w is None:
             self._backlog.append(data)
-            if len(self._backlog) >= self.BACKLOG:
-                await self._claimed.wait()
             return
+        if w.transport.is_closing():
+            raise _ClientGone
         self._write(w, data)
+
+    async def _drain(self) -> None:
+        w = self._writer
+        if w is None:
+            return
         try:
             await w.drain()
         except (ConnectionError, RuntimeError):
@@ -211,6 +324,7 @@ class _InProcess(asyncio.Transport):
         self._loop = loop
         self._extra = {"peername": peername, "sockname": ("127.0.0.1", 0), "socket": None}
         self._closing = False
+        self.paused = False  # the other end's reader is full: writes should wait (drain)
         self.protocol: asyncio.StreamReaderProtocol
         self.peer: _InProcess
 
@@ -235,9 +349,11 @@ class _InProcess(asyncio.Transport):
         return 0  # written data is in the other end's reader at once
 
     def pause_reading(self) -> None:
+        self.peer.paused = True
         self.peer.protocol.pause_writing()
 
     def resume_reading(self) -> None:
+        self.peer.paused = False
         self.peer.protocol.resume_writing()
 
     def close(self) -> None:
