@@ -251,16 +251,8 @@ async def inspect(request: web.Request) -> web.Response:
         "valid_access_tokens": [t for t, (_, exp) in st.access.items() if exp > time.time()]})
 
 
-async def control_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    data = json.loads(raw) if raw.strip() else {}
-    if not isinstance(data, dict):
-        raise web.HTTPBadRequest(text="JSON object expected")
-    return data
-
-
 async def seed(request: web.Request) -> web.Response:
-    st, data = state(request), await control_body(request)
+    st, data = state(request), await serving.control_body(request)
     account = data.get("account_id") or f"acct-{secrets.token_hex(4)}"
     if data.get("plan"):
         st.plans[account] = data["plan"]
@@ -271,7 +263,7 @@ async def seed(request: web.Request) -> web.Response:
 
 
 async def usage_limit(request: web.Request) -> web.Response:
-    st, data = state(request), await control_body(request)
+    st, data = state(request), await serving.control_body(request)
     account, wait = data.get("account_id"), data.get("resets_in_seconds")
     if wait is None:
         st.limits.pop(account, None)
@@ -282,7 +274,7 @@ async def usage_limit(request: web.Request) -> web.Response:
 
 
 async def configure(request: web.Request) -> web.Response:
-    st, data = state(request), await control_body(request)
+    st, data = state(request), await serving.control_body(request)
     for name in ("refresh_delay", "access_ttl"):
         if name in data:
             setattr(st, name, float(data[name]))
@@ -290,14 +282,11 @@ async def configure(request: web.Request) -> web.Response:
 
 
 async def expire_access(request: web.Request) -> web.Response:
-    st = state(request)
-    st.access = {t: (a, min(exp, time.time() - 1)) for t, (a, exp) in st.access.items()}
-    return web.json_response({"expired": len(st.access)})
+    return serving.expire_tokens(state(request).access)
 
 
-async def reset(request: web.Request) -> web.Response:
-    vars(state(request)).update(vars(CodexState()))
-    return web.json_response({"reset": True})
+def reset(app: web.Application) -> None:
+    vars(app[CODEX]).update(vars(CodexState()))
 
 
 @web.middleware
@@ -321,10 +310,8 @@ def make_app(api_key: str | None, models: list[str], brain: Any = None) -> web.A
     app.router.add_get("/oauth/authorize", authorize)
     app.router.add_post("/oauth/token", token)
     app.router.add_post("/backend-api/codex/responses", responses)
-    app.router.add_get("/__codex", inspect)
-    for path, handler in (("seed", seed), ("usage_limit", usage_limit), ("config", configure),
-                          ("expire_access", expire_access), ("reset", reset)):
-        app.router.add_post(f"/__codex/{path}", handler)
+    serving.add_controls(app, "/__codex", inspect, {"seed": seed, "usage_limit": usage_limit, "config": configure,
+                                                    "expire_access": expire_access}, reset)
     serving.add_request_log(app)
     return app
 

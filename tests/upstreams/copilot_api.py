@@ -249,23 +249,11 @@ async def chat(request: web.Request) -> web.StreamResponse:
     check_endpoint(body, CHAT)
     compat = request.app[oc.STATE]
     oc.validate_chat_request(body, [*compat.models, *oc.SCENARIO_MODELS])
-    scenario = oc.SCENARIOS.get(body["model"])
+    scenario = oc.SCENARIOS.get(body["model"], oc.respond_as_sent)
     try:
-        return await (scenario(request, body) if scenario else respond(request, body))
+        return await scenario(request, body)
     except ConnectionError:
         return oc.drop_connection(request)
-
-
-async def respond(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
-    reply = oc.make_reply(request.app[oc.STATE], body)
-    reply.model = body["model"]
-    if not body.get("stream"):
-        return web.json_response(oc.completion_body(reply, reply.answer.finish_reason))
-    response = await oc.open_stream(request)
-    await oc.send_events(request, response, oc.full_stream(reply))
-    await oc.send(request, response, oc.sse_event("[DONE]"))
-    await response.write_eof()
-    return response
 
 
 async def responses(request: web.Request) -> web.StreamResponse:
@@ -288,14 +276,6 @@ async def messages(request: web.Request) -> web.StreamResponse:
         return e.response()
 
 
-async def control_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    data = json.loads(raw) if raw.strip() else {}
-    if not isinstance(data, dict):
-        raise web.HTTPBadRequest(text="JSON object expected")
-    return data
-
-
 async def inspect(request: web.Request) -> web.Response:
     st = state(request)
     return web.json_response({
@@ -305,7 +285,7 @@ async def inspect(request: web.Request) -> web.Response:
 
 
 async def seed(request: web.Request) -> web.Response:
-    st, data = state(request), await control_body(request)
+    st, data = state(request), await serving.control_body(request)
     login = data.get("login") or f"user-{secrets.token_hex(3)}"
     return web.json_response({"oauth_token": st.github_token(login, bool(data.get("copilot", True))),
                               "scope": "read:user"})
@@ -332,13 +312,13 @@ async def deny(request: web.Request) -> web.Response:
 
 
 async def limit(request: web.Request) -> web.Response:
-    st, data = state(request), await control_body(request)
+    st, data = state(request), await serving.control_body(request)
     st.limits[str(data.get("login"))] = (str(data.get("mode", "ok")), int(data.get("retry_after", 60)))
     return web.json_response({"login": data.get("login"), "mode": data.get("mode", "ok")})
 
 
 async def configure(request: web.Request) -> web.Response:
-    st, data = state(request), await control_body(request)
+    st, data = state(request), await serving.control_body(request)
     for name in ("copilot_ttl", "refresh_in", "trade_delay", "poll_interval"):
         if name in data:
             setattr(st, name, None if data[name] is None else float(data[name]))
@@ -346,14 +326,11 @@ async def configure(request: web.Request) -> web.Response:
 
 
 async def expire(request: web.Request) -> web.Response:
-    st = state(request)
-    st.copilot = {t: (login, min(exp, time.time() - 1)) for t, (login, exp) in st.copilot.items()}
-    return web.json_response({"expired": len(st.copilot)})
+    return serving.expire_tokens(state(request).copilot)
 
 
-async def reset(request: web.Request) -> web.Response:
-    vars(state(request)).update(vars(CopilotState()))
-    return web.json_response({"reset": True})
+def reset(app: web.Application) -> None:
+    vars(app[COPILOT]).update(vars(CopilotState()))
 
 
 def make_app(api_key: str | None, models_: list[str], brain: Any = None) -> web.Application:
@@ -369,10 +346,8 @@ def make_app(api_key: str | None, models_: list[str], brain: Any = None) -> web.
     app.router.add_post("/chat/completions", chat)
     app.router.add_post("/responses", responses)
     app.router.add_post("/v1/messages", messages)
-    app.router.add_get("/__copilot", inspect)
-    for path, handler in (("seed", seed), ("approve", approve), ("deny", deny), ("limit", limit),
-                          ("config", configure), ("expire", expire), ("reset", reset)):
-        app.router.add_post(f"/__copilot/{path}", handler)
+    serving.add_controls(app, "/__copilot", inspect, {"seed": seed, "approve": approve, "deny": deny, "limit": limit,
+                                                      "config": configure, "expire": expire}, reset)
     serving.add_request_log(app)
     return app
 

@@ -908,7 +908,17 @@ Scenario = Callable[[web.Request, dict[str, Any]], Awaitable[web.StreamResponse]
 
 
 async def respond_normally(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    return await send_reply(request, body, make_reply(request.app[STATE], body))
+
+
+async def respond_as_sent(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    """respond_normally, but the model is echoed as sent (as Copilot and the Qwen portal do)."""
     reply = make_reply(request.app[STATE], body)
+    reply.model = body["model"]
+    return await send_reply(request, body, reply)
+
+
+async def send_reply(request: web.Request, body: dict[str, Any], reply: Reply) -> web.StreamResponse:
     if not body.get("stream"):
         return web.json_response(completion_body(reply, reply.answer.finish_reason))
     response = await open_stream(request)

@@ -513,24 +513,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     compat = request.app[oc.STATE]
     oc.validate_chat_request(body, [*compat.models, *oc.SCENARIO_MODELS])
     check_system_first(body)
-    scenario = oc.SCENARIOS.get(body["model"], respond)
+    scenario = oc.SCENARIOS.get(body["model"], oc.respond_as_sent)
     try:
         return await scenario(request, body)
     except ConnectionError:
         return oc.drop_connection(request)
-
-
-async def respond(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
-    """openai_compat.respond_normally, but the model is echoed as sent."""
-    reply = oc.make_reply(request.app[oc.STATE], body)
-    reply.model = body["model"]
-    if not body.get("stream"):
-        return web.json_response(oc.completion_body(reply, reply.answer.finish_reason))
-    response = await oc.open_stream(request)
-    await oc.send_events(request, response, oc.full_stream(reply))
-    await oc.send(request, response, oc.sse_event("[DONE]"))
-    await response.write_eof()
-    return response
 
 
 # --------------------------------------------------------------------------
@@ -640,9 +627,8 @@ async def configure(request: web.Request) -> web.Response:
     return web.json_response(asdict(state.options))
 
 
-async def reset(request: web.Request) -> web.Response:
-    request.app[QWEN].reset()
-    return web.json_response({"reset": True})
+def reset(app: web.Application) -> None:
+    app[QWEN].reset()
 
 
 # --------------------------------------------------------------------------
@@ -686,15 +672,10 @@ def make_app(api_key: str | None, models: list[str], *,
     app.router.add_post("/api/v1/oauth2/device/code", device_code)
     app.router.add_post("/api/v1/oauth2/token", token)
     app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_get("/__oauth", inspect)
-    app.router.add_post("/__oauth/approve", approve)
-    app.router.add_post("/__oauth/deny", deny)
-    app.router.add_post("/__oauth/expire_device", expire_device)
-    app.router.add_post("/__oauth/expire_access", expire_access)
-    app.router.add_post("/__oauth/seed", seed)
-    app.router.add_post("/__oauth/quota", set_quota)
-    app.router.add_post("/__oauth/config", configure)
-    app.router.add_post("/__oauth/reset", reset)
+    serving.add_controls(app, "/__oauth", inspect, {
+        "approve": approve, "deny": deny, "expire_device": expire_device,
+        "expire_access": expire_access, "seed": seed, "quota": set_quota, "config": configure,
+    }, reset)
     serving.add_request_log(app)
     return app
 
@@ -705,12 +686,7 @@ def make_app(api_key: str | None, models: list[str], *,
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--api-key", default=None, help="ignored: auth is OAuth")
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help="comma-separated model ids (scenario models are always added)")
+    parser = serving.arg_parser(DEFAULT_MODELS, __doc__, api_key_help="ignored: auth is OAuth")
     parser.add_argument("--client-id")
     parser.add_argument("--poll-interval", type=float, help="seconds (default 2)")
     parser.add_argument("--access-ttl", type=float, help="seconds (default 3600)")
@@ -731,8 +707,7 @@ def options_from(args: argparse.Namespace) -> QwenOptions:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    app = make_app(args.api_key, models, options=options_from(args))
+    app = make_app(args.api_key, serving.models_of(args), options=options_from(args))
     asyncio.run(serving.serve(app, args.host, args.port))
 
 

@@ -1,4 +1,5 @@
-"""What every test upstream shares: the request log (GET/DELETE /__requests), its command
+"""What every test upstream shares: the request log (GET/DELETE /__requests), the control
+endpoints of a double with state (add_controls, control_body, expire_tokens), its command
 line (serve make_app(api_key, models), print READY <port>) and ServerThread, to serve one
 in-process from a test."""
 
@@ -9,12 +10,14 @@ import asyncio
 import json
 import signal
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 REQUEST_LOG = web.AppKey("request_log", list)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def record(request: web.Request) -> dict[str, Any]:
@@ -56,6 +59,35 @@ def add_request_log(app: web.Application) -> None:
     app.router.add_delete("/__requests", clear_requests)
 
 
+def add_controls(app: web.Application, prefix: str, inspect: Handler, posts: dict[str, Handler],
+                 reset: Callable[[web.Application], None]) -> None:
+    """A double's control endpoints (no auth): GET <prefix> -> inspect, POST <prefix>/<name>
+    for each of posts, and POST <prefix>/reset -> reset(app), answered {"reset": true}."""
+    async def reset_endpoint(request: web.Request) -> web.Response:
+        reset(request.app)
+        return web.json_response({"reset": True})
+
+    app.router.add_get(prefix, inspect)
+    for name, handler in {**posts, "reset": reset_endpoint}.items():
+        app.router.add_post(f"{prefix}/{name}", handler)
+
+
+async def control_body(request: web.Request) -> dict[str, Any]:
+    """A control request's JSON object (an empty body: {})."""
+    raw = await request.read()
+    data = json.loads(raw) if raw.strip() else {}
+    if not isinstance(data, dict):
+        raise web.HTTPBadRequest(text="JSON object expected")
+    return data
+
+
+def expire_tokens(tokens: dict[str, tuple[str, float]]) -> web.Response:
+    """Expires every token of a token -> (owner, expiry epoch s) map -> {"expired": count}."""
+    for tok, (owner, exp) in tokens.items():
+        tokens[tok] = (owner, min(exp, time.time() - 1))
+    return web.json_response({"expired": len(tokens)})
+
+
 async def serve(app: web.Application, host: str, port: int) -> None:
     runner = web.AppRunner(app, shutdown_timeout=1.0)
     await runner.setup()
@@ -71,17 +103,26 @@ async def serve(app: web.Application, host: str, port: int) -> None:
         await runner.cleanup()
 
 
-def main(make_app: Callable[[str | None, list[str]], web.Application], default_models: list[str],
-         doc: str | None, argv: list[str] | None = None) -> None:
+def arg_parser(default_models: list[str], doc: str | None,
+               api_key_help: str = "omit to disable auth") -> argparse.ArgumentParser:
+    """--host, --port, --api-key and --models; a double adds its own flags."""
     parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0] if doc else None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--api-key", default=None, help="omit to disable auth")
+    parser.add_argument("--api-key", default=None, help=api_key_help)
     parser.add_argument("--models", default=",".join(default_models),
                         help="comma-separated model ids (scenario models are always added)")
-    args = parser.parse_args(argv)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    asyncio.run(serve(make_app(args.api_key, models), args.host, args.port))
+    return parser
+
+
+def models_of(args: argparse.Namespace) -> list[str]:
+    return [m.strip() for m in args.models.split(",") if m.strip()]
+
+
+def main(make_app: Callable[[str | None, list[str]], web.Application], default_models: list[str],
+         doc: str | None, argv: list[str] | None = None) -> None:
+    args = arg_parser(default_models, doc).parse_args(argv)
+    asyncio.run(serve(make_app(args.api_key, models_of(args)), args.host, args.port))
 
 
 class ServerThread:
