@@ -1,0 +1,435 @@
+"""The stream relay's Pipe end to end on loopback: a real aiohttp upstream whose chunks the
+test sends one by one, a real aiohttp client response, and the relay connection read as
+mitmproxy reads it (in process, or over TCP). Every wait is bounded; nothing is timed."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+from collections.abc import Callable
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from converters.sse import StreamFault
+from llmgate.request_path import relay
+
+WAIT = 10.0  # seconds any one step may take before the test fails instead of hanging
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+ABORT = "abort"  # queue item: the upstream breaks the connection off
+
+
+class Upper:
+    """A transform: upper-cases each read; raises `error` on a read containing `bad`."""
+
+    def __init__(self, bad: bytes = b"", error: Exception | None = None):
+        self.bad, self.error = bad, error
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self.bad and self.bad in chunk and self.error is not None:
+            raise self.error
+        return chunk.upper()
+
+    def finish(self) -> bytes:
+        return b"END"
+
+    def fail(self, message: str, code: str = "upstream_error") -> bytes:
+        return b"ERR:" + code.encode() + b":" + message.encode()
+
+
+class Upstream:
+    """aiohttp web server: GET /stream writes what the test puts in `queue` (bytes; None ends
+    the stream; ABORT breaks the connection off); GET /plain answers "ok"."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes | str | None] = asyncio.Queue()
+        self.gone = asyncio.Event()  # the client left while the stream was open
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+        self.peers: list[int] = []  # the client port of each stream request
+
+    async def __aenter__(self) -> Upstream:
+        app = web.Application()
+        app.router.add_get("/stream", self._stream)
+        app.router.add_get("/plain", self._plain)
+        self.runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+    async def _plain(self, request: web.Request) -> web.Response:
+        return web.Response(text=f"ok from {request.transport.get_extra_info('peername')[1]}")  # type: ignore[union-attr]
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        self.peers.append(request.transport.get_extra_info("peername")[1])
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        try:
+            while (item := await self.queue.get()) is not None:
+                if item == ABORT:
+                    request.transport.abort()
+                    return resp
+                assert isinstance(item, bytes)
+                await resp.write(item)
+            await resp.write_eof()
+            return resp
+        except asyncio.CancelledError:
+            self.gone.set()
+            raise
+
+
+async def bounded[T](aw: asyncio.Future[T] | asyncio.Task[T] | object) -> T:
+    return await asyncio.wait_for(aw, WAIT)  # type: ignore[arg-type]
+
+
+async def until(cond: Callable[[], bool]) -> None:
+    async def poll() -> None:
+        while not cond():
+            await asyncio.sleep(0.001)
+    await asyncio.wait_for(poll(), WAIT)
+
+
+def frame(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+async def read_chunk(reader: asyncio.StreamReader) -> bytes:
+    """One chunk of the relay's chunked answer (b"" for the last)."""
+    size = int((await bounded(reader.readuntil(b"\r\n")))[:-2], 16)
+    data = await bounded(reader.readexactly(size))
+    assert await bounded(reader.readexactly(2)) == b"\r\n"
+    return data
+
+
+async def read_to_end(reader: asyncio.StreamReader) -> list[bytes]:
+    chunks = []
+    while chunk := await read_chunk(reader):
+        chunks.append(chunk)
+    return chunks
+
+
+async def open_pipe(session: aiohttp.ClientSession, up: Upstream, transform: Upper,
+                    read_timeout: float = 30.0, **kw: object) -> relay.Pipe:
+    resp = await bounded(session.get(up.url + "/stream", **kw))
+    return relay.Pipe(resp, transform, [(b"Content-Type", b"text/event-stream")], "'test'", read_timeout)
+
+
+def fetch(pipe: relay.Pipe) -> tuple[asyncio.StreamReader, asyncio.Task[bool]]:
+    """mitmproxy fetching the stream in process, as StreamRelay.connect_in_process and _serve do."""
+    (reader, theirs), (_, writer) = relay.in_process_pair(("127.0.0.1", 0))
+
+    async def serve() -> bool:
+        try:
+            return await pipe.run(writer)
+        finally:
+            writer.close()
+            theirs.close()  # mitmproxy's writer: held until here (dropped, it would close the pair)
+    return reader, asyncio.ensure_future(serve())
+
+
+def record_takers(pipe: relay.Pipe) -> list[tuple[str, bool, bytes]]:
+    """Who took each upstream read: the calling function, and whether a task ran it (False: the
+    upstream connection's data_received did, outside any task)."""
+    takers: list[tuple[str, bool, bytes]] = []
+    take = pipe._take
+
+    def recording(chunk: bytes) -> None:
+        takers.append((sys._getframe(1).f_code.co_name, asyncio.current_task() is not None, chunk))
+        take(chunk)
+    pipe._take = recording  # type: ignore[method-assign]
+    return takers
+
+
+def protocol_of(pipe: relay.Pipe) -> aiohttp.client_proto.ResponseHandler:
+    assert pipe.resp.connection is not None and pipe.resp.connection.protocol is not None
+    return pipe.resp.connection.protocol
+
+
+async def send_and_read(up: Upstream, reader: asyncio.StreamReader, part: bytes) -> None:
+    up.queue.put_nowait(part)
+    assert await bounded(reader.readexactly(len(frame(part.upper())))) == frame(part.upper())
+
+
+def run(coro_fn: Callable[[], object]) -> None:
+    """One asyncio.run; fails on any error the loop reports (e.g. an exception never retrieved)."""
+    reported: list[dict] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: reported.append(context))
+        await coro_fn()  # type: ignore[misc]
+        gc.collect()  # a task dropped with its exception unread reports it here
+        await asyncio.sleep(0)
+    asyncio.run(main())
+    assert not reported, reported
+
+
+PARTS = (b"data: one\n\n", b"data: two\n\n", b"data: three\n\n")
+
+
+def test_fetched_in_process_each_chunk_converted_in_order_and_the_connection_reused():
+    async def go() -> None:
+        async with Upstream() as up, aiohttp.ClientSession() as session:
+            pipe = await open_pipe(session, up, Upper())
+            protocol = protocol_of(pipe)
+            reader, served = fetch(pipe)
+            assert await bounded(reader.readexactly(len(HEAD))) == HEAD
+            for part in PARTS:
+                await send_and_read(up, reader, part)
+            up.queue.put_nowait(None)
+            assert await bounded(reader.read()) == frame(b"END") + b"0\r\n\r\n"
+            assert await bounded(served) is True
+            assert pipe.outcome == "complete"
+            assert pipe.upstream.bytes() == b"".join(PARTS)
+            assert pipe.client.bytes() == b"".join(PARTS).upper() + b"END"
+            assert pipe.resp.closed
+            assert "data_received" not in protocol.__dict__
+            async with session.get(up.url + "/plain") as again:  # over the same pooled connection
+                assert await bounded(again.text()) == f"ok from {up.peers[0]}"
+    run(go)
+
+
+def test_after_the_fetch_each_read_is_converted_and_written_inside_data_received():
+    async def go() -> None:
+        async with Upstream() as up, aiohttp.ClientSession() as session:
+            pipe = await open_pipe(session, up, Upper())
+            takers = record_takers(pipe)
+            catch_ups = 0
+            catch_up = pipe._catch_up
+
+            async def counting() -> None:
+                nonlocal catch_ups
+                catch_ups += 1
+                await catch_up()
+            pipe._catch_up = counting  # type: ignore[method-assign]
+            protocol = protocol_of(pipe)
+            reader, served = fetch(pipe)
+            assert await bounded(reader.readexactly(len(HEAD))) == HEAD
+            await send_and_read(up, reader, b"data: first\n\n")
+            await until(lambda: "data_received" in protocol.__dict__)
+            before = catch_ups
+            for part in PARTS:
+                await send_and_read(up, reader, part)
+            assert takers[-3:] == [("_push", False, part) for part in PARTS]
+            assert catch_ups == before  # the task did not run for them
+            up.queue.put_nowait(None)
+            assert await bounded(served) is True and pipe.outcome == "complete"
+            assert "data_received" not in protocol.__dict__
+    run(go)
+
+
+def test_fetched_over_tcp_all_data_arrives_the_same_way():
+    async def go() -> None:
+        async with Upstream() as up, aiohttp.ClientSession() as session:
+            rl = relay.StreamRelay()
+            port = await rl.ensure_started()
+            try:
+                pipe = await open_pipe(session, up, Upper())
+                takers = record_takers(pipe)
+                protocol = protocol_of(pipe)
+                token = rl.register(pipe)
+                reader, writer = await bounded(relay._tcp_open_connection("127.0.0.1", port))
+                assert writer.get_extra_info("socket") is not None  # a real socket, not in process
+                writer.write(b"GET /%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: 0\r\n\r\n"
+                             % (token.encode(), port))
+                assert await bounded(reader.readexactly(len(HEAD))) == HEAD
+                for part in PARTS:
+                    await send_and_read(up, reader, part)
+                    assert "data_received" not in protocol.__dict__  # no synchronous path over TCP
+                up.queue.put_nowait(None)
+                assert await read_to_end(reader) == [b"END"]
+                assert pipe.outcome == "complete"
+                assert all(task for _, task, _ in takers)
+                assert pipe.client.bytes() == b"".join(PARTS).upper() + b"END"
+                writer.close()
+                await bounded(writer.wait_closed())
+            finally:
+                await rl.close()
+    run(go)
+
+
+def pattern(i: int, size: int = 64 << 10) -> bytes:
+    return (b"<%06d>" % i + b"abcdefghijklmnopqrstuvwxyz" * (size // 26 + 1))[:size]
+
+
+async def stop_reading_then_resume(up: Upstream, session: aiohttp.ClientSession) -> tuple[list[bytes], bytes, int]:
+    """The synchronous path meets 8 MiB while the reader's end is not read; then it is read to
+    the end. Returns what the upstream sent, what the reader got and what the Pipe held meanwhile."""
+    pipe = await open_pipe(session, up, Upper())
+    protocol = protocol_of(pipe)
+    reader, served = fetch(pipe)
+    assert await bounded(reader.readexactly(len(HEAD))) == HEAD
+    await send_and_read(up, reader, b"data: first\n\n")
+    await until(lambda: "data_received" in protocol.__dict__)
+    sent = [pattern(i) for i in range(128)]
+    for part in sent:
+        up.queue.put_nowait(part)
+    up.queue.put_nowait(None)
+    # the reader's end is full and aiohttp stopped reading the upstream socket
+    transport = pipe._writer.transport if pipe._writer is not None else None
+    assert isinstance(transport, relay._InProcess)
+    await until(lambda: transport.paused and protocol._reading_paused)
+    held = pipe.upstream.size
+    for _ in range(100):  # nothing more is taken while nobody reads
+        await asyncio.sleep(0)
+    assert pipe.upstream.size == held and transport.paused
+    received = b"".join(await read_to_end(reader))
+    assert await bounded(served) is True and pipe.outcome == "complete"
+    assert pipe.upstream.size == len(b"data: first\n\n") + len(received) - len(b"END")
+    assert "data_received" not in protocol.__dict__
+    return sent, received, held
+
+
+def test_a_reader_that_stops_reading_bounds_what_is_taken_from_upstream():
+    async def go() -> None:
+        async with Upstream() as up, aiohttp.ClientSession() as session:
+            sent, received, held = await stop_reading_then_resume(up, session)
+            assert held <= 1 << 20
+            assert len(received) == len(b"".join(sent)) + len(b"END") and received.endswith(b"END")
+    run(go)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG in relay.Pipe._push: it is re-entered from inside StreamReader.read_nowait (aiohttp's "
+    "resume_reading calls protocol.data_received(b'') to resume its paused parser, which is the "
+    "Pipe's override), so a later read is written before the one being taken: the output is reordered"))
+def test_BUG_a_reader_that_stops_reading_then_resumes_gets_every_byte_in_order():
+    async def go() -> None:
+        async with Upstream() as up, aiohttp.ClientSession() as session:
+            sent, received, _ = await stop_reading_then_resume(up, session)
+            assert received == b"".join(sent).upper() + b"END"
+    run(go)
+
+
+def test_a_client_that_leaves_mid_stream_ends_it_and_closes_the_upstream():
+    async def go() -> None:
+        async with Upstream() as up, aiohttp.ClientSession() as session:
+            pipe = await open_pipe(session, up, Upper())
+            protocol = protocol_of(pipe)
+            reader, served = fetch(pipe)
+            assert await bounded(reader.readexactly(len(HEAD))) == HEAD
+            await send_and_read(up, reader, b"data: first\n\n")
+            await until(lambda: "data_received" in protocol.__dict__)
+            assert pipe._writer is not None
+            pipe._writer.transport.peer.close()  # type: ignore[attr-defined]  # mitmproxy's end of the relay hop
+            up.queue.put_nowait(b"data: lost\n\n")
+            assert await bounded(served) is False and pipe.outcome == "client-gone"
+            await bounded(up.gone.wait())
+            assert pipe.resp.closed and "data_received" not in protocol.__dict__
+    run(go)
+
+
+def test_an_upstream_that_breaks_off_ends_the_stream_with_an_error_event():
+    async def go() -> None:
+        async with Upstream() as up, aiohttp.ClientSession() as session:
+            pipe = await open_pipe(session, up, Upper())
+            protocol = protocol_of(pipe)
+            reader, served = fetch(pipe)
+            assert await bounded(reader.readexactly(len(HEAD))) == HEAD
+            for part in PARTS:
+                await send_and_read(up, reader, part)
+            up.queue.put_nowait(ABORT)
+            [tail] = await read_to_end(reader)
+            assert tail.startswith(b"ERR:upstream_disconnected:Upstream 'test' closed the connection")
+            assert b"after %d bytes" % len(b"".join(PARTS)) in tail
+            assert await bounded(served) is True and pipe.outcome == "upstream-error"
+            assert "data_received" not in protocol.__dict__
+    run(go)
+
+
+def transform_fails_in_data_received(error: Exception, expected_tail: bytes) -> None:
+    async def go() -> None:
+        async with Upstream() as up, aiohttp.ClientSession() as session:
+            pipe = await open_pipe(session, up, Upper(bad=b"bad", error=error))
+            takers = record_takers(pipe)
+            protocol = protocol_of(pipe)
+            reader, served = fetch(pipe)
+            assert await bounded(reader.readexactly(len(HEAD))) == HEAD
+            await send_and_read(up, reader, b"data: first\n\n")
+            await until(lambda: "data_received" in protocol.__dict__)
+            up.queue.put_nowait(b"data: bad\n\n")
+            assert await read_to_end(reader) == [expected_tail]
+            assert takers[-1] == ("_push", False, b"data: bad\n\n")  # it failed in the synchronous path
+            assert await bounded(served) is True and pipe.outcome == "upstream-error"
+            assert pipe.resp.closed
+            await bounded(up.gone.wait())  # the upstream connection was closed
+            assert "data_received" not in protocol.__dict__
+    run(go)
+
+
+def test_a_stream_fault_in_data_received_ends_the_stream_with_what_came_before_and_the_error():
+    fault = StreamFault("sent a stream event that is not valid JSON.")
+    fault.before = b"BEFORE"
+    transform_fails_in_data_received(
+        fault, b"BEFORE" + b"ERR:upstream_malformed:Upstream 'test' sent a stream event that is not valid JSON.")
+
+
+def test_a_converter_bug_in_data_received_ends_the_stream_with_an_internal_error():
+    transform_fails_in_data_received(
+        RuntimeError("bug"),
+        b"ERR:internal_error:The gateway failed converting the stream; its log has the details.")
+
+
+def test_an_upstream_that_goes_silent_is_cut_off_after_the_read_timeout():
+    async def go() -> None:
+        async with Upstream() as up, aiohttp.ClientSession() as session:
+            pipe = await open_pipe(session, up, Upper(), read_timeout=0.2,
+                                   timeout=aiohttp.ClientTimeout(sock_read=0.2))
+            reader, served = fetch(pipe)
+            assert await bounded(reader.readexactly(len(HEAD))) == HEAD
+            for part in PARTS:
+                await send_and_read(up, reader, part)
+            assert await read_to_end(reader) == [
+                b"ERR:upstream_timeout:Upstream 'test' sent nothing for 0.2 s; the stream was cut off."]
+            assert await bounded(served) is True and pipe.outcome == "upstream-error"
+            await bounded(up.gone.wait())
+    run(go)
+
+
+def test_abandoned_mid_stream_the_upstream_is_closed_and_run_returns_false():
+    async def go() -> None:
+        async with Upstream() as up, aiohttp.ClientSession() as session:
+            pipe = await open_pipe(session, up, Upper())
+            protocol = protocol_of(pipe)
+            reader, served = fetch(pipe)
+            assert await bounded(reader.readexactly(len(HEAD))) == HEAD
+            for part in PARTS:
+                await send_and_read(up, reader, part)
+            pipe.abandon("client-gone")
+            assert await bounded(served) is False
+            assert pipe.outcome == "client-gone"
+            await bounded(up.gone.wait())
+            assert pipe.resp.closed and "data_received" not in protocol.__dict__
+    run(go)
+
+
+def ends_before_it_is_fetched(parts: list[bytes]) -> None:
+    async def go() -> None:
+        async with Upstream() as up, aiohttp.ClientSession() as session:
+            pipe = await open_pipe(session, up, Upper())
+            for part in parts:
+                up.queue.put_nowait(part)
+            up.queue.put_nowait(None)
+            await until(lambda: pipe.resp.content.is_eof())
+            reader, served = fetch(pipe)
+            assert await bounded(reader.readexactly(len(HEAD))) == HEAD
+            chunks = await read_to_end(reader)
+            assert b"".join(chunks) == b"".join(parts).upper() + b"END" and chunks[-1] == b"END"
+            assert await bounded(served) is True and pipe.outcome == "complete"
+    run(go)
+
+
+def test_a_short_stream_that_ends_before_it_is_fetched_is_delivered_whole():
+    ends_before_it_is_fetched([b"data: one\n\n"])
+
+
+def test_a_stream_past_the_backlog_that_ends_before_it_is_fetched_is_delivered_whole():
+    ends_before_it_is_fetched([pattern(i, 16 << 10) for i in range(6)])
