@@ -155,7 +155,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -1461,33 +1461,13 @@ async def expire_access(request: web.Request) -> web.Response:
 
 
 async def scenario(request: web.Request) -> web.Response:
-    host = request.app[HOST]
-    body = await control_json(request)
-    mode, times, models = body.get("mode"), body.get("times"), body.get("models")
-    if mode is not None and mode not in MODES:
-        raise web.HTTPBadRequest(text=f"mode must be null or one of {list(MODES)}")
-    if times is not None and (not isinstance(times, int) or times < 1):
-        raise web.HTTPBadRequest(text="times must be a positive integer")
-    if models is not None and not isinstance(models, list):
-        raise web.HTTPBadRequest(text="models must be a list")
-    host.scenario.set(mode, times, models)
-    return web.json_response(host.scenario.as_dict())
+    return serving.set_scenario(request.app[HOST].scenario, await control_json(request), MODES)
 
 
 async def config_endpoint(request: web.Request) -> web.Response:
     host = request.app[HOST]
     if request.method == "POST":
-        body = await control_json(request)
-        known = {f.name for f in fields(Config)}
-        unknown = set(body) - known
-        if unknown:
-            raise web.HTTPBadRequest(text=f"unknown settings {sorted(unknown)}")
-        updated = Config(**{**asdict(host.config), **body})
-        try:
-            updated.check()
-        except ValueError as error:
-            raise web.HTTPBadRequest(text=str(error)) from None
-        host.config = updated
+        host.config = serving.updated_config(host.config, await control_json(request))
     return web.json_response(asdict(host.config))
 
 

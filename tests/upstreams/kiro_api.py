@@ -176,7 +176,7 @@ import struct
 import time
 import uuid
 import zlib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -1117,32 +1117,13 @@ async def expire_access(request: web.Request) -> web.Response:
 
 
 async def scenario(request: web.Request) -> web.Response:
-    store = request.app[STORE]
-    body = await control_json(request)
-    mode, times, models = body.get("mode"), body.get("times"), body.get("models")
-    if mode is not None and mode not in MODES:
-        raise web.HTTPBadRequest(text=f"mode must be null or one of {list(MODES)}")
-    if times is not None and (not isinstance(times, int) or times < 1):
-        raise web.HTTPBadRequest(text="times must be a positive integer")
-    if models is not None and not isinstance(models, list):
-        raise web.HTTPBadRequest(text="models must be a list")
-    store.scenario.set(mode, times, models)
-    return web.json_response(store.scenario.as_dict())
+    return serving.set_scenario(request.app[STORE].scenario, await control_json(request), MODES)
 
 
 async def config_endpoint(request: web.Request) -> web.Response:
     store = request.app[STORE]
     if request.method == "POST":
-        body = await control_json(request)
-        unknown = set(body) - {f.name for f in fields(Config)}
-        if unknown:
-            raise web.HTTPBadRequest(text=f"unknown settings {sorted(unknown)}")
-        updated = Config(**{**asdict(store.config), **body})
-        try:
-            updated.check()
-        except ValueError as error:
-            raise web.HTTPBadRequest(text=str(error)) from None
-        store.config = updated
+        store.config = serving.updated_config(store.config, await control_json(request))
     return web.json_response(asdict(store.config))
 
 

@@ -1,5 +1,6 @@
 """What every test upstream shares: the request log (GET/DELETE /__requests), the control
-endpoints of a double with state (add_controls, control_body, expire_tokens), its command
+endpoints of a double with state (add_controls, control_body, expire_tokens, set_scenario,
+updated_config), its command
 line (serve make_app(api_key, models), print READY <port>) and ServerThread, to serve one
 in-process from a test."""
 
@@ -11,7 +12,8 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, fields
 from typing import Any
 
 from aiohttp import web
@@ -86,6 +88,32 @@ def expire_tokens(tokens: dict[str, tuple[str, float]]) -> web.Response:
     for tok, (owner, exp) in tokens.items():
         tokens[tok] = (owner, min(exp, time.time() - 1))
     return web.json_response({"expired": len(tokens)})
+
+
+def set_scenario(scenario: Any, body: dict[str, Any], modes: Sequence[str]) -> web.Response:
+    """POST /__scenario {mode, times?, models?}: checked, then scenario.set -> scenario.as_dict()."""
+    mode, times, models = body.get("mode"), body.get("times"), body.get("models")
+    if mode is not None and mode not in modes:
+        raise web.HTTPBadRequest(text=f"mode must be null or one of {list(modes)}")
+    if times is not None and (not isinstance(times, int) or times < 1):
+        raise web.HTTPBadRequest(text="times must be a positive integer")
+    if models is not None and not isinstance(models, list):
+        raise web.HTTPBadRequest(text="models must be a list")
+    scenario.set(mode, times, models)
+    return web.json_response(scenario.as_dict())
+
+
+def updated_config(config: Any, changes: dict[str, Any]) -> Any:
+    """The dataclass `config` with `changes`, after its check() (else HTTP 400, as is an unknown name)."""
+    unknown = set(changes) - {f.name for f in fields(config)}
+    if unknown:
+        raise web.HTTPBadRequest(text=f"unknown settings {sorted(unknown)}")
+    updated = type(config)(**{**asdict(config), **changes})
+    try:
+        updated.check()
+    except ValueError as error:
+        raise web.HTTPBadRequest(text=str(error)) from None
+    return updated
 
 
 async def serve(app: web.Application, host: str, port: int) -> None:
