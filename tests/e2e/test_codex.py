@@ -13,8 +13,9 @@ import pytest
 from google import genai
 from google.genai import types
 
-from tests.e2e.conftest import CLIENT_KEY, reset_cooldowns
-from tests.harness import BIN, Gateway, Proc, Upstream
+from tests.e2e.conftest import CLIENT_KEY
+from tests.e2e.signin_doubles import VendorDouble, control, gateway_config, seed, start_afresh, state
+from tests.harness import BIN, Gateway, Proc
 
 MODEL = "gpt-5.1-codex"
 HELLO = [{"role": "user", "content": "hello there"}]
@@ -22,26 +23,9 @@ HELLO = [{"role": "user", "content": "hello there"}]
 
 @pytest.fixture(scope="module")
 def codex():
-    u = Upstream("codex_backend")
+    u = VendorDouble("codex_backend", "/__codex")
     yield u
     u.stop()
-
-
-def control(codex, path: str, body: dict | None = None) -> dict:
-    r = httpx.post(f"{codex.base}/__codex/{path}", json=body or {})
-    r.raise_for_status()
-    return r.json()
-
-
-def state(codex) -> dict:
-    return httpx.get(f"{codex.base}/__codex").json()
-
-
-def seed(codex, path, **options) -> dict:
-    creds = control(codex, "seed", options)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(creds))
-    return creds
 
 
 def backend_calls(codex) -> list[dict]:
@@ -56,17 +40,12 @@ def accounts(tmp_path_factory):
 @pytest.fixture(scope="module")
 def gateway(codex, accounts, tmp_path_factory):
     common = {"type": "codex", "base_url": codex.base + "/backend-api/codex", "token_url": codex.base + "/oauth/token"}
-    cfg = {
-        "server": {"api_keys": [CLIENT_KEY], "timeouts": {"connect": 3, "read": 10}},
-        "providers": [
-            {"id": "codex", **common, "credentials": str(accounts / "main" / "auth.json")},
-            {"id": "pool", **common, "credentials": str(accounts / "pool" / "*.json"), "models": ["pool-model"]},
-            {"id": "codex-a", **common, "credentials": str(accounts / "pool" / "a.json"), "models": ["duo-model"]},
-            {"id": "codex-b", **common, "credentials": str(accounts / "pool" / "b.json"), "models": ["duo-model"]},
-        ],
-        "routing": {"aliases": {"pool-model": f"pool/{MODEL}",
-                                "duo-model": [f"codex-a/{MODEL}", f"codex-b/{MODEL}"]}},
-    }
+    cfg = gateway_config(common, [
+        {"id": "codex", "credentials": str(accounts / "main" / "auth.json")},
+        {"id": "pool", "credentials": str(accounts / "pool" / "*.json"), "models": ["pool-model"]},
+        {"id": "codex-a", "credentials": str(accounts / "pool" / "a.json"), "models": ["duo-model"]},
+        {"id": "codex-b", "credentials": str(accounts / "pool" / "b.json"), "models": ["duo-model"]},
+    ], {"pool-model": f"pool/{MODEL}", "duo-model": [f"codex-a/{MODEL}", f"codex-b/{MODEL}"]})
     g = Gateway(cfg, tmp_path_factory.mktemp("codex-gw") / "proxy.yaml")
     yield g
     g.stop()
@@ -74,16 +53,8 @@ def gateway(codex, accounts, tmp_path_factory):
 
 @pytest.fixture
 def creds(codex, accounts, gateway):
-    control(codex, "reset")
-    codex.clear()
-    for provider in ("codex", "pool", "codex-a", "codex-b"):
-        reset_cooldowns(gateway.base, provider)
+    start_afresh(codex, gateway.base, ["codex", "pool", "codex-a", "codex-b"])
     return accounts / "main" / "auth.json"
-
-
-@pytest.fixture
-def client(gateway):
-    return openai.OpenAI(base_url=gateway.base + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30)
 
 
 def test_requests_go_as_codex_cli_sends_them_from_every_client_api(gateway, client, codex, creds):

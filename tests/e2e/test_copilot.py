@@ -13,8 +13,9 @@ import pytest
 from google import genai
 from google.genai import types
 
-from tests.e2e.conftest import CLIENT_KEY, reset_cooldowns
-from tests.harness import BIN, Gateway, Proc, Upstream
+from tests.e2e.conftest import CLIENT_KEY
+from tests.e2e.signin_doubles import VendorDouble, control, gateway_config, seed, start_afresh, state
+from tests.harness import BIN, Gateway, Proc
 
 MODEL = "gpt-4.1"
 HELLO = [{"role": "user", "content": "hello there"}]
@@ -22,26 +23,9 @@ HELLO = [{"role": "user", "content": "hello there"}]
 
 @pytest.fixture(scope="module")
 def copilot():
-    u = Upstream("copilot_api")
+    u = VendorDouble("copilot_api", "/__copilot")
     yield u
     u.stop()
-
-
-def control(copilot, path: str, body: dict | None = None, **params) -> dict:
-    r = httpx.post(f"{copilot.base}/__copilot/{path}", json=body or {}, params=params)
-    r.raise_for_status()
-    return r.json()
-
-
-def state(copilot) -> dict:
-    return httpx.get(f"{copilot.base}/__copilot").json()
-
-
-def seed(up, path, **options) -> dict:
-    creds = control(up, "seed", options)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(creds))
-    return creds
 
 
 def chat_calls(copilot) -> list[dict]:
@@ -57,15 +41,11 @@ def accounts(tmp_path_factory):
 def gateway(copilot, accounts, tmp_path_factory):
     # no base_url: the chat host is the one the token trade names (endpoints.api)
     common = {"type": "copilot", "token_url": copilot.base + "/copilot_internal/v2/token"}
-    cfg = {
-        "server": {"api_keys": [CLIENT_KEY], "timeouts": {"connect": 3, "read": 10}},
-        "providers": [
-            {"id": "copilot", **common, "credentials": str(accounts / "main.json")},  # models: discovered
-            {"id": "cp-a", **common, "credentials": str(accounts / "a.json"), "models": ["duo-model"]},
-            {"id": "cp-b", **common, "credentials": str(accounts / "b.json"), "models": ["duo-model"]},
-        ],
-        "routing": {"aliases": {"duo-model": [f"cp-a/{MODEL}", f"cp-b/{MODEL}"]}},
-    }
+    cfg = gateway_config(common, [
+        {"id": "copilot", "credentials": str(accounts / "main.json")},  # models: discovered
+        {"id": "cp-a", "credentials": str(accounts / "a.json"), "models": ["duo-model"]},
+        {"id": "cp-b", "credentials": str(accounts / "b.json"), "models": ["duo-model"]},
+    ], {"duo-model": [f"cp-a/{MODEL}", f"cp-b/{MODEL}"]})
     g = Gateway(cfg, tmp_path_factory.mktemp("copilot-gw") / "proxy.yaml")
     yield g
     g.stop()
@@ -73,16 +53,8 @@ def gateway(copilot, accounts, tmp_path_factory):
 
 @pytest.fixture
 def creds(copilot, accounts, gateway):
-    control(copilot, "reset")
-    copilot.clear()
-    for provider in ("copilot", "cp-a", "cp-b"):
-        reset_cooldowns(gateway.base, provider)
+    start_afresh(copilot, gateway.base, ["copilot", "cp-a", "cp-b"])
     return accounts / "main.json"
-
-
-@pytest.fixture
-def client(gateway):
-    return openai.OpenAI(base_url=gateway.base + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30)
 
 
 def test_every_client_api_reaches_copilot_with_the_editor_headers(gateway, client, copilot, creds):
@@ -232,15 +204,12 @@ AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 def signed_in(tmp_path_factory):
     """Its own double and gateway, the account signed in before the gateway starts, so that
     model discovery (which says where each model is served) succeeds at once."""
-    up = Upstream("copilot_api")
+    up = VendorDouble("copilot_api", "/__copilot")
     creds = tmp_path_factory.mktemp("copilot-signed-in") / "account.json"
     seed(up, creds, login="octo")
-    cfg = {"server": {"api_keys": [CLIENT_KEY], "timeouts": {"connect": 3, "read": 10}},
-           "providers": [{"id": "copilot", "type": "copilot", "credentials": str(creds),
-                          "token_url": up.base + "/copilot_internal/v2/token"},
-                         {"id": "cp-listed", "type": "copilot", "credentials": str(creds), "models": [CODEX],
-                          "token_url": up.base + "/copilot_internal/v2/token"}]}
-    g = Gateway(cfg, creds.parent / "proxy.yaml")
+    common = {"type": "copilot", "credentials": str(creds), "token_url": up.base + "/copilot_internal/v2/token"}
+    g = Gateway(gateway_config(common, [{"id": "copilot"}, {"id": "cp-listed", "models": [CODEX]}]),
+                creds.parent / "proxy.yaml")
     try:
         ids = {m["id"] for m in httpx.get(g.base + "/v1/models", headers=AUTH, timeout=30).json()["data"]}
         assert {CODEX, OPUS} <= ids  # discovered: they are in no built-in list
