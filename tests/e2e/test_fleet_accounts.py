@@ -11,7 +11,7 @@ import pytest
 
 from llmgate.credentials import fleet
 from tests.e2e.conftest import CLIENT_KEY
-from tests.e2e.test_fleet_credentials import control, llmgate
+from tests.e2e.test_fleet_credentials import control, host_config, llmgate, start_hosts
 from tests.harness import Gateway, Upstream
 from tests.services import redis_server
 
@@ -31,22 +31,10 @@ def redis():
         yield r
 
 
-def host_config(qwen, folder, state: str) -> dict:
-    return {
-        "server": {"api_keys": [CLIENT_KEY], "timeouts": {"connect": 3, "read": 20}, "state": state},
-        "providers": [{"id": "qwen", "type": "qwen", "base_url": qwen.base + "/v1",
-                       "token_url": qwen.base + "/api/v1/oauth2/token",
-                       "credentials": str(folder / "qwen" / "*.json")}],
-    }
-
-
 @pytest.fixture(scope="module")
 def hosts(qwen, redis, tmp_path_factory):
     folders = [tmp_path_factory.mktemp(f"glob-host{i}") for i in range(3)]
-    gateways = [Gateway(host_config(qwen, f, redis.url), f / "proxy.yaml") for f in folders]
-    yield list(zip(folders, gateways, strict=True))
-    for g in gateways:
-        g.stop()
+    yield from start_hosts(qwen, redis, folders, credentials="*.json")
 
 
 def ask(gateway) -> httpx.Response:
@@ -98,7 +86,7 @@ def test_accounts_imported_on_one_host_serve_on_every_host_and_a_removed_one_now
     both = {alice["access_token"], bob["access_token"]}
     for _, g in (b, c):
         wait_until(lambda g=g: serves_all(qwen, g, both), "a host with no files serves both accounts")
-    joining = Gateway(host_config(qwen, tmp_path, redis.url), tmp_path / "proxy.yaml")
+    joining = Gateway(host_config(qwen, tmp_path, redis.url, credentials="*.json"), tmp_path / "proxy.yaml")
     try:  # a host joining the fleet reads the list as it starts: its first request is served
         joining.wait_for(r"provider 'qwen': the shared store lists 2 account\(s\): alice, bob")
         assert ask(joining).status_code == 200

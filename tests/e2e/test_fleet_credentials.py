@@ -46,23 +46,28 @@ def llmgate(*args: str) -> subprocess.CompletedProcess:
                           stdin=subprocess.DEVNULL)
 
 
-def host_config(qwen, folder, state: str | None, pid: str = "qwen") -> dict:
+def host_config(qwen, folder, state: str | None, pid: str = "qwen", credentials: str = "oauth_creds.json") -> dict:
+    """`credentials`: the file (or glob) in the host's folder qwen/."""
     server = {"api_keys": [CLIENT_KEY], "timeouts": {"connect": 3, "read": 20}}
     return {
         "server": {**server, "state": state} if state else server,
         "providers": [{"id": pid, "type": "qwen", "base_url": qwen.base + "/v1",
                        "token_url": qwen.base + "/api/v1/oauth2/token",
-                       "credentials": str(folder / "qwen" / "oauth_creds.json")}],
+                       "credentials": str(folder / "qwen" / credentials)}],
     }
+
+
+def start_hosts(qwen, redis, folders, **config):
+    """A module's three hosts (a fixture yields from it): each folder's gateway on the shared store."""
+    gateways = [Gateway(host_config(qwen, f, redis.url, **config), f / "proxy.yaml") for f in folders]
+    yield list(zip(folders, gateways, strict=True))
+    for g in gateways:
+        g.stop()
 
 
 @pytest.fixture(scope="module")
 def hosts(qwen, redis, tmp_path_factory):
-    folders = [tmp_path_factory.mktemp(f"host{i}") for i in range(3)]
-    gateways = [Gateway(host_config(qwen, f, redis.url), f / "proxy.yaml") for f in folders]
-    yield list(zip(folders, gateways, strict=True))
-    for g in gateways:
-        g.stop()
+    yield from start_hosts(qwen, redis, [tmp_path_factory.mktemp(f"host{i}") for i in range(3)])
 
 
 def import_login(qwen, folder, expired: bool, **extra) -> dict:

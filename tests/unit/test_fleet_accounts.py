@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from llmgate.credentials import fleet
-from llmgate.credentials.store import CredentialsFile, LoginRequired
+from llmgate.credentials.store import LoginRequired
 from llmgate.state.local import LocalState
-from tests.unit.test_fleet_credentials import Clock, Issuer
+from tests.unit.test_fleet_credentials import Clock, Issuer, host
 
 FRESH = {"access_token": "at-x", "refresh_token": "rt-x", "expiry_date": int((time.time() + 3600) * 1000)}
 
@@ -137,8 +137,7 @@ def test_an_unreachable_store_keeps_the_last_listing_until_the_next_cadence(stor
 def test_a_host_holding_a_removed_accounts_tokens_does_not_write_them_back(store, tmp_path):
     """Before: an empty stored value read as 'Redis lost it', and the host wrote its copy back."""
     clock = Clock(0.0)
-    file = CredentialsFile(tmp_path / "h" / "bob.json", "qwen login", journal_dir=tmp_path / "h" / "j")
-    creds = fleet.FleetCredentials(file, store, "qwen", clock=clock)
+    creds = host(store, tmp_path, "h", clock, account="bob")
 
     async def run():
         await fleet.import_credentials(store, "qwen", "bob", FRESH)

@@ -77,9 +77,10 @@ def backend(request, tmp_path):
     return (lambda: fleet.SharedFences(aioredis.from_url(url))), None
 
 
-def host(state, tmp_path, name: str, issuer_clock: Clock | None = None) -> fleet.FleetCredentials:
-    """One gateway host's view of account 'oauth_creds' of provider 'qwen' (its own folders)."""
-    file = CredentialsFile(tmp_path / name / "oauth_creds.json", "qwen login", journal_dir=tmp_path / name / "j")
+def host(state, tmp_path, name: str, issuer_clock: Clock | None = None,
+         account: str = "oauth_creds") -> fleet.FleetCredentials:
+    """One gateway host's view of an account of provider 'qwen' (its own folders)."""
+    file = CredentialsFile(tmp_path / name / f"{account}.json", "qwen login", journal_dir=tmp_path / name / "j")
     return fleet.FleetCredentials(file, state, "qwen", clock=issuer_clock or Clock(0.0))
 
 
