@@ -45,7 +45,8 @@ class Upper:
 
 class Upstream:
     """aiohttp web server: GET /stream writes what the test puts in `queue` (bytes; None ends
-    the stream; ABORT breaks the connection off); GET /plain answers "ok"."""
+    the stream; ABORT breaks the connection off; Raw bytes go out unframed); GET /plain answers
+    "ok from <the client port>" (which connection a request came over)."""
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[bytes | str | None] = asyncio.Queue()
