@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import aiohttp
+
+from llmgate.credentials.store import RefreshFailed
 
 
 @dataclass(frozen=True)
@@ -49,3 +54,19 @@ class ProviderKind:
         no compression (streams are rewritten chunk by chunk), the kind's headers, the key."""
         return {"Content-Type": "application/json", "Accept": accept, "Accept-Encoding": "identity",
                 **self.default_headers, **(self.auth_headers(api_key) if api_key else {})}
+
+
+async def call_token_endpoint(session: aiohttp.ClientSession, method: str, url: str, where: str,
+                              **request: Any) -> tuple[int, Any]:
+    """A subscription kind's own call for a token (its request's `method`, `url` and aiohttp
+    keywords; 30 s at most): (status, the JSON answer or None). RefreshFailed, naming `where`,
+    when it cannot be reached."""
+    try:
+        async with session.request(method, url, timeout=aiohttp.ClientTimeout(total=30), **request) as resp:
+            status, text = resp.status, await resp.read()
+    except (aiohttp.ClientError, TimeoutError) as e:
+        raise RefreshFailed(f"{where} unreachable: {type(e).__name__}") from None
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, None

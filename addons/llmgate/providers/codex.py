@@ -32,14 +32,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
 from converters.sse import SSEParser
 from llmgate.credentials import oauth
 from llmgate.credentials.accounts import AccountSet, OAuthAccount, platform_tag
 from llmgate.credentials.store import CredentialsFile, LoginRequired, RefreshFailed
 from llmgate.errors import GatewayError
-from llmgate.providers.base import ProviderKind
+from llmgate.providers.base import ProviderKind, call_token_endpoint
 
 if TYPE_CHECKING:
     from llmgate.request_path.upstream import UpstreamRequest
@@ -121,17 +119,9 @@ class CodexAccount(OAuthAccount):
             raise LoginRequired("the file holds no ChatGPT refresh token (Codex CLI signed in with an API key?)")
         client = self.client or oauth.CODEX
         body = {"client_id": client.client_id, "grant_type": "refresh_token", "refresh_token": token}
-        try:
-            async with self.session(client.token_url).post(
-                    client.token_url, json=body, headers={"Accept": "application/json"},
-                    timeout=aiohttp.ClientTimeout(total=30)) as resp:
-                status, text = resp.status, await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise RefreshFailed(f"token endpoint {client.token_url} unreachable: {type(e).__name__}") from None
-        try:
-            answer = json.loads(text)
-        except ValueError:
-            answer = None
+        status, answer = await call_token_endpoint(
+            self.session(client.token_url), "POST", client.token_url, f"token endpoint {client.token_url}",
+            json=body, headers={"Accept": "application/json"})
         if status == 200 and isinstance(answer, dict) and isinstance(answer.get("access_token"), str):
             new = {**tokens, **{k: answer[k] for k in ("id_token", "access_token", "refresh_token")
                                 if isinstance(answer.get(k), str) and answer[k]}}

@@ -34,13 +34,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
 from llmgate.credentials.accounts import AccountSet, OAuthAccount
 from llmgate.credentials.store import CredentialsFile, LoginRequired, RefreshFailed
 from llmgate.errors import GatewayError
 from llmgate.providers.anthropic_api import ANTHROPIC_VERSION
-from llmgate.providers.base import ProviderKind
+from llmgate.providers.base import ProviderKind, call_token_endpoint
 from llmgate.providers.openai_compat import KIND as OPENAI
 
 if TYPE_CHECKING:
@@ -117,15 +115,7 @@ class CopilotAccount(OAuthAccount):
             raise LoginRequired("the file holds no GitHub oauth_token")
         url = self.p.token_url or TOKEN_URL
         headers = {"Authorization": f"token {github}", "Accept": "application/json", **EDITOR}
-        try:
-            async with self.session(url).get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=30)) as resp:
-                status, text = resp.status, await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise RefreshFailed(f"{url} unreachable: {type(e).__name__}") from None
-        try:
-            answer = json.loads(text)
-        except ValueError:
-            answer = None
+        status, answer = await call_token_endpoint(self.session(url), "GET", url, url, headers=headers)
         if status == 200 and isinstance(answer, dict) and isinstance(answer.get("token"), str):
             return trade_fields(answer)
         message = answer.get("message") if isinstance(answer, dict) else None
