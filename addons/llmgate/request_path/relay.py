@@ -21,7 +21,7 @@ from aiohttp.client_proto import ResponseHandler
 from mitmproxy import ctx, http
 
 from converters.sse import StreamFault
-from llmgate.request_path.upstream import broke_off
+from llmgate.request_path.upstream import UnreadableFraming, broke_off
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ class Pipe:
         self._backlog: list[bytes] = []  # output made before that
         self._claimed = asyncio.Event()
         self._pushing = False  # data_received converts and writes (the task is waiting for it to stop)
+        self._in_push = False  # _push is running (it must not run inside itself)
         self._stopped: asyncio.Future[None] | None = None  # set when the synchronous path stops
         self._fault: BaseException | None = None  # what stopped it, if not _Blocked
         loop = asyncio.get_running_loop()
@@ -167,28 +168,32 @@ class Pipe:
         takes over (awaiting the fetch or a full client) whenever it cannot. Raises what ended
         the read (a timeout, a broken connection, a conversion error)."""
         eof = asyncio.ensure_future(self.resp.content.wait_eof())  # raises the read's error: timeout, disconnect
+        protocol = self.resp.connection.protocol if self.resp.connection is not None else None  # None: all read
+        if protocol is not None:
+            self._listen(protocol)
         try:
             while True:
                 await self._catch_up()
                 if eof.done():
                     break
-                protocol = self.resp.connection.protocol if self.resp.connection is not None else None
-                if protocol is None or not isinstance(self._writer_transport(), _InProcess):
+                if not isinstance(self._writer_transport(), _InProcess):
                     await self._slow(eof)  # not fetched yet (or fetched over TCP)
                     continue
                 self._stopped = asyncio.get_running_loop().create_future()
-                self._listen(protocol)
+                self._pushing = True
+                self._push()  # what arrived since the task last looked
                 try:
                     await asyncio.wait((eof, self._stopped), return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     self._pushing = False
-                    self._unlisten(protocol)
                 if self._fault is not None:
                     raise self._fault
             eof.result()
             await self._catch_up()  # what came with the end
         finally:
             eof.cancel()
+            if protocol is not None:
+                self._unlisten(protocol)
 
     async def _slow(self, eof: asyncio.Future) -> None:
         """Wait for the next read as any reader does."""
@@ -201,25 +206,29 @@ class Pipe:
             read.cancel()
 
     def _listen(self, protocol: ResponseHandler) -> None:
+        """Take each read as aiohttp's protocol receives it (for the stream's life)."""
         received, content = type(protocol).data_received.__get__(protocol), self.resp.content
 
         def data_received(data: bytes) -> None:
             received(data)
             if content.is_eof():  # aiohttp gives the connection back to its pool at the end
                 self._unlisten(protocol)
+            elif (broken := protocol.exception()) is not None and content.exception() is None:
+                # aiohttp (3.14) closes the connection on bad chunk framing but leaves the body
+                # neither failed nor ended, with its read timeout stopped: the stream would hang
+                content.set_exception(UnreadableFraming(str(broken)), broken)
             self._push()
 
         protocol.data_received = data_received  # type: ignore[method-assign]
-        self._pushing = True
-        self._push()  # what arrived since the task last looked
 
     def _unlisten(self, protocol: ResponseHandler) -> None:
         protocol.__dict__.pop("data_received", None)
 
     def _push(self) -> None:
         """In the upstream's data_received: convert and write what is buffered, or stop."""
-        if not self._pushing:
-            return
+        if not self._pushing or self._in_push:  # re-entered: aiohttp's read_nowait may resume its parser,
+            return  # which calls data_received; the outer loop reads on, in order
+        self._in_push = True
         try:
             while not self._blocked():
                 chunk = self.resp.content.read_nowait(READ_SIZE)
@@ -233,6 +242,8 @@ class Pipe:
                 self._fault = e
             if self._stopped is not None and not self._stopped.done():
                 self._stopped.set_result(None)
+        finally:
+            self._in_push = False
 
     async def _catch_up(self) -> None:
         """Convert and write what is buffered, waiting for the fetch or the client as needed."""

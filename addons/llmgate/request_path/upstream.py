@@ -265,6 +265,10 @@ def describe(e: BaseException) -> str:
     return text.split("\n")[0][:300]
 
 
+class UnreadableFraming(aiohttp.ClientPayloadError):
+    """A body whose HTTP framing (chunk sizes) does not parse."""
+
+
 def broke_off(e: aiohttp.ClientError, received: int, what: str) -> str:
     """What happened, in words (not aiohttp's exception text), after `received` bytes of `what`."""
     cause = e.__cause__  # aiohttp keeps the parser's own exception there
@@ -272,6 +276,8 @@ def broke_off(e: aiohttp.ClientError, received: int, what: str) -> str:
         return f"sent {what} in a compression that does not decode, after {received} bytes"
     if isinstance(cause, http_exceptions.ContentLengthError):
         return f"closed the connection after {received} bytes of {what}, short of the length it announced"
+    if isinstance(e, UnreadableFraming):
+        return f"sent {what} in HTTP framing that does not parse, after {received} bytes"
     if isinstance(e, aiohttp.ClientPayloadError | aiohttp.ClientConnectionError):
         return f"closed the connection in the middle of {what}, after {received} bytes"
     return f"broke off {what} after {received} bytes ({type(e).__name__})"
