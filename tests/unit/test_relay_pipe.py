@@ -10,7 +10,6 @@ import sys
 from collections.abc import Callable
 
 import aiohttp
-import pytest
 from aiohttp import web
 
 from converters.sse import StreamFault
@@ -222,7 +221,7 @@ def test_after_the_fetch_each_read_is_converted_and_written_inside_data_received
             reader, served = fetch(pipe)
             assert await bounded(reader.readexactly(len(HEAD))) == HEAD
             await send_and_read(up, reader, b"data: first\n\n")
-            await until(lambda: "data_received" in protocol.__dict__)
+            await until(lambda: pipe._pushing)  # the synchronous path listens
             before = catch_ups
             for part in PARTS:
                 await send_and_read(up, reader, part)
@@ -251,11 +250,12 @@ def test_fetched_over_tcp_all_data_arrives_the_same_way():
                 assert await bounded(reader.readexactly(len(HEAD))) == HEAD
                 for part in PARTS:
                     await send_and_read(up, reader, part)
-                    assert "data_received" not in protocol.__dict__  # no synchronous path over TCP
+                    assert not pipe._pushing  # no synchronous path over TCP
                 up.queue.put_nowait(None)
                 assert await read_to_end(reader) == [b"END"]
                 assert pipe.outcome == "complete"
-                assert all(task for _, task, _ in takers)
+                assert takers and all(task and taker != "_push" for taker, task, _ in takers)
+                assert "data_received" not in protocol.__dict__
                 assert pipe.client.bytes() == b"".join(PARTS).upper() + b"END"
                 writer.close()
                 await bounded(writer.wait_closed())
@@ -276,7 +276,7 @@ async def stop_reading_then_resume(up: Upstream, session: aiohttp.ClientSession)
     reader, served = fetch(pipe)
     assert await bounded(reader.readexactly(len(HEAD))) == HEAD
     await send_and_read(up, reader, b"data: first\n\n")
-    await until(lambda: "data_received" in protocol.__dict__)
+    await until(lambda: pipe._pushing)  # the synchronous path listens
     sent = [pattern(i) for i in range(128)]
     for part in sent:
         up.queue.put_nowait(part)
@@ -305,14 +305,9 @@ def test_a_reader_that_stops_reading_bounds_what_is_taken_from_upstream():
     run(go)
 
 
-REENTRANT_PUSH = pytest.mark.xfail(strict=True, reason=(
-    "BUG in relay.Pipe._push: it is re-entered from inside StreamReader.read_nowait (aiohttp's "
-    "resume_reading calls protocol.data_received(b'') to resume its paused parser, which is the "
-    "Pipe's override), so a later read is written before the one being taken: the output is reordered"))
-
-
-@REENTRANT_PUSH
-def test_BUG_a_reader_that_stops_reading_then_resumes_gets_every_byte_in_order():
+def test_a_reader_that_stops_reading_then_resumes_gets_every_byte_in_order():
+    """aiohttp's read_nowait may resume its parser, which calls data_received (the Pipe's):
+    _push must not run inside itself, or a later read is written before the one being taken."""
     async def go() -> None:
         async with Upstream() as up, aiohttp.ClientSession() as session:
             sent, received, _ = await stop_reading_then_resume(up, session)
@@ -320,8 +315,7 @@ def test_BUG_a_reader_that_stops_reading_then_resumes_gets_every_byte_in_order()
     run(go)
 
 
-@REENTRANT_PUSH
-def test_BUG_a_bulk_stream_to_a_reader_that_keeps_reading_arrives_in_order():
+def test_a_bulk_stream_to_a_reader_that_keeps_reading_arrives_in_order():
     async def go() -> None:
         async with Upstream() as up, aiohttp.ClientSession() as session:
             pipe = await open_pipe(session, up, Upper())
@@ -329,13 +323,14 @@ def test_BUG_a_bulk_stream_to_a_reader_that_keeps_reading_arrives_in_order():
             reader, served = fetch(pipe)
             assert await bounded(reader.readexactly(len(HEAD))) == HEAD
             await send_and_read(up, reader, b"data: first\n\n")
-            await until(lambda: "data_received" in protocol.__dict__)
+            await until(lambda: pipe._pushing)  # the synchronous path listens
             sent = [pattern(i) for i in range(128)]
             for part in sent:
                 up.queue.put_nowait(part)
             up.queue.put_nowait(None)
             assert b"".join(await read_to_end(reader)) == b"".join(sent).upper() + b"END"
             assert await bounded(served) is True and pipe.outcome == "complete"
+            assert "data_received" not in protocol.__dict__
     run(go)
 
 
@@ -347,7 +342,7 @@ def test_a_client_that_leaves_mid_stream_ends_it_and_closes_the_upstream():
             reader, served = fetch(pipe)
             assert await bounded(reader.readexactly(len(HEAD))) == HEAD
             await send_and_read(up, reader, b"data: first\n\n")
-            await until(lambda: "data_received" in protocol.__dict__)
+            await until(lambda: pipe._pushing)  # the synchronous path listens
             assert pipe._writer is not None
             pipe._writer.transport.peer.close()  # type: ignore[attr-defined]  # mitmproxy's end of the relay hop
             up.queue.put_nowait(b"data: lost\n\n")
@@ -375,10 +370,9 @@ def test_an_upstream_that_breaks_off_ends_the_stream_with_an_error_event():
     run(go)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (aiohttp 3.14.5, not from the Pipe's rewrite): a chunk-size parse error closes the upstream "
-    "connection but neither fails nor ends resp.content, and drops sock_read: the stream hangs"))
-def test_BUG_a_malformed_upstream_chunk_ends_the_stream_with_an_error_event():
+def test_a_malformed_upstream_chunk_ends_the_stream_with_an_error_event():
+    """aiohttp 3.14 closes the connection on a bad chunk size but neither fails nor ends the body
+    and stops its read timeout: without the Pipe failing it, the stream hung."""
     async def go() -> None:
         async with Upstream() as up, aiohttp.ClientSession() as session:
             pipe = await open_pipe(session, up, Upper())
@@ -386,10 +380,10 @@ def test_BUG_a_malformed_upstream_chunk_ends_the_stream_with_an_error_event():
             reader, served = fetch(pipe)
             assert await bounded(reader.readexactly(len(HEAD))) == HEAD
             await send_and_read(up, reader, b"data: first\n\n")
-            await until(lambda: "data_received" in protocol.__dict__)
+            await until(lambda: pipe._pushing)  # the synchronous path listens
             up.queue.put_nowait(Raw(b"zz\r\nnot a chunk\r\n"))  # aiohttp's parser fails inside data_received
             await bounded(up.gone.wait())  # aiohttp closed the connection on the parse error
-            [tail] = await asyncio.wait_for(read_to_end(reader), 2)  # as good as at once (it hangs today)
+            [tail] = await asyncio.wait_for(read_to_end(reader), 2)  # as good as at once (it hung)
             assert tail.startswith(b"ERR:upstream_disconnected:Upstream 'test' ")
             assert await bounded(served) is True and pipe.outcome == "upstream-error"
             assert pipe.resp.closed and "data_received" not in protocol.__dict__
@@ -405,7 +399,7 @@ def transform_fails_in_data_received(error: Exception, expected_tail: bytes) -> 
             reader, served = fetch(pipe)
             assert await bounded(reader.readexactly(len(HEAD))) == HEAD
             await send_and_read(up, reader, b"data: first\n\n")
-            await until(lambda: "data_received" in protocol.__dict__)
+            await until(lambda: pipe._pushing)  # the synchronous path listens
             up.queue.put_nowait(b"data: bad\n\n")
             assert await read_to_end(reader) == [expected_tail]
             assert takers[-1] == ("_push", False, b"data: bad\n\n")  # it failed in the synchronous path
@@ -438,11 +432,12 @@ def test_an_upstream_that_goes_silent_is_cut_off_after_the_read_timeout():
             reader, served = fetch(pipe)
             assert await bounded(reader.readexactly(len(HEAD))) == HEAD
             await send_and_read(up, reader, b"data: first\n\n")
-            await until(lambda: "data_received" in protocol.__dict__)  # silent while the synchronous path listens
+            await until(lambda: pipe._pushing)  # silent while the synchronous path listens
             assert await read_to_end(reader) == [
                 b"ERR:upstream_timeout:Upstream 'test' sent nothing for 1 s; the stream was cut off."]
             assert await bounded(served) is True and pipe.outcome == "upstream-error"
             await bounded(up.gone.wait())
+            assert "data_received" not in protocol.__dict__
     run(go)
 
 
