@@ -1488,16 +1488,13 @@ async def add_request_id(request: web.Request, response: web.StreamResponse) -> 
 
 
 def make_app(api_key: str | None, models: list[str], brain: Callable | None = None) -> web.Application:
-    app = web.Application(
-        middlewares=[serving.request_log, anthropic_errors], client_max_size=64 * 1024**2
-    )
+    app = serving.application(anthropic_errors)
     app[STATE] = UpstreamState(api_key=api_key, models=list(models), brain=brain)
     app.on_response_prepare.append(add_request_id)
     app.router.add_post("/v1/messages", create_message)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)
-    serving.add_request_log(app)
     return app
 
 

@@ -1482,9 +1482,7 @@ def make_app(config: Config | None = None, store: Store | None = None,
     config = config or Config(**settings)
     config.check()
     store = store or Store()
-    app = web.Application(
-        middlewares=[serving.request_log, google_errors, host_down], client_max_size=64 * 1024**2
-    )
+    app = serving.application(google_errors, host_down)
     app[HOST] = Host(config, store)
     app[gemini_api.STATE] = store.gemini  # what gemini_api.Call reads
     app.router.add_get("/o/oauth2/v2/auth", authorize)
@@ -1499,7 +1497,6 @@ def make_app(config: Config | None = None, store: Store | None = None,
     app.router.add_post("/__scenario", scenario)
     app.router.add_get("/__config", config_endpoint)
     app.router.add_post("/__config", config_endpoint)
-    serving.add_request_log(app)
     return app
 
 

@@ -307,14 +307,12 @@ async def codegeex_errors(request: web.Request, handler: Callable) -> web.Stream
 
 
 def make_app(tokens: str | list[str] | None, models: list[str] | None = None) -> web.Application:
-    app = web.Application(middlewares=[serving.request_log, codegeex_errors],
-                          client_max_size=64 * 1024**2)
+    app = serving.application(codegeex_errors)
     token_list = [tokens] if isinstance(tokens, str) else list(tokens or [])
     app[STATE] = CodeGeeXState(tokens=token_list,
                                models=list(DEFAULT_MODELS if models is None else models))
     app.router.add_post(CHAT_PATH, chat)
     app.router.add_get(MODELS_PATH, list_models)
-    serving.add_request_log(app)
     return app
 
 

@@ -303,8 +303,7 @@ async def codex_errors(request: web.Request, handler: Any) -> web.StreamResponse
 
 def make_app(api_key: str | None, models: list[str], brain: Any = None) -> web.Application:
     """api_key is ignored: auth is the ChatGPT sign-in. brain: scripted answers (responses_api)."""
-    app = web.Application(middlewares=[serving.request_log, oc.openai_errors, codex_errors],
-                          client_max_size=64 * 1024**2)
+    app = serving.application(oc.openai_errors, codex_errors)
     app[CODEX] = CodexState()
     app[oc.STATE] = ra.ResponsesState(api_key=None, models=list(models), brain=brain)
     app.router.add_get("/oauth/authorize", authorize)
@@ -312,7 +311,6 @@ def make_app(api_key: str | None, models: list[str], brain: Any = None) -> web.A
     app.router.add_post("/backend-api/codex/responses", responses)
     serving.add_controls(app, "/__codex", inspect, {"seed": seed, "usage_limit": usage_limit, "config": configure,
                                                     "expire_access": expire_access}, reset)
-    serving.add_request_log(app)
     return app
 
 

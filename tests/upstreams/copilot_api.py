@@ -335,7 +335,7 @@ def reset(app: web.Application) -> None:
 
 def make_app(api_key: str | None, models_: list[str], brain: Any = None) -> web.Application:
     """api_key is ignored: auth is the GitHub login. brain: scripted answers (openai_compat)."""
-    app = web.Application(middlewares=[serving.request_log, oc.openai_errors], client_max_size=64 * 1024**2)
+    app = serving.application(oc.openai_errors)
     app[COPILOT] = CopilotState()
     app[oc.STATE] = ra.ResponsesState(api_key=None, models=list(models_), brain=brain)
     app[aa.STATE] = aa.UpstreamState(api_key=None, models=list(models_), brain=brain)
@@ -348,7 +348,6 @@ def make_app(api_key: str | None, models_: list[str], brain: Any = None) -> web.
     app.router.add_post("/v1/messages", messages)
     serving.add_controls(app, "/__copilot", inspect, {"seed": seed, "approve": approve, "deny": deny, "limit": limit,
                                                       "config": configure, "expire": expire}, reset)
-    serving.add_request_log(app)
     return app
 
 

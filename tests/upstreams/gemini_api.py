@@ -1758,16 +1758,13 @@ async def google_errors(request: web.Request, handler: Callable) -> web.StreamRe
 
 
 def make_app(api_key: str | None, models: list[str], brain: Callable | None = None) -> web.Application:
-    app = web.Application(
-        middlewares=[serving.request_log, google_errors], client_max_size=64 * 1024**2
-    )
+    app = serving.application(google_errors)
     app[STATE] = UpstreamState(api_key=api_key, models=list(models), brain=brain)
     app.router.add_get(f"/{API_VERSION}/models", list_models)
     app.router.add_get(f"/{API_VERSION}/models/{{model:[^/:]+}}", get_model)
     app.router.add_post(
         f"/{API_VERSION}/models/{{model:[^/:]+}}:{{method:[A-Za-z]+}}", model_method
     )
-    serving.add_request_log(app)
     return app
 
 

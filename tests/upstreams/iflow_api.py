@@ -400,10 +400,7 @@ async def get_state(request: web.Request) -> web.Response:
 
 
 def make_app(api_key: str | None, models: list[str]) -> web.Application:
-    app = web.Application(
-        middlewares=[serving.request_log, openai_compat.openai_errors],
-        client_max_size=64 * 1024**2,
-    )
+    app = serving.application(openai_compat.openai_errors)
     app[STATE] = IFlowState(api_keys=[api_key] if api_key else [], models=list(models))
     # openai_compat's answer builders read its own state (the response id counter)
     app[openai_compat.STATE] = openai_compat.UpstreamState(api_key=None, models=list(models))
@@ -414,7 +411,6 @@ def make_app(api_key: str | None, models: list[str]) -> web.Application:
     app.router.add_get("/api/oauth/getUserInfo", get_user_info)
     app.router.add_post("/__keys", add_key)
     app.router.add_get("/__state", get_state)
-    serving.add_request_log(app)
     return app
 
 

@@ -1130,8 +1130,7 @@ async def config_endpoint(request: web.Request) -> web.Response:
 def make_app(config: Config | None = None) -> web.Application:
     config = config or Config()
     config.check()
-    app = web.Application(middlewares=[serving.request_log, aws_errors],
-                          client_max_size=64 * 1024**2)
+    app = serving.application(aws_errors)
     app[STORE] = Store(config)
     app.router.add_post("/generateAssistantResponse", generate)
     app.router.add_get("/ListAvailableModels", list_models)
@@ -1142,7 +1141,6 @@ def make_app(config: Config | None = None) -> web.Application:
     app.router.add_post("/__expire_access", expire_access)
     app.router.add_post("/__scenario", scenario)
     app.router.add_route("*", "/__config", config_endpoint)
-    serving.add_request_log(app)
     return app
 
 

@@ -1297,16 +1297,13 @@ async def openai_errors(request: web.Request, handler: Callable) -> web.StreamRe
 
 
 def make_app(api_key: str | None, models: list[str], brain: Callable | None = None) -> web.Application:
-    app = web.Application(
-        middlewares=[serving.request_log, openai_errors], client_max_size=64 * 1024**2
-    )
+    app = serving.application(openai_errors)
     app[STATE] = UpstreamState(api_key=api_key, models=list(models), brain=brain)
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/__fault", arm_fault)
     app.router.add_delete("/__fault", disarm_fault)
-    serving.add_request_log(app)
     return app
 
 

@@ -663,10 +663,7 @@ def make_app(api_key: str | None, models: list[str], *,
              options: QwenOptions | None = None) -> web.Application:
     """api_key is ignored (auth is OAuth); options default to QwenOptions.from_env()."""
     del api_key
-    app = web.Application(
-        middlewares=[serving.request_log, log_forms, oc.openai_errors, errors],
-        client_max_size=64 * 1024**2,
-    )
+    app = serving.application(log_forms, oc.openai_errors, errors)
     app[QWEN] = QwenState(options or QwenOptions.from_env())
     app[oc.STATE] = oc.UpstreamState(api_key=None, models=list(models))
     app.router.add_post("/api/v1/oauth2/device/code", device_code)
@@ -676,7 +673,6 @@ def make_app(api_key: str | None, models: list[str], *,
         "approve": approve, "deny": deny, "expire_device": expire_device,
         "expire_access": expire_access, "seed": seed, "quota": set_quota, "config": configure,
     }, reset)
-    serving.add_request_log(app)
     return app
 
 

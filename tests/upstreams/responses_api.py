@@ -1227,13 +1227,10 @@ async def create_response(request: web.Request) -> web.StreamResponse:
 
 
 def make_app(api_key: str | None, models: list[str], brain: Callable | None = None) -> web.Application:
-    app = web.Application(
-        middlewares=[serving.request_log, openai_errors], client_max_size=64 * 1024**2
-    )
+    app = serving.application(openai_errors)
     app[STATE] = ResponsesState(api_key=api_key, models=list(models), brain=brain)
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/v1/responses", create_response)
-    serving.add_request_log(app)
     return app
 
 

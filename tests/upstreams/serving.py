@@ -1,8 +1,7 @@
-"""What every test upstream shares: the request log (GET/DELETE /__requests), the control
-endpoints of a double with state (add_controls, control_body, expire_tokens, set_scenario,
-updated_config), its command
-line (serve make_app(api_key, models), print READY <port>) and ServerThread, to serve one
-in-process from a test."""
+"""What every test upstream shares: its app with the request log (application: GET/DELETE
+/__requests), the control endpoints of a double with state (add_controls, control_body,
+expire_tokens, set_scenario, updated_config), its command line (serve make_app(api_key, models),
+print READY <port>) and ServerThread, to serve one in-process from a test."""
 
 from __future__ import annotations
 
@@ -17,6 +16,7 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 REQUEST_LOG = web.AppKey("request_log", list)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -59,6 +59,13 @@ def add_request_log(app: web.Application) -> None:
     app[REQUEST_LOG] = []
     app.router.add_get("/__requests", get_requests)
     app.router.add_delete("/__requests", clear_requests)
+
+
+def application(*middlewares: Middleware) -> web.Application:
+    """A double's app: the request log first, then its `middlewares`; bodies up to 64 MiB."""
+    app = web.Application(middlewares=[request_log, *middlewares], client_max_size=64 * 1024**2)
+    add_request_log(app)
+    return app
 
 
 def add_controls(app: web.Application, prefix: str, inspect: Handler, posts: dict[str, Handler],
