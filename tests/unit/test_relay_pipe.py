@@ -14,6 +14,7 @@ from aiohttp import web
 
 from converters.sse import StreamFault
 from llmgate.request_path import relay
+from llmgate.request_path.upstream import fail_body_on_bad_framing
 
 WAIT = 10.0  # seconds any one step may take before the test fails instead of hanging
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -127,6 +128,7 @@ async def read_to_end(reader: asyncio.StreamReader) -> list[bytes]:
 async def open_pipe(session: aiohttp.ClientSession, up: Upstream, transform: Upper,
                     read_timeout: float = 30.0, **kw: object) -> relay.Pipe:
     resp = await bounded(session.get(up.url + "/stream", **kw))
+    fail_body_on_bad_framing(resp)  # as Upstream.send does for every answer
     return relay.Pipe(resp, transform, [(b"Content-Type", b"text/event-stream")], "'test'", read_timeout)
 
 
@@ -480,3 +482,43 @@ def test_a_short_stream_that_ends_before_it_is_fetched_is_delivered_whole():
 
 def test_a_stream_past_the_backlog_that_ends_before_it_is_fetched_is_delivered_whole():
     ends_before_it_is_fetched([pattern(i, 16 << 10) for i in range(6)])
+
+
+def test_a_stream_that_ends_while_its_reader_is_full_leaves_the_next_stream_on_its_connection_alone():
+    """The first stream's connection goes back to the pool at its upstream's end, while its task
+    still waits for its full reader; the next stream takes that connection and listens on it.
+    The first stream's task, ending later, must not take the second stream's listener away."""
+    async def go() -> None:
+        async with Upstream() as up, aiohttp.ClientSession() as session:
+            first = await open_pipe(session, up, Upper())
+            reader, served = fetch(first)
+            assert await bounded(reader.readexactly(len(HEAD))) == HEAD
+            await send_and_read(up, reader, b"data: first\n\n")
+            await until(lambda: first._pushing)
+            for i in range(3):  # 192 KiB: the reader's end fills (and nobody reads it for now)
+                up.queue.put_nowait(pattern(i))
+            up.queue.put_nowait(None)
+            transport = first._writer.transport if first._writer is not None else None
+            assert isinstance(transport, relay._InProcess)
+            await until(lambda: transport.paused and first.resp.content.is_eof())
+
+            second = await open_pipe(session, up, Upper())
+            assert up.peers[1] == up.peers[0]  # over the connection the first stream gave back
+            protocol = protocol_of(second)
+            takers = record_takers(second)
+            reader2, served2 = fetch(second)
+            assert await bounded(reader2.readexactly(len(HEAD))) == HEAD
+            await send_and_read(up, reader2, b"data: one\n\n")
+            await until(lambda: second._pushing)
+
+            received = b"".join(await read_to_end(reader))  # the first stream ends now
+            assert received == b"".join(pattern(i) for i in range(3)).upper() + b"END"
+            assert await bounded(served) is True and first.outcome == "complete"
+
+            assert "data_received" in protocol.__dict__  # the second stream still listens
+            await send_and_read(up, reader2, b"data: two\n\n")
+            assert takers[-1] == ("_push", False, b"data: two\n\n")
+            up.queue.put_nowait(None)
+            assert await read_to_end(reader2) == [b"END"]
+            assert await bounded(served2) is True and second.outcome == "complete"
+    run(go)
