@@ -177,6 +177,18 @@ def test_a_cut_stream_says_what_happened_in_words(gw):
     assert "Error" not in message and "<" not in message, message
 
 
+def test_bad_chunk_framing_is_an_error_at_once_not_a_hang(gw):
+    """aiohttp closes the connection on a chunk size that does not parse, but left the body
+    neither failed nor ended with its read timeout stopped: answers waited for timeouts.total
+    (a 504), streams forever."""
+    message = openai_error(chat(gw, "bad-framing", timeout=TOTAL + 10), 502, "upstream_disconnected")
+    assert "HTTP framing that does not parse" in message
+    events = sse_data(chat(gw, "bad-framing", stream=True, timeout=TOTAL + 10).content)
+    assert json.loads(events[1])["choices"][0]["delta"]["content"] == "Hel"
+    last = json.loads(events[-1])["error"]
+    assert last["code"] == "upstream_disconnected" and "HTTP framing that does not parse" in last["message"]
+
+
 # --- clients that never read ---------------------------------------------------------------
 
 def test_streams_nobody_reads_cost_bounded_memory_and_others_are_served(gw, hostile):

@@ -32,6 +32,8 @@ Scenarios (the request's "model"; `stream` picks the stream variant where there 
     cut             stream: role and "Hel", then the connection is aborted mid-chunk
     firehose        stream: 16 KiB content chunks without end, as fast as they are read
     linger          stream: the whole ok stream, [DONE] included, then 2 s before the body ends
+    bad-framing     a first chunk (stream: role and "Hel"; else the start of a JSON body), then bytes
+                    that are not chunked framing, then nothing for 10 s with the connection open
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from aiohttp import web
 from tests.upstreams import serving
 
 SCENARIOS = ["ok", "huge-body", "long-line", "drip", "html", "json-for-stream", "redirect", "gzip",
-             "weird-encoding", "bad-json-event", "cut", "firehose", "linger"]
+             "weird-encoding", "bad-json-event", "cut", "firehose", "linger", "bad-framing"]
 MIB = 1 << 20
 ACTIVE = web.AppKey("active", list)
 
@@ -202,6 +204,16 @@ async def linger(request: web.Request, model: str, stream: bool) -> web.StreamRe
     return resp
 
 
+async def bad_framing(request: web.Request, model: str, stream: bool) -> web.StreamResponse:
+    resp = await stream_of(request, "text/event-stream" if stream else "application/json")
+    await resp.write(chunk(model, {"role": "assistant", "content": ""}) + chunk(model, {"content": "Hel"})
+                     if stream else b'{"id": "chatcmpl-1", ')
+    await asyncio.sleep(0.2)  # the gateway has the answer's head by then
+    request.transport.write(b"zz\r\nnot a chunk size\r\n")
+    await asyncio.sleep(10)
+    return resp
+
+
 async def active(request: web.Request) -> web.Response:
     return web.json_response(request.app[ACTIVE][0])
 
@@ -209,7 +221,7 @@ async def active(request: web.Request) -> web.Response:
 HANDLERS = {"ok": ok, "huge-body": huge_body, "long-line": long_line, "drip": drip, "html": html,
             "json-for-stream": json_for_stream, "redirect": redirect, "gzip": compressed,
             "weird-encoding": weird_encoding, "bad-json-event": bad_json_event, "cut": cut, "firehose": firehose,
-            "linger": linger}
+            "linger": linger, "bad-framing": bad_framing}
 
 
 def make_app(api_key: str | None = None, model_names: list[str] | None = None) -> web.Application:

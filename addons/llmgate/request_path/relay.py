@@ -14,6 +14,7 @@ import logging
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import aiohttp
@@ -21,7 +22,7 @@ from aiohttp.client_proto import ResponseHandler
 from mitmproxy import ctx, http
 
 from converters.sse import StreamFault
-from llmgate.request_path.upstream import UnreadableFraming, broke_off
+from llmgate.request_path.upstream import broke_off
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class Pipe:
         self._claimed = asyncio.Event()
         self._pushing = False  # data_received converts and writes (the task is waiting for it to stop)
         self._in_push = False  # _push is running (it must not run inside itself)
+        self._listener: Callable[[bytes], None] | None = None  # our data_received on aiohttp's protocol
         self._stopped: asyncio.Future[None] | None = None  # set when the synchronous path stops
         self._fault: BaseException | None = None  # what stopped it, if not _Blocked
         loop = asyncio.get_running_loop()
@@ -213,16 +215,15 @@ class Pipe:
             received(data)
             if content.is_eof():  # aiohttp gives the connection back to its pool at the end
                 self._unlisten(protocol)
-            elif (broken := protocol.exception()) is not None and content.exception() is None:
-                # aiohttp (3.14) closes the connection on bad chunk framing but leaves the body
-                # neither failed nor ended, with its read timeout stopped: the stream would hang
-                content.set_exception(UnreadableFraming(str(broken)), broken)
             self._push()
 
-        protocol.data_received = data_received  # type: ignore[method-assign]
+        protocol.data_received = self._listener = data_received  # type: ignore[method-assign]
 
     def _unlisten(self, protocol: ResponseHandler) -> None:
-        protocol.__dict__.pop("data_received", None)
+        """Stop listening, unless the connection serves another stream by now (back in aiohttp's
+        pool at this one's end, while this task still waited for its client)."""
+        if protocol.__dict__.get("data_received") is self._listener:
+            del protocol.__dict__["data_received"]
 
     def _push(self) -> None:
         """In the upstream's data_received: convert and write what is buffered, or stop."""

@@ -208,6 +208,7 @@ class Upstream:
             resp.close()
             raise GatewayError(502, f"Upstream {who} could not be reached through the proxy {proxy_name(proxy)}: "
                                "it refused the credentials (407).", code="proxy_unreachable")
+        fail_body_on_bad_framing(resp)
         encoding = resp.headers.get("Content-Encoding", "").strip().lower()
         if encoding not in DECODABLE:
             resp.close()
@@ -267,6 +268,25 @@ def describe(e: BaseException) -> str:
 
 class UnreadableFraming(aiohttp.ClientPayloadError):
     """A body whose HTTP framing (chunk sizes) does not parse."""
+
+
+def fail_body_on_bad_framing(resp: aiohttp.ClientResponse) -> None:
+    """aiohttp (3.14) closes the connection when a body's framing does not parse, but leaves the
+    body neither failed nor ended, with its read timeout stopped: every reader would wait until
+    timeouts.total, or forever on a stream. Fail the body with it (until the body's end, when the
+    connection goes back to the pool as it came)."""
+    protocol, body = (resp.connection.protocol if resp.connection else None), resp.content
+    if protocol is None:
+        return
+    fail = type(protocol).set_exception.__get__(protocol)
+
+    def set_exception(exc: BaseException, *cause: BaseException) -> None:
+        fail(exc, *cause)
+        if isinstance(exc, http_exceptions.HttpProcessingError) and not body.is_eof() and body.exception() is None:
+            body.set_exception(UnreadableFraming(str(exc)), exc)
+
+    protocol.set_exception = set_exception  # type: ignore[method-assign,assignment]
+    body.on_eof(lambda: protocol.__dict__.pop("set_exception", None))
 
 
 def broke_off(e: aiohttp.ClientError, received: int, what: str) -> str:
