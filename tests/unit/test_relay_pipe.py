@@ -522,3 +522,23 @@ def test_a_stream_that_ends_while_its_reader_is_full_leaves_the_next_stream_on_i
             assert await read_to_end(reader2) == [b"END"]
             assert await bounded(served2) is True and second.outcome == "complete"
     run(go)
+
+
+def test_a_stream_read_whole_before_the_pipe_is_made_is_delivered_with_its_head():
+    """A short answer can be all in (its connection back in the pool) by the time the Pipe takes
+    it over, with its first bytes already read (provider_call's first event): `head`."""
+    async def go() -> None:
+        async with Upstream() as up, aiohttp.ClientSession() as session:
+            resp = await bounded(session.get(up.url + "/stream"))
+            for part in PARTS:
+                up.queue.put_nowait(part)
+            up.queue.put_nowait(None)
+            head = await bounded(resp.content.readexactly(len(PARTS[0])))
+            await until(lambda: resp.content.is_eof() and resp.connection is None)
+            pipe = relay.Pipe(resp, Upper(), [(b"Content-Type", b"text/event-stream")], "'test'", 30.0, head)
+            reader, served = fetch(pipe)
+            assert await bounded(reader.readexactly(len(HEAD))) == HEAD
+            assert b"".join(await read_to_end(reader)) == b"".join(PARTS).upper() + b"END"
+            assert await bounded(served) is True and pipe.outcome == "complete"
+            assert pipe.upstream.bytes() == b"".join(PARTS)
+    run(go)
