@@ -222,12 +222,12 @@ def test_after_the_fetch_each_read_is_converted_and_written_inside_data_received
             protocol = protocol_of(pipe)
             reader, served = fetch(pipe)
             assert await bounded(reader.readexactly(len(HEAD))) == HEAD
-            await send_and_read(up, reader, b"data: first\n\n")
-            await until(lambda: pipe._pushing)  # the synchronous path listens
+            await until(lambda: pipe._pushing)  # from the fetch on: the first token too
             before = catch_ups
-            for part in PARTS:
+            parts = (b"data: first\n\n", *PARTS)
+            for part in parts:
                 await send_and_read(up, reader, part)
-            assert takers[-3:] == [("_push", False, part) for part in PARTS]
+            assert takers == [("_push", False, part) for part in parts]
             assert catch_ups == before  # the task did not run for them
             up.queue.put_nowait(None)
             assert await bounded(served) is True and pipe.outcome == "complete"

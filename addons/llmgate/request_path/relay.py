@@ -106,6 +106,7 @@ class Pipe:
         self._pushing = False  # data_received converts and writes (the task is waiting for it to stop)
         self._in_push = False  # _push is running (it must not run inside itself)
         self._listener: Callable[[bytes], None] | None = None  # our data_received on aiohttp's protocol
+        self._reading: asyncio.Future[bytes] | None = None  # the task's wait for a read (_slow)
         self._stopped: asyncio.Future[None] | None = None  # set when the synchronous path stops
         self._fault: BaseException | None = None  # what stopped it, if not _Blocked
         loop = asyncio.get_running_loop()
@@ -198,13 +199,15 @@ class Pipe:
                 self._unlisten(protocol)
 
     async def _slow(self, eof: asyncio.Future) -> None:
-        """Wait for the next read as any reader does."""
-        read = asyncio.ensure_future(self.resp.content.readany())
+        """Wait for the next read as any reader does (run() stops the wait when the stream is
+        fetched: from then on data_received takes each read, the first token included)."""
+        read = self._reading = asyncio.ensure_future(self.resp.content.readany())
         try:
             await asyncio.wait((eof, read), return_when=asyncio.FIRST_COMPLETED)
-            if read.done() and not read.exception() and (chunk := read.result()):
+            if read.done() and not read.cancelled() and read.exception() is None and (chunk := read.result()):
                 self._take(chunk)
         finally:
+            self._reading = None
             read.cancel()
 
     def _listen(self, protocol: ResponseHandler) -> None:
@@ -310,6 +313,8 @@ class Pipe:
         self._backlog.clear()
         self._writer = writer
         self._claimed.set()
+        if self._reading is not None and isinstance(writer.transport, _InProcess):
+            self._reading.cancel()  # nothing read by it is lost: aiohttp hands data over only on return
         try:
             await writer.drain()
         except (ConnectionError, RuntimeError):
