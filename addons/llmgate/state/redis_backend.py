@@ -49,6 +49,10 @@ PREFIX = "llmgate:"
 CHANNEL = PREFIX + "events"
 COOLDOWNS = PREFIX + "cooldowns"
 HEARTBEAT = 2.0  # seconds between in-flight announcements (at most a quarter of the lease)
+# At most one in-flight announcement per this many seconds: a pipeline and its pub/sub echo per
+# request start and end cost ~0.7 ms of latency at one connection; least-busy orders by counts
+# this old (max_concurrency does not: it reserves through Redis, bench/cores.py)
+ANNOUNCE_EVERY = 0.05
 LEASE = 10.0  # a process silent this long holds no in-flight slots
 BACKOFF = (0.2, 10.0)  # reconnect delay: first, most
 MAX_REASONING = 1 << 20  # bytes: larger thinking blocks stay in the process that saw them
@@ -156,6 +160,8 @@ class RedisState:
         self._remote: dict[str, tuple[float, dict[tuple[str, str], int]]] = {}  # process -> (heard, counts)
         self._dirty: set[Key] = set()
         self._announce = False
+        self._announced = -ANNOUNCE_EVERY  # ticks() of the last in-flight announcement
+        self._announce_timer: asyncio.TimerHandle | None = None
         self._slots: dict[tuple[str, str], list[str]] = {}  # reserved slot ids per account
         self._freed: list[tuple[str, str]] = []  # (slot key, id) to give back
         self._renew = False
@@ -321,6 +327,7 @@ class RedisState:
                 pipe.hset(COOLDOWNS, field, json.dumps(value))
             pipe.publish(CHANNEL, json.dumps({"k": "c", "key": key, "v": value, "from": self.id}))
         if announce:
+            self._announced = self.ticks()
             counts = [[p, a, n] for (p, a), n in self._mine.items() if n]
             pipe.publish(CHANNEL, json.dumps({"k": "i", "n": counts, "from": self.id}))
         for m in outbox:
@@ -361,8 +368,24 @@ class RedisState:
         ids = self._slots.get(key)
         while ids and len(ids) > n:  # a reserved slot given back (unreserved ones have no id)
             self._freed.append((_slots_key(key), ids.pop()))
+            self._poke()
         self._announce = True
-        self._poke()
+        self._announce_soon()
+
+    def _announce_soon(self) -> None:
+        """Poke the sender now, or when ANNOUNCE_EVERY has passed since the last announcement."""
+        if self._announce_timer is not None:
+            return
+        wait = self._announced + ANNOUNCE_EVERY - self.ticks()
+        if wait <= 0 or self._wake is None:
+            self._poke()
+            return
+        self._announce_timer = asyncio.get_running_loop().call_later(wait, self._announce_due)
+
+    def _announce_due(self) -> None:
+        self._announce_timer = None
+        if self._wake is not None:  # never restarts a backend stopped meanwhile
+            self._wake.set()
 
     async def confirm(self, key: tuple[str, str], limit: int | None) -> bool:
         """Reserve the slot just taken against every process's: False if the account is at
