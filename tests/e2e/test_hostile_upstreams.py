@@ -5,8 +5,10 @@ bounded memory and time, and never relays a broken answer as if it were fine."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -187,6 +189,40 @@ def test_bad_chunk_framing_is_an_error_at_once_not_a_hang(gw):
     assert json.loads(events[1])["choices"][0]["delta"]["content"] == "Hel"
     last = json.loads(events[-1])["error"]
     assert last["code"] == "upstream_disconnected" and "HTTP framing that does not parse" in last["message"]
+
+
+def raw_upstream(answer: bytes) -> tuple[socket.socket, int]:
+    """An upstream that answers every request with `answer` in one write, then holds the connection
+    (a daemon thread; closing the listening socket ends it)."""
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = srv.accept()
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                conn.sendall(answer)
+                threading.Thread(target=lambda c=conn: (time.sleep(10), c.close()), daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, srv.getsockname()[1]
+
+
+def test_an_answer_whose_framing_is_broken_from_the_start_is_named_so(tmp_path):
+    """The head and broken chunk framing in one read: aiohttp fails the request itself, with its
+    own 400 and the upstream's URL in the text; the caller gets a 502 saying what the upstream did."""
+    srv, port = raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n6\r\n{\"id\":\r\nzz\r\nnot a chunk\r\n")
+    g = Gateway({"server": {"api_keys": [CLIENT_KEY]}, "providers": [
+        {"id": "raw", "type": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "api_key": "k", "models": ["m"]}]},
+        tmp_path / "proxy.yaml")
+    try:
+        message = openai_error(chat(g, "m", timeout=20), 502, "upstream_error")
+        assert message == "Upstream 'raw' sent an answer that is not valid HTTP (Invalid character in chunk size)."
+    finally:
+        g.stop()
+        srv.close()
 
 
 # --- clients that never read ---------------------------------------------------------------

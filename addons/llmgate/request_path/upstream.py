@@ -201,6 +201,10 @@ class Upstream:
                 code="upstream_unreachable",
             ) from None
         except aiohttp.ClientError as e:
+            if isinstance(e.__cause__, http_exceptions.HttpProcessingError):  # aiohttp's "400", not the upstream's
+                what = (e.__cause__.message or type(e.__cause__).__name__).split("\n")[0].rstrip(":")[:200]
+                raise GatewayError(502, f"Upstream {who} sent an answer that is not valid HTTP ({what}).",
+                                   code="upstream_error") from None
             raise GatewayError(
                 502, f"Upstream {who} failed before responding: {describe(e)}.", code="upstream_error"
             ) from None
