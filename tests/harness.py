@@ -20,6 +20,17 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+def until(check, what: str, timeout: float = 30.0):
+    """Poll `check` (bounded) for a state the processes reach by themselves, e.g. a request log
+    writer's flush every 0.5 s; answers check's first truthy value."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+    return value
+
+
 class Proc:
     """A child process whose output is collected line by line."""
 

@@ -48,6 +48,23 @@ def gateway(upstream, tmp_path_factory):
     g.stop()
 
 
+@pytest.fixture(scope="module")
+def qwen():
+    """Qwen's OAuth and portal double (modules that need other options define their own)."""
+    u = Upstream("qwen_portal")
+    yield u
+    u.stop()
+
+
+@pytest.fixture(scope="module")
+def redis():
+    """A real redis-server of its own for the module."""
+    from tests.services import redis_server
+
+    with redis_server() as r:
+        yield r
+
+
 @pytest.fixture
 def client(gateway):
     import openai

@@ -12,23 +12,9 @@ import pytest
 from llmgate.credentials import fleet
 from tests.e2e.conftest import CLIENT_KEY
 from tests.e2e.test_fleet_credentials import control, host_config, llmgate, start_hosts
-from tests.harness import Gateway, Upstream
-from tests.services import redis_server
+from tests.harness import Gateway
 
 CADENCE = 3 * fleet.READ_EVERY  # the most a test waits for every host to have read the store
-
-
-@pytest.fixture(scope="module")
-def qwen():
-    u = Upstream("qwen_portal")
-    yield u
-    u.stop()
-
-
-@pytest.fixture(scope="module")
-def redis():
-    with redis_server() as r:
-        yield r
 
 
 @pytest.fixture(scope="module")

@@ -16,23 +16,9 @@ import pytest
 
 from llmgate.credentials import fleet
 from tests.e2e.conftest import CLIENT_KEY
-from tests.harness import BIN, Gateway, Upstream
-from tests.services import redis_server
+from tests.harness import BIN, Gateway
 
 HELLO = [{"role": "user", "content": "hello there"}]
-
-
-@pytest.fixture(scope="module")
-def qwen():
-    u = Upstream("qwen_portal")
-    yield u
-    u.stop()
-
-
-@pytest.fixture(scope="module")
-def redis():
-    with redis_server() as r:
-        yield r
 
 
 def control(qwen, path: str, **kw) -> dict:

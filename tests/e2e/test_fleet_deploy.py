@@ -22,7 +22,7 @@ import yaml
 
 from tests.e2e.conftest import CLIENT_KEY, UPSTREAM_KEY
 from tests.e2e.test_cores import AUTH, BODY, answered, chats
-from tests.harness import ROOT, Gateway, Proc, Upstream
+from tests.harness import ROOT, Gateway, Proc, Upstream, until
 from tests.services import binary, free_port, haproxy, postgres_server, redis_server
 
 MARK = re.compile(rb"fleet-(\d+)")
@@ -42,16 +42,6 @@ def config(*ups: Upstream, **log) -> dict:
             "providers": [{"id": pid, "type": "openai", "base_url": up.base + "/v1", "api_key": UPSTREAM_KEY,
                            "models": ["m", "fault-slow-stream"]} for pid, up in zip("ab", ups, strict=True)],
             "routing": {"strategy": "fill-first"}, "log": log}
-
-
-def until(check, what: str, timeout: float = 30.0):
-    """Wait for what the processes reach by themselves (the log writer flushes every 0.5 s)."""
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-    return value
 
 
 def pg_marks(url: str) -> list[int]:

@@ -63,13 +63,6 @@ def upstream():
 
 
 @pytest.fixture(scope="module")
-def qwen():
-    u = Upstream("qwen_portal")
-    yield u
-    u.stop()
-
-
-@pytest.fixture(scope="module")
 def gcli():
     with serving.ServerThread(code_assist.make_app()) as base:
         yield base

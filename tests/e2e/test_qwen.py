@@ -12,16 +12,9 @@ import openai
 import pytest
 
 from tests.e2e.conftest import CLIENT_KEY, reset_cooldowns
-from tests.harness import Gateway, Upstream
+from tests.harness import Gateway
 
 HELLO = [{"role": "user", "content": "hello there"}]
-
-
-@pytest.fixture(scope="module")
-def qwen():
-    u = Upstream("qwen_portal")
-    yield u
-    u.stop()
 
 
 def control(qwen, path: str, **kw) -> dict:

@@ -9,7 +9,6 @@ import os
 import sqlite3
 import subprocess
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
@@ -19,7 +18,7 @@ import psycopg
 import pytest
 
 from tests.e2e.conftest import UPSTREAM_KEY, closed_port
-from tests.harness import BIN, Gateway
+from tests.harness import BIN, Gateway, until
 from tests.services import PostgresServer, postgres_server
 
 ALICE, BOB = "sk-alice-pg-111", "sk-bob-pg-222"
@@ -54,16 +53,6 @@ def start(upstream, database: str, folder: Path, capture: bool = True) -> Gatewa
 def chat(gw: Gateway, key: str, text: str = "hi") -> httpx.Response:
     return httpx.post(gw.base + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
                       json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}, timeout=30)
-
-
-def until(check, what: str, timeout: float = 30.0):
-    """Wait for a condition the gateway reaches by itself (its writer flushes every 0.5 s)."""
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-    return value
 
 
 def pg_rows(database: str) -> list[dict]:

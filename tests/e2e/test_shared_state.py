@@ -15,7 +15,7 @@ import pytest
 
 from tests.e2e.conftest import CLIENT_KEY, UPSTREAM_KEY, reset_cooldowns
 from tests.harness import Gateway, Upstream
-from tests.services import haproxy, redis_server
+from tests.services import haproxy
 
 ANTHROPIC_KEY = "sk-ant-test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
@@ -75,12 +75,6 @@ class Fleet:
         self._lb.__exit__(None, None, None)
         for g in self.gws:
             g.stop()
-
-
-@pytest.fixture(scope="module")
-def redis():
-    with redis_server() as r:
-        yield r
 
 
 @pytest.fixture(scope="module")

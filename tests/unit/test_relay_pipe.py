@@ -168,6 +168,19 @@ async def send_and_read(up: Upstream, reader: asyncio.StreamReader, part: bytes)
     assert await bounded(reader.readexactly(len(frame(part.upper())))) == frame(part.upper())
 
 
+async def fetched(pipe: relay.Pipe, up: Upstream | None = None
+                  ) -> tuple[aiohttp.client_proto.ResponseHandler, asyncio.StreamReader, asyncio.Task[bool]]:
+    """Fetched in process and its head read; with `up`, also a first event sent and read, and
+    the synchronous path listening (from then on data_received takes each read)."""
+    protocol = protocol_of(pipe)
+    reader, served = fetch(pipe)
+    assert await bounded(reader.readexactly(len(HEAD))) == HEAD
+    if up is not None:
+        await send_and_read(up, reader, b"data: first\n\n")
+        await until(lambda: pipe._pushing)
+    return protocol, reader, served
+
+
 def run(coro_fn: Callable[[], object]) -> None:
     """One asyncio.run; fails on any error the loop reports (e.g. an exception never retrieved)."""
     reported: list[dict] = []
@@ -188,9 +201,7 @@ def test_fetched_in_process_each_chunk_converted_in_order_and_the_connection_reu
     async def go() -> None:
         async with Upstream() as up, aiohttp.ClientSession() as session:
             pipe = await open_pipe(session, up, Upper())
-            protocol = protocol_of(pipe)
-            reader, served = fetch(pipe)
-            assert await bounded(reader.readexactly(len(HEAD))) == HEAD
+            protocol, reader, served = await fetched(pipe)
             for part in PARTS:
                 await send_and_read(up, reader, part)
             up.queue.put_nowait(None)
@@ -219,9 +230,7 @@ def test_after_the_fetch_each_read_is_converted_and_written_inside_data_received
                 catch_ups += 1
                 await catch_up()
             pipe._catch_up = counting  # type: ignore[method-assign]
-            protocol = protocol_of(pipe)
-            reader, served = fetch(pipe)
-            assert await bounded(reader.readexactly(len(HEAD))) == HEAD
+            protocol, reader, served = await fetched(pipe)
             await until(lambda: pipe._pushing)  # from the fetch on: the first token too
             before = catch_ups
             parts = (b"data: first\n\n", *PARTS)
@@ -274,11 +283,7 @@ async def stop_reading_then_resume(up: Upstream, session: aiohttp.ClientSession)
     """The synchronous path meets 8 MiB while the reader's end is not read; then it is read to
     the end. Returns what the upstream sent, what the reader got and what the Pipe held meanwhile."""
     pipe = await open_pipe(session, up, Upper())
-    protocol = protocol_of(pipe)
-    reader, served = fetch(pipe)
-    assert await bounded(reader.readexactly(len(HEAD))) == HEAD
-    await send_and_read(up, reader, b"data: first\n\n")
-    await until(lambda: pipe._pushing)  # the synchronous path listens
+    protocol, reader, served = await fetched(pipe, up)
     sent = [pattern(i) for i in range(128)]
     for part in sent:
         up.queue.put_nowait(part)
@@ -321,11 +326,7 @@ def test_a_bulk_stream_to_a_reader_that_keeps_reading_arrives_in_order():
     async def go() -> None:
         async with Upstream() as up, aiohttp.ClientSession() as session:
             pipe = await open_pipe(session, up, Upper())
-            protocol = protocol_of(pipe)
-            reader, served = fetch(pipe)
-            assert await bounded(reader.readexactly(len(HEAD))) == HEAD
-            await send_and_read(up, reader, b"data: first\n\n")
-            await until(lambda: pipe._pushing)  # the synchronous path listens
+            protocol, reader, served = await fetched(pipe, up)
             sent = [pattern(i) for i in range(128)]
             for part in sent:
                 up.queue.put_nowait(part)
@@ -340,11 +341,7 @@ def test_a_client_that_leaves_mid_stream_ends_it_and_closes_the_upstream():
     async def go() -> None:
         async with Upstream() as up, aiohttp.ClientSession() as session:
             pipe = await open_pipe(session, up, Upper())
-            protocol = protocol_of(pipe)
-            reader, served = fetch(pipe)
-            assert await bounded(reader.readexactly(len(HEAD))) == HEAD
-            await send_and_read(up, reader, b"data: first\n\n")
-            await until(lambda: pipe._pushing)  # the synchronous path listens
+            protocol, reader, served = await fetched(pipe, up)
             assert pipe._writer is not None
             pipe._writer.transport.peer.close()  # type: ignore[attr-defined]  # mitmproxy's end of the relay hop
             up.queue.put_nowait(b"data: lost\n\n")
@@ -358,9 +355,7 @@ def test_an_upstream_that_breaks_off_ends_the_stream_with_an_error_event():
     async def go() -> None:
         async with Upstream() as up, aiohttp.ClientSession() as session:
             pipe = await open_pipe(session, up, Upper())
-            protocol = protocol_of(pipe)
-            reader, served = fetch(pipe)
-            assert await bounded(reader.readexactly(len(HEAD))) == HEAD
+            protocol, reader, served = await fetched(pipe)
             for part in PARTS:
                 await send_and_read(up, reader, part)
             up.queue.put_nowait(ABORT)
@@ -378,11 +373,7 @@ def test_a_malformed_upstream_chunk_ends_the_stream_with_an_error_event():
     async def go() -> None:
         async with Upstream() as up, aiohttp.ClientSession() as session:
             pipe = await open_pipe(session, up, Upper())
-            protocol = protocol_of(pipe)
-            reader, served = fetch(pipe)
-            assert await bounded(reader.readexactly(len(HEAD))) == HEAD
-            await send_and_read(up, reader, b"data: first\n\n")
-            await until(lambda: pipe._pushing)  # the synchronous path listens
+            protocol, reader, served = await fetched(pipe, up)
             up.queue.put_nowait(Raw(b"zz\r\nnot a chunk\r\n"))  # aiohttp's parser fails inside data_received
             await bounded(up.gone.wait())  # aiohttp closed the connection on the parse error
             [tail] = await asyncio.wait_for(read_to_end(reader), 2)  # as good as at once (it hung)
@@ -397,11 +388,7 @@ def transform_fails_in_data_received(error: Exception, expected_tail: bytes) -> 
         async with Upstream() as up, aiohttp.ClientSession() as session:
             pipe = await open_pipe(session, up, Upper(bad=b"bad", error=error))
             takers = record_takers(pipe)
-            protocol = protocol_of(pipe)
-            reader, served = fetch(pipe)
-            assert await bounded(reader.readexactly(len(HEAD))) == HEAD
-            await send_and_read(up, reader, b"data: first\n\n")
-            await until(lambda: pipe._pushing)  # the synchronous path listens
+            protocol, reader, served = await fetched(pipe, up)
             up.queue.put_nowait(b"data: bad\n\n")
             assert await read_to_end(reader) == [expected_tail]
             assert takers[-1] == ("_push", False, b"data: bad\n\n")  # it failed in the synchronous path
@@ -430,11 +417,7 @@ def test_an_upstream_that_goes_silent_is_cut_off_after_the_read_timeout():
         async with Upstream() as up, aiohttp.ClientSession() as session:
             pipe = await open_pipe(session, up, Upper(), read_timeout=1.0,
                                    timeout=aiohttp.ClientTimeout(sock_read=1.0))
-            protocol = protocol_of(pipe)
-            reader, served = fetch(pipe)
-            assert await bounded(reader.readexactly(len(HEAD))) == HEAD
-            await send_and_read(up, reader, b"data: first\n\n")
-            await until(lambda: pipe._pushing)  # silent while the synchronous path listens
+            protocol, reader, served = await fetched(pipe, up)
             assert await read_to_end(reader) == [
                 b"ERR:upstream_timeout:Upstream 'test' sent nothing for 1 s; the stream was cut off."]
             assert await bounded(served) is True and pipe.outcome == "upstream-error"
@@ -447,9 +430,7 @@ def test_abandoned_mid_stream_the_upstream_is_closed_and_run_returns_false():
     async def go() -> None:
         async with Upstream() as up, aiohttp.ClientSession() as session:
             pipe = await open_pipe(session, up, Upper())
-            protocol = protocol_of(pipe)
-            reader, served = fetch(pipe)
-            assert await bounded(reader.readexactly(len(HEAD))) == HEAD
+            protocol, reader, served = await fetched(pipe)
             for part in PARTS:
                 await send_and_read(up, reader, part)
             pipe.abandon("client-gone")

@@ -19,7 +19,6 @@ Lifecycle hooks (load, configure, running, done) keep mitmproxy's own path.
 from __future__ import annotations
 
 import inspect
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -69,8 +68,8 @@ async def trigger_event(self: addonmanager.AddonManager, event: hooks.Hook) -> N
             return
         except exceptions.OptionsError:
             raise
-        except Exception:
-            _log_error(sys.exc_info()[1])  # type: ignore[arg-type]
+        except Exception as e:
+            _log_error(e)
 
 
 trigger_event.original = _original  # type: ignore[attr-defined]
@@ -78,11 +77,10 @@ trigger_event.original = _original  # type: ignore[attr-defined]
 
 def _invalidating(method: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(self: addonmanager.AddonManager, *args: Any, **kwargs: Any) -> Any:
-        self.__dict__.pop("_llmgate_hooks", None)
         try:
             return method(self, *args, **kwargs)
         finally:
-            self.__dict__.pop("_llmgate_hooks", None)
+            forget(self)
     wrapper.original = method  # type: ignore[attr-defined]
     return wrapper
 

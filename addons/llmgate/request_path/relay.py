@@ -68,10 +68,6 @@ class _ClientGone(Exception):
     """The relay connection failed while writing: mitmproxy closed it because the client left."""
 
 
-class _Blocked(Exception):
-    """The synchronous path stopped: its output has nowhere to go until the task catches up."""
-
-
 class Pipe:
     """One upstream stream, converted and written to the relay connection.
 
@@ -108,7 +104,7 @@ class Pipe:
         self._listener: Callable[[bytes], None] | None = None  # our data_received on aiohttp's protocol
         self._reading: asyncio.Future[bytes] | None = None  # the task's wait for a read (_slow)
         self._stopped: asyncio.Future[None] | None = None  # set when the synchronous path stops
-        self._fault: BaseException | None = None  # what stopped it, if not _Blocked
+        self._fault: BaseException | None = None  # what stopped it, if the task must raise it
         loop = asyncio.get_running_loop()
         self._ended: asyncio.Future[bool] = loop.create_future()  # run()'s answer
         # read at once: aiohttp drops buffered data when the connection dies before it is read
@@ -239,15 +235,19 @@ class Pipe:
                 if not chunk:
                     return
                 self._take(chunk)
-            raise _Blocked
-        except Exception as e:  # the task goes on from here (a read error reaches it by itself)
-            self._pushing = False
-            if not isinstance(e, (_Blocked, aiohttp.ClientError, TimeoutError)):
-                self._fault = e
-            if self._stopped is not None and not self._stopped.done():
-                self._stopped.set_result(None)
+            self._stop_pushing()  # the output has nowhere to go: the task waits for the client
+        except (aiohttp.ClientError, TimeoutError):  # the read's error: the task gets it from the end of the read
+            self._stop_pushing()
+        except Exception as e:  # a conversion error or a client gone: the task raises it
+            self._fault = e
+            self._stop_pushing()
         finally:
             self._in_push = False
+
+    def _stop_pushing(self) -> None:
+        self._pushing = False
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
 
     async def _catch_up(self) -> None:
         """Convert and write what is buffered, waiting for the fetch or the client as needed."""
