@@ -65,7 +65,7 @@ import secrets
 import time
 from typing import Any, TypeGuard
 
-from converters import call_ids
+from converters import call_ids, jsonio
 from converters import canonical as cn
 from converters.pipeline import SSERelabel, SSEStreamDecoder
 from converters.shapes import arr, obj, string
@@ -498,7 +498,7 @@ def _image_out(img: cn.Image, where: str) -> dict[str, Any]:
 
 def _tool_use_out(c: cn.ToolCall, where: str) -> dict[str, Any]:
     try:
-        args = json.loads(c.arguments or "{}")
+        args = jsonio.loads(c.arguments or "{}")
     except ValueError:
         raise cn.ConversionError(f"Tool call {c.id} has arguments that are not JSON.", where) from None
     out: dict[str, Any] = {"type": "tool_use", "id": safe_tool_id(c.id), "name": c.name,
@@ -720,7 +720,7 @@ def _response_block(b: dict[str, Any]) -> cn.Block | None:
 
 def _tool_input(arguments: str) -> dict[str, Any]:
     try:
-        args = json.loads(arguments or "{}")
+        args = jsonio.loads(arguments or "{}")
     except ValueError:
         return {}  # the upstream produced broken JSON (often a call cut off by max_tokens)
     return args if isinstance(args, dict) else {"value": args}
@@ -801,7 +801,7 @@ def error_body(status: int, message: str) -> dict[str, Any]:
 def decode_error(status: int, body: bytes) -> tuple[str, str | None]:
     """Anthropic error JSON -> (message, error type). Non-JSON bodies give (text, None)."""
     try:
-        err = json.loads(body).get("error")
+        err = jsonio.loads(body).get("error")
     except (ValueError, UnicodeDecodeError, AttributeError):
         err = None
     if isinstance(err, dict) and isinstance(err.get("message"), str):
@@ -836,7 +836,7 @@ class StreamDecoder(SSEStreamDecoder):
 
     def _event(self, data: str, name: str | None) -> list[cn.Event]:
         try:
-            body = json.loads(data)
+            body = jsonio.loads(data)
         except ValueError:
             return self._malformed(data)
         if not isinstance(body, dict):

@@ -61,7 +61,7 @@ import json
 import re
 from typing import Any
 
-from converters import anthropic
+from converters import anthropic, jsonio
 from converters import canonical as cn
 from converters.shapes import arr, obj
 
@@ -224,7 +224,7 @@ class StreamJsonDecoder:
         if self.done or not raw.strip():
             return []
         try:
-            obj = json.loads(raw)
+            obj = jsonio.loads(raw)
         except ValueError:
             return []  # not stream-json (a warning printed to stdout)
         if not isinstance(obj, dict) or obj.get("parent_tool_use_id"):

@@ -66,12 +66,12 @@ Responses and streams (StreamDecoder, decode_response):
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from typing import Any
 
 from converters import canonical as cn
+from converters import jsonio
 from converters.pipeline import SSEStreamDecoder
 
 USER_ROLE = 0
@@ -174,7 +174,7 @@ def decode_error(status: int, body: bytes) -> tuple[str, str | None]:
     """An error answer -> (message, code). JSON {"code": 401, "msg": "..."} gives
     ("...", "401"); a body that is not such JSON gives (its text, None)."""
     try:
-        data = json.loads(body)
+        data = jsonio.loads(body)
     except (ValueError, UnicodeDecodeError):
         data = None
     message, code = _error_of(data)
@@ -228,7 +228,7 @@ class StreamDecoder(SSEStreamDecoder):
     def _event(self, data: str, name: str | None) -> list[cn.Event]:
         if name == "error":
             try:
-                body = json.loads(data)
+                body = jsonio.loads(data)
             except ValueError:
                 body = None
             message, code = _error_of(body)
@@ -236,7 +236,7 @@ class StreamDecoder(SSEStreamDecoder):
         if name not in ("add", "finish"):
             return []
         try:
-            body = json.loads(data)
+            body = jsonio.loads(data)
         except ValueError:
             body = None
         if not isinstance(body, dict) or not isinstance(body.get("text"), str):

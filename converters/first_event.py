@@ -26,7 +26,7 @@ from typing import Any
 
 from botocore.eventstream import EventStreamBuffer
 
-from converters import kiro
+from converters import jsonio, kiro
 from converters.sse import Event, SSEParser
 
 
@@ -57,7 +57,7 @@ OPENAI_STATUS = {"invalid_request_error": 400, "invalid_prompt": 400, "context_l
 
 def _json(data: str | None) -> Any:
     try:
-        return json.loads(data) if data else None
+        return jsonio.loads(data) if data else None
     except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         return None
 

@@ -32,7 +32,7 @@ import secrets
 import time
 from typing import Any
 
-from converters import call_ids
+from converters import call_ids, jsonio
 from converters import canonical as cn
 from converters.gemini_schema import open_object, to_gemini_schema
 from converters.pipeline import SSERelabel, SSEStreamDecoder
@@ -111,7 +111,7 @@ def _parts(b: cn.Block, names: dict[str, str], where: str, placeholder: str | No
         return [_inline(b, where)]
     if isinstance(b, cn.ToolCall):
         try:
-            args = json.loads(b.arguments or "{}")
+            args = jsonio.loads(b.arguments or "{}")
         except ValueError:
             raise cn.ConversionError(f"Tool call {b.id} has arguments that are not JSON.", where) from None
         part: dict[str, Any] = {"functionCall": {"name": b.name,
@@ -247,7 +247,7 @@ def decode_response(body: dict[str, Any]) -> cn.Response:
 def decode_error(status: int, body: bytes) -> tuple[str, str | None]:
     """Google error JSON -> (message, status name). Non-JSON bodies give (text, None)."""
     try:
-        err = json.loads(body).get("error")
+        err = jsonio.loads(body).get("error")
     except (ValueError, AttributeError):
         err = None
     if isinstance(err, dict) and isinstance(err.get("message"), str):
@@ -258,7 +258,7 @@ def decode_error(status: int, body: bytes) -> tuple[str, str | None]:
 def retry_delay(body: bytes) -> int | None:
     """Whole seconds from a google.rpc.RetryInfo retryDelay ("7s", "0.47s") or quotaResetDelay."""
     try:
-        details = json.loads(body)["error"].get("details") or []
+        details = jsonio.loads(body)["error"].get("details") or []
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     for d in details:
@@ -331,7 +331,7 @@ class StreamDecoder(SSEStreamDecoder):
 
     def _event(self, data: str, name: str | None = None) -> list[cn.Event]:
         try:
-            body = json.loads(data)
+            body = jsonio.loads(data)
         except ValueError:
             return self._malformed(data)
         if not isinstance(body, dict):
@@ -971,7 +971,7 @@ def _candidate_out(parts: list[dict[str, Any]], finish: str | None = None,
 
 def _call_part(call: cn.ToolCall, arguments: str) -> dict[str, Any]:
     try:
-        args = json.loads(arguments) if arguments.strip() else {}
+        args = jsonio.loads(arguments) if arguments.strip() else {}
     except ValueError:
         args = {}
     fc: dict[str, Any] = {"id": call.id, "name": call.name, "args": args if isinstance(args, dict) else {"value": args}}

@@ -121,6 +121,7 @@ from typing import Any
 from botocore.eventstream import EventStreamBuffer
 
 from converters import canonical as cn
+from converters import jsonio
 
 ORIGIN = "AI_EDITOR"
 AGENT_TASK_TYPE = "vibe"
@@ -222,7 +223,7 @@ def _tool_result(r: cn.ToolResult, turn: _Turn, where: str) -> dict[str, Any]:
 
 def _tool_use(c: cn.ToolCall, where: str) -> dict[str, Any]:
     try:
-        args = json.loads(c.arguments or "{}")
+        args = jsonio.loads(c.arguments or "{}")
     except ValueError:
         raise cn.ConversionError(f"Tool call {c.id} has arguments that are not JSON.", where) from None
     return {"toolUseId": c.id, "name": short_tool_name(c.name),
@@ -372,7 +373,7 @@ def classify(kind: str | None, reason: str | None = None, status: int | None = N
 def decode_error(status: int, body: bytes) -> tuple[str, str | None]:
     """An AWS JSON error -> (message, code); see the module docstring."""
     try:
-        data = json.loads(body)
+        data = jsonio.loads(body)
     except (ValueError, UnicodeDecodeError):
         data = None
     if not isinstance(data, dict):
@@ -663,7 +664,7 @@ class StreamDecoder:
             return []
         name = _str(headers.get(":event-type"))
         try:
-            body = json.loads(payload) if payload else {}
+            body = jsonio.loads(payload) if payload else {}
         except (ValueError, UnicodeDecodeError):
             return self._start()
         if isinstance(body, dict) and isinstance(body.get(name), dict) and len(body) == 1:
@@ -692,7 +693,7 @@ class StreamDecoder:
     def _error_payload(payload: bytes) -> tuple[str, str | None]:
         text = payload.decode("utf-8", "replace").strip()
         try:
-            body = json.loads(text)
+            body = jsonio.loads(text)
         except ValueError:
             return text, None
         if not isinstance(body, dict):

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from converters import call_ids
+from converters import call_ids, jsonio
 from converters import canonical as cn
 from converters.json_limits import exceeds
 from converters.pipeline import relabel_all, relabel_body, splice_model
@@ -80,7 +80,7 @@ def parse_json_object(body: bytes, max_depth: int = MAX_DEPTH, max_values: int |
     if broken == "values":
         raise RequestError(f"The request body holds more than {max_values} JSON values (server.limits.max_values).")
     try:
-        data = json.loads(body)
+        data = jsonio.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise RequestError(f"The request body is not valid JSON: {e}") from None
     if not isinstance(data, dict):
@@ -228,7 +228,7 @@ class StreamRelabel:
             self.done = True
             return ev.raw
         try:
-            data = json.loads(ev.data)
+            data = jsonio.loads(ev.data)
         except ValueError:
             raise not_json(ev.data) from None
         if not isinstance(data, dict):
@@ -688,7 +688,7 @@ class StreamDecoder:
         if data.strip() == "[DONE]":
             return self._end() if self._started else []
         try:
-            body = json.loads(data)
+            body = jsonio.loads(data)
         except ValueError:
             self.finished = True  # not JSON: an error, never a normal stop
             return self._close() + [cn.StreamError("The upstream " + not_json(data).message, "upstream_malformed")]

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from converters import canonical as cn
+from converters import jsonio
 from converters.sse import Event, SSEParser, StreamFault, encode_like, not_json
 
 
@@ -119,7 +120,7 @@ class SSERelabel:
         if ev.data is None:
             return self._frame(ev, None)
         try:
-            data = json.loads(ev.data)
+            data = jsonio.loads(ev.data)
         except ValueError:
             raise not_json(ev.data) from None
         if not isinstance(data, dict):
@@ -204,7 +205,7 @@ def relabel_body(body: bytes, model: str, key: str = "model") -> bytes:
 
     Raises ValueError for a body that is not JSON (an HTML page from a proxy in between is
     no answer); JSON that is not an object, or has no such key, is returned unchanged."""
-    data = json.loads(body)
+    data = jsonio.loads(body)
     if not isinstance(data, dict) or key not in data or data[key] == model:
         return body
     spliced = splice_model(body, key, data[key], model)  # every other byte as the upstream sent it

@@ -63,7 +63,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from converters import call_ids
+from converters import call_ids, jsonio
 from converters import canonical as cn
 from converters.pipeline import SSERelabel, SSEStreamDecoder
 from converters.shapes import obj, string
@@ -324,7 +324,7 @@ def _freeform_tool(t: dict, where: str) -> cn.Tool:
 def freeform_input(arguments: str) -> str:
     """A freeform tool's call arguments ({"input": "..."}) -> the raw input its client expects."""
     try:
-        value = json.loads(arguments)
+        value = jsonio.loads(arguments)
     except ValueError:
         return arguments
     if isinstance(value, dict) and isinstance(value.get("input"), str):
@@ -1053,7 +1053,7 @@ class StreamDecoder(SSEStreamDecoder):
 
     def _event(self, data: str, name: str | None) -> list[cn.Event]:
         try:
-            body = json.loads(data)
+            body = jsonio.loads(data)
         except ValueError:
             return self._malformed(data)
         if not isinstance(body, dict):

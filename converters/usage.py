@@ -11,9 +11,10 @@ count may come only in message_start).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+from converters import jsonio
 
 
 @dataclass(slots=True)
@@ -68,7 +69,7 @@ def _apply(t: Tokens, obj: Any) -> bool:
 
 def of_body(body: bytes) -> Tokens | None:
     try:
-        obj = json.loads(body)
+        obj = jsonio.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested deeper than json goes
         return None
     t = Tokens()
@@ -83,7 +84,7 @@ def of_stream(data: bytes) -> Tokens | None:
             continue
         text = line.strip().removeprefix(b"data:").strip().lstrip(b"[,").rstrip(b",]").strip()
         try:
-            found |= _apply(t, json.loads(text))
+            found |= _apply(t, jsonio.loads(text))
         except (ValueError, UnicodeDecodeError, RecursionError):
             continue
     return t if found else None

@@ -22,7 +22,6 @@ exchange ends (the front door's response/error hooks) or `release()`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from converters import jsonio
 from converters.first_event import FirstEvent, StreamStartError
 from llmgate.errors import GatewayError
 from llmgate.providers.base import ProviderKind
@@ -292,7 +292,7 @@ class ProviderCall:
     async def read_json(self, resp: aiohttp.ClientResponse, limit: int = MAX_BODY) -> tuple[bytes, Any]:
         body = await self.read(resp, limit)
         try:
-            return body, json.loads(body)
+            return body, jsonio.loads(body)
         except ValueError:
             raise GatewayError(502, f"Upstream {self.who} sent a response that is not valid JSON.",
                                code="upstream_error") from None

@@ -7,7 +7,6 @@ through the canonical model for responses, streams and errors.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections import OrderedDict
@@ -15,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from converters import anthropic, call_ids, codegeex, gemini, kiro, openai_chat, responses, thinking
+from converters import anthropic, call_ids, codegeex, gemini, jsonio, kiro, openai_chat, responses, thinking
 from converters import canonical as cn
 from converters.pipeline import Converting
 from llmgate.errors import GatewayError
@@ -172,7 +171,7 @@ def plan(client: ClientApi, kind: ProviderKind, p: ProviderSettings, upstream_mo
         headers.append((DROPPED_TOOLS, ", ".join(req.dropped_tools).encode()))
 
     def response(upstream_body: bytes) -> bytes:
-        r = fmt.decode_response(upstream_body, req) if fmt.raw else fmt.decode_response(json.loads(upstream_body))
+        r = fmt.decode_response(upstream_body, req) if fmt.raw else fmt.decode_response(jsonio.loads(upstream_body))
         fresh_call_ids(r.content, _call_ids(req))
         memory.remember(r.content)
         if r.finish == "error" and client.wire in ("openai_chat", "anthropic"):  # no finish reason says it
@@ -224,7 +223,7 @@ def openai_error(p: ProviderSettings, status: int, reason: str, headers: Any, bo
     """An OpenAI-compatible upstream's own error: same status, its message and code kept."""
     message, code, param, native = None, None, None, None
     try:
-        err = json.loads(body).get("error")
+        err = jsonio.loads(body).get("error")
         if isinstance(err, dict):
             message, code, param = err.get("message"), err.get("code"), err.get("param")
             native = _native(p, "openai", body)
