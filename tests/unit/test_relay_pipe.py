@@ -426,6 +426,50 @@ def test_an_upstream_that_goes_silent_is_cut_off_after_the_read_timeout():
     run(go)
 
 
+def test_reads_keep_the_read_timeout_off_with_one_timer_and_silence_still_cuts_off():
+    """LazyReadTimeout: reads for longer than the read timeout do not end the stream, and they
+    do not each make a timer (aiohttp's own makes one per read); silence after them does."""
+    async def go() -> None:
+        async with Upstream() as up, aiohttp.ClientSession() as session:
+            pipe = await open_pipe(session, up, Upper(), read_timeout=0.3,
+                                   timeout=aiohttp.ClientTimeout(sock_read=0.3))
+            protocol, reader, served = await fetched(pipe, up)
+            assert isinstance(pipe._timer, relay.LazyReadTimeout)
+            timers = set()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            while loop.time() - started < 0.9:  # three read timeouts' worth of reads, 0.05 s apart
+                await send_and_read(up, reader, b"data: tick\n\n")
+                timers.add(id(protocol._read_timeout_handle))
+                await asyncio.sleep(0.05)
+            assert len(timers) <= 5, len(timers)  # re-set only when due: ~once per 0.3 s
+            assert await read_to_end(reader) == [
+                b"ERR:upstream_timeout:Upstream 'test' sent nothing for 0.3 s; the stream was cut off."]
+            assert await bounded(served) is True and pipe.outcome == "upstream-error"
+            assert "_reschedule_timeout" not in protocol.__dict__
+    run(go)
+
+
+def test_the_connection_gets_aiohttps_own_read_timeout_back_for_its_next_request():
+    async def go() -> None:
+        async with Upstream() as up, aiohttp.ClientSession() as session:
+            pipe = await open_pipe(session, up, Upper())
+            protocol, reader, served = await fetched(pipe, up)
+            assert "_reschedule_timeout" in protocol.__dict__
+            up.queue.put_nowait(None)
+            await bounded(reader.read())
+            assert await bounded(served) is True
+            assert "_reschedule_timeout" not in protocol.__dict__ and pipe._timer is None
+            async with session.get(up.url + "/stream", timeout=aiohttp.ClientTimeout(sock_read=0.2)) as r:
+                assert up.peers[1] == up.peers[0]  # the same connection, from aiohttp's pool
+                try:
+                    await bounded(r.content.read())
+                    raise AssertionError("a silent upstream outlasted aiohttp's read timeout")
+                except aiohttp.ServerTimeoutError:
+                    pass
+    run(go)
+
+
 def test_abandoned_mid_stream_the_upstream_is_closed_and_run_returns_false():
     async def go() -> None:
         async with Upstream() as up, aiohttp.ClientSession() as session:
