@@ -5,7 +5,11 @@ instructions do not. One proxy runs under callgrind with counting off; after a w
 sequential requests are counted, then an idle stretch as long (timers and polls that run
 whatever the load), which is subtracted.
 
-    .venv/bin/python bench/instructions.py bare|gateway [--route same|gemini|stream] [--root DIR] [-n 100]
+    .venv/bin/python bench/instructions.py bare|gateway [--route same|gemini|stream|chunks] [--root DIR] [-n 100]
+
+--route chunks is bench/streams.py's stream, one at a time: `--chunks` chunks `--gap` ms apart (far
+enough apart under valgrind that each is its own read), a new client connection per stream, the
+model renamed by an alias on the gateway; the figure is per stream.
 
 Run two side by side (e.g. the gateway of a `git archive` checkout with --root, and this one)
 to compare changes. Slow (valgrind: ~5 min a run), so not part of `make bench`.
@@ -17,6 +21,7 @@ import argparse
 import glob
 import http.client
 import json
+import multiprocessing
 import re
 import subprocess
 import sys
@@ -27,6 +32,7 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/
 
+from bench import streams  # noqa: E402
 from bench.bench import BODY, GEMINI_MODEL, KEY, free_port  # noqa: E402
 from tests.harness import BIN, ROOT, Proc, Upstream  # noqa: E402
 
@@ -55,36 +61,51 @@ def counted(pid: int, out: str, work: Callable[[], None]) -> tuple[int, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("system", choices=["bare", "gateway"])
-    ap.add_argument("--route", choices=["same", "gemini", "stream"], default="same")
+    ap.add_argument("--route", choices=["same", "gemini", "stream", "chunks"], default="same")
+    ap.add_argument("--chunks", type=int, default=25, help="--route chunks: chunks per stream")
+    ap.add_argument("--gap", type=float, default=40.0, help="--route chunks: ms between chunks")
     ap.add_argument("--root", type=Path, default=ROOT, help="the checkout whose gateway runs")
     ap.add_argument("-n", type=int, default=100, help="requests counted")
     args = ap.parse_args()
 
     up = Upstream("openai_compat", "--models", "gpt-4o-mini")
     gem = Upstream("gemini_api", "--models", GEMINI_MODEL)
+    chunky_port = free_port()  # --route chunks: bench/streams.py's upstream
+    chunky = multiprocessing.Process(target=streams.serve_upstream, args=(chunky_port, args.chunks, args.gap / 1000),
+                                     daemon=True)
+    chunky.start()
     cfg = Path(tempfile.mkdtemp()) / "proxy.yaml"
     cfg.write_text(f"server: {{api_keys: [{KEY}]}}\nproviders:\n"
                    f"  - {{id: up, type: openai, base_url: '{up.base}/v1', models: [gpt-4o-mini]}}\n"
-                   f"  - {{id: gem, type: gemini, base_url: '{gem.base}', models: [{GEMINI_MODEL}]}}\n")
+                   f"  - {{id: gem, type: gemini, base_url: '{gem.base}', models: [{GEMINI_MODEL}]}}\n"
+                   f"  - {{id: chunky, type: openai, base_url: 'http://127.0.0.1:{chunky_port}/v1',"
+                   f" models: [{streams.MODEL}]}}\n"
+                   f"routing: {{aliases: {{alias: chunky/{streams.MODEL}}}}}\n")
     port = free_port()
     out = str(Path(tempfile.mkdtemp()) / "callgrind.out")
     mitmdump = [str(BIN / "python"), str(BIN / "mitmdump"), "-q", "--listen-host", "127.0.0.1"]
     if args.system == "bare":
-        streaming = ["--set", "stream_large_bodies=1"] if args.route == "stream" else []  # else it buffers
-        cmd, env = [*mitmdump, "--mode", f"reverse:{up.base}@{port}", *streaming], {}
+        streaming = ["--set", "stream_large_bodies=1"] if args.route in ("stream", "chunks") else []  # else it buffers
+        target = f"http://127.0.0.1:{chunky_port}" if args.route == "chunks" else up.base
+        cmd, env = [*mitmdump, "--mode", f"reverse:{target}@{port}", *streaming], {}
     else:
         cmd = [*mitmdump, "--mode", f"reverse:http://127.0.0.1:1@{port}", "-s", str(args.root / "addons/gateway.py"),
                "--set", "connection_strategy=lazy", "--set", f"gateway_config={cfg}"]
         env = {"PYTHONPATH": f"{args.root}:{args.root / 'addons'}"}
     proxy = Proc(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *cmd], env=env)
-    body = {**BODY, "model": GEMINI_MODEL if args.route == "gemini" else "gpt-4o-mini",
-            **({"stream": True} if args.route == "stream" else {})}
+    model = {"gemini": GEMINI_MODEL, "chunks": "alias" if args.system == "gateway" else streams.MODEL}
+    body = {**BODY, "model": model.get(args.route, "gpt-4o-mini"),
+            **({"stream": True} if args.route in ("stream", "chunks") else {})}
     data, headers = json.dumps(body).encode(), {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 
         def run(n: int) -> None:
+            nonlocal conn
             for _ in range(n):
+                if args.route == "chunks":  # a new connection per stream, as bench/streams.py's clients
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
                 conn.request("POST", "/v1/chat/completions", data, headers)
                 r = conn.getresponse()
                 answer = r.read()
@@ -104,13 +125,15 @@ def main() -> None:
         run(20)  # warm-up
         busy, took = counted(proxy.p.pid, out, lambda: run(args.n))
         idle, _ = counted(proxy.p.pid, out, lambda: time.sleep(took))
+        unit = f"stream of {args.chunks} chunks" if args.route == "chunks" else "request"
         print(f"{args.system} ({args.root.name if args.system == 'gateway' else 'mitmproxy'}), {args.route}: "
-              f"{(busy - idle) / args.n / 1e6:.2f} M instructions per request "
+              f"{(busy - idle) / args.n / 1e6:.2f} M instructions per {unit} "
               f"(idle work subtracted: {idle / busy:.0%})")
     finally:
         proxy.stop()
         up.stop()
         gem.stop()
+        chunky.terminate()
 
 
 if __name__ == "__main__":
