@@ -158,3 +158,38 @@ def test_a_handler_that_is_not_callable_is_reported_as_mitmproxy_does(bad, caplo
     original, cached = run_both(lambda: [HttpRequestHook(f)], lambda log: [Odd()], caplog)
     same = lambda log: [re.sub(r"0x[0-9a-f]+", "", m) for _, m in log]  # noqa: E731  (two instances)
     assert same(cached) == same(original) and any("not callable" in m for _, m in cached)
+
+
+def test_idle_builtin_handlers_are_left_out_until_their_option_is_set():
+    """mitmproxy's MapRemote, ModifyHeaders, BlockList... do nothing without rules: not called then;
+    set a rule and the next hook runs them, with mitmproxy's own effect on the flow."""
+    from mitmproxy.addons import blocklist, maplocal, mapremote, modifybody, modifyheaders, stickyauth, stickycookie
+    from mitmproxy.proxy.layers.http import HttpRequestHeadersHook
+
+    addons = [maplocal.MapLocal(), mapremote.MapRemote(), modifybody.ModifyBody(), modifyheaders.ModifyHeaders(),
+              blocklist.BlockList(), stickyauth.StickyAuth(), stickycookie.StickyCookie()]
+
+    def handlers(m, name: str) -> set[str]:
+        return {f.__qualname__ for funcs in m.__dict__["_llmgate_hooks"][name] for f in funcs}
+
+    async def scenario() -> None:
+        with taddons.context(hook_dispatch.HookDispatch(), *addons) as tctx:
+            m = tctx.master.addons
+            f = tflow.tflow()
+            await hook_dispatch.trigger_event(m, HttpRequestHeadersHook(f))
+            await hook_dispatch.trigger_event(m, HttpRequestHook(f))
+            assert not handlers(m, "requestheaders") & {"ModifyHeaders.requestheaders"}
+            assert not handlers(m, "request") & {"MapLocal.request", "MapRemote.request", "ModifyBody.request",
+                                                  "BlockList.request", "StickyAuth.request", "StickyCookie.request"}
+            assert f.request.url == "http://address:22/path" and "x-added" not in f.request.headers
+
+            tctx.options.update(map_remote=["|//address:22/path|//elsewhere:22/moved"],
+                                modify_headers=["/~q/x-added/yes"], block_list=["|~u moved|418"])
+            f = tflow.tflow()
+            await hook_dispatch.trigger_event(m, HttpRequestHeadersHook(f))
+            await hook_dispatch.trigger_event(m, HttpRequestHook(f))
+            assert {"MapRemote.request", "BlockList.request"} <= handlers(m, "request")
+            assert f.request.url == "http://elsewhere:22/moved" and f.request.headers["x-added"] == "yes"
+            assert f.response is not None and f.response.status_code == 418
+
+    asyncio.run(scenario())

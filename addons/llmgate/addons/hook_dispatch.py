@@ -14,6 +14,11 @@ the same handlers in the same order, async ones awaited, an error in one logged 
 logs it and ending the rest of its own top-level addon only (so a failing check in this
 gateway's script never lets the addons after it run without it), AddonHalt ending the hook.
 Lifecycle hooks (load, configure, running, done) keep mitmproxy's own path.
+
+Left out of the lists: handlers of mitmproxy's own addons that do nothing while their option is
+unset (IDLE; the lists are rebuilt on every option change, which is what sets them). MapLocal's
+request hook, for one, works out each request's pretty_url before it looks at its empty rules:
+~30 us per request, on the way to the first token.
 """
 
 from __future__ import annotations
@@ -29,11 +34,38 @@ Groups = list[list[Callable[..., Any]]]
 _original = getattr(addonmanager.AddonManager.trigger_event, "original", addonmanager.AddonManager.trigger_event)
 
 
+def _no_rules(addon: Any) -> bool:
+    return getattr(addon, "replacements", None) == []
+
+
+def _no_filter(addon: Any) -> bool:
+    return hasattr(addon, "flt") and addon.flt is None
+
+
+IDLE: dict[tuple[str, str], Callable[[Any], bool]] = {  # (mitmproxy addon class, hook): does nothing now
+    ("MapLocal", "request"): _no_rules,
+    ("MapRemote", "request"): _no_rules,
+    ("ModifyBody", "request"): _no_rules,
+    ("ModifyBody", "response"): _no_rules,
+    ("ModifyHeaders", "requestheaders"): _no_rules,
+    ("ModifyHeaders", "responseheaders"): _no_rules,
+    ("BlockList", "request"): lambda a: getattr(a, "items", None) == [],
+    ("StickyAuth", "request"): _no_filter,
+    ("StickyCookie", "request"): _no_filter,
+    ("StickyCookie", "response"): _no_filter,
+}
+
+
+def _idle(addon: Any, hook: str) -> bool:
+    check = IDLE.get((type(addon).__name__, hook))
+    return check is not None and type(addon).__module__.startswith("mitmproxy.addons.") and check(addon)
+
+
 def _groups(manager: addonmanager.AddonManager, event: hooks.Hook) -> Groups:
     """The handlers of `event`, one list per top-level addon that has any, in chain order."""
     out: Groups = []
     for top in manager.chain:
-        funcs = [func for _, func in manager._iter_hooks(top, event)]
+        funcs = [func for addon, func in manager._iter_hooks(top, event) if not _idle(addon, event.name)]
         if funcs:
             out.append(funcs)
     return out
