@@ -236,7 +236,7 @@ def test_after_the_fetch_each_read_is_converted_and_written_inside_data_received
             parts = (b"data: first\n\n", *PARTS)
             for part in parts:
                 await send_and_read(up, reader, part)
-            assert takers == [("_push", False, part) for part in parts]
+            assert takers == [("_feed", False, part) for part in parts]  # from aiohttp's parser, not its buffer
             assert catch_ups == before  # the task did not run for them
             up.queue.put_nowait(None)
             assert await bounded(served) is True and pipe.outcome == "complete"
@@ -265,7 +265,7 @@ def test_fetched_over_tcp_all_data_arrives_the_same_way():
                 up.queue.put_nowait(None)
                 assert await read_to_end(reader) == [b"END"]
                 assert pipe.outcome == "complete"
-                assert takers and all(task and taker != "_push" for taker, task, _ in takers)
+                assert takers and all(task and taker not in ("_push", "_feed") for taker, task, _ in takers)
                 assert "data_received" not in protocol.__dict__
                 assert pipe.client.bytes() == b"".join(PARTS).upper() + b"END"
                 writer.close()
@@ -391,7 +391,7 @@ def transform_fails_in_data_received(error: Exception, expected_tail: bytes) -> 
             protocol, reader, served = await fetched(pipe, up)
             up.queue.put_nowait(b"data: bad\n\n")
             assert await read_to_end(reader) == [expected_tail]
-            assert takers[-1] == ("_push", False, b"data: bad\n\n")  # it failed in the synchronous path
+            assert takers[-1] == ("_feed", False, b"data: bad\n\n")  # it failed in the synchronous path
             assert await bounded(served) is True and pipe.outcome == "upstream-error"
             assert pipe.resp.closed
             await bounded(up.gone.wait())  # the upstream connection was closed
@@ -542,7 +542,7 @@ def test_a_stream_that_ends_while_its_reader_is_full_leaves_the_next_stream_on_i
 
             assert "data_received" in protocol.__dict__  # the second stream still listens
             await send_and_read(up, reader2, b"data: two\n\n")
-            assert takers[-1] == ("_push", False, b"data: two\n\n")
+            assert takers[-1] == ("_feed", False, b"data: two\n\n")
             up.queue.put_nowait(None)
             assert await read_to_end(reader2) == [b"END"]
             assert await bounded(served2) is True and second.outcome == "complete"

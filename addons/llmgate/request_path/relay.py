@@ -208,16 +208,22 @@ class Pipe:
             read.cancel()
 
     def _listen(self, protocol: ResponseHandler) -> None:
-        """Take each read as aiohttp's protocol receives it (for the stream's life)."""
+        """Take each read as aiohttp's protocol receives it (for the stream's life): its parser
+        hands the body's bytes to _feed, which converts and writes them when it can and leaves
+        them in aiohttp's buffer when it cannot (read from there by _push or the task, in order)."""
         received, content = type(protocol).data_received.__get__(protocol), self.resp.content
 
         def data_received(data: bytes) -> None:
             received(data)
             if content.is_eof():  # aiohttp gives the connection back to its pool at the end
                 self._unlisten(protocol)
-            self._push()
+            if content._buffer:  # what _feed left there
+                self._push()
 
         protocol.data_received = self._listener = data_received  # type: ignore[method-assign]
+        if type(content) is aiohttp.StreamReader:  # slotted: its class is swapped, not its methods
+            _PIPED[id(content)] = self
+            content.__class__ = _Piped
         self._timer = LazyReadTimeout(protocol)
 
     def _unlisten(self, protocol: ResponseHandler) -> None:
@@ -225,12 +231,36 @@ class Pipe:
         pool at this one's end, while this task still waited for its client)."""
         if protocol.__dict__.get("data_received") is self._listener:
             del protocol.__dict__["data_received"]
+        content = self.resp.content
+        if _PIPED.get(id(content)) is self:
+            content.__class__ = aiohttp.StreamReader
+            del _PIPED[id(content)]
         if self._timer is not None:
             self._timer.remove()
             self._timer = None
 
+    def _feed(self, data: bytes, size: int = 0) -> bool:
+        """aiohttp's parser hands over body bytes: converted and written at once while the
+        synchronous path runs and nothing older waits in aiohttp's buffer, else buffered there
+        (StreamReader.feed_data, which pauses the socket when that buffer is full)."""
+        content = self.resp.content
+        if not self._pushing or self._in_push or content._buffer or not data or self._blocked():
+            return aiohttp.StreamReader.feed_data(content, data, size)
+        content.total_bytes += len(data)
+        self._in_push = True
+        try:
+            self._take(data)
+            if self._blocked():
+                self._stop_pushing()  # the output has nowhere to go: the task waits for the client
+        except Exception as e:  # a conversion error or a client gone: the task raises it
+            self._fault = e
+            self._stop_pushing()
+        finally:
+            self._in_push = False
+        return False
+
     def _push(self) -> None:
-        """In the upstream's data_received: convert and write what is buffered, or stop."""
+        """Convert and write what is in aiohttp's buffer, or stop."""
         if not self._pushing or self._in_push:  # re-entered: aiohttp's read_nowait may resume its parser,
             return  # which calls data_received; the outer loop reads on, in order
         self._in_push = True
@@ -334,6 +364,21 @@ class Pipe:
             self._puller.cancel()
         if not self._ended.done():
             self._ended.set_result(False)  # wake run() at once
+
+
+_PIPED: dict[int, Pipe] = {}  # id of an aiohttp StreamReader -> the Pipe its body goes to
+
+
+class _Piped(aiohttp.StreamReader):
+    """An aiohttp StreamReader whose body bytes go to its Pipe (Pipe._feed) while it listens."""
+
+    __slots__ = ()
+
+    def feed_data(self, data: bytes, size: int = 0) -> bool:
+        return _PIPED[id(self)]._feed(data, size)
+
+    def end_http_chunk_receiving(self) -> None:
+        """Where each HTTP chunk ends is kept for iter_chunks(), which nothing here reads."""
 
 
 class LazyReadTimeout:
