@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
+import zlib
 from collections.abc import Callable
 
 import aiohttp
@@ -76,7 +77,10 @@ class Upstream:
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         assert request.transport is not None
         self.peers.append(request.transport.get_extra_info("peername")[1])
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        headers = {"Content-Type": "text/event-stream"}
+        if "gzip" in request.query:  # the test sends gzip members it compressed itself
+            headers["Content-Encoding"] = "gzip"
+        resp = web.StreamResponse(headers=headers)
         await resp.prepare(request)
         try:
             while (item := await self.queue.get()) is not None:
@@ -126,8 +130,8 @@ async def read_to_end(reader: asyncio.StreamReader) -> list[bytes]:
 
 
 async def open_pipe(session: aiohttp.ClientSession, up: Upstream, transform: Upper,
-                    read_timeout: float = 30.0, **kw: object) -> relay.Pipe:
-    resp = await bounded(session.get(up.url + "/stream", **kw))
+                    read_timeout: float = 30.0, path: str = "/stream", **kw: object) -> relay.Pipe:
+    resp = await bounded(session.get(up.url + path, **kw))
     fail_body_on_bad_framing(resp)  # as Upstream.send does for every answer
     return relay.Pipe(resp, transform, [(b"Content-Type", b"text/event-stream")], "'test'", read_timeout)
 
@@ -467,6 +471,27 @@ def test_the_connection_gets_aiohttps_own_read_timeout_back_for_its_next_request
                     raise AssertionError("a silent upstream outlasted aiohttp's read timeout")
                 except aiohttp.ServerTimeoutError:
                     pass
+    run(go)
+
+
+def test_a_gzip_stream_is_decompressed_read_by_read_into_the_pipe():
+    """aiohttp's decompressor sits between its parser and the body's reader: what it hands on
+    reaches Pipe._feed too, each flushed piece converted as it arrives."""
+    async def go() -> None:
+        async with Upstream() as up, aiohttp.ClientSession() as session:
+            pipe = await open_pipe(session, up, Upper(), path="/stream?gzip")
+            takers = record_takers(pipe)
+            z = zlib.compressobj(wbits=31)
+            protocol, reader, served = await fetched(pipe)
+            await until(lambda: pipe._pushing)
+            for part in (b"data: first\n\n", *PARTS):
+                up.queue.put_nowait(z.compress(part) + z.flush(zlib.Z_SYNC_FLUSH))
+                assert await bounded(reader.readexactly(len(frame(part.upper())))) == frame(part.upper())
+            up.queue.put_nowait(z.flush())
+            up.queue.put_nowait(None)
+            assert await read_to_end(reader) == [b"END"]
+            assert await bounded(served) is True and pipe.outcome == "complete"
+            assert [t[:2] for t in takers[-len(PARTS):]] == [("_feed", False)] * len(PARTS)
     run(go)
 
 
