@@ -337,7 +337,7 @@ class Pipe:
         if self.first_sent is None:
             self.first_sent = time.time()
         self.client.add(data)
-        w.write(b"%x\r\n%b\r\n" % (len(data), data))
+        w.transport.write(b"%x\r\n%b\r\n" % (len(data), data))  # StreamWriter.write, one call less
 
     async def run(self, writer: asyncio.StreamWriter) -> bool:
         """Send the stream as a chunked HTTP/1.1 response. False if the connection is unusable."""
@@ -440,6 +440,7 @@ class _InProcess(asyncio.Transport):
         self._closing = False
         self.paused = False  # the other end's reader is full: writes should wait (drain)
         self.protocol: asyncio.StreamReaderProtocol
+        self.reader: asyncio.StreamReader  # what its protocol feeds (held here: the protocol holds it weakly)
         self.peer: _InProcess
 
     def get_extra_info(self, name: str, default=None):
@@ -450,7 +451,7 @@ class _InProcess(asyncio.Transport):
 
     def write(self, data) -> None:
         if not self._closing and not self.peer._closing:
-            self.peer.protocol.data_received(bytes(data))
+            self.peer.reader.feed_data(data)  # as the peer's StreamReaderProtocol.data_received would
 
     def can_write_eof(self) -> bool:
         return True
@@ -487,7 +488,7 @@ def in_process_pair(peername: tuple[str, int]) -> tuple[tuple[asyncio.StreamRead
     a.peer, b.peer = b, a
     ends = []
     for t in (a, b):
-        reader = asyncio.StreamReader(loop=loop)
+        t.reader = reader = asyncio.StreamReader(loop=loop)
         t.protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         t.protocol.connection_made(t)
         ends.append((reader, asyncio.StreamWriter(t, t.protocol, reader, loop)))
