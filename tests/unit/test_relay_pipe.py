@@ -454,6 +454,25 @@ def test_reads_keep_the_read_timeout_off_with_one_timer_and_silence_still_cuts_o
     run(go)
 
 
+def test_the_read_timeout_stays_off_while_aiohttp_has_reading_paused():
+    """A full client pauses the upstream socket and aiohttp stops its read timer: the slow side is
+    not the upstream. Taken over while paused, the timer stays off until reading resumes."""
+    async def go() -> None:
+        async with Upstream() as up, aiohttp.ClientSession() as session:
+            resp = await bounded(session.get(up.url + "/stream", timeout=aiohttp.ClientTimeout(sock_read=0.2)))
+            protocol = resp.connection.protocol  # type: ignore[union-attr]
+            protocol.pause_reading()
+            assert protocol._read_timeout_handle is None
+            timer = relay.LazyReadTimeout(protocol)
+            await asyncio.sleep(0.4)  # twice the read timeout, paused
+            assert protocol._read_timeout_handle is None and resp.content.exception() is None
+            protocol.resume_reading()
+            assert protocol._read_timeout_handle is not None  # reading again: the timer runs
+            timer.remove()
+            resp.close()
+    run(go)
+
+
 def test_the_connection_gets_aiohttps_own_read_timeout_back_for_its_next_request():
     async def go() -> None:
         async with Upstream() as up, aiohttp.ClientSession() as session:

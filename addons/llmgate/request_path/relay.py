@@ -395,9 +395,11 @@ class LazyReadTimeout:
         self._protocol = protocol
         self._loop = asyncio.get_running_loop()
         self._last = self._loop.time()
+        running = protocol._read_timeout_handle is not None  # none while aiohttp has reading paused
         protocol._drop_timeout()  # aiohttp's timer, started at the last read: this one replaces it
         protocol._reschedule_timeout = self._read  # type: ignore[method-assign]
-        self._read()
+        if running:
+            self._read()
 
     def _read(self) -> None:
         p = self._protocol
