@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
@@ -117,6 +118,9 @@ class ServerSettings(_Strict):
     allowed_hosts: list[str] = Field(
         default_factory=list, description="host names clients use for this gateway, beside its own address and "
         "localhost (checked when no keys are set: DNS rebinding)")
+    open_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list, description="while api_keys is empty, the client networks (CIDR, e.g. 10.0.0.0/8) "
+        "served without a key besides this machine; others are refused (403)")
     state_file: str | None = Field(None, description="SQLite file for cooldowns (default: beside proxy.yaml)")
     state: str | None = Field(None, description="redis://[:password@]host:port/db (or rediss://): state shared by "
                               "gateway hosts; default: this host's state_file")

@@ -128,8 +128,25 @@ def test_intercept_proxy_does_not_take_network_clients_to_loopback_admin(tmp_pat
                 assert status_of(answer) == 403, (target, answer[:300])
                 assert b"request_log" not in answer  # the admin status never came
                 assert json_of(answer)["error"]["code"] == "forbidden"
-        # without keys the proxy serves network clients as the gateway's own port does
-        assert status_of(chat_via_proxy(lan, port)) == 200
+        # without keys nothing proves who may spend the gateway's provider credentials
+        refused = chat_via_proxy(lan, port)
+        assert status_of(refused) == 403, refused[:300]
+        assert "server.api_keys" in json_of(refused)["error"]["message"]
+        assert provider_calls(provider) == []
+    finally:
+        gw.stop()
+
+
+def test_intercept_proxy_serves_keyless_network_clients_of_open_networks(tmp_path, provider):
+    """server.open_networks: the operator's own network may use the proxy without a gateway key."""
+    lan = lan_address()
+    gw, port = intercept_gateway(tmp_path, provider, lan, open_networks=[f"{lan}/32"])
+    try:
+        answer = chat_via_proxy(lan, port)
+        assert status_of(answer) == 200, answer[:300]
+        assert len(provider_calls(provider)) == 1
+        for target in LOOPBACK_TARGETS:  # still never to loopback
+            assert status_of(admin_via_proxy(lan, port, f"{target}:{gw.port}", f"127.0.0.1:{gw.port}")) == 403
     finally:
         gw.stop()
 

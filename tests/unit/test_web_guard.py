@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
-from llmgate.addons.web_guard import host_refusal, page_refusal
+from llmgate.addons.web_guard import client_address, host_refusal, network_refusal, page_refusal
 
 OWN = ("127.0.0.1", 8143)
 
@@ -57,3 +59,33 @@ def test_same_origin_and_non_browser_requests_pass(site, origin, host, tls):
 ])
 def test_pages_of_other_origins_are_refused(site, origin, host, tls):
     assert page_refusal(site, origin, host, tls) is not None
+
+
+@pytest.mark.parametrize("peer, forwarded, client", [
+    ("127.0.0.1", [], "127.0.0.1"),
+    ("127.0.0.1", ["203.0.113.7"], "203.0.113.7"),  # HAProxy on this machine names the client
+    ("::1", ["10.0.0.1, 203.0.113.7"], "203.0.113.7"),  # the last hop's entry is the one it wrote
+    ("::ffff:127.0.0.1", ["10.0.0.1", "2001:db8::5"], "2001:db8::5"),
+    ("127.0.0.1", ["not an address"], "127.0.0.1"),
+    ("203.0.113.7", ["127.0.0.1"], "203.0.113.7"),  # a network client cannot make itself loopback
+    ("192.168.1.9", [], "192.168.1.9"),
+    (None, ["127.0.0.1"], None),
+])
+def test_the_client_behind_a_load_balancer_on_this_machine(peer, forwarded, client):
+    assert client_address(peer, forwarded) == client
+
+
+NETS = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8")]
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.5", "::1", "::ffff:127.0.0.1", "10.1.2.3",
+                                     "::ffff:10.1.2.3", "fd00::7"])
+def test_this_machine_and_open_networks_need_no_key(address):
+    assert network_refusal(address, NETS) is None
+
+
+@pytest.mark.parametrize("address", ["192.168.1.9", "11.0.0.1", "2001:db8::1", "fe80::1%eth0", None, "garbage"])
+def test_other_machines_need_a_key(address):
+    why = network_refusal(address, NETS)
+    assert why is not None and "server.api_keys" in why and "server.open_networks" in why
+    assert network_refusal("10.1.2.3", []) is not None  # no open network: only this machine

@@ -4,6 +4,8 @@ Accepted as Authorization: Bearer, x-api-key, x-goog-api-key or ?key=, as the
 OpenAI, Anthropic and Gemini SDKs send them. The key is masked in the flow as soon
 as its headers are read, so it never shows in mitmweb, in saved flows or in mitmdump's
 output, also when the body never arrives whole (the request hook then never runs).
+When it is not set, only this machine's clients (and server.open_networks) are served: nothing
+else proves who may spend the provider credentials behind the gateway.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import weakref
 from mitmproxy import ctx, http
 
 from llmgate.addons.cors import CORS_ORIGIN
-from llmgate.addons.web_guard import host_refusal, page_refusal
+from llmgate.addons.web_guard import client_address, host_refusal, is_loopback, network_refusal, page_refusal
 from llmgate.errors import GatewayError
 from llmgate.request_path.answers import error_response
 from llmgate.request_path.inbound import INTERCEPT_MARK, inbound_of
@@ -27,7 +29,6 @@ ADMIN_PATHS = ("/metrics",)
 CONSOLE = "/ui"  # the web console: admin routes, with a login session instead of a key per request
 KEY_ID = "llmgate_key"
 REPLAY_KEY_ID = "replay"  # the request log's key id for a flow the operator replayed from mitmweb
-LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 REDACTED = "[redacted]"
 
 
@@ -60,6 +61,12 @@ def mask_client_credentials(req: http.Request, query_key: bool = True) -> None:
         req.headers.fields = tuple(masked)
     if query_key and b"?" in req.data.path and "key" in req.query:
         req.query["key"] = REDACTED
+
+
+def client_ip(flow: http.HTTPFlow) -> str | None:
+    """The client's address, also behind a load balancer on this machine (web_guard.client_address)."""
+    peer = flow.client_conn.peername
+    return client_address(str(peer[0]) if peer else None, flow.request.headers.get_all("x-forwarded-for"))
 
 
 def operator_replay(flow: http.HTTPFlow) -> bool:
@@ -114,8 +121,9 @@ class ClientAuth:
             self._admin(flow, settings.server, console=True)
         elif operator_replay(flow):
             flow.metadata[KEY_ID] = REPLAY_KEY_ID
-        elif not keys:  # no key to prove the caller: keep web pages out (web_guard)
-            if why := self._web_refusal(flow, settings.server, check_host=True):
+        elif not keys:  # no key to prove the caller: keep other machines and web pages out (web_guard)
+            why = None if path in OPEN_PATHS else network_refusal(client_ip(flow), settings.server.open_networks)
+            if why := why or self._web_refusal(flow, settings.server, check_host=True):
                 flow.response = error_response(GatewayError(403, why, code="forbidden"),
                                                inbound_of(flow, settings).api)
         elif path not in OPEN_PATHS:
@@ -171,6 +179,6 @@ class ClientAuth:
             if not any(hmac.compare_digest(key.encode(), k.encode()) for k in admin_keys):
                 flow.response = error_response(GatewayError(
                     401, "This route needs an admin key (server.admin_keys).", code="invalid_api_key"))
-        elif flow.client_conn.peername is None or flow.client_conn.peername[0] not in LOOPBACK:
+        elif not is_loopback(client_ip(flow)):
             flow.response = error_response(GatewayError(
                 403, "Admin routes answer loopback clients only unless server.admin_keys is set.", code="forbidden"))

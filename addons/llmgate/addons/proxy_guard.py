@@ -2,6 +2,7 @@
 
 A client on the gateway's own machine may use the proxy as it likes: it reaches loopback anyway.
 A client on the network is held to what the gateway's own port asks of it:
+- with server.api_keys unset, it is refused, unless its network is in server.open_networks;
 - with server.api_keys set, one of those keys, as the proxy password (HTTPS_PROXY=http://x:KEY@host:port;
   `Proxy-Authorization: Basic` or `Bearer`): a routed vendor call spends the gateway's provider
   credentials. The header goes no further (mitmproxy would forward it to the vendor);
@@ -27,7 +28,7 @@ from mitmproxy.addons.proxyauth import parse_http_basic_auth
 from mitmproxy.proxy import server_hooks
 from mitmproxy.proxy.mode_specs import LocalMode, ReverseMode
 
-from llmgate.addons.client_auth import LOOPBACK
+from llmgate.addons.web_guard import is_loopback, network_refusal
 from llmgate.errors import GatewayError
 from llmgate.request_path.answers import error_response
 from llmgate.request_path.inbound import inbound_of
@@ -77,7 +78,7 @@ def from_network(client: connection.Client) -> bool:
     whatever address they connect from)."""
     if isinstance(client.proxy_mode, (ReverseMode, LocalMode)):
         return False
-    return not (client.peername and client.peername[0] in LOOPBACK)
+    return not (client.peername and is_loopback(str(client.peername[0])))
 
 
 class ProxyGuard:
@@ -99,6 +100,10 @@ class ProxyGuard:
         """Every connection out, also those no flow shows (a SOCKS tunnel, a host not decrypted)."""
         if not from_network(data.client) or data.server.address is None:
             return
+        server = self.rt.settings.server
+        if not server.api_keys and (why := network_refusal(str(data.client.peername[0]), server.open_networks)):
+            data.server.error = why  # e.g. a SOCKS tunnel: an open proxy for the network
+            return
         if await reaches_local(str(data.server.address[0]), int(data.server.address[1])):
             data.server.error = "This proxy does not take network clients to the gateway's own machine (loopback)."
 
@@ -110,8 +115,11 @@ class ProxyGuard:
         if not from_network(client):
             return
         err = None
-        keys = [k.encode() for k, _ in self.rt.settings.server.key_ids()]
-        if keys and not any(hmac.compare_digest((key or "").encode(), k) for k in keys):
+        server = self.rt.settings.server
+        keys = [k.encode() for k, _ in server.key_ids()]
+        if not keys and (why := network_refusal(str(client.peername[0]), server.open_networks)):
+            err = GatewayError(403, why, code="forbidden")
+        elif keys and not any(hmac.compare_digest((key or "").encode(), k) for k in keys):
             err = GatewayError(407, "This proxy asks network clients for a gateway key (server.api_keys) as the "
                                "proxy password: HTTPS_PROXY=http://llmgate:<key>@host:port.",
                                code="proxy_auth_required", headers=REALM)

@@ -76,3 +76,31 @@ def _same_origin(origin: str, host_header: str | None, scheme: str) -> bool:
         return False
     return (o.hostname == name.lower().strip("[]")
             and (o_port or DEFAULT_PORTS[scheme]) == (port or DEFAULT_PORTS[scheme]))
+
+
+def client_address(peer: str | None, forwarded_for: list[str]) -> str | None:
+    """Who the client is. A peer on loopback may be a load balancer on this machine, which names the
+    address it was called from in X-Forwarded-For (deploy/haproxy.cfg sets it): then the last entry
+    is the client. A peer elsewhere is the client, whatever it sends (the header is anyone's to write)."""
+    ip = _ip(peer) if peer else None
+    if ip is None or not ip.is_loopback or not forwarded_for:
+        return peer
+    last = forwarded_for[-1].rsplit(",", 1)[-1].strip()
+    return last if _ip(last.strip("[]")) is not None else peer
+
+
+def is_loopback(address: str | None) -> bool:
+    ip = _ip(address.strip("[]")) if address else None
+    return ip is not None and ip.is_loopback
+
+
+def network_refusal(address: str | None, open_networks: list) -> str | None:
+    """A client on another machine while no client key can prove it (server.api_keys empty): it
+    would spend the provider credentials behind this gateway."""
+    if is_loopback(address):
+        return None
+    ip = _ip(address.strip("[]")) if address else None
+    if ip is not None and any(ip in net for net in open_networks):
+        return None
+    return (f"This gateway serves clients on other machines ({address}) only when server.api_keys is set "
+            "(or their network is in server.open_networks) in proxy.yaml.")

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, unquote
 from mitmproxy import ctx, http
 
 from llmgate.addons.accounting import INBOUND
+from llmgate.addons.client_auth import client_ip
 from llmgate.addons.limits import request_body
 from llmgate.console import logins, pages, queries
 from llmgate.console.feed import Feeds
@@ -145,7 +146,7 @@ class Console:
         body = self.admin._json(request_body(req, self.rt.settings.server.limits))
         req.content = b'{"key": "[redacted]"}'  # the admin key never reaches a flow view or saved flow
         key = body.get("key")
-        client = str(flow.client_conn.peername[0]) if flow.client_conn.peername else ""
+        client = client_ip(flow) or ""  # behind HAProxy every peer is loopback: throttle the real client
         if self.throttle.blocked(client):
             raise GatewayError(429, "Too many failed logins; try again in a minute.", code="rate_limited",
                                headers={"Retry-After": "60"})
