@@ -73,10 +73,10 @@ def spilled(gw: Gateway) -> int:
         return 0
 
 
-def llmgate(*args: str) -> dict:
+def llmgate(*args: str, exit_code: int = 0) -> dict:
     done = subprocess.run([str(BIN / "llmgate"), *args, "--json"], capture_output=True, text=True, timeout=120,
                           env={k: v for k, v in os.environ.items() if not k.startswith("LLMGATE_")})
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == exit_code, done.stdout + done.stderr
     assert PostgresServer.PASSWORD not in done.stdout + done.stderr
     return json.loads(done.stdout)
 
@@ -124,6 +124,8 @@ def test_rows_from_two_gateways_land_in_one_database_and_every_reader_shows_them
     assert sum(r["requests"] for r in offline["rows"]) == 20
     offline = llmgate("history", "--url", down, "--config", str(gw2.config_path), "--bodies")
     assert len(offline["requests"]) == 20 and all('"hi"' in r["request_body"] for r in offline["requests"])
+    offline = llmgate("status", "--url", down, "--config", str(gw1.config_path), exit_code=1)  # 1: not running
+    assert offline["requests_logged"] == 20 and offline["request_log"].startswith("postgresql://llmgate:***@")
     no_password_in(gw1, gw2)
 
 

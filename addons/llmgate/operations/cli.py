@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import contextlib
 import functools
 import json
 import os
@@ -404,19 +405,32 @@ def _log_source(config: Path, log_db: Path | None) -> Path | str:
     return _log_db(config, log_db)
 
 
+def _offline_count(source: Path | str) -> dict[str, Any]:
+    """The request log status shows while the gateway is down: where it is (a PostgreSQL URL without
+    its password) and its row count, when it can be read."""
+    if isinstance(source, Path) and not source.exists():
+        return {}
+    out: dict[str, Any] = {"request_log": _shown(source)}
+    with contextlib.suppress(CliError, sqlite3.Error):  # the status report should not fail on the log
+        out["requests_logged"] = _offline_read(source, lambda db: db.execute("SELECT COUNT(*) FROM requests")
+                                               .fetchone()[0], empty=0)
+    return out
+
+
 def _shown(source: Path | str) -> str:
     from llmgate.operations.request_log_pg import safe_url
 
     return safe_url(source) if isinstance(source, str) else str(source)
 
 
-def _offline_read(source: Path | str, query: Callable[[Any], Any]) -> Any:
+def _offline_read(source: Path | str, query: Callable[[Any], Any], empty: Any = None) -> Any:
+    """query's answer from the request log; `empty` when PostgreSQL has no table yet (default [])."""
     if isinstance(source, str):
         from llmgate.operations.request_log import Unreadable
         from llmgate.operations.request_log_pg import read
 
         try:
-            return read(source, query, empty=[])
+            return read(source, query, empty=[] if empty is None else empty)
         except Unreadable as e:
             raise CliError(f"the gateway is not running and the request log at {_shown(source)} cannot be read: "
                            f"{e}") from None
@@ -484,14 +498,7 @@ def status_command(url: UrlOpt = DEFAULT_URL, admin_key: AdminKeyOpt = None, con
                 out["providers"] = len(list_providers(config))
             except Exception:  # noqa: BLE001 - the status report should not fail on a broken config
                 pass
-        db_path = _log_db(config, log_db)
-        if db_path.exists():
-            out["request_log"] = str(db_path)
-            try:
-                with _open_log(db_path) as db:
-                    out["requests_logged"] = db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
-            except sqlite3.Error:
-                pass
+        out.update(_offline_count(_log_source(config, log_db)))
         if as_json:
             _emit_json(out)
         else:
@@ -499,7 +506,7 @@ def status_command(url: UrlOpt = DEFAULT_URL, admin_key: AdminKeyOpt = None, con
             _table(["", ""], [["config", f"{config}" + ("" if config.exists() else " (missing)")],
                               ["providers", out["providers"] if out["providers"] is not None else "-"],
                               ["request log", out["request_log"] or "-"],
-                              ["requests logged", out["requests_logged"] if out["request_log"] else "-"]])
+                              ["requests logged", "-" if out["requests_logged"] is None else out["requests_logged"]]])
         raise typer.Exit(1) from None
     if as_json:
         _emit_json({"running": True, "url": url, **st})
