@@ -19,9 +19,9 @@ has --json. Errors: one line on stderr, exit code 1, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
-import contextlib
 import functools
 import json
 import os
