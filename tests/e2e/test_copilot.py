@@ -303,3 +303,22 @@ def test_a_models_list_in_the_config_still_learns_where_each_model_is_served(sig
     r = c.chat.completions.create(model=CODEX, messages=HELLO)
     assert r.choices[0].message.content == "Echo: hello there"
     assert [c["path"] for c in up.received() if c["method"] == "POST"] == [RESPONSES]
+
+
+def test_a_request_made_while_the_models_list_is_on_its_way_waits_for_it(tmp_path):
+    """The gateway asks /models as it starts; a request for a /responses-only model made before that
+    answer came was sent to chat completions (and refused, unsupported_api_for_model)."""
+    up = VendorDouble("copilot_api", "/__copilot")
+    try:
+        creds = tmp_path / "account.json"
+        seed(up, creds, login="octo")
+        control(up, "config", {"models_delay": 3})  # the gateway waits at most 5 s for it
+        common = {"type": "copilot", "credentials": str(creds), "token_url": up.base + "/copilot_internal/v2/token"}
+        g = Gateway(gateway_config(common, [{"id": "cp-listed", "models": [CODEX]}]), tmp_path / "proxy.yaml")
+        try:
+            assert ask(g.base, "chat", CODEX, False, "early") == "Echo: early"
+            assert [c["path"] for c in up.received() if c["path"] in (CHAT, RESPONSES, MESSAGES)] == [RESPONSES]
+        finally:
+            g.stop()
+    finally:
+        up.stop()

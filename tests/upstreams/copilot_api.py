@@ -46,7 +46,7 @@ Control (no auth): GET /__copilot (trades, device_polls, valid Copilot tokens, p
 codes); POST /__copilot/seed JSON {login?, copilot?: false} -> a credentials file
 {"oauth_token"}; POST /__copilot/approve?user_code=&login=, /__copilot/deny?user_code=;
 POST /__copilot/limit JSON {login, mode: ok|rate_limited|quota, retry_after?}; POST
-/__copilot/config JSON {copilot_ttl, refresh_in, trade_delay, poll_interval}; POST
+/__copilot/config JSON {copilot_ttl, refresh_in, trade_delay, models_delay, poll_interval}; POST
 /__copilot/expire (every Copilot token); POST /__copilot/reset.
 """
 
@@ -95,6 +95,7 @@ class CopilotState:
     copilot_ttl: float = 1800.0
     refresh_in: float | None = None  # default: ttl - 300 (at least half the ttl)
     trade_delay: float = 0.0
+    models_delay: float = 0.0
     poll_interval: float = 5.0
     github: dict[str, tuple[str, bool]] = field(default_factory=dict)  # GitHub token -> (login, has Copilot)
     copilot: dict[str, tuple[str, float]] = field(default_factory=dict)  # Copilot token -> (login, exp)
@@ -218,6 +219,8 @@ def model_entry(mid: str, kind: str = "chat") -> dict[str, Any]:
 
 async def models(request: web.Request) -> web.Response:
     check_copilot(request)
+    if delay := state(request).models_delay:
+        await asyncio.sleep(delay)
     entries = [model_entry(m) for m in request.app[oc.STATE].models]
     return web.json_response({"object": "list", "data": [*entries, model_entry("text-embedding-3-small",
                                                                                  "embeddings")]})
@@ -319,7 +322,7 @@ async def limit(request: web.Request) -> web.Response:
 
 async def configure(request: web.Request) -> web.Response:
     st, data = state(request), await serving.control_body(request)
-    for name in ("copilot_ttl", "refresh_in", "trade_delay", "poll_interval"):
+    for name in ("copilot_ttl", "refresh_in", "trade_delay", "models_delay", "poll_interval"):
         if name in data:
             setattr(st, name, None if data[name] is None else float(data[name]))
     return web.json_response({"copilot_ttl": st.copilot_ttl, "refresh_in": st.refresh_in})

@@ -228,8 +228,10 @@ class FrontDoor:
         while (a := engine.next()) is not None:
             before = self.rt.exchanges.get(flow.id)
             try:
-                kind = serving_kind(PROVIDER_TYPES[a.route.provider.type], self.rt.catalog.info, a.route.provider,
-                                    a.route.model, ib.api.wire)  # Copilot: per model
+                kind = PROVIDER_TYPES[a.route.provider.type]
+                if kind.for_model is not None:  # Copilot: its models endpoint says where each model is served
+                    await self.rt.catalog.learned(a.route.provider, listings.DISCOVERY_WAIT)
+                    kind = serving_kind(kind, self.rt.catalog.info, a.route.provider, a.route.model, ib.api.wire)
                 await attempt(a.route, kind, a.probe)
                 return
             except GatewayError as e:

@@ -20,8 +20,9 @@ suspend Copilot access for it. The gateway logs a warning the first time an entr
   /v1/messages (Claude models). A model sent to an endpoint it is not listed on is refused
   (400 unsupported_api_for_model), so the wire format is chosen per model (for_model): the
   client's own when the model is served in it (passed through), else chat completions, else
-  Responses, else Messages. The list is read even when proxy.yaml gives `models:`; a model it
-  says nothing of (or before it has answered) goes to chat completions.
+  Responses, else Messages. The list is read even when proxy.yaml gives `models:`; a request
+  made before its first answer waits for it (at most 5 s); a model it says nothing of goes to
+  chat completions.
 """
 
 from __future__ import annotations

@@ -91,6 +91,18 @@ class ModelCatalog:
             e.task = asyncio.ensure_future(self._fetch(p, e))
         await asyncio.shield(e.task)
 
+    async def learned(self, p: ProviderSettings, wait: float) -> None:
+        """For a kind whose models endpoint says how each model is served (model_info, Copilot): wait
+        at most `wait` s for its first answer, so that a request made as the gateway starts (or as the
+        provider is added) is not sent to the wrong endpoint. A list that is only old is refreshed
+        in the background meanwhile."""
+        if not self.stale(p):
+            return
+        e = self._entries.get(p.id)
+        pending = asyncio.ensure_future(self.refresh(p))
+        if e is None or e.models is None:
+            await asyncio.wait([pending], timeout=wait)
+
     async def _fetch(self, p: ProviderSettings, e: _Entry) -> None:
         kind = PROVIDER_TYPES[p.type]
         req = CallRequest(p.base_url + (kind.models_path or ""), self._error, method="GET", purpose="models",
