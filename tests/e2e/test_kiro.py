@@ -2,6 +2,8 @@
 (binary AWS event streams, social and IdC refresh) as upstream."""
 
 import json
+import subprocess
+from pathlib import Path
 
 import anthropic
 import httpx
@@ -9,7 +11,7 @@ import openai
 import pytest
 
 from tests.e2e.conftest import CLIENT_KEY, reset_cooldowns
-from tests.harness import Gateway, Upstream
+from tests.harness import BIN, Gateway, Upstream
 
 HELLO = [{"role": "user", "content": "hello there"}]
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
@@ -165,3 +167,46 @@ def test_byte_split_and_corrupt_streams(oai, gateway, kiro, files, mode):
         with pytest.raises(openai.APIError):
             for _ in stream:
                 pass
+
+
+
+def llmgate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "llmgate"), *args], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_an_idc_login_imported_into_the_shared_store_refreshes_on_a_host_without_kiros_folder(kiro, redis, tmp_path):
+    """IdC tokens refresh with the client registration Kiro keeps beside its token file. A host that
+    reads the login from the shared store (server.state) has no such file: the registration travels
+    into the store with the tokens (`llmgate credentials import`), and `credentials export` leaves it
+    out of the IDE's file again."""
+    def host(name: str) -> tuple[dict, Path]:
+        folder = tmp_path / name
+        cfg = {"server": {"api_keys": [CLIENT_KEY], "state": redis.url},
+               "providers": [{"id": "kiro-idc", "type": "kiro", "base_url": kiro.base, "token_url": kiro.base + "/token",
+                              "credentials": str(folder / "sso" / "kiro-auth-token.json"),
+                              "models": ["claude-sonnet-4-5"]}]}
+        folder.mkdir()
+        (folder / "proxy.yaml").write_text(json.dumps(cfg))
+        return cfg, folder
+
+    _, ide = host("ide")  # the machine the Kiro IDE logged in on
+    login = seed(kiro, ide / "sso" / "kiro-auth-token.json", "idc", expired=True)
+    imported = llmgate("credentials", "import", "kiro-idc", "--config", str(ide / "proxy.yaml"))
+    assert imported.returncode == 0, imported.stderr
+    assert login["refreshToken"] not in imported.stdout + imported.stderr
+    cfg, other = host("other")
+    g = Gateway(cfg, other / "proxy.yaml")
+    try:
+        calls = state(kiro)["idc_refresh_calls"]
+        c = openai.OpenAI(base_url=g.base + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30)
+        assert c.chat.completions.create(model="claude-sonnet-4-5", messages=HELLO).choices[0].message.content
+        assert state(kiro)["idc_refresh_calls"] == calls + 1
+        assert not (other / "sso").exists()  # nothing of Kiro's was on this host
+    finally:
+        g.stop()
+    out = tmp_path / "exported.json"
+    exported = llmgate("credentials", "export", "kiro-idc", "--file", str(out), "--config", str(other / "proxy.yaml"))
+    assert exported.returncode == 0, exported.stderr
+    written = json.loads(out.read_text())
+    assert written["refreshToken"] != login["refreshToken"] and "clientRegistration" not in written

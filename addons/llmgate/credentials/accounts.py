@@ -154,7 +154,10 @@ class AccountSet:
 
             probe = self._make(Path(pattern))  # made, not used: nothing is read
             if isinstance(getattr(probe, "creds", None), fleet.FleetCredentials):
-                self._listing = fleet.FleetListing(fleet.shared_fences(url), self.p.id)
+                from llmgate.providers import PROVIDER_TYPES
+
+                self._listing = fleet.FleetListing(fleet.shared_fences(url), self.p.id,
+                                                   bundle=PROVIDER_TYPES[self.p.type].bundle)
                 self.accounts = self._current()
         return self
 

@@ -482,8 +482,10 @@ class FleetListing:
     shared store's index lists, and this host's files (offered to the store when first seen here),
     less the removed. The index is read every READ_EVERY, in the background: no request waits."""
 
-    def __init__(self, state: Fenced, provider: str, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, state: Fenced, provider: str, clock: Callable[[], float] = time.monotonic,
+                 bundle: Callable[[Path, dict[str, Any]], dict[str, Any]] | None = None):
         self.state, self.provider, self._clock = state, provider, clock
+        self.bundle = bundle  # the kind's (ProviderKind.bundle): what the login needs from beside its file
         self.index: dict[str, bool] = {}  # as last read (False: removed)
         self.read_at: float | None = None
         self._reading: asyncio.Task | None = None
@@ -529,6 +531,8 @@ class FleetListing:
     async def _offer(self, account: str, path: Path) -> None:
         try:
             data = await asyncio.to_thread(read_json, path)
+            if isinstance(data, dict) and data and self.bundle is not None:
+                data = await asyncio.to_thread(self.bundle, path, data)
         except (OSError, ValueError) as e:
             log.error("credentials file %s unreadable (%s), not imported", path, type(e).__name__)
             return

@@ -1133,21 +1133,22 @@ CredFileOpt = Annotated[Path | None, typer.Option("--file", help="the CLI's cred
                                                   "provider's `credentials`, or its kind's default file)")]
 
 
-def _shared_account(config: Path, pid: str, file: Path | None) -> tuple[str, str, Path]:
-    """(server.state URL, account name, file) of a subscription provider in proxy.yaml."""
+def _shared_account(config: Path, pid: str, file: Path | None) -> tuple[str, str, Path, Any]:
+    """(server.state URL, account name, file, provider kind) of a subscription provider in proxy.yaml."""
     import glob
 
     from llmgate.credentials import fleet
 
-    url, pattern, configured = _shared_provider(config, pid)
+    url, pattern, configured, kind = _shared_provider(config, pid)
     if glob.has_magic(pattern) and file is None:
         raise CliError(f"provider '{pid}' names one file per account ({configured}): pass --file")
     named = file if file is not None and glob.has_magic(pattern) else Path(pattern)
-    return url, fleet.account_name(named), (file or Path(pattern)).expanduser()
+    return url, fleet.account_name(named), (file or Path(pattern)).expanduser(), kind
 
 
-def _shared_provider(config: Path, pid: str) -> tuple[str, str, str]:
-    """(server.state URL, credentials path or glob expanded, as configured) of a subscription provider."""
+def _shared_provider(config: Path, pid: str) -> tuple[str, str, str, Any]:
+    """(server.state URL, credentials path or glob expanded, as configured, its kind) of a subscription
+    provider."""
     from llmgate.providers import PROVIDER_TYPES
     from llmgate.settings import load_settings
 
@@ -1161,7 +1162,7 @@ def _shared_provider(config: Path, pid: str) -> tuple[str, str, str]:
     configured = (getattr(p, "credentials", None) or (kind.credentials if kind else None)) if p else None
     if p is None or not configured:
         raise CliError(f"{config} has no subscription provider '{pid}' with a credentials file")
-    return settings.server.state, os.path.expanduser(configured), configured
+    return settings.server.state, os.path.expanduser(configured), configured, kind
 
 
 def _in_store(url: str, work: Callable[[Any], Any]) -> Any:
@@ -1200,13 +1201,15 @@ def credentials_import(pid: Annotated[str, typer.Argument(metavar="PROVIDER_ID",
     from llmgate.credentials import fleet
     from llmgate.credentials.store import read_json
 
-    url, account, path = _shared_account(config, pid, file)
+    url, account, path, kind = _shared_account(config, pid, file)
     try:
         data = read_json(path)
     except ValueError as e:
         raise CliError(f"{path}: not a credentials file ({e})") from None
     if not isinstance(data, dict) or not data:
         raise CliError(f"{path}: no credentials in it (log in with the CLI first)")
+    if kind.bundle is not None:  # what the login needs from beside its file travels with it
+        data = kind.bundle(path, data)
     version = _in_store(url, lambda store: fleet.import_credentials(store, pid, account, data))
     if as_json:
         _emit_json({"provider": pid, "account": account, "file": str(path), "version": version})
@@ -1223,10 +1226,11 @@ def credentials_export(pid: Annotated[str, typer.Argument(metavar="PROVIDER_ID",
     from llmgate.credentials import fleet
     from llmgate.credentials.store import read_json, write_atomic
 
-    url, account, path = _shared_account(config, pid, file)
+    url, account, path, kind = _shared_account(config, pid, file)
     data = _in_store(url, lambda store: fleet.export_credentials(store, pid, account))
     if data is None:
         raise CliError(f"the shared store holds no credentials for account {account} of provider '{pid}'")
+    data = {k: v for k, v in data.items() if k not in kind.bundled}  # the CLI's own file keeps its fields only
     try:
         old = read_json(path)
     except (OSError, ValueError):
@@ -1247,7 +1251,7 @@ def credentials_remove(pid: Annotated[str, typer.Argument(metavar="PROVIDER_ID",
     """Take an account out of every host (its stored tokens go; a host's own file does not bring it back)."""
     from llmgate.credentials import fleet
 
-    url, _, _ = _shared_provider(config, pid)
+    url, *_ = _shared_provider(config, pid)
     known = _in_store(url, lambda store: fleet.remove_credentials(store, pid, account))
     if as_json:
         _emit_json({"provider": pid, "account": account, "known": known})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -44,6 +45,11 @@ class ProviderKind:
     # as it serves that model. None for the rest: one wire format, nothing looked up per request.
     model_info: Callable[[Any], dict[str, Any]] | None = None
     for_model: Callable[[str, Any, str], ProviderKind] | None = None
+    # what else a login needs from beside its credentials file, added to the credentials that go to the
+    # shared store (server.state), so that every host has it: (file, its JSON) -> the JSON to store;
+    # `bundled` names the keys it adds (left out when the store's tokens are written back to the file)
+    bundle: Callable[[Path, dict[str, Any]], dict[str, Any]] | None = None
+    bundled: tuple[str, ...] = ()
 
     def secret_header_names(self) -> frozenset[str]:
         """Lowercased names of every header that carries this kind's credentials: redacted in flows."""

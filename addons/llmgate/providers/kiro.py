@@ -8,7 +8,9 @@ for using them. The gateway logs a warning the first time an entry is used.
   profileArn (social), region, clientIdHash (IdC)}. Social logins refresh at
   https://prod.{region}.auth.desktop.kiro.dev/refreshToken; IdC (Builder ID) ones at
   https://oidc.{region}.amazonaws.com/token with the client registration Kiro keeps in
-  ~/.aws/sso/cache/<clientIdHash>.json. `token_url` overrides either (tests).
+  ~/.aws/sso/cache/<clientIdHash>.json. `token_url` overrides either (tests). With shared
+  credentials (server.state), the registration goes into the store with the tokens it refreshes
+  (key clientRegistration), so hosts without Kiro's folder refresh them too.
 - Requests: converters/kiro.py builds the conversationState; the account adds profileArn
   (social) and the Kiro IDE's headers. Answers are AWS event streams, decoded frame by frame.
 - Models: ListAvailableModels (cached like any discovered list), each id also in its dashed
@@ -45,6 +47,7 @@ DEFAULT_REGION = "us-east-1"
 KIRO_VERSION = "0.2.13"
 MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-5", "claude-sonnet-4")  # until discovered
 _warned: set[str] = set()
+REGISTRATION = "clientRegistration"  # ours: an IdC login's client registration, carried in the shared store
 
 
 def _model_ids(body: Any) -> list[str]:
@@ -63,6 +66,30 @@ def _model_ids(body: Any) -> list[str]:
 def _iso_in(seconds: Any) -> str:
     s = seconds if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else 3600
     return datetime.fromtimestamp(time.time() + s, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def client_registration(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """The IdC client registration Kiro keeps beside its token file (<clientIdHash>.json)."""
+    file = path.parent / f"{data.get('clientIdHash')}.json"
+    try:
+        client = json.loads(file.read_text())
+    except (OSError, ValueError, RecursionError):
+        raise LoginRequired(f"the IdC client registration {file} is missing") from None
+    if not isinstance(client, dict) or not client.get("clientId"):
+        raise LoginRequired(f"{file} holds no clientId")
+    return client
+
+
+def _bundle(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """An IdC login's tokens with their client registration, for the shared store."""
+    if str(data.get("authMethod", "social")).lower() != "idc":
+        return data
+    try:
+        client = client_registration(path, data)
+    except LoginRequired as e:
+        log.warning("credentials %s: %s; hosts without it cannot refresh this login", path, e)
+        return data
+    return {**data, REGISTRATION: {k: client[k] for k in ("clientId", "clientSecret", "expiresAt") if k in client}}
 
 
 class KiroAccount(OAuthAccount):
@@ -108,15 +135,10 @@ class KiroAccount(OAuthAccount):
         raise RefreshFailed(f"{url} answered {status}")
 
     def _client_registration(self, data: dict[str, Any]) -> dict[str, Any]:
-        h = data.get("clientIdHash")
-        path = self.creds.path.parent / f"{h}.json"
-        try:
-            client = json.loads(path.read_text())
-        except (OSError, ValueError):
-            raise LoginRequired(f"the IdC client registration {path} is missing") from None
-        if not isinstance(client, dict) or not client.get("clientId"):
-            raise LoginRequired(f"{path} holds no clientId")
-        return client
+        carried = data.get(REGISTRATION)  # it came with the tokens (shared store): the one they belong to
+        if isinstance(carried, dict) and carried.get("clientId"):
+            return carried
+        return client_registration(self.creds.path, data)
 
     async def prepare(self, up: UpstreamRequest, model: str, purpose: str, force: bool = False) -> None:
         creds = await self.token(force)
@@ -178,4 +200,6 @@ KIND = ProviderKind(
     secret_headers=("Authorization",),  # the OAuth access token
     stream_type="application/vnd.amazon.eventstream",
     reauth_statuses=(401, 403),  # Kiro says 403 for an expired token
+    bundle=_bundle,
+    bundled=(REGISTRATION,),
 )
