@@ -70,7 +70,10 @@ def _iso_in(seconds: Any) -> str:
 
 def client_registration(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     """The IdC client registration Kiro keeps beside its token file (<clientIdHash>.json)."""
-    file = path.parent / f"{data.get('clientIdHash')}.json"
+    h = str(data.get("clientIdHash"))
+    file = path.parent / f"{h}.json"
+    if Path(h).name != h or "\0" in h:  # a name beside the token file, nothing else
+        raise LoginRequired("the credentials' clientIdHash is not a file name")
     try:
         client = json.loads(file.read_text())
     except (OSError, ValueError, RecursionError):
