@@ -63,7 +63,8 @@ def throughput(args: argparse.Namespace, up: Upstream, folder: Path) -> None:
     n = args.processes
     procs = gateways(n, write_config(folder, up, None))
     try:
-        with haproxy([procs[0][1]]) as one, haproxy([p for _, p in procs], "leastconn") as many:  # as deploy/haproxy.cfg
+        # leastconn as in deploy/haproxy.cfg: roundrobin piles requests on a process the scheduler preempted
+        with haproxy([procs[0][1]]) as one, haproxy([p for _, p in procs], "leastconn") as many:
             targets = {"1 process": (one.base + CHAT, MODEL), f"{n} processes": (many.base + CHAT, MODEL)}
             serving = {"1 process": [procs[0][0]], f"{n} processes": [p for p, _ in procs]}
             for t in targets.values():
