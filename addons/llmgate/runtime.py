@@ -46,6 +46,7 @@ class Runtime:
         self.claude_code_shims: dict = {}  # (command, concurrency) -> ClaudeCodeShim, started on first use
         self.reload: Callable[[], None] = lambda: None  # re-read the config now (config_watch sets it)
         self.first_run: Any = None  # what `auto: true` found (config_watch sets it; listings.health shows it)
+        self.provider_flows: Callable[[], bool] = lambda: True  # are provider-side flows recorded (flow_record sets it)
         self._accounts: dict[str, tuple[object, object]] = {}
 
     def open_state(self, path: str, url: str | None = None) -> None:

@@ -2,6 +2,8 @@
 client flows at the client's address, and mitmweb's comment column on unless the user chose columns.
 End to end against a real mitmweb: tests/e2e/test_mitmweb_debugger.py."""
 
+from types import SimpleNamespace
+
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 from mitmproxy.tools.web.webaddons import WebAddon
@@ -10,6 +12,7 @@ from llmgate.addons.accounting import INBOUND, Accounting
 from llmgate.addons.flow_record import FlowRecorder, marker, show_client_address, upstream_flow
 from llmgate.addons.redaction import Redactor
 from llmgate.request_path.provider_call import Exchange
+from llmgate.request_path.relay import CAPTURE_LIMIT, Capture
 from llmgate.request_path.upstream import UpstreamRequest
 from llmgate.runtime import UPSTREAM_MARK, Runtime
 
@@ -100,3 +103,42 @@ def test_mitmweb_shows_the_comment_column_unless_the_user_chose_columns():
         assert list(tctx.options.web_columns) == ["path", "status"]
     with taddons.context():  # mitmdump: no such option
         FlowRecorder(Runtime()).running()
+
+
+def test_a_stream_keeps_its_provider_side_body_only_while_provider_flows_are_recorded():
+    rt = Runtime()
+    recorder = FlowRecorder(rt)
+    with taddons.context(recorder) as tctx:
+        tctx.configure(recorder, gateway_upstream_flows="off")
+        assert rt.provider_flows() is False
+        tctx.configure(recorder, gateway_upstream_flows="on")
+        assert rt.provider_flows() is True
+
+
+def test_a_capture_that_does_not_keep_counts_and_holds_nothing():
+    kept, counted = Capture(), Capture(keep=False)
+    for c in (kept, counted):
+        for _ in range(3):
+            c.add(b"x" * (CAPTURE_LIMIT // 2))
+    assert kept.bytes() == b"x" * CAPTURE_LIMIT and kept.truncated and kept.size == counted.size
+    assert counted.bytes() == b"" and counted.parts == [] and counted.size == 3 * (CAPTURE_LIMIT // 2)
+
+
+def test_provider_side_flow_of_a_stream_says_what_its_body_lacks():
+    ex = exchange(headers=[(b"Content-Type", b"text/event-stream")])
+    stream = SimpleNamespace(upstream=Capture(keep=False), outcome="complete")  # what upstream_flow reads of a Pipe
+    stream.upstream.add(b"data: {}\n\n")
+    ex.pipe = stream  # type: ignore[assignment]
+    up = upstream_flow(client_flow(), ex, None, Redactor([SECRET]))
+    assert up.response.raw_content == b"" and up.metadata["llmgate"]["stream"] == "complete"
+    note = "stream body not kept (10 bytes): provider-side flows were off when it began"
+    assert up.metadata["llmgate"]["capture"] == note and up.comment.endswith(f"[{note}]")
+    stream.upstream = Capture()  # kept, past the limit
+    stream.upstream.add(b"x" * (CAPTURE_LIMIT + 5))
+    stream.upstream.add(b"y")
+    up = upstream_flow(client_flow(), ex, None, Redactor([SECRET]))
+    assert up.response.raw_content == b"x" * (CAPTURE_LIMIT + 5)
+    assert up.metadata["llmgate"]["capture"] == f"stream body shown up to {CAPTURE_LIMIT + 5} of {CAPTURE_LIMIT + 6} bytes"
+    stream.upstream = Capture()
+    stream.upstream.add(b"data: {}\n\n")
+    assert "capture" not in upstream_flow(client_flow(), ex, None, Redactor([SECRET])).metadata["llmgate"]

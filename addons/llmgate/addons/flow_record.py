@@ -26,7 +26,7 @@ from mitmproxy.proxy.layers.http import (
 
 from llmgate.addons.redaction import SECRET_HEADERS, Redactor, scrub_message
 from llmgate.request_path.inbound import INTERCEPT_MARK
-from llmgate.request_path.relay import restore
+from llmgate.request_path.relay import Capture, restore
 from llmgate.runtime import UPSTREAM_MARK, Exchange, Runtime
 
 log = logging.getLogger("llmgate")
@@ -70,6 +70,7 @@ def upstream_flow(client: http.HTTPFlow, ex: Exchange, error: str | None, r: Red
                   attempt: int = 1, attempts: int = 1) -> http.HTTPFlow:
     """The provider side of one attempt; every configured secret scrubbed (an upstream may echo its key)."""
     up = ex.upstream
+    note = None
     req = http.Request.make(up.method, r.text(up.url), up.body, redacted_headers(up.headers))
     scrub_message(r, req)
     if "key" in req.query:
@@ -85,8 +86,7 @@ def upstream_flow(client: http.HTTPFlow, ex: Exchange, error: str | None, r: Red
         scrub_message(r, f.response)
         f.response.timestamp_start = ex.first_byte or ex.started
         f.response.timestamp_end = time.time()
-        if ex.pipe and ex.pipe.upstream.truncated:
-            error = error or f"stream capture truncated after {len(body)} of {ex.pipe.upstream.size} bytes"
+        note = capture_note(ex.pipe.upstream) if ex.pipe else None
     meta = f.metadata["llmgate"] = {"provider": ex.provider, "upstream_model": ex.model, "route": ex.how,
                                     "attempt": attempt, "attempts": attempts}
     why = ""
@@ -100,10 +100,21 @@ def upstream_flow(client: http.HTTPFlow, ex: Exchange, error: str | None, r: Red
     f.metadata[UPSTREAM_MARK] = client.id
     if ex.pipe is not None:
         meta["stream"] = ex.pipe.outcome
+    if note:
+        meta["capture"] = note
     of = f" (attempt {attempt} of {attempts}{why})" if attempts > 1 or why else ""
-    f.comment = f"upstream of {marker(client)}: {ex.provider} / {ex.model}{of}"
+    f.comment = f"upstream of {marker(client)}: {ex.provider} / {ex.model}{of}" + (f" [{note}]" if note else "")
     f.live = False
     return f
+
+
+def capture_note(c: Capture) -> str | None:
+    """What a provider-side stream body shown lacks, if anything."""
+    if not c.keep:
+        return f"stream body not kept ({c.size} bytes): provider-side flows were off when it began"
+    if c.truncated:
+        return f"stream body shown up to {len(c.bytes())} of {c.size} bytes"
+    return None
 
 
 class FlowRecorder:
@@ -111,6 +122,7 @@ class FlowRecorder:
         self.rt = rt
         self._tasks: set[asyncio.Task] = set()
         self._seen: bool | None = None
+        rt.provider_flows = self._watched  # a stream keeps its provider-side body only then
 
     def load(self, loader):
         loader.add_option(

@@ -325,7 +325,8 @@ class FrontDoor:
         if flow.error is not None:  # the client left while it was awaited
             resp.close()
             return
-        pipe = Pipe(resp, self.rt.secrets.stream(pl.transform()), out_headers, f"'{p.id}'", read_timeout, head)
+        pipe = Pipe(resp, self.rt.secrets.stream(pl.transform()), out_headers, f"'{p.id}'", read_timeout, head,
+                    keep_upstream=self.rt.provider_flows())
         port = await self.rt.relay.ensure_started()
         ex.pipe, ex.token = pipe, self.rt.relay.register(pipe)
         ex.relay_saved = point_at_relay(flow.request, port, ex.token)

@@ -42,20 +42,22 @@ class StreamTransform(Protocol):
 
 
 class Capture:
-    """The first CAPTURE_LIMIT bytes of a stream, for mitmweb and saved flows."""
+    """The first CAPTURE_LIMIT bytes of a stream, for mitmweb and saved flows; with keep=False
+    only their count (nothing will show them: up to CAPTURE_LIMIT per open stream not held)."""
 
-    __slots__ = ("parts", "size", "truncated")
+    __slots__ = ("parts", "size", "truncated", "keep")
 
-    def __init__(self) -> None:
+    def __init__(self, keep: bool = True) -> None:
         self.parts: list[bytes] = []
         self.size = 0
         self.truncated = False
+        self.keep = keep
 
     def add(self, chunk: bytes) -> None:
-        if self.size < CAPTURE_LIMIT:
-            self.parts.append(chunk)
-        else:
+        if self.size >= CAPTURE_LIMIT:
             self.truncated = True
+        elif self.keep:
+            self.parts.append(chunk)
         self.size += len(chunk)
 
     def bytes(self) -> bytes:
@@ -85,15 +87,16 @@ class Pipe:
     BACKLOG = 2
 
     def __init__(self, resp: aiohttp.ClientResponse, transform: StreamTransform,
-                 headers: list[tuple[bytes, bytes]], who: str, read_timeout: float, head: bytes = b""):
+                 headers: list[tuple[bytes, bytes]], who: str, read_timeout: float, head: bytes = b"",
+                 keep_upstream: bool = True):
         self.resp = resp
         self.head = head  # bytes read before the stream was handed over (provider_call.first_event)
         self.transform = transform
         self.headers = headers
         self.who = who
         self.read_timeout = read_timeout
-        self.upstream = Capture()  # raw bytes from the provider
-        self.client = Capture()  # bytes sent on to the client
+        self.upstream = Capture(keep_upstream)  # raw bytes from the provider (for its provider-side flow)
+        self.client = Capture()  # bytes sent on to the client (its flow, and the usage the request log counts)
         self.outcome = "pending"  # complete | upstream-error | client-gone | unclaimed
         self.first_sent: float | None = None  # when the first bytes went to the client (time to first token)
         self._writer: asyncio.StreamWriter | None = None  # the relay connection, once mitmproxy fetched the stream
