@@ -27,7 +27,7 @@ def loads(data: str | bytes | bytearray) -> Any:
         raw = data.encode() if isinstance(data, str) else data
     except UnicodeEncodeError:  # a lone surrogate: json.loads' reading of it is the one kept
         return json.loads(data)
-    if _LONG_RUN not in raw.translate(_DIGIT_TO_ZERO):
+    if raw.translate(_DIGIT_TO_ZERO).find(_LONG_RUN) == -1:  # find: `in` raises and clears a TypeError first
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:

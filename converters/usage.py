@@ -11,6 +11,7 @@ count may come only in message_start).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,12 +77,20 @@ def of_body(body: bytes) -> Tokens | None:
     return t if _apply(t, obj) else None
 
 
+def _lines_with(data: bytes, needle: bytes) -> Iterator[bytes]:
+    """The lines (split at LF) of data holding needle, in order, without splitting the rest."""
+    i = data.find(needle)
+    while i != -1:
+        end = data.find(b"\n", i)
+        end = len(data) if end == -1 else end
+        yield data[data.rfind(b"\n", 0, i) + 1:end]
+        i = data.find(needle, end)
+
+
 def of_stream(data: bytes) -> Tokens | None:
     """Usage from an SSE stream (or a Gemini JSON-array stream) the client received."""
     t, found = Tokens(), False
-    for line in data.split(b"\n"):
-        if b"sage" not in line:  # "usage" / "usageMetadata": only those lines are parsed
-            continue
+    for line in _lines_with(data, b"sage"):  # "usage" / "usageMetadata": only those lines are parsed
         text = line.strip().removeprefix(b"data:").strip().lstrip(b"[,").rstrip(b",]").strip()
         try:
             found |= _apply(t, jsonio.loads(text))

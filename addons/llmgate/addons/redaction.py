@@ -62,7 +62,7 @@ class Redactor:
         if len(data) <= SMALL:
             if self._rx.search(data) is None:
                 return data
-        elif not any(s in data for s in self.secrets):
+        elif all(data.find(s) == -1 for s in self.secrets):  # find: `in` raises and clears a TypeError first
             return data
         return self._rx.sub(REDACTED, data)
 
