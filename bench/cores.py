@@ -130,10 +130,10 @@ def cpu_quota(pids: list[int], share: float) -> Iterator[str | None]:
     groups: list[Path] = []
     try:
         try:
+            if root == CGROUP:  # v2: the root hands the cpu controller down first
+                (root / "cgroup.subtree_control").write_text("+cpu")
             for i, pid in enumerate(pids):
                 group = root / f"llmgate-bench-{os.getpid()}-{i}"
-                if root == CGROUP:  # v2: the root hands the cpu controller down first
-                    (root / "cgroup.subtree_control").write_text("+cpu")
                 group.mkdir()
                 groups.append(group)
                 _limit(group, share, v2=root == CGROUP)

@@ -70,7 +70,6 @@ def upstream_flow(client: http.HTTPFlow, ex: Exchange, error: str | None, r: Red
                   attempt: int = 1, attempts: int = 1) -> http.HTTPFlow:
     """The provider side of one attempt; every configured secret scrubbed (an upstream may echo its key)."""
     up = ex.upstream
-    note = None
     req = http.Request.make(up.method, r.text(up.url), up.body, redacted_headers(up.headers))
     scrub_message(r, req)
     if "key" in req.query:
@@ -86,7 +85,6 @@ def upstream_flow(client: http.HTTPFlow, ex: Exchange, error: str | None, r: Red
         scrub_message(r, f.response)
         f.response.timestamp_start = ex.first_byte or ex.started
         f.response.timestamp_end = time.time()
-        note = capture_note(ex.pipe.upstream) if ex.pipe else None
     meta = f.metadata["llmgate"] = {"provider": ex.provider, "upstream_model": ex.model, "route": ex.how,
                                     "attempt": attempt, "attempts": attempts}
     why = ""
@@ -100,6 +98,7 @@ def upstream_flow(client: http.HTTPFlow, ex: Exchange, error: str | None, r: Red
     f.metadata[UPSTREAM_MARK] = client.id
     if ex.pipe is not None:
         meta["stream"] = ex.pipe.outcome
+    note = capture_note(ex.pipe.upstream) if ex.pipe is not None and f.response is not None else None
     if note:
         meta["capture"] = note
     of = f" (attempt {attempt} of {attempts}{why})" if attempts > 1 or why else ""
